@@ -1,0 +1,42 @@
+//! The NanoImg diffusion engine.
+//!
+//! Model code we own on `candle-nn` — CLIP text encoders, a `UNet2DConditionModel` with hook
+//! points for reference conditioning, `AutoencoderKL` — loaded from diffusers-layout folders;
+//! the schedulers; the txt2img / img2img / inpaint / outpaint pipelines; and the registry of
+//! installed models. One loaded [`StableDiffusion`] serves many requests: everything that
+//! belongs to a request (seed, hooks, progress, cancellation) is passed in.
+//!
+//! Not here: HTTP, storage, moderation, editing plans. This crate reads model folders and
+//! writes nothing but what [`synthetic`] is asked to write.
+
+pub mod error;
+pub mod folder;
+pub mod model;
+pub mod models;
+pub mod pipeline;
+pub mod registry;
+pub mod schedulers;
+pub mod synthetic;
+pub mod tokenizer;
+
+pub use error::{EngineError, Result};
+pub use model::{LoadOptions, StableDiffusion, TextConditioning};
+pub use pipeline::{
+    outpaint_canvas, parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress,
+    Progress, ProgressSink,
+};
+pub use registry::{Family, ModelDefaults, ModelInfo, Registry};
+
+/// Picks the compute device: the first CUDA or Metal GPU when built with that feature and one is
+/// present, else the CPU.
+pub fn default_device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = candle_core::Device::new_cuda(0) {
+        return d;
+    }
+    #[cfg(feature = "metal")]
+    if let Ok(d) = candle_core::Device::new_metal(0) {
+        return d;
+    }
+    candle_core::Device::Cpu
+}

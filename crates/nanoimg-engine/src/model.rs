@@ -1,0 +1,274 @@
+//! A loaded Stable Diffusion–family model: tokenizers, text encoders, UNet, VAE and noise
+//! schedule, read from a diffusers-layout folder.
+
+use crate::error::{EngineError, Result, TensorContext};
+use crate::folder::ModelFolder;
+use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::models::unet::{UNet2DConditionModel, UNetConfig};
+use crate::models::vae::{AutoencoderKL, VaeConfig};
+use crate::registry::{Family, ModelDefaults, ModelInfo};
+use crate::schedulers::{NoiseSchedule, SchedulerConfig};
+use crate::tokenizer::ClipTokenizer;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use std::path::Path;
+
+/// How to load a model: on which device, at which precision.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
+
+/// Prompt embeddings for one prompt: the cross-attention context and, for SDXL, the pooled
+/// embedding.
+#[derive(Debug, Clone)]
+pub struct TextConditioning {
+    /// `[1, tokens, cross_attention_dim]`.
+    pub context: Tensor,
+    /// `[1, pooled_dim]` (SDXL only).
+    pub pooled: Option<Tensor>,
+    /// Whether the prompt was cut at the encoder's context length.
+    pub truncated: bool,
+}
+
+struct TextEncoder {
+    tokenizer: ClipTokenizer,
+    model: ClipTextModel,
+}
+
+/// A model ready to generate: shared read-only by every request.
+pub struct StableDiffusion {
+    info: ModelInfo,
+    encoders: Vec<TextEncoder>,
+    pub(crate) unet: UNet2DConditionModel,
+    pub(crate) vae: AutoencoderKL,
+    pub(crate) schedule: NoiseSchedule,
+    pub(crate) device: Device,
+    pub(crate) dtype: DType,
+    pub(crate) vae_dtype: DType,
+}
+
+impl std::fmt::Debug for StableDiffusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StableDiffusion")
+            .field("name", &self.info.name)
+            .field("family", &self.info.family)
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+fn load_vb<'a>(
+    folder: &ModelFolder,
+    component: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'a>> {
+    let files = folder.weights(component)?;
+    // SAFETY: the files are memory-mapped read-only; NanoImg never writes model files while
+    // serving, and a model swapped on disk underneath a running process is outside its contract.
+    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+        .context(|| format!("{}: cannot read {component} weights", folder.path().display()))
+}
+
+impl StableDiffusion {
+    /// Loads every component of the model at `path`. Errors name the component and the file,
+    /// tensor or config field that is missing or wrong.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let folder = ModelFolder::open(path)?;
+        let info = ModelInfo::inspect(path)?;
+        let (device, dtype) = (&opts.device, opts.dtype);
+        let at = |component: &str| format!("{}: {component}", path.display());
+
+        let mut encoders = Vec::new();
+        for (tok, enc) in [("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")] {
+            if !folder.has(enc) {
+                continue;
+            }
+            let tokenizer = ClipTokenizer::from_dir(&folder.component_dir(tok)?)?;
+            let config: ClipTextConfig = folder.config(enc)?;
+            let vb = load_vb(&folder, enc, dtype, device)?;
+            let model = ClipTextModel::new(vb, &config).map_err(|message| EngineError::IncompleteModel {
+                path: folder.component_dir(enc).unwrap_or_default(),
+                message,
+            })?;
+            encoders.push(TextEncoder { tokenizer, model });
+        }
+
+        let unet_config: UNetConfig = folder.config("unet")?;
+        let unet = UNet2DConditionModel::new(load_vb(&folder, "unet", dtype, device)?, &unet_config)
+            .map_err(|e| at_component(e, &at("unet")))?;
+
+        let vae_config: VaeConfig = folder.config("vae")?;
+        vae_config
+            .validate()
+            .map_err(|message| EngineError::Unsupported {
+                path: path.join("vae"),
+                message,
+            })?;
+        let vae_dtype = if vae_config.force_upcast && dtype == DType::F16 {
+            DType::F32
+        } else {
+            dtype
+        };
+        let vae = AutoencoderKL::new(load_vb(&folder, "vae", vae_dtype, device)?, &vae_config)
+            .context(|| at("vae"))?;
+
+        let sched_config: SchedulerConfig = if folder.has("scheduler") {
+            folder.config("scheduler")?
+        } else {
+            SchedulerConfig::default()
+        };
+        let schedule = NoiseSchedule::new(&sched_config).map_err(|message| EngineError::Unsupported {
+            path: path.join("scheduler"),
+            message,
+        })?;
+
+        let model = Self {
+            info,
+            encoders,
+            unet,
+            vae,
+            schedule,
+            device: device.clone(),
+            dtype,
+            vae_dtype,
+        };
+        model.check_consistency()?;
+        Ok(model)
+    }
+
+    /// Checks that the components fit together (text width vs. cross-attention width, …).
+    fn check_consistency(&self) -> Result<()> {
+        let bad = |message: String| EngineError::IncompleteModel {
+            path: self.info.path.clone(),
+            message,
+        };
+        if self.encoders.is_empty() {
+            return Err(bad("no text_encoder".into()));
+        }
+        let text_width: usize = self.encoders.iter().map(|e| e.model.config().hidden_size).sum();
+        let uc = self.unet.config();
+        let cross = match uc.cross_attention_dim {
+            crate::models::unet::PerBlock::One(d) => d,
+            _ => unreachable!("per-block cross_attention_dim is rejected by UNetConfig::validate"),
+        };
+        let expected_width = if self.info.family == Family::Sdxl {
+            text_width
+        } else {
+            self.encoders[0].model.config().hidden_size
+        };
+        if expected_width != cross {
+            return Err(bad(format!(
+                "text encoders produce {expected_width}-wide embeddings but the UNet's cross_attention_dim is {cross}"
+            )));
+        }
+        let latent = self.vae.config().latent_channels;
+        let expected_in = if self.info.inpainting {
+            2 * latent + 1
+        } else {
+            latent
+        };
+        if uc.in_channels != expected_in || uc.out_channels != latent {
+            return Err(bad(format!(
+                "UNet has {} in / {} out channels; a VAE with {latent} latent channels needs {expected_in} / {latent}",
+                uc.in_channels, uc.out_channels
+            )));
+        }
+        Ok(())
+    }
+
+    /// What the registry knows about this model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Suggested steps, guidance, scheduler and size.
+    pub fn defaults(&self) -> &ModelDefaults {
+        &self.info.defaults
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The precision of the UNet and text encoders.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The UNet (for callers that drive it directly, e.g. benchmarks).
+    pub fn unet(&self) -> &UNet2DConditionModel {
+        &self.unet
+    }
+
+    /// The VAE.
+    pub fn vae(&self) -> &AutoencoderKL {
+        &self.vae
+    }
+
+    /// Pixels per latent cell per side (8 for every SD VAE).
+    pub fn vae_scale(&self) -> usize {
+        self.vae.config().downscale()
+    }
+
+    /// Encodes a prompt. An empty prompt on a model with `force_zeros_for_empty_prompt` (SDXL)
+    /// gives all-zero embeddings, as diffusers does for the negative prompt.
+    pub fn encode_text(&self, prompt: &str, zero_if_empty: bool) -> Result<TextConditioning> {
+        let sdxl = self.info.family == Family::Sdxl;
+        let mut contexts = Vec::new();
+        let mut pooled = None;
+        let mut truncated = false;
+        for enc in &self.encoders {
+            let tokens = enc.tokenizer.encode(prompt);
+            truncated |= tokens.truncated;
+            let ids = Tensor::new(tokens.ids.as_slice(), &self.device)?.unsqueeze(0)?;
+            let out = enc
+                .model
+                .forward(&ids, &[tokens.eos_index])
+                .context(|| "text encoder".into())?;
+            contexts.push(if sdxl {
+                out.penultimate
+            } else {
+                out.last_hidden_state
+            });
+            pooled = Some(out.pooled);
+        }
+        let mut context = Tensor::cat(&contexts, 2)?;
+        let mut pooled = if sdxl { pooled } else { None };
+        if zero_if_empty && prompt.trim().is_empty() && self.info.force_zeros_for_empty_prompt {
+            context = context.zeros_like()?;
+            pooled = pooled.map(|p| p.zeros_like()).transpose()?;
+        }
+        Ok(TextConditioning {
+            context,
+            pooled,
+            truncated,
+        })
+    }
+}
+
+fn at_component(e: EngineError, component: &str) -> EngineError {
+    match e {
+        EngineError::Tensor { source, .. } => EngineError::Tensor {
+            context: component.to_owned(),
+            source,
+        },
+        EngineError::Unsupported { message, .. } => EngineError::Unsupported {
+            path: component.into(),
+            message,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,249 @@
+//! CLIP text encoders as transformers saves them: `CLIPTextModel` (SD 1.x/2.x, SDXL's first
+//! encoder) and `CLIPTextModelWithProjection` (SDXL's second encoder, whose projected pooled
+//! output conditions the UNet's `add_embedding`).
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+/// The fields of a transformers `CLIPTextConfig` that change the computation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipTextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Present for `CLIPTextModelWithProjection`.
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+}
+
+fn default_max_positions() -> usize {
+    77
+}
+fn default_act() -> String {
+    "quick_gelu".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+
+impl ClipTextConfig {
+    /// Whether the checkpoint carries a `text_projection` (SDXL's second encoder).
+    pub fn with_projection(&self) -> bool {
+        self.architectures
+            .iter()
+            .any(|a| a == "CLIPTextModelWithProjection")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    QuickGelu,
+    Gelu,
+}
+
+impl Activation {
+    fn parse(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::Gelu),
+            other => Err(format!("hidden_act {other:?} (expected quick_gelu or gelu)")),
+        }
+    }
+
+    fn forward(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
+            Activation::Gelu => x.gelu_erf(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ClipAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+impl ClipAttention {
+    fn new(vb: VarBuilder, c: &ClipTextConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        Ok(Self {
+            q_proj: candle_nn::linear(d, d, vb.pp("q_proj"))?,
+            k_proj: candle_nn::linear(d, d, vb.pp("k_proj"))?,
+            v_proj: candle_nn::linear(d, d, vb.pp("v_proj"))?,
+            out_proj: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            heads: c.num_attention_heads,
+            scale: ((d / c.num_attention_heads) as f64).powf(-0.5),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
+        use super::layers::{merge_heads, split_heads};
+        let q = split_heads(&self.q_proj.forward(x)?, self.heads)?;
+        let k = split_heads(&self.k_proj.forward(x)?, self.heads)?;
+        let v = split_heads(&self.v_proj.forward(x)?, self.heads)?;
+        let dtype = x.dtype();
+        let scores = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * self.scale)?
+            .broadcast_add(causal_mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        self.out_proj.forward(&merge_heads(&probs.matmul(&v)?)?)
+    }
+}
+
+#[derive(Debug)]
+struct ClipEncoderLayer {
+    self_attn: ClipAttention,
+    layer_norm1: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    layer_norm2: LayerNorm,
+    act: Activation,
+}
+
+impl ClipEncoderLayer {
+    fn new(vb: VarBuilder, c: &ClipTextConfig, act: Activation) -> Result<Self> {
+        let d = c.hidden_size;
+        Ok(Self {
+            self_attn: ClipAttention::new(vb.pp("self_attn"), c)?,
+            layer_norm1: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
+            fc1: candle_nn::linear(d, c.intermediate_size, vb.pp("mlp").pp("fc1"))?,
+            fc2: candle_nn::linear(c.intermediate_size, d, vb.pp("mlp").pp("fc2"))?,
+            layer_norm2: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
+            act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let x = (x + self.self_attn.forward(&self.layer_norm1.forward(x)?, mask)?)?;
+        let h = self.fc2.forward(
+            &self
+                .act
+                .forward(&self.fc1.forward(&self.layer_norm2.forward(&x)?)?)?,
+        )?;
+        x + h
+    }
+}
+
+/// What a text encoder returns for a batch of prompts.
+#[derive(Debug, Clone)]
+pub struct ClipOutput {
+    /// Final hidden states after `final_layer_norm` (`last_hidden_state`): SD 1.x/2.x context.
+    pub last_hidden_state: Tensor,
+    /// Hidden states entering the last layer (`hidden_states[-2]`): SDXL's context.
+    pub penultimate: Tensor,
+    /// The EOS token's final state, through `text_projection` when the model has one.
+    pub pooled: Tensor,
+}
+
+/// A CLIP text transformer.
+#[derive(Debug)]
+pub struct ClipTextModel {
+    token_embedding: Embedding,
+    position_embedding: Embedding,
+    layers: Vec<ClipEncoderLayer>,
+    final_layer_norm: LayerNorm,
+    text_projection: Option<Linear>,
+    config: ClipTextConfig,
+}
+
+impl ClipTextModel {
+    /// Loads from a VarBuilder rooted at the checkpoint (with or without the `text_model.` prefix,
+    /// which some `transformers` versions omit when saving).
+    pub fn new(vb: VarBuilder, config: &ClipTextConfig) -> std::result::Result<Self, String> {
+        let act = Activation::parse(&config.hidden_act)?;
+        let build = || -> Result<Self> {
+            let tm = if vb.contains_tensor("text_model.final_layer_norm.weight") {
+                vb.pp("text_model")
+            } else {
+                vb.clone()
+            };
+            let emb = tm.pp("embeddings");
+            let d = config.hidden_size;
+            let layers = (0..config.num_hidden_layers)
+                .map(|i| ClipEncoderLayer::new(tm.pp("encoder").pp("layers").pp(i), config, act))
+                .collect::<Result<Vec<_>>>()?;
+            let text_projection = match config.projection_dim {
+                Some(p) if config.with_projection() => {
+                    Some(candle_nn::linear_no_bias(d, p, vb.pp("text_projection"))?)
+                }
+                _ => None,
+            };
+            Ok(Self {
+                token_embedding: candle_nn::embedding(config.vocab_size, d, emb.pp("token_embedding"))?,
+                position_embedding: candle_nn::embedding(
+                    config.max_position_embeddings,
+                    d,
+                    emb.pp("position_embedding"),
+                )?,
+                layers,
+                final_layer_norm: candle_nn::layer_norm(d, config.layer_norm_eps, tm.pp("final_layer_norm"))?,
+                text_projection,
+                config: config.clone(),
+            })
+        };
+        build().map_err(|e| e.to_string())
+    }
+
+    /// The encoder's config.
+    pub fn config(&self) -> &ClipTextConfig {
+        &self.config
+    }
+
+    fn causal_mask(n: usize, device: &Device) -> Result<Tensor> {
+        let mask: Vec<f32> = (0..n)
+            .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        Tensor::from_vec(mask, (1, 1, n, n), device)
+    }
+
+    /// Encodes `ids` `[batch, tokens]`; `eos_index[b]` is where each prompt's EOS token sits.
+    pub fn forward(&self, ids: &Tensor, eos_index: &[usize]) -> Result<ClipOutput> {
+        let (b, n) = ids.dims2()?;
+        if eos_index.len() != b {
+            candle_core::bail!("eos_index has {} entries for a batch of {b}", eos_index.len());
+        }
+        let positions = Tensor::arange(0u32, n as u32, ids.device())?;
+        let mut x = self
+            .token_embedding
+            .forward(ids)?
+            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let mask = Self::causal_mask(n, ids.device())?;
+        let mut penultimate = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i + 1 == self.layers.len() {
+                penultimate = x.clone();
+            }
+            x = layer.forward(&x, &mask)?;
+        }
+        let last_hidden_state = self.final_layer_norm.forward(&x)?;
+        let pooled = eos_index
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| last_hidden_state.get(i)?.get(e))
+            .collect::<Result<Vec<_>>>()?;
+        let mut pooled = Tensor::stack(&pooled, 0)?;
+        if let Some(p) = &self.text_projection {
+            pooled = p.forward(&pooled)?;
+        }
+        Ok(ClipOutput {
+            last_hidden_state,
+            penultimate,
+            pooled,
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! diffusers' `Transformer2DModel` and its `BasicTransformerBlock`, with the attention hook points.
+
+use super::hooks::{Site, UNetHooks};
+use crate::models::layers::{attention, conv2d, merge_heads, split_heads};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+/// diffusers' `Attention` (`to_q`, `to_k`, `to_v`, `to_out.0`).
+#[derive(Debug)]
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    /// `context_dim` is the key/value input width (the query's for self-attention).
+    pub fn new(
+        vb: VarBuilder,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Self> {
+        let inner = heads * head_dim;
+        Ok(Self {
+            to_q: candle_nn::linear_no_bias(query_dim, inner, vb.pp("to_q"))?,
+            to_k: candle_nn::linear_no_bias(context_dim, inner, vb.pp("to_k"))?,
+            to_v: candle_nn::linear_no_bias(context_dim, inner, vb.pp("to_v"))?,
+            to_out: candle_nn::linear(inner, query_dim, vb.pp("to_out").pp(0))?,
+            heads,
+            scale: (head_dim as f64).powf(-0.5),
+        })
+    }
+
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let out = attention(
+            &split_heads(q, self.heads)?,
+            &split_heads(k, self.heads)?,
+            &split_heads(v, self.heads)?,
+            self.scale,
+        )?;
+        merge_heads(&out)
+    }
+
+    /// Attention of `x` over `context` (over `x` itself when `None`), plus an optional extra
+    /// branch of pre-projected keys/values.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        extra: Option<&super::hooks::ExtraCrossAttention>,
+    ) -> Result<Tensor> {
+        let ctx = context.unwrap_or(x);
+        let q = self.to_q.forward(x)?;
+        let mut out = self.attend(&q, &self.to_k.forward(ctx)?, &self.to_v.forward(ctx)?)?;
+        if let Some(e) = extra {
+            // A hook may give one set of keys/values for the whole batch.
+            let b = q.dim(0)?;
+            let fit = |t: &Tensor| -> Result<Tensor> {
+                if t.dim(0)? == b {
+                    Ok(t.clone())
+                } else {
+                    t.repeat((b, 1, 1))
+                }
+            };
+            let branch = self.attend(&q, &fit(&e.keys)?, &fit(&e.values)?)?;
+            out = (out + (branch * e.scale)?)?;
+        }
+        self.to_out.forward(&out)
+    }
+}
+
+/// GEGLU feed-forward (`ff.net.0.proj`, `ff.net.2`).
+#[derive(Debug)]
+struct FeedForward {
+    proj_in: Linear,
+    proj_out: Linear,
+}
+
+impl FeedForward {
+    fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
+        let inner = dim * 4;
+        Ok(Self {
+            proj_in: candle_nn::linear(dim, inner * 2, vb.pp("net").pp(0).pp("proj"))?,
+            proj_out: candle_nn::linear(inner, dim, vb.pp("net").pp(2))?,
+        })
+    }
+}
+
+impl Module for FeedForward {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.proj_in.forward(x)?;
+        let half = h.dim(candle_core::D::Minus1)? / 2;
+        let (a, gate) = (h.narrow(2, 0, half)?, h.narrow(2, half, half)?);
+        self.proj_out.forward(&(a * gate.gelu_erf()?)?)
+    }
+}
+
+/// Self-attention, cross-attention to the text, feed-forward; each pre-norm with a residual.
+#[derive(Debug)]
+pub struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    fn new(vb: VarBuilder, dim: usize, heads: usize, head_dim: usize, context_dim: usize) -> Result<Self> {
+        Ok(Self {
+            norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, head_dim)?,
+            norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, head_dim)?,
+            norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            ff: FeedForward::new(vb.pp("ff"), dim)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        site: Site,
+        hooks: Option<&dyn UNetHooks>,
+    ) -> Result<Tensor> {
+        let normed = self.norm1.forward(x)?;
+        let self_ctx = match hooks {
+            Some(h) => h
+                .self_attention_context(site, &normed)?
+                .map(|extra| Tensor::cat(&[&normed, &extra], 1))
+                .transpose()?,
+            None => None,
+        };
+        let x = (x + self
+            .attn1
+            .forward(&normed, self_ctx.as_ref().or(Some(&normed)), None)?)?;
+        let extra = match hooks {
+            Some(h) => h.extra_cross_attention(site)?,
+            None => None,
+        };
+        let x = (&x
+            + self
+                .attn2
+                .forward(&self.norm2.forward(&x)?, Some(context), extra.as_ref())?)?;
+        &x + self.ff.forward(&self.norm3.forward(&x)?)?
+    }
+}
+
+/// Input/output projection of a `Transformer2DModel`: 1×1 conv (SD 1.x) or linear (SD 2.x, SDXL).
+#[derive(Debug)]
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+impl Projection {
+    fn new(vb: VarBuilder, cin: usize, cout: usize, linear: bool) -> Result<Self> {
+        Ok(if linear {
+            Projection::Linear(candle_nn::linear(cin, cout, vb)?)
+        } else {
+            Projection::Conv(conv2d(cin, cout, 1, 1, 0, vb)?)
+        })
+    }
+}
+
+/// Shape of one `Transformer2DModel`.
+#[derive(Debug, Clone, Copy)]
+pub struct TransformerSpec {
+    pub channels: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub context_dim: usize,
+    pub linear_projection: bool,
+    pub groups: usize,
+}
+
+/// diffusers' `Transformer2DModel`: norm, project in, transformer blocks, project out, residual.
+#[derive(Debug)]
+pub struct Transformer2DModel {
+    norm: GroupNorm,
+    proj_in: Projection,
+    transformer_blocks: Vec<BasicTransformerBlock>,
+    proj_out: Projection,
+}
+
+impl Transformer2DModel {
+    /// Loads `attentions.{i}` of a cross-attention block.
+    pub fn new(vb: VarBuilder, s: TransformerSpec) -> Result<Self> {
+        let head_dim = s.channels / s.heads;
+        let inner = s.heads * head_dim;
+        Ok(Self {
+            norm: candle_nn::group_norm(s.groups, s.channels, 1e-6, vb.pp("norm"))?,
+            proj_in: Projection::new(vb.pp("proj_in"), s.channels, inner, s.linear_projection)?,
+            transformer_blocks: (0..s.layers)
+                .map(|i| {
+                    BasicTransformerBlock::new(
+                        vb.pp("transformer_blocks").pp(i),
+                        inner,
+                        s.heads,
+                        head_dim,
+                        s.context_dim,
+                    )
+                })
+                .collect::<Result<_>>()?,
+            proj_out: Projection::new(vb.pp("proj_out"), inner, s.channels, s.linear_projection)?,
+        })
+    }
+
+    /// `site` names this attention; its `transformer` field is filled in per block.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        site: Site,
+        hooks: Option<&dyn UNetHooks>,
+    ) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let normed = self.norm.forward(x)?;
+        let to_tokens = |t: &Tensor| -> Result<Tensor> {
+            let ch = t.dim(1)?;
+            t.permute((0, 2, 3, 1))?.reshape((b, h * w, ch))
+        };
+        let mut tokens = match &self.proj_in {
+            Projection::Conv(conv) => to_tokens(&conv.forward(&normed)?)?,
+            Projection::Linear(l) => l.forward(&to_tokens(&normed)?)?,
+        };
+        for (i, block) in self.transformer_blocks.iter().enumerate() {
+            let site = Site {
+                transformer: i,
+                ..site
+            };
+            tokens = block.forward(&tokens, context, site, hooks)?;
+        }
+        let to_map = |t: &Tensor| -> Result<Tensor> {
+            let ch = t.dim(2)?;
+            t.reshape((b, h, w, ch))?.permute((0, 3, 1, 2))?.contiguous()
+        };
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(&to_map(&tokens)?)?,
+            Projection::Linear(l) => to_map(&l.forward(&tokens)?)?,
+        };
+        debug_assert_eq!(out.dim(1)?, c);
+        x + out
+    }
+}

@@ -1,0 +1,484 @@
+//! diffusers' `UNet2DConditionModel` for SD 1.x, SD 2.x and SDXL (with SDXL's `text_time`
+//! added conditioning), with hook points for reference conditioning.
+
+mod attention;
+mod blocks;
+pub mod hooks;
+
+use crate::models::layers::conv2d;
+use blocks::{DownBlock, MidBlock, ResnetSpec, UpBlock};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use hooks::UNetHooks;
+use serde::Deserialize;
+
+pub use attention::TransformerSpec;
+
+/// A config value that is either one value for every block or one per block.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PerBlock<T> {
+    One(T),
+    Each(Vec<T>),
+}
+
+impl<T: Clone> PerBlock<T> {
+    /// The value for each of `n` blocks; errors if a list has the wrong length.
+    pub fn expand(&self, n: usize, field: &str) -> std::result::Result<Vec<T>, String> {
+        match self {
+            PerBlock::One(v) => Ok(vec![v.clone(); n]),
+            PerBlock::Each(v) if v.len() == n => Ok(v.clone()),
+            PerBlock::Each(v) => Err(format!("{field} has {} entries for {n} blocks", v.len())),
+        }
+    }
+}
+
+/// The fields of a diffusers `UNet2DConditionModel` config.json that we read. Fields that would
+/// change the computation in ways we do not implement are read too, and rejected by
+/// [`UNetConfig::validate`] with their name.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UNetConfig {
+    #[serde(default = "four")]
+    pub in_channels: usize,
+    #[serde(default = "four")]
+    pub out_channels: usize,
+    #[serde(default)]
+    pub sample_size: Option<usize>,
+    pub block_out_channels: Vec<usize>,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    #[serde(default)]
+    pub mid_block_type: Option<String>,
+    #[serde(default = "two_per_block")]
+    pub layers_per_block: PerBlock<usize>,
+    #[serde(default = "one_per_block")]
+    pub transformer_layers_per_block: PerBlock<usize>,
+    #[serde(default)]
+    pub reverse_transformer_layers_per_block: Option<Vec<usize>>,
+    /// diffusers reads this as the number of heads when `num_attention_heads` is absent (a
+    /// historical naming slip every SD checkpoint relies on).
+    #[serde(default = "eight_per_block")]
+    pub attention_head_dim: PerBlock<usize>,
+    #[serde(default)]
+    pub num_attention_heads: Option<PerBlock<usize>>,
+    pub cross_attention_dim: PerBlock<usize>,
+    #[serde(default)]
+    pub use_linear_projection: bool,
+    #[serde(default = "thirty_two")]
+    pub norm_num_groups: usize,
+    #[serde(default = "norm_eps")]
+    pub norm_eps: f64,
+    #[serde(default = "yes")]
+    pub flip_sin_to_cos: bool,
+    #[serde(default)]
+    pub freq_shift: f64,
+    #[serde(default)]
+    pub addition_embed_type: Option<String>,
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
+    #[serde(default)]
+    pub upcast_attention: bool,
+    // Fields we only check.
+    #[serde(default)]
+    pub center_input_sample: bool,
+    #[serde(default)]
+    pub only_cross_attention: PerBlock<bool>,
+    #[serde(default)]
+    pub dual_cross_attention: bool,
+    #[serde(default)]
+    pub class_embed_type: Option<String>,
+    #[serde(default)]
+    pub encoder_hid_dim: Option<usize>,
+    #[serde(default = "default_shift")]
+    pub resnet_time_scale_shift: String,
+    #[serde(default = "silu")]
+    pub act_fn: String,
+    #[serde(default = "three")]
+    pub conv_in_kernel: usize,
+    #[serde(default = "three")]
+    pub conv_out_kernel: usize,
+    #[serde(default = "positional")]
+    pub time_embedding_type: String,
+}
+
+impl Default for PerBlock<bool> {
+    fn default() -> Self {
+        PerBlock::One(false)
+    }
+}
+
+fn four() -> usize {
+    4
+}
+fn three() -> usize {
+    3
+}
+fn thirty_two() -> usize {
+    32
+}
+fn two_per_block() -> PerBlock<usize> {
+    PerBlock::One(2)
+}
+fn one_per_block() -> PerBlock<usize> {
+    PerBlock::One(1)
+}
+fn eight_per_block() -> PerBlock<usize> {
+    PerBlock::One(8)
+}
+fn norm_eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+fn default_shift() -> String {
+    "default".into()
+}
+fn silu() -> String {
+    "silu".into()
+}
+fn positional() -> String {
+    "positional".into()
+}
+
+/// Per-block shapes derived from a [`UNetConfig`].
+#[derive(Debug, Clone)]
+struct Layout {
+    heads: Vec<usize>,
+    layers: Vec<usize>,
+    transformer_layers: Vec<usize>,
+    context_dim: usize,
+}
+
+impl UNetConfig {
+    /// Whether this is an SDXL-style UNet that needs pooled text embeddings and time ids.
+    pub fn uses_text_time(&self) -> bool {
+        self.addition_embed_type.as_deref() == Some("text_time")
+    }
+
+    /// Width of the time embedding (4 × the first block's channels).
+    pub fn time_embed_dim(&self) -> usize {
+        self.block_out_channels[0] * 4
+    }
+
+    /// Rejects configurations this implementation would compute wrongly.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.layout().map(|_| ())
+    }
+
+    fn layout(&self) -> std::result::Result<Layout, String> {
+        let n = self.block_out_channels.len();
+        if n == 0 {
+            return Err("block_out_channels is empty".into());
+        }
+        if self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return Err(format!(
+                "{n} block_out_channels but {} down and {} up block types",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
+        }
+        for t in &self.down_block_types {
+            if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
+                return Err(format!("down block type {t:?}"));
+            }
+        }
+        for t in &self.up_block_types {
+            if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
+                return Err(format!("up block type {t:?}"));
+            }
+        }
+        match self.mid_block_type.as_deref() {
+            None | Some("UNetMidBlock2DCrossAttn") => {}
+            Some(t) => return Err(format!("mid block type {t:?}")),
+        }
+        let checks: [(bool, &str); 10] = [
+            (self.center_input_sample, "center_input_sample"),
+            (
+                self.only_cross_attention != PerBlock::One(false),
+                "only_cross_attention",
+            ),
+            (self.dual_cross_attention, "dual_cross_attention"),
+            (self.class_embed_type.is_some(), "class_embed_type"),
+            (self.encoder_hid_dim.is_some(), "encoder_hid_dim"),
+            (
+                self.resnet_time_scale_shift != "default",
+                "resnet_time_scale_shift",
+            ),
+            (self.act_fn != "silu", "act_fn"),
+            (
+                self.conv_in_kernel != 3 || self.conv_out_kernel != 3,
+                "conv kernel size",
+            ),
+            (self.time_embedding_type != "positional", "time_embedding_type"),
+            (
+                !matches!(self.addition_embed_type.as_deref(), None | Some("text_time")),
+                "addition_embed_type",
+            ),
+        ];
+        if let Some((_, name)) = checks.iter().find(|(bad, _)| *bad) {
+            return Err(format!("{name} is not supported"));
+        }
+        if self.uses_text_time()
+            && (self.addition_time_embed_dim.is_none()
+                || self.projection_class_embeddings_input_dim.is_none())
+        {
+            return Err("text_time conditioning needs addition_time_embed_dim and projection_class_embeddings_input_dim".into());
+        }
+        let heads = match &self.num_attention_heads {
+            Some(h) => h.expand(n, "num_attention_heads")?,
+            None => self.attention_head_dim.expand(n, "attention_head_dim")?,
+        };
+        let context_dim = match &self.cross_attention_dim {
+            PerBlock::One(d) => *d,
+            PerBlock::Each(_) => return Err("per-block cross_attention_dim is not supported".into()),
+        };
+        for (i, (&c, &h)) in self.block_out_channels.iter().zip(&heads).enumerate() {
+            if h == 0 || c % h != 0 {
+                return Err(format!("block {i}: {c} channels do not split into {h} heads"));
+            }
+            if c % self.norm_num_groups != 0 {
+                return Err(format!(
+                    "block {i}: {c} channels do not split into {} groups",
+                    self.norm_num_groups
+                ));
+            }
+        }
+        Ok(Layout {
+            heads,
+            layers: self.layers_per_block.expand(n, "layers_per_block")?,
+            transformer_layers: self
+                .transformer_layers_per_block
+                .expand(n, "transformer_layers_per_block")?,
+            context_dim,
+        })
+    }
+}
+
+/// Sinusoidal embedding of `t` (`[b]`, f32) as diffusers' `get_timestep_embedding`.
+pub fn timestep_embedding(t: &Tensor, dim: usize, flip_sin_to_cos: bool, shift: f64) -> Result<Tensor> {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - shift)).exp() as f32)
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+    let args = t.to_dtype(DType::F32)?.unsqueeze(1)?.broadcast_mul(&freqs)?;
+    let (sin, cos) = (args.sin()?, args.cos()?);
+    if flip_sin_to_cos {
+        Tensor::cat(&[cos, sin], 1)
+    } else {
+        Tensor::cat(&[sin, cos], 1)
+    }
+}
+
+/// diffusers' `TimestepEmbedding`: linear, SiLU, linear.
+#[derive(Debug)]
+struct TimestepEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl TimestepEmbedding {
+    fn new(vb: VarBuilder, cin: usize, dim: usize) -> Result<Self> {
+        Ok(Self {
+            linear_1: candle_nn::linear(cin, dim, vb.pp("linear_1"))?,
+            linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
+        })
+    }
+}
+
+impl Module for TimestepEmbedding {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.linear_2
+            .forward(&candle_nn::ops::silu(&self.linear_1.forward(x)?)?)
+    }
+}
+
+/// SDXL's extra conditioning: the second text encoder's pooled, projected embedding and the
+/// six size/crop numbers (original h, w, crop top, left, target h, w).
+#[derive(Debug, Clone)]
+pub struct AddedConditioning {
+    /// `[b, pooled_dim]`.
+    pub text_embeds: Tensor,
+    /// `[b, 6]`.
+    pub time_ids: Tensor,
+}
+
+/// The denoising UNet.
+#[derive(Debug)]
+pub struct UNet2DConditionModel {
+    conv_in: Conv2d,
+    time_embedding: TimestepEmbedding,
+    add_embedding: Option<TimestepEmbedding>,
+    down_blocks: Vec<DownBlock>,
+    mid_block: MidBlock,
+    up_blocks: Vec<UpBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    config: UNetConfig,
+}
+
+impl UNet2DConditionModel {
+    /// Builds the UNet from a VarBuilder rooted at the checkpoint. Config errors come back as
+    /// `Err(String)` naming the field; missing or mis-shaped tensors as candle errors.
+    pub fn new(vb: VarBuilder, config: &UNetConfig) -> std::result::Result<Self, crate::EngineError> {
+        let layout = config
+            .layout()
+            .map_err(|message| crate::EngineError::Unsupported {
+                path: Default::default(),
+                message,
+            })?;
+        Ok(Self::build(vb, config, &layout)?)
+    }
+
+    fn build(vb: VarBuilder, c: &UNetConfig, l: &Layout) -> Result<Self> {
+        let boc = &c.block_out_channels;
+        let n = boc.len();
+        let temb = c.time_embed_dim();
+        let groups = c.norm_num_groups;
+        let spec = |channels: usize, heads: usize, layers: usize| TransformerSpec {
+            channels,
+            heads,
+            layers,
+            context_dim: l.context_dim,
+            linear_projection: c.use_linear_projection,
+            groups,
+        };
+        let rs = ResnetSpec {
+            temb,
+            groups,
+            eps: c.norm_eps,
+        };
+        let add_embedding = if c.uses_text_time() {
+            let input = c
+                .projection_class_embeddings_input_dim
+                .expect("checked by layout()");
+            Some(TimestepEmbedding::new(vb.pp("add_embedding"), input, temb)?)
+        } else {
+            None
+        };
+
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut out_ch = boc[0];
+        for i in 0..n {
+            let in_ch = out_ch;
+            out_ch = boc[i];
+            let attn = (c.down_block_types[i] == "CrossAttnDownBlock2D")
+                .then(|| spec(out_ch, l.heads[i], l.transformer_layers[i]));
+            down_blocks.push(DownBlock::new(
+                vb.pp("down_blocks").pp(i),
+                (in_ch, out_ch),
+                rs,
+                l.layers[i],
+                attn,
+                i + 1 < n,
+            )?);
+        }
+        let last = boc[n - 1];
+        let mid_block = MidBlock::new(
+            vb.pp("mid_block"),
+            last,
+            rs,
+            spec(last, l.heads[n - 1], l.transformer_layers[n - 1]),
+        )?;
+
+        let rev_ch: Vec<usize> = boc.iter().rev().copied().collect();
+        let rev_heads: Vec<usize> = l.heads.iter().rev().copied().collect();
+        let rev_layers: Vec<usize> = l.layers.iter().rev().copied().collect();
+        let rev_tl: Vec<usize> = c
+            .reverse_transformer_layers_per_block
+            .clone()
+            .unwrap_or_else(|| l.transformer_layers.iter().rev().copied().collect());
+        let mut up_blocks = Vec::with_capacity(n);
+        let mut out_ch = rev_ch[0];
+        for i in 0..n {
+            let prev_out = out_ch;
+            out_ch = rev_ch[i];
+            let in_ch = rev_ch[(i + 1).min(n - 1)];
+            let attn = (c.up_block_types[i] == "CrossAttnUpBlock2D")
+                .then(|| spec(out_ch, rev_heads[i], rev_tl.get(i).copied().unwrap_or(1)));
+            up_blocks.push(UpBlock::new(
+                vb.pp("up_blocks").pp(i),
+                (in_ch, out_ch, prev_out),
+                rs,
+                rev_layers[i] + 1,
+                attn,
+                i + 1 < n,
+            )?);
+        }
+        Ok(Self {
+            conv_in: conv2d(c.in_channels, boc[0], 3, 1, 1, vb.pp("conv_in"))?,
+            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), boc[0], temb)?,
+            add_embedding,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: candle_nn::group_norm(groups, boc[0], c.norm_eps, vb.pp("conv_norm_out"))?,
+            conv_out: conv2d(boc[0], c.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
+            config: c.clone(),
+        })
+    }
+
+    /// The UNet's config.
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    /// Predicts noise (or v) for `sample` `[b, in_channels, h, w]` at `timestep` (`[b]`, f32),
+    /// conditioned on `context` `[b, tokens, cross_attention_dim]`.
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        context: &Tensor,
+        added: Option<&AddedConditioning>,
+        hooks: Option<&dyn UNetHooks>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let dtype = sample.dtype();
+        let t_emb = timestep_embedding(timestep, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)?
+            .to_dtype(dtype)?;
+        let mut emb = self.time_embedding.forward(&t_emb)?;
+        if let Some(add) = &self.add_embedding {
+            let Some(added) = added else {
+                candle_core::bail!("this SDXL UNet needs pooled text embeddings and time ids");
+            };
+            let b = added.time_ids.dim(0)?;
+            let dim = c.addition_time_embed_dim.expect("checked by layout()");
+            let time = timestep_embedding(
+                &added.time_ids.flatten_all()?,
+                dim,
+                c.flip_sin_to_cos,
+                c.freq_shift,
+            )?
+            .reshape((b, ()))?
+            .to_dtype(dtype)?;
+            let add_in = Tensor::cat(&[&added.text_embeds.to_dtype(dtype)?, &time], 1)?;
+            emb = (emb + add.forward(&add_in)?)?;
+        }
+
+        let mut x = self.conv_in.forward(sample)?;
+        let mut skips = vec![x.clone()];
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            let (out, res) = block.forward(&x, &emb, context, i, hooks)?;
+            x = out;
+            skips.extend(res);
+        }
+        x = self.mid_block.forward(&x, &emb, context, hooks)?;
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let take = block.num_resnets();
+            let res = skips.split_off(skips.len() - take);
+            // Upsample to the next skip's size, so odd latent sizes still line up.
+            let next = skips.last().map(|s| (s.dim(2), s.dim(3)));
+            let size = match next {
+                Some((Ok(h), Ok(w))) => Some((h, w)),
+                _ => None,
+            };
+            x = block.forward(&x, &res, &emb, context, size, i, hooks)?;
+        }
+        let x = candle_nn::ops::silu(&self.conv_norm_out.forward(&x)?)?;
+        self.conv_out.forward(&x)
+    }
+}

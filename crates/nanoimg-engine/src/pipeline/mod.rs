@@ -1,0 +1,446 @@
+//! Pipelines: txt2img, img2img (strength), inpainting (latent blending for any model, native
+//! 9-channel UNets), outpainting (pad + inpaint); classifier-free guidance with a negative
+//! prompt; `n` images with per-image seeds; progress and cancellation.
+
+mod convert;
+mod progress;
+
+pub use convert::{image_to_tensor, latent_preview, mask_to_tensor, tensor_to_image, SeededNoise};
+pub use progress::{CancelToken, NoProgress, Progress, ProgressSink};
+
+use crate::error::{EngineError, Result};
+use crate::model::{StableDiffusion, TextConditioning};
+use crate::models::unet::hooks::UNetHooks;
+use crate::models::unet::AddedConditioning;
+use crate::registry::Family;
+use crate::schedulers::{Sampler, SchedulerName};
+use candle_core::{DType, Tensor};
+use image::{GrayImage, RgbImage};
+use nanoimg_core::{ImageSize, InvalidParam, Limits};
+use std::sync::Arc;
+
+/// Longest prompt or negative prompt accepted, in bytes (CLIP reads 77 tokens; this only stops
+/// abuse).
+pub const MAX_PROMPT_BYTES: usize = 4096;
+
+/// A starting image for img2img and inpainting.
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    /// The image; resized to the request's size if it differs.
+    pub image: RgbImage,
+    /// How much to change it: 1.0 ignores its content under the mask, small values keep it.
+    pub strength: f64,
+    /// White where the image should be repainted; `None` repaints everywhere (img2img).
+    pub mask: Option<GrayImage>,
+}
+
+/// One generation request, everything the engine needs, validated by [`StableDiffusion::validate`].
+#[derive(Clone)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub size: ImageSize,
+    pub steps: u32,
+    /// Classifier-free guidance scale; ≤ 1 runs the conditional branch only.
+    pub guidance: f64,
+    pub scheduler: SchedulerName,
+    /// Image `i` uses seed `seed + i`, so any image can be reproduced alone.
+    pub seed: u64,
+    pub n: u32,
+    pub init: Option<InitImage>,
+    /// Per-request UNet hooks (reference attention, AdaIN, IP-Adapter).
+    pub hooks: Option<Arc<dyn UNetHooks>>,
+}
+
+impl std::fmt::Debug for GenerateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateRequest")
+            .field("prompt", &self.prompt)
+            .field("negative_prompt", &self.negative_prompt)
+            .field("size", &self.size)
+            .field("steps", &self.steps)
+            .field("guidance", &self.guidance)
+            .field("scheduler", &self.scheduler)
+            .field("seed", &self.seed)
+            .field("n", &self.n)
+            .field(
+                "init",
+                &self
+                    .init
+                    .as_ref()
+                    .map(|i| (i.image.dimensions(), i.strength, i.mask.is_some())),
+            )
+            .field("hooks", &self.hooks.is_some())
+            .finish()
+    }
+}
+
+impl GenerateRequest {
+    /// A txt2img request with the model's defaults.
+    pub fn new(model: &StableDiffusion, prompt: impl Into<String>) -> Self {
+        let d = model.defaults();
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            size: d.size,
+            steps: d.steps,
+            guidance: d.guidance,
+            scheduler: d.scheduler,
+            seed: 0,
+            n: 1,
+            init: None,
+            hooks: None,
+        }
+    }
+}
+
+/// One generated image and the seed that reproduces it.
+#[derive(Debug, Clone)]
+pub struct GeneratedImage {
+    pub image: RgbImage,
+    pub seed: u64,
+}
+
+/// Pads an image for outpainting: returns the larger canvas (new area filled with the nearest
+/// edge colour, which gives the model a neutral start) and the mask of the new area.
+pub fn outpaint_canvas(
+    image: &RgbImage,
+    left: u32,
+    top: u32,
+    right: u32,
+    bottom: u32,
+) -> (RgbImage, GrayImage) {
+    let (w, h) = image.dimensions();
+    let (cw, ch) = (w + left + right, h + top + bottom);
+    let canvas = RgbImage::from_fn(cw, ch, |x, y| {
+        let sx = x.saturating_sub(left).min(w - 1);
+        let sy = y.saturating_sub(top).min(h - 1);
+        *image.get_pixel(sx, sy)
+    });
+    let inside = |x: u32, y: u32| x >= left && x < left + w && y >= top && y < top + h;
+    let mask = GrayImage::from_fn(cw, ch, |x, y| image::Luma([if inside(x, y) { 0 } else { 255 }]));
+    (canvas, mask)
+}
+
+/// Conditioning for one run: the context batch (negative first when guided) and SDXL extras.
+struct Conditioning {
+    context: Tensor,
+    added: Option<AddedConditioning>,
+    guided: bool,
+}
+
+/// What inpainting needs each step.
+struct InpaintState {
+    /// Latent-sized mask, 1 = repaint.
+    mask: Tensor,
+    /// The original image's latents.
+    image_latents: Tensor,
+    /// For native 9-channel UNets: mask and masked-image latents concatenated to the input.
+    native_extra: Option<Tensor>,
+}
+
+impl StableDiffusion {
+    /// Checks a request against `limits` and this model, naming the parameter at fault.
+    pub fn validate(&self, req: &GenerateRequest, limits: &Limits) -> Result<(), InvalidParam> {
+        limits.check_size(req.size)?;
+        let multiple = self.vae_scale() as u32;
+        if !req.size.width.is_multiple_of(multiple) || !req.size.height.is_multiple_of(multiple) {
+            return Err(InvalidParam::new(
+                "size",
+                format!("width and height must be multiples of {multiple}"),
+            ));
+        }
+        limits.check_steps(req.steps)?;
+        limits.check_images(req.n)?;
+        limits.check_guidance(req.guidance)?;
+        for (param, text) in [("prompt", &req.prompt), ("negative_prompt", &req.negative_prompt)] {
+            if text.len() > MAX_PROMPT_BYTES {
+                return Err(InvalidParam::new(
+                    param,
+                    format!("{} bytes; the limit is {MAX_PROMPT_BYTES}", text.len()),
+                ));
+            }
+        }
+        if let Some(init) = &req.init {
+            limits.check_strength(init.strength)?;
+            let (w, h) = init.image.dimensions();
+            if w == 0 || h == 0 || u64::from(w) * u64::from(h) > limits.max_pixels {
+                return Err(InvalidParam::new(
+                    "image",
+                    format!("{w}x{h} is empty or larger than the pixel limit"),
+                ));
+            }
+            if let Some(mask) = &init.mask {
+                if mask.dimensions() != (w, h) {
+                    let (mw, mh) = mask.dimensions();
+                    return Err(InvalidParam::new(
+                        "mask",
+                        format!("mask is {mw}x{mh} but the image is {w}x{h}"),
+                    ));
+                }
+            }
+            let keep = steps_kept(req.steps, init.strength);
+            if keep == 0 {
+                return Err(InvalidParam::new(
+                    "strength",
+                    format!(
+                        "strength {} with {} steps runs no step; raise either",
+                        init.strength, req.steps
+                    ),
+                ));
+            }
+        } else if self.info().inpainting {
+            return Err(InvalidParam::new(
+                "image",
+                "this is an inpainting model: it needs an image and a mask",
+            ));
+        }
+        Ok(())
+    }
+
+    fn conditioning(&self, req: &GenerateRequest) -> Result<Conditioning> {
+        let guided = req.guidance > 1.0;
+        let cond = self.encode_text(&req.prompt, false)?;
+        let uncond = guided
+            .then(|| self.encode_text(&req.negative_prompt, true))
+            .transpose()?;
+        let parts: Vec<&TextConditioning> = uncond.iter().chain(std::iter::once(&cond)).collect();
+        let context = Tensor::cat(&parts.iter().map(|c| &c.context).collect::<Vec<_>>(), 0)?;
+        let added = if self.info().family == Family::Sdxl {
+            let pooled: Vec<&Tensor> = parts
+                .iter()
+                .map(|c| {
+                    c.pooled
+                        .as_ref()
+                        .ok_or_else(|| candle_core::Error::Msg("SDXL prompt without pooled embedding".into()))
+                })
+                .collect::<candle_core::Result<_>>()?;
+            let (h, w) = (req.size.height as f32, req.size.width as f32);
+            let ids = Tensor::new(&[h, w, 0.0, 0.0, h, w], &self.device)?
+                .unsqueeze(0)?
+                .repeat((parts.len(), 1))?;
+            Some(AddedConditioning {
+                text_embeds: Tensor::cat(&pooled, 0)?,
+                time_ids: ids,
+            })
+        } else {
+            None
+        };
+        Ok(Conditioning {
+            context,
+            added,
+            guided,
+        })
+    }
+
+    fn encode_image(&self, img: &RgbImage) -> Result<Tensor> {
+        let x = image_to_tensor(img, &self.device, self.vae_dtype)?;
+        Ok(self.vae.encode(&x)?.to_dtype(self.dtype)?)
+    }
+
+    fn inpaint_state(
+        &self,
+        init: &RgbImage,
+        image_latents: &Tensor,
+        mask: Option<&GrayImage>,
+        latent_hw: (usize, usize),
+    ) -> Result<Option<InpaintState>> {
+        let native = self.info().inpainting;
+        let full;
+        let mask = match (mask, native) {
+            (Some(m), _) => m,
+            // A native inpainting UNet always needs a mask: none means repaint everything.
+            (None, true) => {
+                full = GrayImage::from_pixel(init.width(), init.height(), image::Luma([255]));
+                &full
+            }
+            (None, false) => return Ok(None),
+        };
+        let mask_lat = mask_to_tensor(mask, latent_hw, &self.device, self.dtype)?;
+        let native_extra = if native {
+            // diffusers: masked_image = image * (mask < 0.5), then encoded.
+            let keep = GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
+                image::Luma([if mask.get_pixel(x, y).0[0] < 128 { 255 } else { 0 }])
+            });
+            let masked = RgbImage::from_fn(init.width(), init.height(), |x, y| {
+                if keep.get_pixel(x, y).0[0] == 255 {
+                    *init.get_pixel(x, y)
+                } else {
+                    image::Rgb([128, 128, 128])
+                }
+            });
+            let masked_lat = self.encode_image(&masked)?;
+            let binary = mask_lat.ge(0.5)?.to_dtype(self.dtype)?;
+            Some(Tensor::cat(&[&binary, &masked_lat], 1)?)
+        } else {
+            None
+        };
+        Ok(Some(InpaintState {
+            mask: mask_lat,
+            image_latents: image_latents.clone(),
+            native_extra,
+        }))
+    }
+
+    /// Runs a request to completion, returning `n` images. Validates first; stops with
+    /// [`EngineError::Cancelled`] at the next step once `cancel` is set.
+    pub fn generate(
+        &self,
+        req: &GenerateRequest,
+        limits: &Limits,
+        progress: &dyn ProgressSink,
+        cancel: &CancelToken,
+    ) -> Result<Vec<GeneratedImage>> {
+        self.validate(req, limits)?;
+        let cond = self.conditioning(req)?;
+        let (w, h) = (req.size.width, req.size.height);
+        let scale = self.vae_scale();
+        let latent_hw = (h as usize / scale, w as usize / scale);
+        let latent_c = self.vae.config().latent_channels;
+        let shape = [1, latent_c, latent_hw.0, latent_hw.1];
+
+        // The init image, at the output size.
+        let init = req.init.as_ref().map(|i| {
+            let image = if i.image.dimensions() == (w, h) {
+                i.image.clone()
+            } else {
+                image::imageops::resize(&i.image, w, h, image::imageops::FilterType::Lanczos3)
+            };
+            let mask = i.mask.as_ref().map(|m| {
+                if m.dimensions() == (w, h) {
+                    m.clone()
+                } else {
+                    image::imageops::resize(m, w, h, image::imageops::FilterType::Triangle)
+                }
+            });
+            (image, mask, i.strength)
+        });
+        let image_latents = init
+            .as_ref()
+            .map(|(image, _, _)| self.encode_image(image))
+            .transpose()?;
+        let inpaint = match (&init, &image_latents) {
+            (Some((image, mask, _)), Some(lat)) => {
+                self.inpaint_state(image, lat, mask.as_ref(), latent_hw)?
+            }
+            _ => None,
+        };
+
+        let full_plan = self.schedule.plan(req.scheduler, req.steps as usize);
+        let plan = match &init {
+            Some((_, _, strength)) => full_plan.tail(steps_kept(req.steps, *strength)),
+            None => full_plan,
+        };
+        let total = plan.timesteps.len();
+        let mut out = Vec::with_capacity(req.n as usize);
+        for i in 0..req.n as usize {
+            let seed = req.seed.wrapping_add(i as u64);
+            let mut noise_source = SeededNoise::new(seed);
+            let noise = noise_source.sample(&shape, &self.device, self.dtype)?;
+            let mut sampler = Sampler::new(req.scheduler, plan.clone(), self.schedule.prediction);
+            let mut x = match &image_latents {
+                // Full strength starts from pure noise, as diffusers does.
+                Some(lat) if total < req.steps as usize => (lat + (&noise * sampler.sigma(0))?)?,
+                _ => (&noise * plan.initial_noise_scale())?,
+            };
+            for step in 0..total {
+                if cancel.is_cancelled() {
+                    return Err(EngineError::Cancelled);
+                }
+                let model_out = self.predict(&sampler, step, &x, &cond, inpaint.as_ref(), req)?;
+                let denoised = sampler.denoised(step, &x, &model_out)?;
+                let step_noise = sampler
+                    .needs_noise()
+                    .then(|| noise_source.sample(&shape, &self.device, self.dtype))
+                    .transpose()?;
+                x = sampler.step(step, &x, &denoised, step_noise.as_ref())?;
+                if let Some(state) = inpaint.as_ref().filter(|s| s.native_extra.is_none()) {
+                    // Latent blending: outside the mask, put back the original at this noise level.
+                    let known = (&state.image_latents + (&noise * plan.sigmas[step + 1])?)?;
+                    let inv = (1.0 - &state.mask)?;
+                    x = (x.broadcast_mul(&state.mask)? + known.broadcast_mul(&inv)?)?;
+                }
+                let preview = progress
+                    .wants_preview()
+                    .then(|| latent_preview(&denoised))
+                    .transpose()?;
+                progress.on_step(&Progress {
+                    image: i,
+                    images: req.n as usize,
+                    step: step + 1,
+                    steps: total,
+                    preview: preview.as_ref(),
+                });
+            }
+            let decoded = self.vae.decode(&x.to_dtype(self.vae_dtype)?)?;
+            let mut image = tensor_to_image(&decoded)?;
+            if let Some((orig, Some(mask), _)) = &init {
+                paste_unmasked(&mut image, orig, mask);
+            }
+            out.push(GeneratedImage { image, seed });
+        }
+        Ok(out)
+    }
+
+    /// One UNet evaluation with guidance; returns the combined prediction for `x`.
+    fn predict(
+        &self,
+        sampler: &Sampler,
+        step: usize,
+        x: &Tensor,
+        cond: &Conditioning,
+        inpaint: Option<&InpaintState>,
+        req: &GenerateRequest,
+    ) -> Result<Tensor> {
+        let mut input = (x * sampler.input_scale(step))?;
+        if let Some(extra) = inpaint.and_then(|s| s.native_extra.as_ref()) {
+            input = Tensor::cat(&[&input, extra], 1)?;
+        }
+        let batch = if cond.guided { 2 } else { 1 };
+        if batch == 2 {
+            input = Tensor::cat(&[&input, &input], 0)?;
+        }
+        let t = Tensor::full(sampler.plan().timesteps[step] as f32, batch, &self.device)?;
+        let out = self.unet.forward(
+            &input,
+            &t,
+            &cond.context,
+            cond.added.as_ref(),
+            req.hooks.as_deref(),
+        )?;
+        if cond.guided {
+            let (uncond, text) = (out.get(0)?.unsqueeze(0)?, out.get(1)?.unsqueeze(0)?);
+            Ok((&uncond + ((text - &uncond)? * req.guidance)?)?)
+        } else {
+            Ok(out)
+        }
+    }
+}
+
+/// Number of steps img2img runs for a strength (diffusers: ⌊steps × strength⌋).
+fn steps_kept(steps: u32, strength: f64) -> usize {
+    ((steps as f64 * strength).floor() as usize).min(steps as usize)
+}
+
+/// Keeps the original pixels outside the mask exactly (soft masks blend).
+fn paste_unmasked(out: &mut RgbImage, orig: &RgbImage, mask: &GrayImage) {
+    for ((o, src), m) in out.pixels_mut().zip(orig.pixels()).zip(mask.pixels()) {
+        let a = f32::from(m.0[0]) / 255.0;
+        for c in 0..3 {
+            o.0[c] = (a * f32::from(o.0[c]) + (1.0 - a) * f32::from(src.0[c])).round() as u8;
+        }
+    }
+}
+
+/// The dtype names users type (`f32`, `f16`, `bf16`).
+pub fn parse_dtype(s: &str) -> Result<DType, InvalidParam> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" | "fp32" | "float32" => Ok(DType::F32),
+        "f16" | "fp16" | "float16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(InvalidParam::new(
+            "dtype",
+            format!("unknown dtype {other:?}; use f32, f16 or bf16"),
+        )),
+    }
+}

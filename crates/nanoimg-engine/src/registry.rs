@@ -1,0 +1,310 @@
+//! Which models are installed: model folders in the models directories or at explicit paths,
+//! what family each is, and its suggested defaults. Reads configs only; loads no weights.
+
+use crate::error::{EngineError, Result};
+use crate::folder::{read_json, ModelFolder};
+use crate::models::clip::ClipTextConfig;
+use crate::models::unet::UNetConfig;
+use crate::models::vae::VaeConfig;
+use crate::schedulers::{NoiseSchedule, SchedulerConfig, SchedulerName};
+use nanoimg_core::ImageSize;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Model family, which decides how prompts condition the UNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// SD 1.x: CLIP ViT-L text encoder, last hidden state.
+    Sd1,
+    /// SD 2.x and SD-Turbo: OpenCLIP ViT-H text encoder, last hidden state.
+    Sd2,
+    /// SDXL and SDXL-Turbo: two text encoders (penultimate states), pooled embedding + time ids.
+    Sdxl,
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::Sd1 => "sd1",
+            Family::Sd2 => "sd2",
+            Family::Sdxl => "sdxl",
+        })
+    }
+}
+
+/// Suggested generation settings for a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDefaults {
+    pub steps: u32,
+    pub guidance: f64,
+    pub scheduler: SchedulerName,
+    pub size: ImageSize,
+}
+
+/// Optional `nanoimg.json` in a model folder: overrides what we would otherwise guess.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Overrides {
+    #[serde(default)]
+    family: Option<Family>,
+    #[serde(default)]
+    turbo: Option<bool>,
+    #[serde(default)]
+    steps: Option<u32>,
+    #[serde(default)]
+    guidance: Option<f64>,
+    #[serde(default)]
+    scheduler: Option<String>,
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// What `nanoimg models info` shows about one model folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub family: Family,
+    /// Few-step distilled model (SD-Turbo, SDXL-Turbo): 1–4 steps, no guidance.
+    pub turbo: bool,
+    /// A native 9-channel inpainting UNet.
+    pub inpainting: bool,
+    pub prediction: String,
+    pub components: Vec<String>,
+    pub size_bytes: u64,
+    pub defaults: ModelDefaults,
+    #[serde(skip)]
+    pub force_zeros_for_empty_prompt: bool,
+    pub description: Option<String>,
+}
+
+impl ModelInfo {
+    /// Reads a model folder's configs and checks that every component it needs is present.
+    pub fn inspect(path: &Path) -> Result<Self> {
+        let folder = ModelFolder::open(path)?;
+        let incomplete = |message: String| EngineError::IncompleteModel {
+            path: path.to_owned(),
+            message,
+        };
+        for needed in ["unet", "vae", "text_encoder", "tokenizer"] {
+            if !folder.has(needed) {
+                return Err(incomplete(format!("model_index.json does not list {needed}")));
+            }
+        }
+        let mut components = Vec::new();
+        for c in [
+            "text_encoder",
+            "text_encoder_2",
+            "tokenizer",
+            "tokenizer_2",
+            "unet",
+            "vae",
+            "scheduler",
+        ] {
+            if folder.has(c) {
+                folder.component_dir(c)?;
+                if c.starts_with("tokenizer") {
+                    for f in ["vocab.json", "merges.txt"] {
+                        if !path.join(c).join(f).is_file() {
+                            return Err(incomplete(format!("missing {c}/{f}")));
+                        }
+                    }
+                } else if c != "scheduler" {
+                    folder.weights(c)?;
+                }
+                components.push(c.to_owned());
+            }
+        }
+        if folder.has("text_encoder_2") != folder.has("tokenizer_2") {
+            return Err(incomplete(
+                "text_encoder_2 and tokenizer_2 must come together".into(),
+            ));
+        }
+        let unet: UNetConfig = folder.config("unet")?;
+        unet.validate().map_err(|message| EngineError::Unsupported {
+            path: path.join("unet"),
+            message,
+        })?;
+        let vae: VaeConfig = folder.config("vae")?;
+        let te: ClipTextConfig = folder.config("text_encoder")?;
+        let sched: SchedulerConfig = if folder.has("scheduler") {
+            folder.config("scheduler")?
+        } else {
+            SchedulerConfig::default()
+        };
+        NoiseSchedule::new(&sched).map_err(|message| EngineError::Unsupported {
+            path: path.join("scheduler"),
+            message,
+        })?;
+
+        let overrides_path = path.join("nanoimg.json");
+        let overrides: Overrides = if overrides_path.is_file() {
+            serde_json::from_value(read_json(&overrides_path)?).map_err(|source| EngineError::Json {
+                path: overrides_path.clone(),
+                source,
+            })?
+        } else {
+            Overrides::default()
+        };
+
+        let family = overrides
+            .family
+            .unwrap_or(if unet.uses_text_time() || folder.has("text_encoder_2") {
+                Family::Sdxl
+            } else if te.hidden_act == "gelu" {
+                Family::Sd2
+            } else {
+                Family::Sd1
+            });
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let turbo = overrides
+            .turbo
+            .unwrap_or_else(|| name.to_ascii_lowercase().contains("turbo"));
+        let latent_side = unet.sample_size.unwrap_or(match family {
+            Family::Sdxl => 128,
+            _ => 64,
+        });
+        let side = (latent_side * vae.downscale()) as u32;
+        let mut defaults = ModelDefaults {
+            steps: if turbo { 1 } else { 30 },
+            guidance: match (turbo, family) {
+                (true, _) => 0.0,
+                (false, Family::Sdxl) => 5.0,
+                (false, _) => 7.5,
+            },
+            scheduler: SchedulerName::Euler,
+            size: ImageSize::new(side, side),
+        };
+        if let Some(s) = overrides.steps {
+            defaults.steps = s;
+        }
+        if let Some(g) = overrides.guidance {
+            defaults.guidance = g;
+        }
+        if let Some(s) = &overrides.scheduler {
+            defaults.scheduler = s.parse()?;
+        }
+        if let Some(s) = &overrides.size {
+            defaults.size = s.parse()?;
+        }
+        let inpainting = unet.in_channels == 2 * vae.latent_channels + 1;
+        Ok(Self {
+            name,
+            path: path.to_owned(),
+            family,
+            turbo,
+            inpainting,
+            prediction: sched.prediction_type.clone(),
+            components,
+            size_bytes: folder.size_bytes(),
+            defaults,
+            force_zeros_for_empty_prompt: folder
+                .index()
+                .get("force_zeros_for_empty_prompt")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            description: overrides.description,
+        })
+    }
+}
+
+/// One entry of a models-directory listing: a usable model, or a folder that is not one and why.
+#[derive(Debug)]
+pub enum Listing {
+    Ready(Box<ModelInfo>),
+    Broken { path: PathBuf, error: EngineError },
+}
+
+/// The models directories NanoImg searches, in order.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dirs: Vec<PathBuf>,
+}
+
+impl Registry {
+    /// Searches `dirs` in order.
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Self { dirs }
+    }
+
+    /// `$NANOIMG_MODELS` (colon-separated) if set, else `./models`.
+    pub fn from_env() -> Self {
+        match std::env::var_os("NANOIMG_MODELS") {
+            Some(v) => Self::new(std::env::split_paths(&v).collect()),
+            None => Self::new(vec![PathBuf::from("models")]),
+        }
+    }
+
+    /// The directories searched.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Every subfolder with a `model_index.json`, inspected.
+    pub fn list(&self) -> Vec<Listing> {
+        let mut out = Vec::new();
+        for dir in &self.dirs {
+            let Ok(rd) = std::fs::read_dir(dir) else { continue };
+            let mut paths: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.join("model_index.json").is_file())
+                .collect();
+            paths.sort();
+            for path in paths {
+                out.push(match ModelInfo::inspect(&path) {
+                    Ok(info) => Listing::Ready(Box::new(info)),
+                    Err(error) => Listing::Broken { path, error },
+                });
+            }
+        }
+        out
+    }
+
+    /// Finds a model by folder name in the models directories, or takes `name` as a path.
+    pub fn resolve(&self, name: &str) -> Result<PathBuf> {
+        let as_path = Path::new(name);
+        if as_path.join("model_index.json").is_file() {
+            return Ok(as_path.to_owned());
+        }
+        // A bare name must not walk out of the models directory.
+        let plain = !name.is_empty() && as_path.components().count() == 1 && !name.starts_with('.');
+        if plain {
+            for dir in &self.dirs {
+                let p = dir.join(name);
+                if p.join("model_index.json").is_file() {
+                    return Ok(p);
+                }
+            }
+        }
+        let installed: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter_map(|l| match l {
+                Listing::Ready(i) => Some(i.name),
+                Listing::Broken { .. } => None,
+            })
+            .collect();
+        Err(EngineError::ModelNotFound {
+            name: name.to_owned(),
+            installed: if installed.is_empty() {
+                format!(
+                    "none in {}",
+                    self.dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                installed.join(", ")
+            },
+        })
+    }
+}

@@ -1,0 +1,410 @@
+//! Random-weight models in the real on-disk format, for tests and benchmarks.
+//!
+//! The model constructors themselves enumerate the tensors: each component is built once
+//! against a VarBuilder whose backend invents a tensor for every name and shape it is asked for,
+//! and those tensors are saved as `.safetensors` beside a real diffusers `config.json`. Loading
+//! the folder then runs exactly the code that loads a downloaded checkpoint.
+
+use crate::error::{EngineError, Result, TensorContext};
+use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::models::unet::{UNet2DConditionModel, UNetConfig};
+use crate::models::vae::{AutoencoderKL, VaeConfig};
+use crate::registry::Family;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The configs of one model to synthesise.
+#[derive(Debug, Clone)]
+pub struct SyntheticSpec {
+    pub family: Family,
+    pub unet: Value,
+    pub vae: Value,
+    pub text_encoder: Value,
+    pub text_encoder_2: Option<Value>,
+    pub scheduler: Value,
+    /// Written as `nanoimg.json` when set.
+    pub overrides: Option<Value>,
+}
+
+/// The CLIP byte-level vocabulary size with no merges: 256 bytes, 256 bytes + `</w>`, BOS, EOS.
+const BASE_VOCAB: usize = 514;
+
+fn clip_config(
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    act: &str,
+    vocab: usize,
+    projection: Option<usize>,
+) -> Value {
+    let mut c = json!({
+        "architectures": [if projection.is_some() { "CLIPTextModelWithProjection" } else { "CLIPTextModel" }],
+        "model_type": "clip_text_model",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 4,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": 77,
+        "hidden_act": act,
+        "layer_norm_eps": 1e-5,
+        "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1,
+    });
+    if let Some(p) = projection {
+        c["projection_dim"] = json!(p);
+    }
+    c
+}
+
+fn scheduler_config(prediction: &str, spacing: &str) -> Value {
+    json!({
+        "_class_name": "EulerDiscreteScheduler",
+        "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "prediction_type": prediction,
+        "timestep_spacing": spacing, "steps_offset": 1, "set_alpha_to_one": false,
+    })
+}
+
+fn vae_config(channels: &[usize], layers: usize, groups: usize, scaling: f64, sample: usize) -> Value {
+    json!({
+        "_class_name": "AutoencoderKL",
+        "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+        "block_out_channels": channels,
+        "down_block_types": vec!["DownEncoderBlock2D"; channels.len()],
+        "up_block_types": vec!["UpDecoderBlock2D"; channels.len()],
+        "layers_per_block": layers, "norm_num_groups": groups,
+        "scaling_factor": scaling, "sample_size": sample, "act_fn": "silu",
+    })
+}
+
+impl SyntheticSpec {
+    /// A tiny model of `family` (a few thousand parameters per layer) for tests: 64×64 images,
+    /// 8×8 latents, two UNet levels, a four-level VAE with 8–16 channels.
+    pub fn tiny(family: Family) -> Self {
+        let te = |act: &str, proj| clip_config(32, 2, 2, act, BASE_VOCAB, proj);
+        let mut unet = json!({
+            "_class_name": "UNet2DConditionModel",
+            "in_channels": 4, "out_channels": 4, "sample_size": 8,
+            "block_out_channels": [32, 64],
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+            "layers_per_block": 1, "attention_head_dim": [2, 4],
+            "cross_attention_dim": 32, "norm_num_groups": 8,
+        });
+        let (te2, sched) = match family {
+            Family::Sd1 => (None, scheduler_config("epsilon", "leading")),
+            Family::Sd2 => {
+                unet["use_linear_projection"] = json!(true);
+                (None, scheduler_config("v_prediction", "leading"))
+            }
+            Family::Sdxl => {
+                unet["down_block_types"] = json!(["DownBlock2D", "CrossAttnDownBlock2D"]);
+                unet["up_block_types"] = json!(["CrossAttnUpBlock2D", "UpBlock2D"]);
+                unet["transformer_layers_per_block"] = json!([1, 2]);
+                unet["use_linear_projection"] = json!(true);
+                unet["cross_attention_dim"] = json!(64);
+                unet["addition_embed_type"] = json!("text_time");
+                unet["addition_time_embed_dim"] = json!(8);
+                unet["projection_class_embeddings_input_dim"] = json!(16 + 6 * 8);
+                (Some(te("gelu", Some(16))), scheduler_config("epsilon", "leading"))
+            }
+        };
+        let act = if family == Family::Sd1 {
+            "quick_gelu"
+        } else {
+            "gelu"
+        };
+        Self {
+            family,
+            unet,
+            vae: vae_config(&[8, 8, 16, 16], 1, 8, 0.18215, 64),
+            text_encoder: te(act, None),
+            text_encoder_2: te2,
+            scheduler: sched,
+            overrides: None,
+        }
+    }
+
+    /// A tiny native inpainting model (9-channel UNet input).
+    pub fn tiny_inpainting() -> Self {
+        let mut s = Self::tiny(Family::Sd1);
+        s.unet["in_channels"] = json!(9);
+        s
+    }
+
+    /// The real SD 1.5 architecture (860M-parameter UNet, CLIP ViT-L/14, 512×512).
+    pub fn sd15() -> Self {
+        Self {
+            family: Family::Sd1,
+            unet: json!({
+                "_class_name": "UNet2DConditionModel",
+                "in_channels": 4, "out_channels": 4, "sample_size": 64,
+                "block_out_channels": [320, 640, 1280, 1280],
+                "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+                "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+                "layers_per_block": 2, "attention_head_dim": 8, "cross_attention_dim": 768,
+                "norm_num_groups": 32,
+            }),
+            vae: vae_config(&[128, 256, 512, 512], 2, 32, 0.18215, 512),
+            text_encoder: clip_config(768, 12, 12, "quick_gelu", 49408, None),
+            text_encoder_2: None,
+            scheduler: scheduler_config("epsilon", "leading"),
+            overrides: None,
+        }
+    }
+
+    /// The real SD 2.1-base / SD-Turbo architecture (OpenCLIP ViT-H text encoder, linear
+    /// projections, 5–20 heads of 64), as a Turbo model: 1 step, no guidance, trailing spacing.
+    pub fn sd_turbo() -> Self {
+        let mut s = Self::sd15();
+        s.family = Family::Sd2;
+        s.unet["attention_head_dim"] = json!([5, 10, 20, 20]);
+        s.unet["cross_attention_dim"] = json!(1024);
+        s.unet["use_linear_projection"] = json!(true);
+        s.text_encoder = clip_config(1024, 23, 16, "gelu", 49408, None);
+        s.scheduler = scheduler_config("epsilon", "trailing");
+        s.overrides = Some(json!({"turbo": true}));
+        s
+    }
+}
+
+/// A VarBuilder backend that invents a tensor for every request and remembers it.
+struct Recorder {
+    rng: Mutex<ChaCha8Rng>,
+    tensors: Mutex<HashMap<String, Tensor>>,
+}
+
+impl Recorder {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            tensors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn take(self) -> HashMap<String, Tensor> {
+        self.tensors
+            .into_inner()
+            .expect("recorder lock is never poisoned")
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for &Recorder {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        if let Some(t) = self.tensors.lock().expect("recorder lock").get(name) {
+            return Ok(t.clone());
+        }
+        let dims = shape.dims().to_vec();
+        let n = shape.elem_count();
+        let t = match init {
+            Init::Const(v) => Tensor::full(v as f32, dims.as_slice(), dev)?,
+            _ => {
+                // Weights ~ N(0, 1/fan_in) keep activations in range through deep stacks.
+                let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
+                let std = if dims.len() == 1 {
+                    0.02
+                } else {
+                    (1.0 / fan_in as f64).sqrt()
+                };
+                let normal = Normal::new(0.0f32, std as f32).expect("std is positive");
+                let mut rng = self.rng.lock().expect("recorder lock");
+                let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut *rng)).collect();
+                Tensor::from_vec(v, dims.as_slice(), dev)?
+            }
+        }
+        .to_dtype(dtype)?;
+        self.tensors
+            .lock()
+            .expect("recorder lock")
+            .insert(name.to_owned(), t.clone());
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("synthetic backend cannot invent {name} without a shape")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        // Write the hub's layout: CLIP under `text_model.`, the VAE with modern `to_q` names.
+        name.starts_with("text_model.")
+    }
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).expect("JSON values serialise");
+    std::fs::write(path, text).map_err(|source| EngineError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn mkdir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|source| EngineError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> Result<T> {
+    serde_json::from_value(v.clone()).map_err(|source| EngineError::Json {
+        path: what.into(),
+        source,
+    })
+}
+
+/// Builds one component with random weights and saves `config.json` + weights in `dir`.
+fn write_component(
+    dir: &Path,
+    config: &Value,
+    file: &str,
+    seed: u64,
+    build: impl FnOnce(VarBuilder) -> Result<()>,
+) -> Result<()> {
+    mkdir(dir)?;
+    write_json(&dir.join("config.json"), config)?;
+    let recorder = Recorder::new(seed);
+    build(VarBuilder::from_backend(
+        Box::new(&recorder),
+        DType::F32,
+        Device::Cpu,
+    ))?;
+    let tensors = recorder.take();
+    candle_core::safetensors::save(&tensors, dir.join(file)).context(|| format!("writing {}", dir.display()))
+}
+
+/// Writes a CLIP tokenizer folder: the 256 byte symbols, their `</w>` forms, the results of
+/// `merges` (each `"a b"`), then BOS and EOS, as CLIP's `vocab.json`/`merges.txt` order them.
+pub fn write_tokenizer(dir: &Path, max_length: usize, merges: &[&str]) -> Result<()> {
+    mkdir(dir)?;
+    let table = {
+        let mut printable: Vec<u32> = (u32::from(b'!')..=u32::from(b'~')).collect();
+        printable.extend(0xA1..=0xAC);
+        printable.extend(0xAE..=0xFF);
+        let mut extra = 0;
+        (0..256u32)
+            .map(|b| {
+                if printable.contains(&b) {
+                    char::from_u32(b).expect("valid")
+                } else {
+                    extra += 1;
+                    char::from_u32(255 + extra).expect("valid")
+                }
+            })
+            .collect::<Vec<char>>()
+    };
+    let mut vocab: Vec<String> = table.iter().map(|c| c.to_string()).collect();
+    vocab.extend(table.iter().map(|c| format!("{c}</w>")));
+    for m in merges {
+        vocab.push(m.replace(' ', ""));
+    }
+    vocab.push("<|startoftext|>".into());
+    vocab.push("<|endoftext|>".into());
+    let map: serde_json::Map<String, Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    write_json(&dir.join("vocab.json"), &Value::Object(map))?;
+    let mut merges_txt = String::from("#version: 0.2\n");
+    for m in merges {
+        merges_txt.push_str(m);
+        merges_txt.push('\n');
+    }
+    std::fs::write(dir.join("merges.txt"), merges_txt).map_err(|source| EngineError::Io {
+        path: dir.join("merges.txt"),
+        source,
+    })?;
+    write_json(
+        &dir.join("tokenizer_config.json"),
+        &json!({"model_max_length": max_length, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}),
+    )?;
+    write_json(
+        &dir.join("special_tokens_map.json"),
+        &json!({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}),
+    )
+}
+
+/// Writes a complete diffusers-layout model folder with random weights drawn from `seed`.
+pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
+    mkdir(dir)?;
+    let pipeline = if spec.family == Family::Sdxl {
+        "StableDiffusionXLPipeline"
+    } else {
+        "StableDiffusionPipeline"
+    };
+    let mut index = json!({
+        "_class_name": pipeline,
+        "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    });
+    let clip = |sub: &str, config: &Value, seed: u64| -> Result<()> {
+        let cfg: ClipTextConfig = parse(config, sub)?;
+        write_component(&dir.join(sub), config, "model.safetensors", seed, |vb| {
+            ClipTextModel::new(vb, &cfg)
+                .map(drop)
+                .map_err(|message| EngineError::IncompleteModel {
+                    path: dir.join(sub),
+                    message,
+                })
+        })?;
+        let max_len = cfg.max_position_embeddings;
+        let tok = sub.replace("text_encoder", "tokenizer");
+        write_tokenizer(&dir.join(tok), max_len, &["c a", "ca t</w>", "d o", "do g</w>"])
+    };
+    clip("text_encoder", &spec.text_encoder, seed)?;
+    if let Some(te2) = &spec.text_encoder_2 {
+        clip("text_encoder_2", te2, seed.wrapping_add(1))?;
+        index["text_encoder_2"] = json!(["transformers", "CLIPTextModelWithProjection"]);
+        index["tokenizer_2"] = json!(["transformers", "CLIPTokenizer"]);
+        index["force_zeros_for_empty_prompt"] = json!(true);
+    }
+    let unet_cfg: UNetConfig = parse(&spec.unet, "unet")?;
+    write_component(
+        &dir.join("unet"),
+        &spec.unet,
+        "diffusion_pytorch_model.safetensors",
+        seed.wrapping_add(2),
+        |vb| UNet2DConditionModel::new(vb, &unet_cfg).map(drop),
+    )?;
+    let vae_cfg: VaeConfig = parse(&spec.vae, "vae")?;
+    write_component(
+        &dir.join("vae"),
+        &spec.vae,
+        "diffusion_pytorch_model.safetensors",
+        seed.wrapping_add(3),
+        |vb| {
+            AutoencoderKL::new(vb, &vae_cfg)
+                .map(drop)
+                .context(|| "vae".into())
+        },
+    )?;
+    mkdir(&dir.join("scheduler"))?;
+    write_json(
+        &dir.join("scheduler").join("scheduler_config.json"),
+        &spec.scheduler,
+    )?;
+    write_json(&dir.join("model_index.json"), &index)?;
+    if let Some(o) = &spec.overrides {
+        write_json(&dir.join("nanoimg.json"), o)?;
+    }
+    Ok(())
+}
