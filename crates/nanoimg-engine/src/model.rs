@@ -88,6 +88,14 @@ impl StableDiffusion {
         let folder = ModelFolder::open(path)?;
         let info = ModelInfo::inspect(path)?;
         let (device, dtype) = (&opts.device, opts.dtype);
+        if device.is_cpu() && dtype == DType::BF16 {
+            // candle's CPU backend has no bf16 matrix multiply.
+            return Err(nanoimg_core::InvalidParam::new(
+                "dtype",
+                "bf16 needs a CUDA or Metal GPU; on the CPU use f32 or f16",
+            )
+            .into());
+        }
         let at = |component: &str| format!("{}: {component}", path.display());
 
         let mut encoders = Vec::new();
@@ -97,6 +105,20 @@ impl StableDiffusion {
             }
             let tokenizer = ClipTokenizer::from_dir(&folder.component_dir(tok)?)?;
             let config: ClipTextConfig = folder.config(enc)?;
+            if tokenizer.vocab_len() > config.vocab_size
+                || tokenizer.max_length() > config.max_position_embeddings
+            {
+                return Err(EngineError::IncompleteModel {
+                    path: path.to_owned(),
+                    message: format!(
+                        "{tok} has {} tokens and context {} but {enc} has vocab_size {} and {} positions",
+                        tokenizer.vocab_len(),
+                        tokenizer.max_length(),
+                        config.vocab_size,
+                        config.max_position_embeddings
+                    ),
+                });
+            }
             let vb = load_vb(&folder, enc, dtype, device)?;
             let model = ClipTextModel::new(vb, &config).map_err(|message| EngineError::IncompleteModel {
                 path: folder.component_dir(enc).unwrap_or_default(),

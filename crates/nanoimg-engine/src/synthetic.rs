@@ -33,8 +33,11 @@ pub struct SyntheticSpec {
     pub overrides: Option<Value>,
 }
 
-/// The CLIP byte-level vocabulary size with no merges: 256 bytes, 256 bytes + `</w>`, BOS, EOS.
-const BASE_VOCAB: usize = 514;
+/// Merges of the tiny tokenizer written with synthetic models.
+const TINY_MERGES: [&str; 4] = ["c a", "ca t</w>", "d o", "do g</w>"];
+
+/// The tiny vocabulary: 256 bytes, 256 bytes + `</w>`, the merges, BOS, EOS.
+const TINY_VOCAB: usize = 514 + TINY_MERGES.len();
 
 fn clip_config(
     hidden: usize,
@@ -88,7 +91,7 @@ impl SyntheticSpec {
     /// A tiny model of `family` (a few thousand parameters per layer) for tests: 64×64 images,
     /// 8×8 latents, two UNet levels, a four-level VAE with 8–16 channels.
     pub fn tiny(family: Family) -> Self {
-        let te = |act: &str, proj| clip_config(32, 2, 2, act, BASE_VOCAB, proj);
+        let te = |act: &str, proj| clip_config(32, 2, 2, act, TINY_VOCAB, proj);
         let mut unet = json!({
             "_class_name": "UNet2DConditionModel",
             "in_channels": 4, "out_channels": 4, "sample_size": 8,
@@ -368,7 +371,7 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
         })?;
         let max_len = cfg.max_position_embeddings;
         let tok = sub.replace("text_encoder", "tokenizer");
-        write_tokenizer(&dir.join(tok), max_len, &["c a", "ca t</w>", "d o", "do g</w>"])
+        write_tokenizer(&dir.join(tok), max_len, &TINY_MERGES)
     };
     clip("text_encoder", &spec.text_encoder, seed)?;
     if let Some(te2) = &spec.text_encoder_2 {

@@ -151,6 +151,11 @@ impl ClipTokenizer {
         })
     }
 
+    /// One more than the largest token id this tokenizer can produce.
+    pub fn vocab_len(&self) -> usize {
+        self.encoder.values().max().map_or(0, |&m| m as usize + 1)
+    }
+
     /// The context length (77 for every Stable Diffusion text encoder).
     pub fn max_length(&self) -> usize {
         self.max_length

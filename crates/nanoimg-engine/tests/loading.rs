@@ -1,0 +1,259 @@
+//! Model folders that are incomplete, mis-shaped or hostile fail with errors naming the problem;
+//! the registry lists and resolves models.
+
+mod common;
+
+use nanoimg_engine::registry::Listing;
+use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
+use nanoimg_engine::{Family, LoadOptions, Registry, StableDiffusion};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A private copy of the tiny SD1 model to break.
+fn broken_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model");
+    copy_dir(&common::path("tiny-sd1"), &p);
+    (dir, p)
+}
+
+fn load_err(p: &Path) -> String {
+    StableDiffusion::load(p, &LoadOptions::default())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn missing_component_folder_is_named() {
+    let (_d, p) = broken_copy();
+    std::fs::remove_dir_all(p.join("vae")).unwrap();
+    let err = load_err(&p);
+    assert!(err.contains("vae/"), "{err}");
+}
+
+#[test]
+fn missing_model_index_says_what_layout_is_expected() {
+    let (_d, p) = broken_copy();
+    std::fs::remove_file(p.join("model_index.json")).unwrap();
+    let err = load_err(&p);
+    assert!(
+        err.contains("model_index.json") && err.contains("diffusers"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pickle_only_weights_are_refused() {
+    let (_d, p) = broken_copy();
+    let unet = p.join("unet");
+    std::fs::rename(
+        unet.join("diffusion_pytorch_model.safetensors"),
+        unet.join("diffusion_pytorch_model.bin"),
+    )
+    .unwrap();
+    let err = load_err(&p);
+    assert!(
+        err.contains("no .safetensors") && err.contains("pickles are refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_tensor_shape_names_the_tensor_and_shapes() {
+    let (_d, p) = broken_copy();
+    let file = p.join("unet").join("diffusion_pytorch_model.safetensors");
+    let mut tensors: HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    let name = "down_blocks.0.resnets.0.conv1.weight";
+    tensors.insert(
+        name.into(),
+        candle_core::Tensor::zeros((32, 32, 1, 1), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    let err = load_err(&p);
+    assert!(err.contains("unet") && err.contains(name), "{err}");
+    assert!(
+        err.contains("[32, 32, 3, 3]") || err.contains("32, 32, 3, 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let (_d, p) = broken_copy();
+    let file = p.join("vae").join("diffusion_pytorch_model.safetensors");
+    let mut tensors: HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    tensors.remove("decoder.conv_out.weight").unwrap();
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    let err = load_err(&p);
+    assert!(err.contains("decoder.conv_out.weight"), "{err}");
+}
+
+#[test]
+fn unsupported_config_field_is_named() {
+    let (_d, p) = broken_copy();
+    let cfg_path = p.join("unet").join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["class_embed_type"] = serde_json::json!("timestep");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = load_err(&p);
+    assert!(err.contains("class_embed_type"), "{err}");
+}
+
+#[test]
+fn mismatched_text_width_is_explained() {
+    let (_d, p) = broken_copy();
+    let cfg_path = p.join("unet").join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["cross_attention_dim"] = serde_json::json!(48);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    // The UNet's own weights no longer fit either; whichever is found first must be explicit.
+    let err = load_err(&p);
+    assert!(
+        err.contains("attn2.to_k.weight") || err.contains("cross_attention_dim"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malicious_shard_index_cannot_escape_the_folder() {
+    let (_d, p) = broken_copy();
+    let unet = p.join("unet");
+    std::fs::write(
+        unet.join("diffusion_pytorch_model.safetensors.index.json"),
+        r#"{"weight_map": {"conv_in.weight": "../../../etc/passwd"}}"#,
+    )
+    .unwrap();
+    let err = load_err(&p);
+    assert!(err.contains("not a plain file name"), "{err}");
+}
+
+#[test]
+fn garbage_json_config_is_reported_with_its_path() {
+    let (_d, p) = broken_copy();
+    std::fs::write(p.join("vae").join("config.json"), "{ not json").unwrap();
+    let err = load_err(&p);
+    assert!(
+        err.contains("vae") && err.contains("config.json") && err.contains("invalid JSON"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sharded_and_variant_weights_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m");
+    write_model(&p, &SyntheticSpec::tiny(Family::Sd1), 9).unwrap();
+    // Split the UNet into two shards with an index, as large checkpoints ship.
+    let unet = p.join("unet");
+    let file = unet.join("diffusion_pytorch_model.safetensors");
+    let tensors: HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    let (mut a, mut b) = (HashMap::new(), HashMap::new());
+    let mut map = serde_json::Map::new();
+    for (i, (k, v)) in tensors.into_iter().enumerate() {
+        let shard = if i % 2 == 0 {
+            "part-1.safetensors"
+        } else {
+            "part-2.safetensors"
+        };
+        map.insert(k.clone(), serde_json::json!(shard));
+        if i % 2 == 0 {
+            a.insert(k, v)
+        } else {
+            b.insert(k, v)
+        };
+    }
+    std::fs::remove_file(&file).unwrap();
+    candle_core::safetensors::save(&a, unet.join("part-1.safetensors")).unwrap();
+    candle_core::safetensors::save(&b, unet.join("part-2.safetensors")).unwrap();
+    std::fs::write(
+        unet.join("diffusion_pytorch_model.safetensors.index.json"),
+        serde_json::json!({"weight_map": map}).to_string(),
+    )
+    .unwrap();
+    // And give the VAE only an fp16 variant file.
+    let vae = p.join("vae");
+    std::fs::rename(
+        vae.join("diffusion_pytorch_model.safetensors"),
+        vae.join("diffusion_pytorch_model.fp16.safetensors"),
+    )
+    .unwrap();
+    StableDiffusion::load(&p, &LoadOptions::default()).unwrap();
+}
+
+#[test]
+fn registry_lists_ready_and_broken_models_and_resolves_names() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&common::path("tiny-sd1"), &dir.path().join("alpha"));
+    copy_dir(&common::path("tiny-sdxl"), &dir.path().join("beta-turbo"));
+    copy_dir(&common::path("tiny-sd1"), &dir.path().join("gamma"));
+    std::fs::remove_dir_all(dir.path().join("gamma").join("unet")).unwrap();
+    std::fs::create_dir(dir.path().join("not-a-model")).unwrap();
+
+    let reg = Registry::new(vec![dir.path().to_owned()]);
+    let listing = reg.list();
+    assert_eq!(listing.len(), 3);
+    match &listing[0] {
+        Listing::Ready(i) => {
+            assert_eq!(i.name, "alpha");
+            assert_eq!(i.defaults.steps, 30);
+            assert!(i.size_bytes > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &listing[1] {
+        Listing::Ready(i) => {
+            assert_eq!(i.family, Family::Sdxl);
+            assert!(i.turbo, "a folder named *turbo* is a Turbo model");
+            assert_eq!((i.defaults.steps, i.defaults.guidance), (1, 0.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &listing[2] {
+        Listing::Broken { path, error } => {
+            assert!(path.ends_with("gamma"));
+            assert!(error.to_string().contains("unet/"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reg.resolve("alpha").unwrap(), dir.path().join("alpha"));
+    let by_path = dir.path().join("beta-turbo");
+    assert_eq!(reg.resolve(by_path.to_str().unwrap()).unwrap(), by_path);
+    let err = reg.resolve("nope").unwrap_err().to_string();
+    assert!(err.contains("alpha") && err.contains("beta-turbo"), "{err}");
+    assert!(reg.resolve("../alpha").is_err());
+}
+
+#[test]
+fn nanoimg_json_overrides_defaults_and_rejects_unknown_keys() {
+    let (_d, p) = broken_copy();
+    std::fs::write(
+        p.join("nanoimg.json"),
+        r#"{"steps": 4, "guidance": 0, "scheduler": "euler_a", "size": "64x128"}"#,
+    )
+    .unwrap();
+    let info = nanoimg_engine::ModelInfo::inspect(&p).unwrap();
+    assert_eq!(info.defaults.steps, 4);
+    assert_eq!(info.defaults.size, nanoimg_core::ImageSize::new(64, 128));
+    std::fs::write(p.join("nanoimg.json"), r#"{"stepz": 4}"#).unwrap();
+    let err = nanoimg_engine::ModelInfo::inspect(&p).unwrap_err().to_string();
+    assert!(err.contains("stepz"), "{err}");
+}
