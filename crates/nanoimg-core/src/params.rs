@@ -50,7 +50,7 @@ impl FromStr for ImageSize {
 
 /// The samplers NanoImg offers, by the names users know from other tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum SchedulerName {
     /// Euler (k-diffusion's `sample_euler`, diffusers' `EulerDiscreteScheduler`).
     Euler,
@@ -85,6 +85,19 @@ impl SchedulerName {
 impl fmt::Display for SchedulerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl From<SchedulerName> for String {
+    fn from(s: SchedulerName) -> String {
+        s.as_str().to_owned()
+    }
+}
+
+impl TryFrom<String> for SchedulerName {
+    type Error = InvalidParam;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 
@@ -149,6 +162,14 @@ mod tests {
         );
         assert_eq!(
             "Euler a".parse::<SchedulerName>().unwrap(),
+            SchedulerName::EulerAncestral
+        );
+        assert_eq!(
+            serde_json::to_string(&SchedulerName::DpmPp2mKarras).unwrap(),
+            "\"dpm++2m_karras\""
+        );
+        assert_eq!(
+            serde_json::from_str::<SchedulerName>("\"euler a\"").unwrap(),
             SchedulerName::EulerAncestral
         );
         let err = "plms".parse::<SchedulerName>().unwrap_err();

@@ -1,1 +1,45 @@
-fn main() {}
+//! `nanoimg`: the command line. Each subcommand is a module; they parse arguments, call the
+//! library crates and print. No generation logic lives here.
+
+mod bench;
+mod generate;
+mod images;
+mod models;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// NanoImg: self-hostable image generation and editing.
+#[derive(Parser)]
+#[command(name = "nanoimg", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate images from a prompt (txt2img, img2img, inpaint, outpaint).
+    Generate(generate::Args),
+    /// List, inspect and create model folders.
+    #[command(subcommand)]
+    Models(models::Command),
+    /// Time text encoding, UNet steps and VAE decoding on real-size architectures.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Models(c) => models::run(c),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! `nanoimg bench`: median time and peak memory of the expensive operations on real-size
+//! architectures with random weights (timing does not depend on the weights' values).
+//!
+//! The models are written once in diffusers layout (`models synth`) and loaded through the real
+//! loader, so the numbers include nothing a real checkpoint would not have.
+
+use crate::models::spec_named;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use nanoimg_engine::pipeline::SeededNoise;
+use nanoimg_engine::synthetic::write_model;
+use nanoimg_engine::{LoadOptions, StableDiffusion};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Architectures to time: sd-turbo (SD 2.1-base), sd15.
+    #[arg(long, value_delimiter = ',', default_value = "sd-turbo,sd15")]
+    pub arch: Vec<String>,
+    /// Operations: clip, unet (batch 1), unet-cfg (batch 2), vae.
+    #[arg(long, value_delimiter = ',', default_value = "clip,unet,unet-cfg,vae")]
+    pub ops: Vec<String>,
+    /// Image side in pixels (latent side is a eighth of it).
+    #[arg(long, default_value_t = 512)]
+    pub size: usize,
+    /// Timed runs per operation (the median is reported), after one untimed warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where the random-weight model folders are kept between runs.
+    #[arg(long, default_value = "target/bench-models")]
+    pub work_dir: PathBuf,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Peak resident memory since the last reset, in MiB (Linux; `None` elsewhere).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resets the kernel's peak-RSS counter to the current RSS (Linux `clear_refs` value 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Timing {
+    median_s: f64,
+    runs: Vec<f64>,
+    peak_mib: Option<f64>,
+}
+
+fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+    f()?; // warm-up: page in mmapped weights, size allocator pools
+    reset_peak_rss();
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Timing {
+        median_s: median(times.clone()),
+        runs: times,
+        peak_mib: peak_rss_mib(),
+    })
+}
+
+fn ensure_model(work_dir: &std::path::Path, arch: &str) -> Result<PathBuf> {
+    let dir = work_dir.join(arch);
+    if dir.join("model_index.json").is_file() {
+        return Ok(dir);
+    }
+    let spec = spec_named(arch)?;
+    eprintln!("writing random-weight {arch} to {} (once)…", dir.display());
+    let tmp = work_dir.join(format!(".{arch}.partial"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    write_model(&tmp, &spec, 0)?;
+    std::fs::rename(&tmp, &dir).with_context(|| format!("moving into {}", dir.display()))?;
+    Ok(dir)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if let Some(t) = a.threads {
+        // Read by rayon and the gemm kernels when their pools start, which is after this.
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    if a.runs == 0 || a.size == 0 || a.size % 8 != 0 {
+        bail!("--runs must be ≥ 1 and --size a positive multiple of 8");
+    }
+    std::fs::create_dir_all(&a.work_dir)?;
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if !a.json {
+        println!(
+            "nanoimg bench: {}x{} image, f32, {threads} threads, median of {} runs after 1 warm-up",
+            a.size, a.size, a.runs
+        );
+        println!(
+            "{:<10} {:<18} {:>10} {:>12}  runs",
+            "arch", "operation", "median s", "peak RSS"
+        );
+    }
+    for arch in &a.arch {
+        let path = ensure_model(&a.work_dir, arch)?;
+        let model = StableDiffusion::load(&path, &LoadOptions::default())?;
+        let dev = Device::Cpu;
+        let lat = a.size / 8;
+        let ctx = model
+            .encode_text("a photograph of an astronaut riding a horse", false)?
+            .context;
+        for op in &a.ops {
+            let t = match op.as_str() {
+                "clip" => time(a.runs, || {
+                    model.encode_text("a photograph of an astronaut riding a horse", false)?;
+                    Ok(())
+                })?,
+                "unet" | "unet-cfg" => {
+                    let b = if op == "unet" { 1 } else { 2 };
+                    let x = SeededNoise::new(0).sample(&[b, 4, lat, lat], &dev, DType::F32)?;
+                    let t = Tensor::full(999f32, b, &dev)?;
+                    let c = ctx.repeat((b, 1, 1))?;
+                    time(a.runs, || {
+                        model.unet().forward(&x, &t, &c, None, None)?;
+                        Ok(())
+                    })?
+                }
+                "vae" => {
+                    let z = SeededNoise::new(0).sample(&[1, 4, lat, lat], &dev, DType::F32)?;
+                    time(a.runs, || {
+                        model.vae().decode(&z)?;
+                        Ok(())
+                    })?
+                }
+                other => bail!("unknown operation {other:?}; use clip, unet, unet-cfg, vae"),
+            };
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"arch": arch, "op": op, "size": a.size, "threads": threads,
+                           "median_s": t.median_s, "runs_s": t.runs, "peak_rss_mib": t.peak_mib})
+                );
+            } else {
+                let runs: Vec<String> = t.runs.iter().map(|r| format!("{r:.2}")).collect();
+                println!(
+                    "{:<10} {:<18} {:>10.3} {:>12}  {}",
+                    arch,
+                    op,
+                    t.median_s,
+                    t.peak_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+                    runs.join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
+}

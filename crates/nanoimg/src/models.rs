@@ -1,0 +1,144 @@
+//! `nanoimg models list|info|synth`.
+
+use crate::generate::registry;
+use anyhow::{bail, Result};
+use nanoimg_engine::registry::Listing;
+use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
+use nanoimg_engine::{Family, ModelInfo};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// List the models in the models directories (and folders that are not usable, with why).
+    List {
+        #[arg(long)]
+        models_dir: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one model: family, components, size, defaults.
+    Info {
+        /// Model name or path.
+        model: String,
+        #[arg(long)]
+        models_dir: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a model folder with random weights (for trying the pipeline and for benchmarks).
+    Synth {
+        /// Where to write the folder.
+        dir: PathBuf,
+        /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo.
+        #[arg(long, default_value = "tiny-sd1")]
+        arch: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn print_info(i: &ModelInfo) {
+    println!("{}", i.name);
+    println!("  path        {}", i.path.display());
+    println!(
+        "  family      {}{}{}",
+        i.family,
+        if i.turbo { " (turbo)" } else { "" },
+        if i.inpainting { " (inpainting)" } else { "" }
+    );
+    println!("  prediction  {}", i.prediction);
+    println!("  components  {}", i.components.join(", "));
+    println!("  size        {}", mib(i.size_bytes));
+    println!(
+        "  defaults    {} steps, guidance {}, {}, {}",
+        i.defaults.steps, i.defaults.guidance, i.defaults.scheduler, i.defaults.size
+    );
+    if let Some(d) = &i.description {
+        println!("  about       {d}");
+    }
+}
+
+/// The synthetic architecture named on the command line.
+pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
+    Ok(match arch {
+        "tiny-sd1" => SyntheticSpec::tiny(Family::Sd1),
+        "tiny-sd2" => SyntheticSpec::tiny(Family::Sd2),
+        "tiny-sdxl" => SyntheticSpec::tiny(Family::Sdxl),
+        "tiny-inpaint" => SyntheticSpec::tiny_inpainting(),
+        "sd15" => SyntheticSpec::sd15(),
+        "sd-turbo" => SyntheticSpec::sd_turbo(),
+        other => bail!("unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15 or sd-turbo"),
+    })
+}
+
+pub fn run(c: Command) -> Result<()> {
+    match c {
+        Command::List { models_dir, json } => {
+            let reg = registry(models_dir.as_deref());
+            let listing = reg.list();
+            if json {
+                let v: Vec<serde_json::Value> = listing
+                    .iter()
+                    .map(|l| match l {
+                        Listing::Ready(i) => serde_json::json!({"ok": true, "model": i}),
+                        Listing::Broken { path, error } => {
+                            serde_json::json!({"ok": false, "path": path, "error": error.to_string()})
+                        }
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+                return Ok(());
+            }
+            if listing.is_empty() {
+                println!(
+                    "no models in {}",
+                    reg.dirs()
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            for l in &listing {
+                match l {
+                    Listing::Ready(i) => println!(
+                        "{:<24} {:<5} {:>10}  {} steps, guidance {}",
+                        i.name,
+                        i.family.to_string() + if i.turbo { "-t" } else { "" },
+                        mib(i.size_bytes),
+                        i.defaults.steps,
+                        i.defaults.guidance
+                    ),
+                    Listing::Broken { path, error } => println!("{:<24} unusable: {error}", path.display()),
+                }
+            }
+            Ok(())
+        }
+        Command::Info {
+            model,
+            models_dir,
+            json,
+        } => {
+            let path = registry(models_dir.as_deref()).resolve(&model)?;
+            let info = ModelInfo::inspect(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_info(&info);
+            }
+            Ok(())
+        }
+        Command::Synth { dir, arch, seed } => {
+            if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+                bail!("{} exists and is not empty", dir.display());
+            }
+            write_model(&dir, &spec_named(&arch)?, seed)?;
+            println!("wrote {arch} with random weights to {}", dir.display());
+            Ok(())
+        }
+    }
+}
