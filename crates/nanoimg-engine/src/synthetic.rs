@@ -58,7 +58,8 @@ fn clip_config(
         "max_position_embeddings": 77,
         "hidden_act": act,
         "layer_norm_eps": 1e-5,
-        "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1,
+        // BOS and EOS are the last two ids of every CLIP vocabulary; transformers pools at EOS.
+        "bos_token_id": vocab - 2, "eos_token_id": vocab - 1, "pad_token_id": vocab - 1,
     });
     if let Some(p) = projection {
         c["projection_dim"] = json!(p);
