@@ -214,6 +214,32 @@ impl ModelInfo {
     }
 }
 
+/// The snapshot folder of a Hugging Face hub cache entry (`models--org--name/snapshots/<rev>`):
+/// the revision `refs/main` names, else the only snapshot holding a `model_index.json`.
+pub fn hf_cache_snapshot(entry: &Path) -> Option<PathBuf> {
+    let snapshots = entry.join("snapshots");
+    if !snapshots.is_dir() {
+        return None;
+    }
+    if let Ok(rev) = std::fs::read_to_string(entry.join("refs").join("main")) {
+        let rev = rev.trim();
+        // A revision is a hex hash; anything else could name a path outside the entry.
+        if !rev.is_empty() && rev.chars().all(|c| c.is_ascii_hexdigit()) {
+            let p = snapshots.join(rev);
+            if p.join("model_index.json").is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("model_index.json").is_file())
+        .collect();
+    (found.len() == 1).then(|| found.remove(0))
+}
+
 /// One entry of a models-directory listing: a usable model, or a folder that is not one and why.
 #[derive(Debug)]
 pub enum Listing {
@@ -267,11 +293,16 @@ impl Registry {
         out
     }
 
-    /// Finds a model by folder name in the models directories, or takes `name` as a path.
+    /// Finds a model by folder name in the models directories, or takes `name` as a path. A path
+    /// may also be a Hugging Face cache entry (`models--org--name`), whose `refs/main` snapshot
+    /// (or only snapshot) is used.
     pub fn resolve(&self, name: &str) -> Result<PathBuf> {
         let as_path = Path::new(name);
         if as_path.join("model_index.json").is_file() {
             return Ok(as_path.to_owned());
+        }
+        if let Some(snapshot) = hf_cache_snapshot(as_path) {
+            return Ok(snapshot);
         }
         // A bare name must not walk out of the models directory.
         let plain = !name.is_empty() && as_path.components().count() == 1 && !name.starts_with('.');

@@ -257,3 +257,24 @@ fn nanoimg_json_overrides_defaults_and_rejects_unknown_keys() {
     let err = nanoimg_engine::ModelInfo::inspect(&p).unwrap_err().to_string();
     assert!(err.contains("stepz"), "{err}");
 }
+
+#[test]
+fn hugging_face_cache_entries_resolve_to_their_main_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = dir.path().join("models--stabilityai--sd-turbo");
+    let rev = "0123abcd";
+    copy_dir(&common::path("tiny-sd1"), &entry.join("snapshots").join(rev));
+    copy_dir(
+        &common::path("tiny-sd1"),
+        &entry.join("snapshots").join("ffff0000"),
+    );
+    std::fs::create_dir_all(entry.join("refs")).unwrap();
+    std::fs::write(entry.join("refs").join("main"), format!("{rev}\n")).unwrap();
+    let reg = Registry::new(vec![]);
+    let resolved = reg.resolve(entry.to_str().unwrap()).unwrap();
+    assert_eq!(resolved, entry.join("snapshots").join(rev));
+    StableDiffusion::load(&resolved, &LoadOptions::default()).unwrap();
+    // A ref that tries to leave the cache entry is ignored; with two snapshots nothing is guessed.
+    std::fs::write(entry.join("refs").join("main"), "../../elsewhere").unwrap();
+    assert!(reg.resolve(entry.to_str().unwrap()).is_err());
+}
