@@ -7,6 +7,12 @@ mod images;
 mod models;
 
 use clap::{Parser, Subcommand};
+
+/// Tensor code allocates a fresh buffer for every operation; mimalloc keeps freed pages mapped
+/// for reuse, where the system allocator returns large blocks to the OS and pays page faults on
+/// every new one (measured: 2–10× on large elementwise ops, see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// NanoImg: self-hostable image generation and editing.

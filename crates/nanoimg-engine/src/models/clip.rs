@@ -100,7 +100,7 @@ impl ClipAttention {
         let dtype = x.dtype();
         let scores = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * self.scale)?
             .broadcast_add(causal_mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        let probs = crate::models::kernels::softmax_last_dim(&scores)?.to_dtype(dtype)?;
         self.out_proj.forward(&merge_heads(&probs.matmul(&v)?)?)
     }
 }

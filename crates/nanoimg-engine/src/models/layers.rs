@@ -1,7 +1,9 @@
 //! Small building blocks shared by the UNet and the VAE: resnets, resampling, attention math.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use super::kernels::{softmax_last_dim, GroupNorm};
+use super::conv::Conv2d;
+use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
 /// A 2-D convolution as diffusers names it (`weight`, `bias`).
 pub fn conv2d(
@@ -17,7 +19,7 @@ pub fn conv2d(
         padding,
         ..Default::default()
     };
-    candle_nn::conv2d(cin, cout, kernel, cfg, vb)
+    Ok(Conv2d::new(candle_nn::conv2d(cin, cout, kernel, cfg, vb)?))
 }
 
 /// Scaled dot-product attention over `[batch, heads, tokens, head_dim]` tensors.
@@ -35,8 +37,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
             v.to_dtype(DType::F32)?,
         )
     };
-    let scores = (q.matmul(&k.t()?)? * scale)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    // Scaling q (tokens × dim) is far cheaper than scaling the scores (tokens × tokens).
+    let scores = (q * scale)?.matmul(&k.t()?)?;
+    let probs = softmax_last_dim(&scores)?;
     probs.matmul(&v)?.to_dtype(dtype)
 }
 
@@ -74,12 +77,12 @@ impl ResnetBlock2D {
         groups: usize,
         eps: f64,
     ) -> Result<Self> {
-        let norm1 = candle_nn::group_norm(groups, cin, eps, vb.pp("norm1"))?;
+        let norm1 = GroupNorm::new(groups, cin, eps, vb.pp("norm1"))?;
         let conv1 = conv2d(cin, cout, 3, 1, 1, vb.pp("conv1"))?;
         let time_emb_proj = temb_channels
             .map(|t| candle_nn::linear(t, cout, vb.pp("time_emb_proj")))
             .transpose()?;
-        let norm2 = candle_nn::group_norm(groups, cout, eps, vb.pp("norm2"))?;
+        let norm2 = GroupNorm::new(groups, cout, eps, vb.pp("norm2"))?;
         let conv2 = conv2d(cout, cout, 3, 1, 1, vb.pp("conv2"))?;
         let conv_shortcut = (cin != cout)
             .then(|| conv2d(cin, cout, 1, 1, 0, vb.pp("conv_shortcut")))
@@ -96,16 +99,12 @@ impl ResnetBlock2D {
 
     /// `temb` is the already-computed time embedding `[b, temb_channels]` (SiLU applied here).
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self
-            .conv1
-            .forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
+        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(&candle_nn::ops::silu(temb)?)?;
             h = h.broadcast_add(&t.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?)?;
         }
-        let h = self
-            .conv2
-            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.conv_shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,

@@ -2,6 +2,8 @@
 //! transformers checkpoint keys, so `vb.pp("down_blocks").pp(i)` reads like the file it loads.
 
 pub mod clip;
+pub mod conv;
+pub mod kernels;
 pub mod layers;
 pub mod unet;
 pub mod vae;

@@ -2,7 +2,9 @@
 
 use crate::models::layers::{attention, conv2d, Downsample2D, ResnetBlock2D, Upsample2D};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use crate::models::kernels::GroupNorm;
+use crate::models::conv::Conv2d;
+use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
 /// The fields of an `AutoencoderKL` config.json that we read.
@@ -113,7 +115,7 @@ impl VaeAttention {
             vb.pp("to_out").pp(0)
         };
         Ok(Self {
-            group_norm: candle_nn::group_norm(groups, ch, 1e-6, vb.pp("group_norm"))?,
+            group_norm: GroupNorm::new(groups, ch, 1e-6, vb.pp("group_norm"))?,
             to_q: candle_nn::linear(ch, ch, vb.pp(name("to_q", "query")))?,
             to_k: candle_nn::linear(ch, ch, vb.pp(name("to_k", "key")))?,
             to_v: candle_nn::linear(ch, ch, vb.pp(name("to_v", "value")))?,
@@ -210,7 +212,7 @@ impl Encoder {
             conv_in: conv2d(c.in_channels, boc[0], 3, 1, 1, vb.pp("conv_in"))?,
             down_blocks,
             mid_block: VaeMidBlock::new(vb.pp("mid_block"), last, c)?,
-            conv_norm_out: candle_nn::group_norm(g, last, 1e-6, vb.pp("conv_norm_out"))?,
+            conv_norm_out: GroupNorm::new(g, last, 1e-6, vb.pp("conv_norm_out"))?,
             conv_out: conv2d(last, 2 * c.latent_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }
@@ -229,7 +231,7 @@ impl Module for Encoder {
         }
         let x = self.mid_block.forward(&x)?;
         self.conv_out
-            .forward(&candle_nn::ops::silu(&self.conv_norm_out.forward(&x)?)?)
+            .forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }
 
@@ -268,7 +270,7 @@ impl Decoder {
             conv_in: conv2d(c.latent_channels, rev[0], 3, 1, 1, vb.pp("conv_in"))?,
             mid_block: VaeMidBlock::new(vb.pp("mid_block"), rev[0], c)?,
             up_blocks,
-            conv_norm_out: candle_nn::group_norm(g, first, 1e-6, vb.pp("conv_norm_out"))?,
+            conv_norm_out: GroupNorm::new(g, first, 1e-6, vb.pp("conv_norm_out"))?,
             conv_out: conv2d(first, c.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }
@@ -286,7 +288,7 @@ impl Module for Decoder {
             }
         }
         self.conv_out
-            .forward(&candle_nn::ops::silu(&self.conv_norm_out.forward(&x)?)?)
+            .forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }
 

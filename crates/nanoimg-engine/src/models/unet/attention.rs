@@ -3,7 +3,9 @@
 use super::hooks::{Site, UNetHooks};
 use crate::models::layers::{attention, conv2d, merge_heads, split_heads};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+use crate::models::kernels::GroupNorm;
+use crate::models::conv::Conv2d;
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 /// diffusers' `Attention` (`to_q`, `to_k`, `to_v`, `to_out.0`).
 #[derive(Debug)]
@@ -196,7 +198,7 @@ impl Transformer2DModel {
         let head_dim = s.channels / s.heads;
         let inner = s.heads * head_dim;
         Ok(Self {
-            norm: candle_nn::group_norm(s.groups, s.channels, 1e-6, vb.pp("norm"))?,
+            norm: GroupNorm::new(s.groups, s.channels, 1e-6, vb.pp("norm"))?,
             proj_in: Projection::new(vb.pp("proj_in"), s.channels, inner, s.linear_projection)?,
             transformer_blocks: (0..s.layers)
                 .map(|i| {

@@ -8,7 +8,9 @@ pub mod hooks;
 use crate::models::layers::conv2d;
 use blocks::{DownBlock, MidBlock, ResnetSpec, UpBlock};
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use crate::models::kernels::GroupNorm;
+use crate::models::conv::Conv2d;
+use candle_nn::{Linear, VarBuilder};
 use hooks::UNetHooks;
 use serde::Deserialize;
 
@@ -415,7 +417,7 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: candle_nn::group_norm(groups, boc[0], c.norm_eps, vb.pp("conv_norm_out"))?,
+            conv_norm_out: GroupNorm::new(groups, boc[0], c.norm_eps, vb.pp("conv_norm_out"))?,
             conv_out: conv2d(boc[0], c.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
             config: c.clone(),
         })
@@ -478,7 +480,6 @@ impl UNet2DConditionModel {
             };
             x = block.forward(&x, &res, &emb, context, size, i, hooks)?;
         }
-        let x = candle_nn::ops::silu(&self.conv_norm_out.forward(&x)?)?;
-        self.conv_out.forward(&x)
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }
