@@ -5,7 +5,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn t(name: &str, f: impl Fn() -> candle_core::Result<Tensor>) {
     f().unwrap();
     let mut v = vec![];
-    for _ in 0..3 { let s = Instant::now(); f().unwrap(); v.push(s.elapsed().as_secs_f64()); }
+    for _ in 0..3 {
+        let s = Instant::now();
+        f().unwrap();
+        v.push(s.elapsed().as_secs_f64());
+    }
     v.sort_by(|a, b| a.total_cmp(b));
     println!("{name:<40} {:>8.4} s", v[1]);
 }
@@ -32,7 +36,9 @@ fn main() {
     t("q.kT (kT contiguous)", || q.matmul(&kt));
     let s = q.matmul(&kt).unwrap();
     t("softmax 5x4096x4096", || candle_nn::ops::softmax_last_dim(&s));
-    t("ours softmax 5x4096x4096", || nanoimg_engine::models::kernels::softmax_last_dim(&s));
+    t("ours softmax 5x4096x4096", || {
+        nanoimg_engine::models::kernels::softmax_last_dim(&s)
+    });
     t("scale 5x4096x4096", || &s * 0.125);
     t("p.v", || s.matmul(&q));
     for c in [64, 128, 256, 512, 1024, 4096] {
@@ -43,5 +49,15 @@ fn main() {
     t("chunked 256 8x40", || chunked(&q8, &q8, &q8, 0.15, 256));
     let r = nanoimg_engine::models::layers::attention(&q, &q, &q, 0.125).unwrap();
     let c = chunked(&q, &q, &q, 0.125, 512).unwrap();
-    println!("max diff {}", (r - c).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap());
+    println!(
+        "max diff {}",
+        (r - c)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+    );
 }

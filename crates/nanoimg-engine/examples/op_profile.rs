@@ -23,7 +23,14 @@ fn main() {
     let vb = candle_nn::VarBuilder::zeros(DType::F32, &dev);
     let conv = |cin, cout, k, p| {
         let w = r(&[cout, cin, k, k]);
-        candle_nn::Conv2d::new(w, Some(r(&[cout])), candle_nn::Conv2dConfig { padding: p, ..Default::default() })
+        candle_nn::Conv2d::new(
+            w,
+            Some(r(&[cout])),
+            candle_nn::Conv2dConfig {
+                padding: p,
+                ..Default::default()
+            },
+        )
     };
     let ours = |cin, cout, k, p| nanoimg_engine::models::conv::Conv2d::new(conv(cin, cout, k, p));
     let x320 = r(&[1, 320, 64, 64]);
@@ -56,14 +63,22 @@ fn main() {
     let ogn3 = nanoimg_engine::models::kernels::GroupNorm::new(32, 320, 1e-5, vb.pp("gn")).unwrap();
     t("ours: groupnorm+silu 320 @64x64", || ogn3.forward_silu(&x320));
     let q = r(&[1, 5, 4096, 64]);
-    t("attention 5x4096x64", || nanoimg_engine::models::layers::attention(&q, &q, &q, 0.125));
+    t("attention 5x4096x64", || {
+        nanoimg_engine::models::layers::attention(&q, &q, &q, 0.125)
+    });
     let q8 = r(&[1, 8, 4096, 40]);
-    t("attention 8x4096x40", || nanoimg_engine::models::layers::attention(&q8, &q8, &q8, 0.15));
+    t("attention 8x4096x40", || {
+        nanoimg_engine::models::layers::attention(&q8, &q8, &q8, 0.15)
+    });
     let tok = r(&[1, 4096, 320]);
     let lin = candle_nn::Linear::new(r(&[320, 320]), None);
     t("linear 4096x320 -> 320", || lin.forward(&tok));
     let ff = candle_nn::Linear::new(r(&[2560, 320]), Some(r(&[2560])));
     t("linear 4096x320 -> 2560 (GEGLU in)", || ff.forward(&tok));
-    t("upsample nearest 128@256->512", || r(&[1, 128, 256, 256]).upsample_nearest2d(512, 512));
-    t("permute+contiguous 320@64x64", || x320.permute((0, 2, 3, 1))?.contiguous());
+    t("upsample nearest 128@256->512", || {
+        r(&[1, 128, 256, 256]).upsample_nearest2d(512, 512)
+    });
+    t("permute+contiguous 320@64x64", || {
+        x320.permute((0, 2, 3, 1))?.contiguous()
+    });
 }

@@ -240,7 +240,9 @@ fn outpainting_extends_the_canvas_and_keeps_the_original() {
 
 #[test]
 fn progress_reports_every_step_with_previews_when_asked() {
-    struct Sink(Mutex<Vec<(usize, usize, usize, Option<(u32, u32)>)>>);
+    /// (image, step, steps, preview size) per report.
+    type Report = (usize, usize, usize, Option<(u32, u32)>);
+    struct Sink(Mutex<Vec<Report>>);
     impl nanoimg_engine::ProgressSink for Sink {
         fn on_step(&self, p: &Progress<'_>) {
             self.0

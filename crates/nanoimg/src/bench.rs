@@ -98,7 +98,7 @@ pub fn run(a: Args) -> Result<()> {
         // Read by rayon and the gemm kernels when their pools start, which is after this.
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
-    if a.runs == 0 || a.size == 0 || a.size % 8 != 0 {
+    if a.runs == 0 || a.size == 0 || !a.size.is_multiple_of(8) {
         bail!("--runs must be ≥ 1 and --size a positive multiple of 8");
     }
     std::fs::create_dir_all(&a.work_dir)?;

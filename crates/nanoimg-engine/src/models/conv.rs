@@ -109,7 +109,11 @@ impl Geom {
                 } else {
                     for (ox, d) in dst.iter_mut().enumerate() {
                         let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                        *d = if ix >= 0 && ix < g.w as isize { src[ix as usize] } else { 0.0 };
+                        *d = if ix >= 0 && ix < g.w as isize {
+                            src[ix as usize]
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
@@ -138,11 +142,18 @@ impl CustomOp3 for Conv2dOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, bias) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "weight")?, f32_slice(s3, l3, "bias")?);
+        let (x, w, bias) = (
+            f32_slice(s1, l1, "input")?,
+            f32_slice(s2, l2, "weight")?,
+            f32_slice(s3, l3, "bias")?,
+        );
         let (n, cin, h, wd) = l1.shape().dims4()?;
         let (cout, wcin, kh, kw) = l2.shape().dims4()?;
         if wcin != cin || bias.len() != cout {
-            candle_core::bail!("nanoimg-conv2d: input has {cin} channels, weight {wcin}, bias {}", bias.len());
+            candle_core::bail!(
+                "nanoimg-conv2d: input has {cin} channels, weight {wcin}, bias {}",
+                bias.len()
+            );
         }
         let (s, p) = (self.stride, self.padding);
         if h + 2 * p < kh || wd + 2 * p < kw || s == 0 {
@@ -167,7 +178,11 @@ impl CustomOp3 for Conv2dOp {
         } else {
             (self.band_bytes / 4 / (k * g.ow)).clamp(1, g.oh)
         };
-        let mut cols = if pointwise { Vec::new() } else { vec![0f32; k * band * g.ow] };
+        let mut cols = if pointwise {
+            Vec::new()
+        } else {
+            vec![0f32; k * band * g.ow]
+        };
         for b in 0..n {
             let xin = &x[b * cin * h * wd..(b + 1) * cin * h * wd];
             let dst = &mut out[b * cout * plane..(b + 1) * cout * plane];
@@ -223,7 +238,17 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn check(n: usize, cin: usize, cout: usize, (h, w): (usize, usize), k: usize, stride: usize, padding: usize, band_bytes: usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        n: usize,
+        cin: usize,
+        cout: usize,
+        (h, w): (usize, usize),
+        k: usize,
+        stride: usize,
+        padding: usize,
+        band_bytes: usize,
+    ) {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (n, cin, h, w), &dev).unwrap();
         let wt = Tensor::randn(0f32, 0.3, (cout, cin, k, k), &dev).unwrap();
@@ -233,7 +258,9 @@ mod tests {
             padding,
             ..Default::default()
         };
-        let reference = candle_nn::Conv2d::new(wt.clone(), Some(b.clone()), cfg).forward(&x).unwrap();
+        let reference = candle_nn::Conv2d::new(wt.clone(), Some(b.clone()), cfg)
+            .forward(&x)
+            .unwrap();
         let op = Conv2dOp {
             stride,
             padding,
@@ -241,8 +268,20 @@ mod tests {
         };
         let ours = x.apply_op3_no_bwd(&wt, &b, &op).unwrap();
         assert_eq!(ours.dims(), reference.dims());
-        let d: f32 = (ours - reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        assert!(d < 1e-4, "n{n} {cin}->{cout} {h}x{w} k{k} s{stride} p{padding} band {band_bytes}: {d}");
+        let d: f32 = (ours - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            d < 1e-4,
+            "n{n} {cin}->{cout} {h}x{w} k{k} s{stride} p{padding} band {band_bytes}: {d}"
+        );
     }
 
     #[test]
@@ -262,7 +301,10 @@ mod tests {
     #[test]
     fn layer_falls_back_for_other_dtypes() {
         let dev = Device::Cpu;
-        let wt = Tensor::randn(0f32, 0.3, (3, 2, 3, 3), &dev).unwrap().to_dtype(DType::F16).unwrap();
+        let wt = Tensor::randn(0f32, 0.3, (3, 2, 3, 3), &dev)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
         let b = Tensor::zeros(3, DType::F16, &dev).unwrap();
         let conv = Conv2d::new(candle_nn::Conv2d::new(
             wt,
@@ -272,7 +314,10 @@ mod tests {
                 ..Default::default()
             },
         ));
-        let x = Tensor::randn(0f32, 1.0, (1, 2, 4, 4), &dev).unwrap().to_dtype(DType::F16).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 2, 4, 4), &dev)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
         assert_eq!(conv.forward(&x).unwrap().dims(), &[1, 3, 4, 4]);
     }
 }

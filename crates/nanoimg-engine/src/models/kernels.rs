@@ -37,7 +37,10 @@ fn softmax_row(x: &[f32], out: &mut [f32]) {
             m[l] = if c[l] > m[l] { c[l] } else { m[l] };
         }
     }
-    let max = tail.iter().chain(m.iter()).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let max = tail
+        .iter()
+        .chain(m.iter())
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     let mut s = [0f32; LANES];
     let mut oc = out.chunks_exact_mut(LANES);
     let mut xc = x.chunks_exact(LANES);
@@ -158,7 +161,11 @@ fn group_norm_group(x: &[f32], out: &mut [f32], spatial: usize, w: &[f32], b: &[
     }
     var_total += q.iter().map(|&v| f64::from(v)).sum::<f64>();
     let rstd = (1.0 / (var_total / x.len() as f64 + eps).sqrt()) as f32;
-    for (ch, (o, xs)) in out.chunks_exact_mut(spatial).zip(x.chunks_exact(spatial)).enumerate() {
+    for (ch, (o, xs)) in out
+        .chunks_exact_mut(spatial)
+        .zip(x.chunks_exact(spatial))
+        .enumerate()
+    {
         let scale = rstd * w[ch];
         let shift = b[ch] - mean * scale;
         if silu {
@@ -179,7 +186,15 @@ fn group_norm_group(x: &[f32], out: &mut [f32], spatial: usize, w: &[f32], b: &[
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn group_norm_group_avx2(x: &[f32], out: &mut [f32], spatial: usize, w: &[f32], b: &[f32], eps: f64, silu: bool) {
+unsafe fn group_norm_group_avx2(
+    x: &[f32],
+    out: &mut [f32],
+    spatial: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f64,
+    silu: bool,
+) {
     group_norm_group(x, out, spatial, w, b, eps, silu)
 }
 
@@ -203,7 +218,10 @@ impl CustomOp1 for GroupNormOp<'_> {
             .enumerate()
             .for_each(|(i, (o, xs))| {
                 let g = i % self.groups;
-                let (w, bi) = (&self.weight[g * cpg..(g + 1) * cpg], &self.bias[g * cpg..(g + 1) * cpg]);
+                let (w, bi) = (
+                    &self.weight[g * cpg..(g + 1) * cpg],
+                    &self.bias[g * cpg..(g + 1) * cpg],
+                );
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
                     // SAFETY: the CPU supports the features the function was compiled for.
@@ -281,7 +299,16 @@ mod tests {
     use candle_core::{Device, Module};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     #[test]
@@ -301,7 +328,9 @@ mod tests {
     fn softmax_matches_candle_including_odd_row_lengths() {
         let dev = Device::Cpu;
         for shape in [(2, 3, 77), (1, 5, 4096), (4, 1, 9)] {
-            let x = (Tensor::randn(0f32, 4.0, shape, &dev).unwrap()).contiguous().unwrap();
+            let x = (Tensor::randn(0f32, 4.0, shape, &dev).unwrap())
+                .contiguous()
+                .unwrap();
             let ours = softmax_last_dim(&x).unwrap();
             let theirs = candle_nn::ops::softmax_last_dim(&x).unwrap();
             assert!(max_diff(&ours, &theirs) < 1e-6, "{shape:?}");

@@ -1,9 +1,9 @@
 //! diffusers' `AutoencoderKL`: images `[b, 3, H, W]` in [-1, 1] ↔ latents `[b, C, H/8, W/8]`.
 
+use crate::models::conv::Conv2d;
+use crate::models::kernels::GroupNorm;
 use crate::models::layers::{attention, conv2d, Downsample2D, ResnetBlock2D, Upsample2D};
 use candle_core::{Module, Result, Tensor};
-use crate::models::kernels::GroupNorm;
-use crate::models::conv::Conv2d;
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
@@ -230,8 +230,7 @@ impl Module for Encoder {
             }
         }
         let x = self.mid_block.forward(&x)?;
-        self.conv_out
-            .forward(&self.conv_norm_out.forward_silu(&x)?)
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }
 
@@ -287,8 +286,7 @@ impl Module for Decoder {
                 x = u.forward(&x, None)?;
             }
         }
-        self.conv_out
-            .forward(&self.conv_norm_out.forward_silu(&x)?)
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }
 

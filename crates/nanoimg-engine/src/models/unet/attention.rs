@@ -1,10 +1,10 @@
 //! diffusers' `Transformer2DModel` and its `BasicTransformerBlock`, with the attention hook points.
 
 use super::hooks::{Site, UNetHooks};
+use crate::models::conv::Conv2d;
+use crate::models::kernels::GroupNorm;
 use crate::models::layers::{attention, conv2d, merge_heads, split_heads};
 use candle_core::{Module, Result, Tensor};
-use crate::models::kernels::GroupNorm;
-use crate::models::conv::Conv2d;
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 /// diffusers' `Attention` (`to_q`, `to_k`, `to_v`, `to_out.0`).

@@ -5,11 +5,11 @@ mod attention;
 mod blocks;
 pub mod hooks;
 
+use crate::models::conv::Conv2d;
+use crate::models::kernels::GroupNorm;
 use crate::models::layers::conv2d;
 use blocks::{DownBlock, MidBlock, ResnetSpec, UpBlock};
 use candle_core::{DType, Module, Result, Tensor};
-use crate::models::kernels::GroupNorm;
-use crate::models::conv::Conv2d;
 use candle_nn::{Linear, VarBuilder};
 use hooks::UNetHooks;
 use serde::Deserialize;
@@ -364,9 +364,9 @@ impl UNet2DConditionModel {
 
         let mut down_blocks = Vec::with_capacity(n);
         let mut out_ch = boc[0];
-        for i in 0..n {
+        for (i, &ch) in boc.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = ch;
             let attn = (c.down_block_types[i] == "CrossAttnDownBlock2D")
                 .then(|| spec(out_ch, l.heads[i], l.transformer_layers[i]));
             down_blocks.push(DownBlock::new(
