@@ -2,6 +2,7 @@
 //! (`vocab.json`, `merges.txt`, `tokenizer_config.json`, `special_tokens_map.json`).
 
 use crate::error::{EngineError, Result};
+use crate::folder::read_json;
 use regex::Regex;
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,17 +51,6 @@ fn bytes_to_unicode() -> [char; 256] {
         table[b as usize] = char::from_u32(c).expect("code points below 0x200 are valid");
     }
     table
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| EngineError::Json {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 /// A special token in `tokenizer_config.json` is either a string or `{"content": …}`.

@@ -4,7 +4,7 @@
 //! `models synth --seed 7` writes and saved inputs and outputs in `tests/fixtures/`. Here we write
 //! the same models from the same seed, run our code on the saved inputs and compare.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use nanoimg_engine::models::unet::AddedConditioning;
 use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
 use nanoimg_engine::tokenizer::ClipTokenizer;
@@ -23,30 +23,13 @@ fn fixture(name: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(&p, &Device::Cpu).unwrap()
 }
 
+/// Largest difference relative to the reference's largest magnitude (at least 1).
 fn max_rel_diff(ours: &Tensor, theirs: &Tensor) -> f32 {
     assert_eq!(ours.dims(), theirs.dims());
-    let ours = ours.to_dtype(DType::F32).unwrap();
-    let scale: f32 = theirs
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
+    let scale = nanoimg_engine::models::max_abs_diff(theirs, &theirs.zeros_like().unwrap())
         .unwrap()
         .max(1.0);
-    let d: f32 = (ours - theirs)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    d / scale
+    nanoimg_engine::models::max_abs_diff(ours, theirs).unwrap() / scale
 }
 
 fn check(what: &str, ours: &Tensor, theirs: &Tensor) {

@@ -296,20 +296,8 @@ impl GroupNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::max_abs_diff;
     use candle_core::{Device, Module};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn fast_exp_is_accurate_over_the_softmax_range() {
@@ -333,13 +321,13 @@ mod tests {
                 .unwrap();
             let ours = softmax_last_dim(&x).unwrap();
             let theirs = candle_nn::ops::softmax_last_dim(&x).unwrap();
-            assert!(max_diff(&ours, &theirs) < 1e-6, "{shape:?}");
+            assert!(max_abs_diff(&ours, &theirs).unwrap() < 1e-6, "{shape:?}");
         }
         // A transposed (non-contiguous) input is made contiguous first.
         let x = Tensor::randn(0f32, 1.0, (8, 16), &dev).unwrap().t().unwrap();
         let ours = softmax_last_dim(&x).unwrap();
         let theirs = candle_nn::ops::softmax(&x, candle_core::D::Minus1).unwrap();
-        assert!(max_diff(&ours, &theirs) < 1e-6);
+        assert!(max_abs_diff(&ours, &theirs).unwrap() < 1e-6);
     }
 
     #[test]
@@ -360,8 +348,8 @@ mod tests {
         // Offset data checks the variance is not computed as E[x²] − E[x]².
         let x = (Tensor::randn(0f32, 2.0, (2, 32, 33, 17), &dev).unwrap() + 100.0).unwrap();
         let want = theirs.forward(&x).unwrap();
-        assert!(max_diff(&ours.forward(&x).unwrap(), &want) < 1e-4);
+        assert!(max_abs_diff(&ours.forward(&x).unwrap(), &want).unwrap() < 1e-4);
         let want_silu = candle_nn::ops::silu(&want).unwrap();
-        assert!(max_diff(&ours.forward_silu(&x).unwrap(), &want_silu) < 1e-4);
+        assert!(max_abs_diff(&ours.forward_silu(&x).unwrap(), &want_silu).unwrap() < 1e-4);
     }
 }

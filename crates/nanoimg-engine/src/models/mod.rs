@@ -7,3 +7,14 @@ pub mod kernels;
 pub mod layers;
 pub mod unet;
 pub mod vae;
+
+/// The largest elementwise difference between two tensors of the same shape (as f32): how
+/// tests and parity checks compare a computation with its reference.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> candle_core::Result<f32> {
+    use candle_core::DType;
+    (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()
+}

@@ -21,6 +21,20 @@ impl ResnetSpec {
     }
 }
 
+/// `attentions.{0..layers}` of a cross-attention block; none for a plain block.
+fn attentions(
+    vb: &VarBuilder,
+    layers: usize,
+    attn: Option<TransformerSpec>,
+) -> Result<Vec<Transformer2DModel>> {
+    match attn {
+        Some(spec) => (0..layers)
+            .map(|j| Transformer2DModel::new(vb.pp("attentions").pp(j), spec))
+            .collect(),
+        None => Ok(Vec::new()),
+    }
+}
+
 fn site(stage: Stage, block: usize, layer: usize) -> Site {
     Site {
         stage,
@@ -51,12 +65,7 @@ impl DownBlock {
         let resnets = (0..layers)
             .map(|j| r.build(vb.pp("resnets").pp(j), if j == 0 { cin } else { cout }, cout))
             .collect::<Result<_>>()?;
-        let attentions = match attn {
-            Some(spec) => (0..layers)
-                .map(|j| Transformer2DModel::new(vb.pp("attentions").pp(j), spec))
-                .collect::<Result<_>>()?,
-            None => Vec::new(),
-        };
+        let attentions = attentions(&vb, layers, attn)?;
         let downsampler = downsample
             .then(|| Downsample2D::new(vb.pp("downsamplers").pp(0), cout, false))
             .transpose()?;
@@ -171,12 +180,7 @@ impl UpBlock {
                 r.build(vb.pp("resnets").pp(j), input + skip, cout)
             })
             .collect::<Result<_>>()?;
-        let attentions = match attn {
-            Some(spec) => (0..layers)
-                .map(|j| Transformer2DModel::new(vb.pp("attentions").pp(j), spec))
-                .collect::<Result<_>>()?,
-            None => Vec::new(),
-        };
+        let attentions = attentions(&vb, layers, attn)?;
         let upsampler = upsample
             .then(|| Upsample2D::new(vb.pp("upsamplers").pp(0), cout))
             .transpose()?;
