@@ -360,3 +360,27 @@ fn long_prompts_are_truncated_and_reported() {
     assert!(model.encode_text(&long, false).unwrap().truncated);
     assert!(!model.encode_text("a cat", false).unwrap().truncated);
 }
+
+#[test]
+fn sdxl_vae_with_force_upcast_stays_f32_when_the_model_runs_in_f16() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = nanoimg_engine::synthetic::SyntheticSpec::tiny(nanoimg_engine::Family::Sdxl);
+    spec.vae["force_upcast"] = serde_json::json!(true);
+    spec.vae["scaling_factor"] = serde_json::json!(0.13025);
+    nanoimg_engine::synthetic::write_model(dir.path(), &spec, 21).unwrap();
+    let model = nanoimg_engine::StableDiffusion::load(
+        dir.path(),
+        &nanoimg_engine::LoadOptions {
+            dtype: DType::F16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(model.dtype(), DType::F16);
+    let z = nanoimg_engine::pipeline::SeededNoise::new(1)
+        .sample(&[1, 4, 8, 8], model.device(), DType::F32)
+        .unwrap();
+    assert_eq!(model.vae().decode(&z).unwrap().dtype(), DType::F32);
+    let out = run(&model, &request(&model, 2)).remove(0).image;
+    assert_eq!(out.dimensions(), (64, 64));
+}
