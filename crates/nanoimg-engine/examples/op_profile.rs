@@ -62,6 +62,14 @@ fn main() {
     t("ours: groupnorm+silu 128 @512x512", || ogn.forward_silu(&x128));
     let ogn3 = nanoimg_engine::models::kernels::GroupNorm::new(32, 320, 1e-5, vb.pp("gn")).unwrap();
     t("ours: groupnorm+silu 320 @64x64", || ogn3.forward_silu(&x320));
+    let small = r(&[1, 5, 64, 4096]);
+    t("ours: softmax 5x64x4096 (in cache)", || {
+        nanoimg_engine::models::kernels::softmax_last_dim(&small)
+    });
+    t("candle: softmax 5x64x4096 (in cache)", || {
+        candle_nn::ops::softmax_last_dim(&small)
+    });
+    t("exp 5x64x4096 (candle)", || small.exp());
     let q = r(&[1, 5, 4096, 64]);
     t("attention 5x4096x64", || {
         nanoimg_engine::models::layers::attention(&q, &q, &q, 0.125)

@@ -21,7 +21,11 @@ fn exp_nonpositive(x: f32) -> f32 {
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+    // 2^n without a float→int conversion (which blocks vectorisation): n + 127 ∈ [1, 127] is
+    // an integer, so adding 1.5·2²³ puts it in the low mantissa bits; shifting those into the
+    // exponent field drops everything above them.
+    let biased = (n + 127.0 + 12_582_912.0).to_bits();
+    f32::from_bits(biased << 23) * p
 }
 
 /// Lanes the reductions are split over so they vectorise.
