@@ -93,9 +93,12 @@ struct Tmp {
 }
 
 fn tempfile_in(dir: &Path) -> Result<Tmp> {
-    let file = tempfile::Builder::new()
-        .prefix(".nanoimg-")
-        .suffix(".png.tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".nanoimg-").suffix(".png.tmp");
+    // Temporary files are private (0600); the finished image is an ordinary file.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let file = builder
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     Ok(Tmp { file })

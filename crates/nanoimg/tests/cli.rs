@@ -100,6 +100,12 @@ fn generate_writes_png_of_requested_size_with_parameters_and_is_deterministic() 
     assert_eq!(summary["model"], "tiny");
     ok(&generate(&args, &b));
 
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&a).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "output images are ordinary readable files");
+    }
     let ia = image::open(&a).unwrap().to_rgb8();
     let ib = image::open(&b).unwrap().to_rgb8();
     assert_eq!(ia.dimensions(), (64, 96));
