@@ -133,6 +133,8 @@ struct Conditioning {
 struct InpaintState {
     /// Latent-sized mask, 1 = repaint.
     mask: Tensor,
+    /// `1 − mask`: where the original is kept.
+    keep: Tensor,
     /// The original image's latents.
     image_latents: Tensor,
     /// For native 9-channel UNets: mask and masked-image latents concatenated to the input.
@@ -276,6 +278,7 @@ impl StableDiffusion {
             None
         };
         Ok(Some(InpaintState {
+            keep: (1.0 - &mask_lat)?,
             mask: mask_lat,
             image_latents: image_latents.clone(),
             native_extra,
@@ -357,8 +360,7 @@ impl StableDiffusion {
                 if let Some(state) = inpaint.as_ref().filter(|s| s.native_extra.is_none()) {
                     // Latent blending: outside the mask, put back the original at this noise level.
                     let known = (&state.image_latents + (&noise * plan.sigmas[step + 1])?)?;
-                    let inv = (1.0 - &state.mask)?;
-                    x = (x.broadcast_mul(&state.mask)? + known.broadcast_mul(&inv)?)?;
+                    x = (x.broadcast_mul(&state.mask)? + known.broadcast_mul(&state.keep)?)?;
                 }
                 let preview = progress
                     .wants_preview()
