@@ -7,24 +7,33 @@
 use crate::models::spec_named;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use nanoimg_core::{ImageSize, Limits};
 use nanoimg_engine::pipeline::SeededNoise;
 use nanoimg_engine::synthetic::write_model;
-use nanoimg_engine::{LoadOptions, StableDiffusion};
+use nanoimg_engine::{CancelToken, GenerateRequest, LoadOptions, NoProgress, StableDiffusion};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Architectures to time: sd-turbo (SD 2.1-base), sd15.
+    /// Random-weight architectures to time: sd-turbo (SD 2.1-base), sd15.
     #[arg(long, value_delimiter = ',', default_value = "sd-turbo,sd15")]
     pub arch: Vec<String>,
-    /// Operations: clip, unet (batch 1), unet-cfg (batch 2), vae.
+    /// Time installed models instead (names or paths, as `generate --model` takes them).
+    #[arg(long, value_delimiter = ',')]
+    pub model: Vec<String>,
+    /// Directory of model folders for --model.
+    #[arg(long)]
+    pub models_dir: Option<String>,
+    /// Operations: clip, unet (batch 1), unet-cfg (batch 2), vae, and generate (one whole image
+    /// at the model's default steps, guidance and scheduler; opt-in, as it is slow for 30-step
+    /// models).
     #[arg(long, value_delimiter = ',', default_value = "clip,unet,unet-cfg,vae")]
     pub ops: Vec<String>,
-    /// Image side in pixels (latent side is a eighth of it).
-    #[arg(long, default_value_t = 512)]
-    pub size: usize,
+    /// Image side in pixels (the model's default size when omitted).
+    #[arg(long)]
+    pub size: Option<usize>,
     /// Timed runs per operation (the median is reported), after one untimed warm-up.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
@@ -98,40 +107,54 @@ pub fn run(a: Args) -> Result<()> {
         // Read by rayon and the gemm kernels when their pools start, which is after this.
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
-    if a.runs == 0 || a.size == 0 || !a.size.is_multiple_of(8) {
+    if a.runs == 0 || a.size.is_some_and(|s| s == 0 || !s.is_multiple_of(8)) {
         bail!("--runs must be ≥ 1 and --size a positive multiple of 8");
     }
-    std::fs::create_dir_all(&a.work_dir)?;
+    // (label, folder) of every model to time.
+    let targets: Vec<(String, PathBuf)> = if a.model.is_empty() {
+        std::fs::create_dir_all(&a.work_dir)?;
+        a.arch
+            .iter()
+            .map(|arch| Ok((arch.clone(), ensure_model(&a.work_dir, arch)?)))
+            .collect::<Result<_>>()?
+    } else {
+        let reg = crate::generate::registry(a.models_dir.as_deref());
+        a.model
+            .iter()
+            .map(|m| Ok((m.clone(), reg.resolve(m)?)))
+            .collect::<Result<_>>()?
+    };
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if !a.json {
         println!(
-            "nanoimg bench: {}x{} image, f32, {threads} threads, median of {} runs after 1 warm-up",
-            a.size, a.size, a.runs
+            "nanoimg bench: f32, {threads} threads, median of {} runs after 1 warm-up",
+            a.runs
         );
         println!(
-            "{:<10} {:<18} {:>10} {:>12}  runs",
-            "arch", "operation", "median s", "peak RSS"
+            "{:<12} {:<18} {:>10} {:>12}  runs",
+            "model", "operation", "median s", "peak RSS"
         );
     }
-    for arch in &a.arch {
-        let path = ensure_model(&a.work_dir, arch)?;
-        let model = StableDiffusion::load(&path, &LoadOptions::default())?;
+    let prompt = "a photograph of an astronaut riding a horse";
+    for (label, path) in &targets {
+        let model = StableDiffusion::load(path, &LoadOptions::default())?;
         let dev = Device::Cpu;
-        let lat = a.size / 8;
-        let ctx = model
-            .encode_text("a photograph of an astronaut riding a horse", false)?
-            .context;
+        let size = a.size.unwrap_or(model.defaults().size.width as usize);
+        let lat = size / model.vae_scale();
+        let latent_c = model.vae().config().latent_channels;
+        let unet_in = model.unet().config().in_channels;
+        let ctx = model.encode_text(prompt, false)?.context;
         for op in &a.ops {
             let t = match op.as_str() {
                 "clip" => time(a.runs, || {
-                    model.encode_text("a photograph of an astronaut riding a horse", false)?;
+                    model.encode_text(prompt, false)?;
                     Ok(())
                 })?,
                 "unet" | "unet-cfg" => {
                     let b = if op == "unet" { 1 } else { 2 };
-                    let x = SeededNoise::new(0).sample(&[b, 4, lat, lat], &dev, DType::F32)?;
+                    let x = SeededNoise::new(0).sample(&[b, unet_in, lat, lat], &dev, DType::F32)?;
                     let t = Tensor::full(999f32, b, &dev)?;
                     let c = ctx.repeat((b, 1, 1))?;
                     time(a.runs, || {
@@ -140,26 +163,37 @@ pub fn run(a: Args) -> Result<()> {
                     })?
                 }
                 "vae" => {
-                    let z = SeededNoise::new(0).sample(&[1, 4, lat, lat], &dev, DType::F32)?;
+                    let z = SeededNoise::new(0).sample(&[1, latent_c, lat, lat], &dev, DType::F32)?;
                     time(a.runs, || {
                         model.vae().decode(&z)?;
                         Ok(())
                     })?
                 }
-                other => bail!("unknown operation {other:?}; use clip, unet, unet-cfg, vae"),
+                "generate" => {
+                    let req = GenerateRequest {
+                        size: ImageSize::new(size as u32, size as u32),
+                        ..GenerateRequest::new(&model, prompt)
+                    };
+                    let limits = Limits::default();
+                    time(a.runs, || {
+                        model.generate(&req, &limits, &NoProgress, &CancelToken::new())?;
+                        Ok(())
+                    })?
+                }
+                other => bail!("unknown operation {other:?}; use clip, unet, unet-cfg, vae, generate"),
             };
             if a.json {
                 println!(
                     "{}",
-                    json!({"arch": arch, "op": op, "size": a.size, "threads": threads,
+                    json!({"arch": label, "op": op, "size": size, "threads": threads,
                            "median_s": t.median_s, "runs_s": t.runs, "peak_rss_mib": t.peak_mib})
                 );
             } else {
                 let runs: Vec<String> = t.runs.iter().map(|r| format!("{r:.2}")).collect();
                 println!(
-                    "{:<10} {:<18} {:>10.3} {:>12}  {}",
-                    arch,
-                    op,
+                    "{:<12} {:<18} {:>10.3} {:>12}  {}",
+                    label,
+                    format!("{op} @{size}"),
                     t.median_s,
                     t.peak_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
                     runs.join(" ")

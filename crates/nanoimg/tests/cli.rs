@@ -308,3 +308,36 @@ fn models_list_and_info_describe_the_installed_model() {
         .unwrap());
     assert!(e.contains("no model named"), "{e}");
 }
+
+#[test]
+fn bench_times_an_installed_model_including_a_whole_image() {
+    let out = ok(&bin()
+        .args([
+            "bench",
+            "--model",
+            "tiny",
+            "--ops",
+            "clip,unet,vae,generate",
+            "--runs",
+            "1",
+            "--json",
+        ])
+        .arg("--models-dir")
+        .arg(models_dir())
+        .output()
+        .unwrap());
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["clip", "unet", "vae", "generate"]);
+    for r in &rows {
+        assert_eq!(r["arch"], "tiny");
+        assert_eq!(r["size"], 64, "the model's default size");
+        assert!(r["median_s"].as_f64().unwrap() > 0.0);
+    }
+    let e = err(&bin()
+        .args(["bench", "--model", "nope", "--models-dir"])
+        .arg(models_dir())
+        .output()
+        .unwrap());
+    assert!(e.contains("no model named"), "{e}");
+}
