@@ -19,16 +19,7 @@ fn unet_inputs(model: &nanoimg_engine::StableDiffusion) -> (Tensor, Tensor, Tens
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    nanoimg_engine::models::max_abs_diff(a, b).unwrap()
 }
 
 #[derive(Default)]

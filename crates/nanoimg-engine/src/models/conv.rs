@@ -268,16 +268,7 @@ mod tests {
         };
         let ours = x.apply_op3_no_bwd(&wt, &b, &op).unwrap();
         assert_eq!(ours.dims(), reference.dims());
-        let d: f32 = (ours - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d: f32 = crate::models::max_abs_diff(&ours, &reference).unwrap();
         assert!(
             d < 1e-4,
             "n{n} {cin}->{cout} {h}x{w} k{k} s{stride} p{padding} band {band_bytes}: {d}"

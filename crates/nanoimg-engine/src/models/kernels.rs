@@ -325,7 +325,15 @@ mod tests {
                 .unwrap();
             let ours = softmax_last_dim(&x).unwrap();
             let theirs = candle_nn::ops::softmax_last_dim(&x).unwrap();
-            assert!(max_abs_diff(&ours, &theirs).unwrap() < 1e-6, "{shape:?}");
+            // Summation order differs (8 lanes vs candle's sequential sum), so compare relative
+            // to the largest probability: a row of 4096 can have one entry near 1.
+            let scale = theirs.max_keepdim(candle_core::D::Minus1).unwrap();
+            let diff = max_abs_diff(
+                &ours.broadcast_div(&scale).unwrap(),
+                &theirs.broadcast_div(&scale).unwrap(),
+            )
+            .unwrap();
+            assert!(diff < 1e-5, "{shape:?}: {diff}");
         }
         // A transposed (non-contiguous) input is made contiguous first.
         let x = Tensor::randn(0f32, 1.0, (8, 16), &dev).unwrap().t().unwrap();

@@ -200,16 +200,7 @@ mod tests {
         let whole = attention_blocked(&q, &k, &v, 0.3, usize::MAX).unwrap();
         // 7 query rows per block: uneven final block.
         let blocked = attention_blocked(&q, &k, &v, 0.3, 7 * 2 * 3 * 20 * 4).unwrap();
-        let d: f32 = (whole - blocked)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d: f32 = crate::models::max_abs_diff(&whole, &blocked).unwrap();
         assert!(d < 1e-6, "{d}");
     }
 }
