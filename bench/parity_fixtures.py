@@ -13,6 +13,9 @@ that our code gives the same numbers. CI does not need PyTorch: only this script
         nanoimg models synth --arch $a --seed 7 /tmp/parity/$a
     done
     .venv-bench/bin/python bench/parity_fixtures.py /tmp/parity crates/nanoimg-engine/tests/fixtures
+
+The bundled model (models/nanoimg-emoji, f16 weights, computed in f32 on both sides) is checked
+the same way: put a link to it in the source folder (`ln -s $PWD/models/nanoimg-emoji /tmp/parity/`).
 """
 
 import json
@@ -33,7 +36,7 @@ def encode(model_dir: Path, enc: str, tok: str):
                     truncation=True, return_tensors="pt").input_ids
     cfg = json.loads((model_dir / enc / "config.json").read_text())
     cls = CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in cfg["architectures"] else CLIPTextModel
-    model = cls.from_pretrained(model_dir / enc).eval()
+    model = cls.from_pretrained(model_dir / enc, torch_dtype=torch.float32).eval()
     out = model(ids, output_hidden_states=True)
     pooled = out.text_embeds if cls is CLIPTextModelWithProjection else out.pooler_output
     return ids, out.last_hidden_state, out.hidden_states[-2], pooled
@@ -54,7 +57,7 @@ def fixture(model_dir: Path) -> dict:
     else:
         context = last
 
-    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet").eval()
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", torch_dtype=torch.float32).eval()
     c = unet.config
     sample = torch.randn(2, c.in_channels, 8, 8)
     timestep = torch.tensor([637.0, 21.0])
@@ -67,7 +70,7 @@ def fixture(model_dir: Path) -> dict:
         t.update(time_ids=time_ids)
     t.update(sample=sample, timestep=timestep, unet_out=unet(sample, timestep, ctx, **kwargs).sample)
 
-    vae = AutoencoderKL.from_pretrained(model_dir / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32).eval()
     latents = torch.randn(1, vae.config.latent_channels, 8, 8)
     image = torch.rand(1, 3, 64, 64) * 2 - 1
     t.update(

@@ -9,6 +9,8 @@
 //! Not here: HTTP, storage, moderation, editing plans. This crate reads model folders and
 //! writes nothing but what [`synthetic`] is asked to write.
 
+#[cfg(feature = "bundled")]
+pub mod bundled;
 pub mod error;
 pub mod folder;
 pub mod model;

@@ -56,12 +56,16 @@ fn ids(t: &Tensor) -> Vec<u32> {
 fn run_parity(name: &str, spec: SyntheticSpec) {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &spec, 7).unwrap();
+    check_folder(name, dir.path(), spec.family);
+}
+
+fn check_folder(name: &str, dir: &Path, family: Family) {
     let f = fixture(name);
-    let model = StableDiffusion::load(dir.path(), &LoadOptions::default()).unwrap();
-    let sdxl = spec.family == Family::Sdxl;
+    let model = StableDiffusion::load(dir, &LoadOptions::default()).unwrap();
+    let sdxl = family == Family::Sdxl;
 
     // Tokenizer: same ids as transformers' CLIPTokenizer.
-    let tok = ClipTokenizer::from_dir(&dir.path().join("tokenizer")).unwrap();
+    let tok = ClipTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
     assert_eq!(tok.encode(PROMPT).ids, ids(&f["ids"]), "{name}: token ids");
 
     // Text encoder(s): compare through the public conditioning path.
@@ -123,4 +127,12 @@ fn sdxl_with_add_embedding_and_two_encoders_matches_diffusers() {
 #[test]
 fn nine_channel_inpainting_unet_matches_diffusers() {
     run_parity("tiny-inpaint", SyntheticSpec::tiny_inpainting());
+}
+
+/// The bundled demo model (f16 weights, computed in f32): our loader reads the folder exactly as
+/// diffusers does — its own BPE vocabulary, 32-token context, 8-group VAE.
+#[test]
+fn bundled_emoji_model_matches_diffusers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/nanoimg-emoji");
+    check_folder("nanoimg-emoji", &dir, Family::Sd1);
 }

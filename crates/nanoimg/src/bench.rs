@@ -118,10 +118,10 @@ pub fn run(a: Args) -> Result<()> {
             .map(|arch| Ok((arch.clone(), ensure_model(&a.work_dir, arch)?)))
             .collect::<Result<_>>()?
     } else {
-        let reg = crate::generate::registry(a.models_dir.as_deref());
+        let reg = crate::catalog::registry(a.models_dir.as_deref());
         a.model
             .iter()
-            .map(|m| Ok((m.clone(), reg.resolve(m)?)))
+            .map(|m| Ok((m.clone(), crate::catalog::pick_model(&reg, Some(m))?)))
             .collect::<Result<_>>()?
     };
     let threads = a

@@ -1,5 +1,6 @@
 //! `nanoimg generate`: one command for txt2img, img2img, inpainting and outpainting.
 
+use crate::catalog::{pick_model, registry};
 use crate::images;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -7,7 +8,7 @@ use nanoimg_core::{ImageSize, Limits, SchedulerName};
 use nanoimg_engine::pipeline::Progress;
 use nanoimg_engine::{
     outpaint_canvas, parse_dtype, CancelToken, GenerateRequest, InitImage, LoadOptions, ProgressSink,
-    Registry, StableDiffusion,
+    StableDiffusion,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ pub struct Args {
     /// Output PNG; with -n > 1, `out.png` becomes `out-1.png`, `out-2.png`, …
     #[arg(short, long, default_value = "out.png")]
     pub output: PathBuf,
-    /// Model folder name (in the models directory) or path. Defaults to the only installed model.
+    /// Model folder name (in the models directories) or path. Default: the bundled nanoimg-emoji.
     #[arg(long, env = "NANOIMG_MODEL")]
     pub model: Option<String>,
     /// Directory of model folders (colon-separated list). Default: $NANOIMG_MODELS, else ./models.
@@ -87,48 +88,6 @@ fn parse_outpaint(s: &str) -> Result<[u32; 4]> {
     match parts.as_slice() {
         [l, t, r, b] if l + t + r + b > 0 && [l, t, r, b].iter().all(|v| **v <= 4096) => Ok([*l, *t, *r, *b]),
         _ => bail!("--outpaint {s:?}: expected four numbers 0..=4096, not all zero, like 64,0,64,0"),
-    }
-}
-
-/// The model folder to use: `--model`, else the only one installed.
-pub fn pick_model(registry: &Registry, name: Option<&str>) -> Result<PathBuf> {
-    if let Some(name) = name {
-        return Ok(registry.resolve(name)?);
-    }
-    let ready: Vec<_> = registry
-        .list()
-        .into_iter()
-        .filter_map(|l| match l {
-            nanoimg_engine::registry::Listing::Ready(i) => Some(i.path),
-            _ => None,
-        })
-        .collect();
-    match ready.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => bail!(
-            "no model installed in {}; pass --model PATH or set NANOIMG_MODELS",
-            registry
-                .dirs()
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        many => bail!(
-            "several models installed ({}); choose one with --model",
-            many.iter()
-                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// The registry for `--models-dir` or the environment.
-pub fn registry(models_dir: Option<&str>) -> Registry {
-    match models_dir {
-        Some(d) => Registry::new(std::env::split_paths(d).collect()),
-        None => Registry::from_env(),
     }
 }
 

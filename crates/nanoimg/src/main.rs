@@ -2,6 +2,7 @@
 //! library crates and print. No generation logic lives here.
 
 mod bench;
+mod catalog;
 mod generate;
 mod images;
 mod models;

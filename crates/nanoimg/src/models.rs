@@ -1,15 +1,16 @@
 //! `nanoimg models list|info|synth`.
 
-use crate::generate::registry;
+use crate::catalog::{bundled_model, pick_model, registry};
 use anyhow::{bail, Result};
 use nanoimg_engine::registry::Listing;
 use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
-use nanoimg_engine::{Family, ModelInfo};
+use nanoimg_engine::{bundled, Family, ModelInfo};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// List the models in the models directories (and folders that are not usable, with why).
+    /// List the built-in model and the models in the models directories (and folders that are
+    /// not usable, with why).
     List {
         #[arg(long)]
         models_dir: Option<String>,
@@ -62,6 +63,18 @@ fn print_info(i: &ModelInfo) {
     }
 }
 
+fn print_row(i: &ModelInfo, note: &str) {
+    println!(
+        "{:<24} {:<5} {:>10}  {} steps, guidance {}, {}{note}",
+        i.name,
+        i.family.to_string() + if i.turbo { "-t" } else { "" },
+        mib(i.size_bytes),
+        i.defaults.steps,
+        i.defaults.guidance,
+        i.defaults.size,
+    );
+}
+
 /// The synthetic architecture named on the command line.
 pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
     Ok(match arch {
@@ -79,42 +92,36 @@ pub fn run(c: Command) -> Result<()> {
     match c {
         Command::List { models_dir, json } => {
             let reg = registry(models_dir.as_deref());
+            let mut builtin = ModelInfo::inspect(&bundled_model()?)?;
+            builtin.name = bundled::NAME.to_owned();
             let listing = reg.list();
             if json {
-                let v: Vec<serde_json::Value> = listing
-                    .iter()
-                    .map(|l| match l {
-                        Listing::Ready(i) => serde_json::json!({"ok": true, "model": i}),
-                        Listing::Broken { path, error } => {
-                            serde_json::json!({"ok": false, "path": path, "error": error.to_string()})
-                        }
-                    })
-                    .collect();
+                let mut v = vec![serde_json::json!({"ok": true, "builtin": true, "model": builtin})];
+                v.extend(listing.iter().map(|l| match l {
+                    Listing::Ready(i) => serde_json::json!({"ok": true, "builtin": false, "model": i}),
+                    Listing::Broken { path, error } => {
+                        serde_json::json!({"ok": false, "path": path, "error": error.to_string()})
+                    }
+                }));
                 println!("{}", serde_json::Value::Array(v));
                 return Ok(());
             }
+            print_row(&builtin, " (built in, default)");
+            for l in &listing {
+                match l {
+                    Listing::Ready(i) => print_row(i, ""),
+                    Listing::Broken { path, error } => println!("{:<24} unusable: {error}", path.display()),
+                }
+            }
             if listing.is_empty() {
                 println!(
-                    "no models in {}",
+                    "(no models in {})",
                     reg.dirs()
                         .iter()
                         .map(|d| d.display().to_string())
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-            }
-            for l in &listing {
-                match l {
-                    Listing::Ready(i) => println!(
-                        "{:<24} {:<5} {:>10}  {} steps, guidance {}",
-                        i.name,
-                        i.family.to_string() + if i.turbo { "-t" } else { "" },
-                        mib(i.size_bytes),
-                        i.defaults.steps,
-                        i.defaults.guidance
-                    ),
-                    Listing::Broken { path, error } => println!("{:<24} unusable: {error}", path.display()),
-                }
             }
             Ok(())
         }
@@ -123,8 +130,11 @@ pub fn run(c: Command) -> Result<()> {
             models_dir,
             json,
         } => {
-            let path = registry(models_dir.as_deref()).resolve(&model)?;
-            let info = ModelInfo::inspect(&path)?;
+            let path = pick_model(&registry(models_dir.as_deref()), Some(&model))?;
+            let mut info = ModelInfo::inspect(&path)?;
+            if model == bundled::NAME {
+                info.name = model;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {

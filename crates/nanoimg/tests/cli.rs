@@ -1,12 +1,17 @@
 //! The `nanoimg` binary, run as a user runs it, against a tiny random model it writes itself.
+//! (The built-in model is tested in `bundled.rs`.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 fn bin() -> Command {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let home = HOME.get_or_init(|| tempfile::tempdir().unwrap());
     let mut c = Command::new(env!("CARGO_BIN_EXE_nanoimg"));
-    c.env_remove("NANOIMG_MODEL").env_remove("NANOIMG_MODELS");
+    c.env_remove("NANOIMG_MODEL")
+        .env_remove("NANOIMG_MODELS")
+        .env("NANOIMG_HOME", home.path());
     c
 }
 
@@ -27,8 +32,10 @@ fn models_dir() -> &'static Path {
     .1
 }
 
+/// `generate` on the tiny model, chosen through `$NANOIMG_MODEL` (an explicit `--model` wins).
 fn generate(args: &[&str], out: &Path) -> Output {
     bin()
+        .env("NANOIMG_MODEL", "tiny")
         .arg("generate")
         .args(args)
         .arg("-o")

@@ -1,0 +1,56 @@
+//! Which models the command line can use: the models directories (`--models-dir`,
+//! `$NANOIMG_MODELS`, else `./models`) plus the demo model built into the binary, which is the
+//! default and is unpacked into NanoImg's data directory on first use.
+
+use anyhow::{bail, Context, Result};
+use nanoimg_engine::{bundled, EngineError, Registry};
+use std::path::PathBuf;
+
+/// The registry for `--models-dir` or the environment.
+pub fn registry(models_dir: Option<&str>) -> Registry {
+    match models_dir {
+        Some(d) => Registry::new(std::env::split_paths(d).collect()),
+        None => Registry::from_env(),
+    }
+}
+
+/// NanoImg's data directory: `$NANOIMG_HOME`, else `$XDG_DATA_HOME/nanoimg`, else
+/// `~/.local/share/nanoimg`.
+pub fn data_dir() -> Result<PathBuf> {
+    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(home) = from("NANOIMG_HOME") {
+        return Ok(home);
+    }
+    if let Some(xdg) = from("XDG_DATA_HOME") {
+        return Ok(xdg.join("nanoimg"));
+    }
+    match from("HOME") {
+        Some(home) => Ok(home.join(".local/share/nanoimg")),
+        None => bail!("cannot tell where to keep data: set NANOIMG_HOME (or HOME)"),
+    }
+}
+
+/// The bundled model's folder, unpacked if this is its first use.
+pub fn bundled_model() -> Result<PathBuf> {
+    let dir = data_dir()?.join("models");
+    bundled::unpack(&dir).with_context(|| format!("unpacking the bundled model into {}", dir.display()))
+}
+
+/// The model folder to use: `--model` (a name in the models directories, a path, or the bundled
+/// model's name), else the bundled model.
+pub fn pick_model(registry: &Registry, name: Option<&str>) -> Result<PathBuf> {
+    match name {
+        None => bundled_model(),
+        Some(name) => match registry.resolve(name) {
+            Ok(path) => Ok(path),
+            Err(EngineError::ModelNotFound { .. }) if name == bundled::NAME => bundled_model(),
+            Err(EngineError::ModelNotFound { name, installed }) => {
+                bail!(
+                    "no model named {name:?}; installed: {installed}; built in: {}",
+                    bundled::NAME
+                )
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
