@@ -40,6 +40,19 @@ def pieces(text: str) -> list:
     return ["".join(b2u[b] for b in p.encode()) for p in PATTERN.findall(text)]
 
 
+def merge(word, a: str, b: str) -> list:
+    """`word` with every adjacent (a, b) replaced by a + b, left to right."""
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+            out.append(a + b)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
 def train(captions: list, merges: int) -> tuple:
     """Learns up to `merges` merges; returns (vocab dict, merge list)."""
     words = collections.Counter()
@@ -64,15 +77,8 @@ def train(captions: list, merges: int) -> tuple:
             if a not in w:
                 merged[w] = fw
                 continue
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
-                    out.append(a + b)
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            merged[tuple(out)] = merged.get(tuple(out), 0) + fw
+            out = tuple(merge(w, a, b))
+            merged[out] = merged.get(out, 0) + fw
         words = merged
     symbols = list(bytes_to_unicode().values())
     vocab_list = symbols + [s + "</w>" for s in symbols] + [a + b for a, b in learned] + [BOS, EOS]
@@ -114,15 +120,7 @@ class Tokenizer:
             if r == 1 << 30:
                 break
             a, b = self.merges[r]
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
-                    out.append(a + b)
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            w = out
+            w = merge(w, a, b)
         self.cache[piece] = w
         return w
 

@@ -1,8 +1,11 @@
 //! The demo model built into the binary: `nanoimg generate "…"` with no model installed and no
 //! network draws the emoji the prompt asks for, and every pipeline runs on it.
 
+mod common;
+
+use common::ok;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// The binary with an empty data directory and no models directory: a fresh install.
 fn fresh(home: &Path) -> Command {
@@ -11,17 +14,6 @@ fn fresh(home: &Path) -> Command {
         .env("NANOIMG_MODELS", home.join("no-models-here"))
         .env("NANOIMG_HOME", home);
     c
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 fn generate(home: &Path, args: &[&str], out: &Path) -> image::RgbImage {

@@ -1,6 +1,9 @@
 //! The `nanoimg` binary, run as a user runs it, against a tiny random model it writes itself.
 //! (The built-in model is tested in `bundled.rs`.)
 
+mod common;
+
+use common::ok;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -44,17 +47,6 @@ fn generate(args: &[&str], out: &Path) -> Output {
         .arg(models_dir())
         .output()
         .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 fn err(o: &Output) -> String {
