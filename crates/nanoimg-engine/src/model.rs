@@ -245,6 +245,15 @@ impl StableDiffusion {
         self.vae.config().downscale()
     }
 
+    /// If `prompt` is longer than a text encoder's context (so its end would be ignored), that
+    /// context's length in tokens; `None` when it fits.
+    pub fn prompt_truncated(&self, prompt: &str) -> Option<usize> {
+        self.encoders
+            .iter()
+            .find(|e| e.tokenizer.encode(prompt).truncated)
+            .map(|e| e.tokenizer.max_length())
+    }
+
     /// Encodes a prompt. An empty prompt on a model with `force_zeros_for_empty_prompt` (SDXL)
     /// gives all-zero embeddings, as diffusers does for the negative prompt.
     pub fn encode_text(&self, prompt: &str, zero_if_empty: bool) -> Result<TextConditioning> {

@@ -146,7 +146,7 @@ impl ClipTokenizer {
         self.encoder.values().max().map_or(0, |&m| m as usize + 1)
     }
 
-    /// The context length (77 for every Stable Diffusion text encoder).
+    /// The context length (77 for Stable Diffusion's text encoders, 32 for nanoimg-emoji's).
     pub fn max_length(&self) -> usize {
         self.max_length
     }

@@ -164,6 +164,13 @@ pub fn run(a: Args) -> Result<()> {
         hooks: None,
     };
     model.validate(&req, &limits)?;
+    for (what, text) in [("prompt", &req.prompt), ("negative prompt", &req.negative_prompt)] {
+        if let Some(tokens) = model.prompt_truncated(text) {
+            eprintln!(
+                "warning: the {what} is longer than the model's {tokens}-token context; its end is ignored"
+            );
+        }
+    }
 
     let bar = ProgressBar::new((req.steps * req.n) as u64);
     bar.set_style(

@@ -176,6 +176,38 @@ fn models_list_names_the_built_in_model_as_the_default() {
     assert_eq!(v["defaults"]["size"]["width"], 64);
 }
 
+#[test]
+fn a_prompt_longer_than_the_context_is_warned_about_and_a_bad_data_dir_named() {
+    let home = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let long = "a smiling cat face ".repeat(10);
+    let o = fresh(home.path())
+        .args(["generate", &long, "-o"])
+        .arg(d.path().join("long.png"))
+        .output()
+        .unwrap();
+    ok(&o);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("longer than the model's 32-token context"), "{e}");
+
+    // A data directory that cannot be created: one clear message, exit 2, nothing written.
+    let file = d.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let o = fresh(&file)
+        .args(["generate", "cat", "-o"])
+        .arg(d.path().join("x.png"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("unpacking the bundled model") && e.contains("a-file"),
+        "{e}"
+    );
+    assert_eq!(e.matches("os error").count(), 1, "the cause is printed once: {e}");
+    assert!(!d.path().join("x.png").exists());
+}
+
 fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
     let total: u64 = a
         .as_raw()
