@@ -109,6 +109,9 @@ pub fn run(c: Command) -> Result<()> {
             print_row(&builtin, " (built in, default)");
             for l in &listing {
                 match l {
+                    Listing::Ready(i) if i.name == bundled::NAME => {
+                        print_row(i, " (this folder is what --model nanoimg-emoji loads)")
+                    }
                     Listing::Ready(i) => print_row(i, ""),
                     Listing::Broken { path, error } => println!("{:<24} unusable: {error}", path.display()),
                 }
