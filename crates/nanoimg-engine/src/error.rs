@@ -34,6 +34,10 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// An image could not be encoded (an internal error: encoding into memory has no user input
+    /// that can make it fail).
+    #[error("cannot encode image: {0}")]
+    Encode(String),
     /// A JSON config file did not parse.
     #[error("{path}: invalid JSON: {source}")]
     Json {

@@ -11,6 +11,7 @@
 
 #[cfg(feature = "bundled")]
 pub mod bundled;
+pub mod codec;
 pub mod error;
 pub mod folder;
 pub mod model;

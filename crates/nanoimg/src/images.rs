@@ -1,40 +1,26 @@
 //! Reading user images with limits, and writing PNGs atomically with generation metadata.
 
-use anyhow::{bail, Context, Result};
-use image::{DynamicImage, GrayImage, ImageReader, RgbImage};
+use anyhow::{Context, Result};
+use image::{DynamicImage, GrayImage, RgbImage};
+use nanoimg_engine::codec::{self, DecodeLimits, OutputFormat};
 use std::io::Write;
 use std::path::Path;
 
-/// Largest width or height of an input image.
-const MAX_INPUT_SIDE: u32 = 8192;
-/// Most bytes the decoder may allocate for one input image.
-const MAX_INPUT_ALLOC: u64 = 256 * 1024 * 1024;
-
-/// Largest input file accepted, in bytes.
-const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
-
 fn read(path: &Path) -> Result<DynamicImage> {
+    let limits = DecodeLimits::default();
     let len = std::fs::metadata(path)
         .with_context(|| format!("cannot open {}", path.display()))?
         .len();
-    if len > MAX_INPUT_BYTES {
-        bail!("{}: {len} bytes; the limit is {MAX_INPUT_BYTES}", path.display());
+    if len > limits.max_bytes as u64 {
+        anyhow::bail!(
+            "{}: {len} bytes; the limit is {}",
+            path.display(),
+            limits.max_bytes
+        );
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     // The type comes from the content, never from the file name.
-    let format = match image::guess_format(&bytes) {
-        Ok(f @ (image::ImageFormat::Png | image::ImageFormat::Jpeg)) => f,
-        _ => bail!("{}: not a PNG or JPEG image", path.display()),
-    };
-    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_INPUT_SIDE);
-    limits.max_image_height = Some(MAX_INPUT_SIDE);
-    limits.max_alloc = Some(MAX_INPUT_ALLOC);
-    reader.limits(limits);
-    reader
-        .decode()
-        .with_context(|| format!("{}: cannot decode image", path.display()))
+    codec::decode(&bytes, &limits, "image").map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))
 }
 
 /// Reads an RGB image (alpha dropped), type sniffed from the content.
@@ -45,16 +31,7 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage> {
 /// Reads a mask: white = repaint. Uses the alpha channel if the image has one and it is not
 /// fully opaque (transparent = repaint), else the luminance.
 pub fn read_mask(path: &Path) -> Result<GrayImage> {
-    let img = read(path)?;
-    if img.color().has_alpha() {
-        let rgba = img.to_rgba8();
-        if rgba.pixels().any(|p| p.0[3] != 255) {
-            return Ok(GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-                image::Luma([255 - rgba.get_pixel(x, y).0[3]])
-            }));
-        }
-    }
-    Ok(img.to_luma8())
+    Ok(codec::mask_from(&read(path)?))
 }
 
 /// Writes `img` as a PNG with UTF-8 text chunks, via a temporary file renamed into place so a
@@ -64,23 +41,10 @@ pub fn write_png(path: &Path, img: &RgbImage, text: &[(&str, String)]) -> Result
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let bytes = codec::encode(img, OutputFormat::Png, None, text)?;
     let mut tmp = tempfile_in(dir)?;
-    {
-        let w = std::io::BufWriter::new(tmp.file.as_file_mut());
-        let mut enc = png::Encoder::new(w, img.width(), img.height());
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        for (key, value) in text {
-            enc.add_itxt_chunk((*key).to_owned(), value.clone())
-                .context("adding PNG text")?;
-        }
-        let mut writer = enc.write_header().context("writing PNG header")?;
-        writer
-            .write_image_data(img.as_raw())
-            .context("writing PNG data")?;
-        writer.finish().context("finishing PNG")?;
-    }
-    tmp.file.as_file_mut().flush()?;
+    tmp.file.write_all(&bytes)?;
+    tmp.file.flush()?;
     tmp.file
         .persist(path)
         .map_err(|e| e.error)

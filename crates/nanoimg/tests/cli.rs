@@ -250,7 +250,10 @@ fn bad_input_fails_with_a_clear_message_and_writes_nothing() {
         &["a cat", "--init-image", junk.to_str().unwrap()],
         &out,
     ));
-    assert!(e.contains("junk.png") && e.contains("not a PNG or JPEG"), "{e}");
+    assert!(
+        e.contains("junk.png") && e.contains("not a PNG, JPEG or WebP"),
+        "{e}"
+    );
     let e = err(&generate(&["a cat", "--init-image", "/nonexistent.png"], &out));
     assert!(e.contains("/nonexistent.png"), "{e}");
     let e = err(&generate(&["a cat", "--dtype", "f64"], &out));

@@ -1,0 +1,277 @@
+//! Job records: what was asked, where it stands, what came out. The queue itself lives in the
+//! server's memory; these rows are what survives a restart.
+
+use crate::error::{corrupt, Result, StoreError};
+use crate::ids::{looks_like_id, new_id, now_ms};
+use crate::{Scoped, Store};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a job stands. `Succeeded`, `Failed` and `Cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+        .ok_or_else(|| corrupt(format!("job status {s:?}")))
+    }
+}
+
+/// A job record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant_id: String,
+    #[serde(skip)]
+    pub key_id: Option<String>,
+    /// `generation`, `edit`, `variation`.
+    pub kind: String,
+    /// Submitted through `POST /v1/jobs` (it outlives the request that made it) rather than by a
+    /// request that waits for the result.
+    pub detached: bool,
+    pub status: JobStatus,
+    pub params: serde_json::Value,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// What [`Store::recover_jobs`] found after a restart.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Detached jobs that were waiting: still wanted, to be queued again.
+    pub requeue: Vec<Job>,
+    /// Jobs marked failed: those that were running, and those whose client has gone.
+    pub failed: u64,
+}
+
+const COLUMNS: &str = "id, tenant_id, key_id, kind, detached, status, params, result, error, \
+                       created_at, started_at, finished_at";
+
+fn job_from(row: &AnyRow) -> Result<Job> {
+    let params: String = row.try_get("params")?;
+    let result: Option<String> = row.try_get("result")?;
+    let status: String = row.try_get("status")?;
+    let json = |s: &str| serde_json::from_str(s).map_err(|e| corrupt(format!("job json: {e}")));
+    Ok(Job {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        key_id: row.try_get("key_id")?,
+        kind: row.try_get("kind")?,
+        detached: row.try_get::<i64, _>("detached")? != 0,
+        status: status.parse()?,
+        params: json(&params)?,
+        result: result.as_deref().map(json).transpose()?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+impl Scoped<'_> {
+    /// Records a new queued job.
+    pub async fn insert_job(
+        &self,
+        kind: &str,
+        detached: bool,
+        key_id: Option<&str>,
+        params: serde_json::Value,
+    ) -> Result<Job> {
+        let job = Job {
+            id: new_id("job"),
+            tenant_id: self.tenant_id.to_owned(),
+            key_id: key_id.map(str::to_owned),
+            kind: kind.to_owned(),
+            detached,
+            status: JobStatus::Queued,
+            params,
+            result: None,
+            error: None,
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO jobs (id, tenant_id, key_id, kind, detached, status, params, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant_id)
+        .bind(&job.key_id)
+        .bind(&job.kind)
+        .bind(i64::from(detached))
+        .bind(job.status.as_str())
+        .bind(job.params.to_string())
+        .bind(job.created_at)
+        .execute(&self.store.db.pool)
+        .await?;
+        Ok(job)
+    }
+
+    /// One job.
+    pub async fn job(&self, id: &str) -> Result<Job> {
+        if !looks_like_id(id, "job") {
+            return Err(StoreError::NotFound("job"));
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id)
+        .bind(self.tenant_id)
+        .fetch_optional(&self.store.db.pool)
+        .await?;
+        row.as_ref()
+            .map(job_from)
+            .transpose()?
+            .ok_or(StoreError::NotFound("job"))
+    }
+
+    /// The tenant's most recent jobs, newest first.
+    pub async fn jobs(&self, limit: u32) -> Result<Vec<Job>> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE tenant_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        ))
+        .bind(self.tenant_id)
+        .bind(i64::from(limit.clamp(1, 100)))
+        .fetch_all(&self.store.db.pool)
+        .await?
+        .iter()
+        .map(job_from)
+        .collect()
+    }
+}
+
+impl Store {
+    /// Marks a queued job running. Returns false if it is no longer queued (cancelled meanwhile).
+    pub async fn job_started(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Ends a job that is not final yet. Returns false if it already was.
+    pub async fn job_finished(
+        &self,
+        id: &str,
+        status: JobStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        debug_assert!(status.is_final());
+        let r = sqlx::query(
+            "UPDATE jobs SET status = $1, result = $2, error = $3, finished_at = $4 \
+             WHERE id = $5 AND status IN ('queued', 'running')",
+        )
+        .bind(status.as_str())
+        .bind(result.map(|r| r.to_string()))
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// After a restart: jobs that were running failed (their work is lost); waiting jobs whose
+    /// client was waiting on the connection failed too (the client is gone); waiting detached
+    /// jobs are returned to be queued again, oldest first.
+    pub async fn recover_jobs(&self) -> Result<Recovery> {
+        let now = now_ms();
+        let running = sqlx::query(
+            "UPDATE jobs SET status = 'failed', finished_at = $1, \
+             error = 'interrupted: the server stopped while this job was running; submit it again' \
+             WHERE status = 'running'",
+        )
+        .bind(now)
+        .execute(&self.db.pool)
+        .await?;
+        let orphaned = sqlx::query(
+            "UPDATE jobs SET status = 'failed', finished_at = $1, \
+             error = 'interrupted: the server stopped before this job started and its request has ended' \
+             WHERE status = 'queued' AND detached = 0",
+        )
+        .bind(now)
+        .execute(&self.db.pool)
+        .await?;
+        let requeue = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.db.pool)
+        .await?
+        .iter()
+        .map(job_from)
+        .collect::<Result<_>>()?;
+        Ok(Recovery {
+            requeue,
+            failed: running.rows_affected() + orphaned.rows_affected(),
+        })
+    }
+
+    /// Any tenant's job by id (for the worker, which has no tenant context of its own).
+    pub async fn job_any_tenant(&self, id: &str) -> Result<Job> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref()
+            .map(job_from)
+            .transpose()?
+            .ok_or(StoreError::NotFound("job"))
+    }
+}

@@ -1,0 +1,283 @@
+//! The store against a real SQLite file: tenants and keys, tenant isolation, assets, jobs across a
+//! restart, and the append-only audit table.
+
+use nanoimg_store::{
+    AuditEvent, AuthFailure, JobStatus, NewAsset, NewKey, Outcome, Scope, Store, StoreError,
+};
+
+async fn open() -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).await.unwrap();
+    (d, s)
+}
+
+fn key(name: &str, scopes: &[Scope]) -> NewKey {
+    NewKey {
+        name: name.into(),
+        scopes: scopes.to_vec(),
+        expires_at: None,
+    }
+}
+
+fn png_asset() -> NewAsset {
+    NewAsset {
+        kind: "upload",
+        media_type: "image/png".into(),
+        width: 2,
+        height: 2,
+        job_id: None,
+        metadata: serde_json::json!({"note": "x"}),
+    }
+}
+
+#[tokio::test]
+async fn keys_authenticate_until_revoked_or_expired() {
+    let (_d, s) = open().await;
+    let t = s.create_tenant("acme", false).await.unwrap();
+    let (rec, secret) = s.create_key(&t.id, &key("ci", &Scope::defaults())).await.unwrap();
+    let p = s.authenticate(secret.expose()).await.unwrap().unwrap();
+    assert_eq!(p.tenant.id, t.id);
+    assert_eq!(p.key.id, rec.id);
+    assert!(p.can(Scope::ImagesGenerate) && !p.can(Scope::Admin));
+
+    // Only the hash is stored.
+    let listed = s.keys(Some(&t.id)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(secret.expose().starts_with(&listed[0].prefix));
+
+    // A well-formed stranger, a typo, revocation.
+    let other = nanoimg_store::SecretKey::generate();
+    assert_eq!(
+        s.authenticate(other.expose()).await.unwrap().unwrap_err(),
+        AuthFailure::Unknown
+    );
+    let typo = secret.expose().replacen('_', "-", 1);
+    assert_eq!(
+        s.authenticate(&typo).await.unwrap().unwrap_err(),
+        AuthFailure::Malformed
+    );
+    s.revoke_key(&rec.id, Some(&t.id)).await.unwrap();
+    assert_eq!(
+        s.authenticate(secret.expose()).await.unwrap().unwrap_err(),
+        AuthFailure::Revoked
+    );
+
+    // Expiry in the past is refused at creation; a key that lapses is refused at use.
+    let past = NewKey {
+        expires_at: Some(nanoimg_store::ids::now_ms() - 1),
+        ..key("old", &[Scope::AssetsRead])
+    };
+    assert!(matches!(
+        s.create_key(&t.id, &past).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let soon = NewKey {
+        expires_at: Some(nanoimg_store::ids::now_ms() + 200),
+        ..key("soon", &[Scope::AssetsRead])
+    };
+    let (_, short) = s.create_key(&t.id, &soon).await.unwrap();
+    assert!(s.authenticate(short.expose()).await.unwrap().is_ok());
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_eq!(
+        s.authenticate(short.expose()).await.unwrap().unwrap_err(),
+        AuthFailure::Expired
+    );
+}
+
+#[tokio::test]
+async fn rotation_replaces_a_key_and_admin_scope_is_for_the_operator_only() {
+    let (_d, s) = open().await;
+    let ops = s.create_tenant("ops", true).await.unwrap();
+    let t = s.create_tenant("acme", false).await.unwrap();
+    let e = s.create_key(&t.id, &key("x", &[Scope::Admin])).await.unwrap_err();
+    assert!(e.to_string().contains("admin"), "{e}");
+    let (old, old_secret) = s
+        .create_key(&ops.id, &key("root", &[Scope::Admin]))
+        .await
+        .unwrap();
+    let (new, new_secret) = s.rotate_key(&old.id, None).await.unwrap();
+    assert_eq!(new.rotated_from.as_deref(), Some(old.id.as_str()));
+    assert_eq!(new.scopes, vec![Scope::Admin]);
+    assert!(s.authenticate(old_secret.expose()).await.unwrap().is_err());
+    assert!(s
+        .authenticate(new_secret.expose())
+        .await
+        .unwrap()
+        .unwrap()
+        .can(Scope::Admin));
+    // A tenant cannot reach another tenant's key.
+    assert!(matches!(
+        s.revoke_key(&new.id, Some(&t.id)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.create_tenant("acme", false).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.create_tenant("", false).await.is_err());
+}
+
+#[tokio::test]
+async fn another_tenants_assets_and_jobs_are_not_found() {
+    let (_d, s) = open().await;
+    let a = s.create_tenant("a", false).await.unwrap();
+    let b = s.create_tenant("b", false).await.unwrap();
+    let asset = s
+        .scoped(&a.id)
+        .put_asset(png_asset(), b"bytes-of-a")
+        .await
+        .unwrap();
+    let (rec, bytes) = s.scoped(&a.id).asset_bytes(&asset.id).await.unwrap();
+    assert_eq!((rec.bytes, bytes.as_slice()), (10, &b"bytes-of-a"[..]));
+
+    let sb = s.scoped(&b.id);
+    assert!(matches!(sb.asset(&asset.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        sb.asset_bytes(&asset.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        sb.delete_asset(&asset.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(sb.assets(10, None).await.unwrap().is_empty());
+    let job = s
+        .scoped(&a.id)
+        .insert_job("generation", true, None, serde_json::json!({}))
+        .await
+        .unwrap();
+    assert!(matches!(sb.job(&job.id).await, Err(StoreError::NotFound(_))));
+    assert!(sb.jobs(10).await.unwrap().is_empty());
+
+    // The owner still has both, and can delete the asset (bytes gone too).
+    assert_eq!(s.scoped(&a.id).assets(10, None).await.unwrap().len(), 1);
+    s.scoped(&a.id).delete_asset(&asset.id).await.unwrap();
+    assert!(s.scoped(&a.id).asset(&asset.id).await.is_err());
+    // Ids that are not ids never reach the database.
+    assert!(s.scoped(&a.id).asset("../../etc/passwd").await.is_err());
+}
+
+#[tokio::test]
+async fn asset_listing_pages_newest_first() {
+    let (_d, s) = open().await;
+    let t = s.create_tenant("t", false).await.unwrap();
+    let sc = s.scoped(&t.id);
+    let mut ids = vec![];
+    for i in 0..5 {
+        ids.push(sc.put_asset(png_asset(), &[i]).await.unwrap().id);
+    }
+    let page1 = sc.assets(2, None).await.unwrap();
+    let page2 = sc.assets(2, Some(&page1[1].id)).await.unwrap();
+    let page3 = sc.assets(2, Some(&page2[1].id)).await.unwrap();
+    let got: Vec<_> = [page1, page2, page3].concat().into_iter().map(|a| a.id).collect();
+    ids.reverse();
+    let mut want = ids.clone();
+    // Same-millisecond assets order by id; compare as sets of order-insensitive pages.
+    want.sort();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted, want);
+    assert_eq!(got.len(), 5);
+}
+
+#[tokio::test]
+async fn jobs_survive_a_restart_as_failed_or_requeued() {
+    let d = tempfile::tempdir().unwrap();
+    let (running, waiting_sync, waiting_detached, done);
+    {
+        let s = Store::open(d.path()).await.unwrap();
+        let t = s.create_tenant("t", false).await.unwrap();
+        let sc = s.scoped(&t.id);
+        let p = serde_json::json!({"prompt": "x"});
+        running = sc
+            .insert_job("generation", true, None, p.clone())
+            .await
+            .unwrap()
+            .id;
+        waiting_sync = sc
+            .insert_job("generation", false, None, p.clone())
+            .await
+            .unwrap()
+            .id;
+        waiting_detached = sc
+            .insert_job("generation", true, None, p.clone())
+            .await
+            .unwrap()
+            .id;
+        done = sc.insert_job("generation", true, None, p).await.unwrap().id;
+        assert!(s.job_started(&running).await.unwrap());
+        assert!(s.job_started(&done).await.unwrap());
+        assert!(s
+            .job_finished(
+                &done,
+                JobStatus::Succeeded,
+                Some(&serde_json::json!(["img"])),
+                None
+            )
+            .await
+            .unwrap());
+        // Final is final.
+        assert!(!s
+            .job_finished(&done, JobStatus::Failed, None, Some("late"))
+            .await
+            .unwrap());
+        s.close().await;
+    }
+    let s = Store::open(d.path()).await.unwrap();
+    let r = s.recover_jobs().await.unwrap();
+    assert_eq!(r.failed, 2);
+    assert_eq!(
+        r.requeue.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [waiting_detached.as_str()]
+    );
+    let j = s.job_any_tenant(&running).await.unwrap();
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(j
+        .error
+        .unwrap()
+        .contains("server stopped while this job was running"));
+    assert_eq!(
+        s.job_any_tenant(&waiting_sync).await.unwrap().status,
+        JobStatus::Failed
+    );
+    assert_eq!(
+        s.job_any_tenant(&done).await.unwrap().status,
+        JobStatus::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn the_audit_table_is_append_only() {
+    let (d, s) = open().await;
+    for i in 0..3 {
+        s.audit(AuditEvent {
+            request_id: Some(format!("req-{i}")),
+            tenant_id: None,
+            key_id: None,
+            action: "tenant.create",
+            target: None,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({"i": i}),
+        })
+        .await
+        .unwrap();
+    }
+    let ev = s.audit_events(None, 0, 100).await.unwrap();
+    assert_eq!(ev.len(), 3);
+    assert_eq!(s.audit_events(None, ev[0].seq, 100).await.unwrap().len(), 2);
+    s.close().await;
+    // Even a direct connection to the file cannot change or remove events.
+    let url = format!("sqlite://{}", d.path().join("nanoimg.db").display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let e = sqlx::query("UPDATE audit_events SET outcome = 'x'")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("append-only"), "{e}");
+    let e = sqlx::query("DELETE FROM audit_events")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("append-only"), "{e}");
+}
