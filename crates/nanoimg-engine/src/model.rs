@@ -254,6 +254,14 @@ impl StableDiffusion {
             .map(|e| e.tokenizer.max_length())
     }
 
+    /// How many tokens `prompt` is, by the first text encoder's tokenizer, before truncation and
+    /// without the start and end markers.
+    pub fn prompt_tokens(&self, prompt: &str) -> usize {
+        self.encoders
+            .first()
+            .map_or(0, |e| e.tokenizer.encode_raw(prompt).len())
+    }
+
     /// Encodes a prompt. An empty prompt on a model with `force_zeros_for_empty_prompt` (SDXL)
     /// gives all-zero embeddings, as diffusers does for the negative prompt.
     pub fn encode_text(&self, prompt: &str, zero_if_empty: bool) -> Result<TextConditioning> {

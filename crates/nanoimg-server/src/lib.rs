@@ -1,1 +1,267 @@
-//! placeholder
+//! NanoImg's HTTP API server.
+//!
+//! `POST /v1/images/generations|edits|variations` speak the OpenAI Images API so the official
+//! SDKs work unchanged; `/v1/jobs` (async jobs with SSE progress), `/v1/assets`, `/v1/models` and
+//! `/v1/admin/*` are NanoImg's own. Every request gets an id (`x-request-id`), a JSON log line and
+//! metrics; every authenticated one passes the key check, the per-key rate limit and a scope
+//! check; every object lookup is tenant-scoped in the store.
+//!
+//! Handlers are thin: they parse, authorise, and hand over to [`jobs::Jobs`] or the store.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod jobs;
+pub mod limits;
+pub mod metrics;
+pub mod models;
+pub mod openapi;
+mod routes;
+pub mod signing;
+pub mod spec;
+pub mod state;
+
+pub use config::Config;
+pub use models::ModelCatalog;
+
+use crate::auth::{RateHeaders, RequestId};
+use crate::jobs::{JobSettings, Jobs};
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
+use crate::state::{AppState, Shared};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use nanoimg_engine::codec::DecodeLimits;
+use nanoimg_store::{AuditEvent, NewKey, Outcome, Scope, Store};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The name of the tenant created on first start.
+pub const ADMIN_TENANT: &str = "admin";
+
+/// What the first start created: the admin key, to be shown once.
+pub struct FirstStart {
+    pub admin_key: String,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    state: AppState,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the store (creating the admin tenant and key on first start), starts the workers and
+/// begins serving on `config.bind` (port 0 picks a free port; see [`Server::addr`]).
+pub async fn start(
+    config: Config,
+    catalog: ModelCatalog,
+) -> Result<(Server, Option<FirstStart>), StartError> {
+    let store = Store::open(&config.data_dir).await?;
+    let first = bootstrap(&store).await?;
+    let metrics = Arc::new(Metrics::default());
+    let catalog = Arc::new(catalog);
+    let jobs = Jobs::start(
+        store.clone(),
+        catalog.clone(),
+        metrics.clone(),
+        JobSettings {
+            workers: config.workers,
+            queue_capacity: config.queue_capacity,
+            concurrent_per_tenant: config.rate.concurrent_jobs_per_tenant,
+            limits: config.limits.clone(),
+            upload_limits: upload_limits(&config),
+        },
+    )
+    .await?;
+    let signer = signing::UrlSigner::load_or_create(&config.data_dir.join("secrets/url-signing.key"))?;
+    let state = AppState(Arc::new(Shared {
+        request_limiter: RateLimiter::new(config.rate.requests_per_minute),
+        image_limiter: RateLimiter::new(config.rate.images_per_minute),
+        audit: audit::Auditor::start(store.clone(), metrics.clone()),
+        config,
+        store,
+        jobs,
+        catalog,
+        metrics,
+        signer,
+    }));
+    let listener = tokio::net::TcpListener::bind(state.config.bind).await?;
+    let addr = listener.local_addr()?;
+    let app = router(state.clone());
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "listening");
+    Ok((
+        Server {
+            addr,
+            state,
+            shutdown: tx,
+            serve,
+        },
+        first,
+    ))
+}
+
+impl Server {
+    /// Stops accepting connections, lets running jobs finish within the grace period (then
+    /// cancels them, recording why), and waits for the last responses.
+    pub async fn shutdown(self) {
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+        self.state.jobs.shutdown(grace).await;
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.serve).await;
+        self.state.store.close().await;
+    }
+}
+
+/// Limits on uploaded images.
+pub fn upload_limits(config: &Config) -> DecodeLimits {
+    DecodeLimits {
+        max_bytes: config.max_body_bytes,
+        max_side: config.max_upload_side,
+        max_pixels: config.max_upload_pixels,
+    }
+}
+
+/// Creates the admin tenant and its first key if the store has no tenants.
+async fn bootstrap(store: &Store) -> nanoimg_store::Result<Option<FirstStart>> {
+    if !store.tenants().await?.is_empty() {
+        return Ok(None);
+    }
+    let tenant = store.create_tenant(ADMIN_TENANT, true).await?;
+    let mut scopes = Scope::defaults();
+    scopes.push(Scope::Admin);
+    let (key, secret) = store
+        .create_key(
+            &tenant.id,
+            &NewKey {
+                name: "first admin key".into(),
+                scopes,
+                expires_at: None,
+            },
+        )
+        .await?;
+    store
+        .audit(AuditEvent {
+            request_id: None,
+            tenant_id: Some(tenant.id.clone()),
+            key_id: Some(key.id.clone()),
+            action: "server.bootstrap",
+            target: Some(tenant.id),
+            outcome: Outcome::Success,
+            detail: serde_json::json!({"key_prefix": key.prefix}),
+        })
+        .await?;
+    Ok(Some(FirstStart {
+        admin_key: secret.expose().to_owned(),
+    }))
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> axum::Router {
+    use tower_http::limit::RequestBodyLimitLayer;
+    let body_limit = state.config.max_body_bytes;
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    routes::routes()
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            use axum::response::IntoResponse;
+            error::ApiError::internal("a handler panicked").into_response()
+        }))
+        .with_state(state)
+}
+
+/// Where the auth extractor leaves the key's rate state for [`observe`] to add as headers.
+#[derive(Clone, Default)]
+pub(crate) struct RateSlot(pub Arc<Mutex<Option<RateHeaders>>>);
+
+/// Request ids, the log line, metrics, security and rate headers, for every request.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| nanoimg_store::ids::new_id("req"));
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let slot = RateSlot::default();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(slot.clone());
+    let mut res = next.run(req).await;
+    let status = res.status().as_u16();
+    let secs = started.elapsed().as_secs_f64();
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    if let Some(r) = *slot.0.lock().expect("rate slot") {
+        if !h.contains_key("x-ratelimit-limit-requests") {
+            h.insert("x-ratelimit-limit-requests", r.limit.into());
+            h.insert("x-ratelimit-remaining-requests", r.remaining.into());
+            if let Ok(v) = HeaderValue::from_str(&format!("{:.0}s", r.reset.ceil())) {
+                h.insert("x-ratelimit-reset-requests", v);
+            }
+        }
+    }
+    state
+        .metrics
+        .requests
+        .get_or_create(&vec![
+            ("method", method.to_string()),
+            ("route", route.clone()),
+            ("status", status.to_string()),
+        ])
+        .inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&vec![("route", route.clone())])
+        .observe(secs);
+    tracing::info!(request_id = %id, %method, route = %route, status, ms = secs * 1000.0, "request");
+    res
+}
+
+/// Anything that stops the server from starting, with its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+impl From<nanoimg_store::StoreError> for StartError {
+    fn from(e: nanoimg_store::StoreError) -> Self {
+        StartError(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError(e.to_string())
+    }
+}

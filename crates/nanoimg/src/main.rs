@@ -1,11 +1,13 @@
 //! `nanoimg`: the command line. Each subcommand is a module; they parse arguments, call the
 //! library crates and print. No generation logic lives here.
 
+mod admin;
 mod bench;
 mod catalog;
 mod generate;
 mod images;
 mod models;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +33,14 @@ enum Command {
     /// List, inspect and create model folders.
     #[command(subcommand)]
     Models(models::Command),
+    /// Run the HTTP API server.
+    Serve(serve::Args),
+    /// Create, list, revoke and rotate API keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Create and list tenants.
+    #[command(subcommand)]
+    Tenants(admin::TenantsCommand),
     /// Time text encoding, UNet steps and VAE decoding on real-size architectures.
     Bench(bench::Args),
 }
@@ -41,6 +51,9 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Models(c) => models::run(c),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Keys(c) => admin::keys(c),
+        Command::Tenants(c) => admin::tenants(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,50 @@
+//! Audit events from the server. Admin actions are written before the response
+//! ([`Auditor::record`]); high-volume events such as rejections go through a bounded queue to a
+//! background writer ([`Auditor::record_later`]) so that under a flood refusing stays cheap. Both
+//! end in the store's one audit writer.
+
+use crate::metrics::Metrics;
+use nanoimg_store::{AuditEvent, Store};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+#[derive(Clone)]
+pub struct Auditor {
+    store: Store,
+    later: mpsc::Sender<AuditEvent>,
+    metrics: Arc<Metrics>,
+}
+
+impl Auditor {
+    /// Starts the background writer on the current runtime.
+    pub fn start(store: Store, metrics: Arc<Metrics>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<AuditEvent>(1024);
+        let writer = store.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if let Err(e) = writer.audit(ev).await {
+                    tracing::error!(error = %e, "audit write failed");
+                }
+            }
+        });
+        Self {
+            store,
+            later: tx,
+            metrics,
+        }
+    }
+
+    /// Writes an event now; a failure is logged (the action itself already happened).
+    pub async fn record(&self, ev: AuditEvent) {
+        if let Err(e) = self.store.audit(ev).await {
+            tracing::error!(error = %e, "audit write failed");
+        }
+    }
+
+    /// Queues an event for the background writer; counted and dropped if it is saturated.
+    pub fn record_later(&self, ev: AuditEvent) {
+        if self.later.try_send(ev).is_err() {
+            self.metrics.audit_dropped.inc();
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Authentication and authorisation: `Authorization: Bearer nimg_…` → [`Auth`], the per-key
+//! request rate, and scope checks. Handlers take `Auth` and call [`Auth::require`].
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use nanoimg_store::{AuditEvent, Outcome, Principal, Scope};
+
+/// The request id set by the middleware, for audit events.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub principal: Principal,
+    pub request_id: Option<String>,
+}
+
+impl Auth {
+    pub fn tenant_id(&self) -> &str {
+        &self.principal.tenant.id
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.principal.key.id
+    }
+
+    /// 403 unless the key has `scope`.
+    pub fn require(&self, state: &AppState, scope: Scope) -> Result<(), ApiError> {
+        if self.principal.can(scope) {
+            return Ok(());
+        }
+        state.metrics.reject("insufficient_scope");
+        state.audit.record_later(self.event(
+            "request.rejected",
+            None,
+            Outcome::Rejected,
+            serde_json::json!({"reason": "insufficient_scope", "scope": scope.as_str()}),
+        ));
+        Err(ApiError::forbidden(format!(
+            "this API key lacks the {scope} scope; its scopes are {}",
+            Scope::join(&self.principal.key.scopes).replace(' ', ", ")
+        )))
+    }
+
+    /// An audit event attributed to this caller.
+    pub fn event(
+        &self,
+        action: &'static str,
+        target: Option<String>,
+        outcome: Outcome,
+        detail: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            request_id: self.request_id.clone(),
+            tenant_id: Some(self.tenant_id().to_owned()),
+            key_id: Some(self.key_id().to_owned()),
+            action,
+            target,
+            outcome,
+            detail,
+        }
+    }
+}
+
+/// The key from `Authorization: Bearer …` (or `x-api-key`, which some clients send).
+fn presented_key(parts: &Parts) -> Result<&str, ApiError> {
+    if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("invalid_api_key", "the Authorization header is not text"))?;
+        let (scheme, key) = v.split_once(' ').unwrap_or((v, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
+            return Err(ApiError::unauthorized(
+                "invalid_api_key",
+                "use Authorization: Bearer <API key>",
+            ));
+        }
+        return Ok(key.trim());
+    }
+    if let Some(v) = parts.headers.get("x-api-key") {
+        return v
+            .to_str()
+            .map(str::trim)
+            .map_err(|_| ApiError::unauthorized("invalid_api_key", "the x-api-key header is not text"));
+    }
+    Err(ApiError::unauthorized(
+        "missing_api_key",
+        "no API key: send Authorization: Bearer <API key>",
+    ))
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        let key = match presented_key(parts) {
+            Ok(k) => k,
+            Err(e) => {
+                state.metrics.reject(e.code);
+                return Err(e);
+            }
+        };
+        let principal = match state.store.authenticate(key).await? {
+            Ok(p) => p,
+            Err(failure) => {
+                state.metrics.reject(failure.reason());
+                return Err(ApiError::unauthorized("invalid_api_key", failure.message()));
+            }
+        };
+        let auth = Auth {
+            principal,
+            request_id,
+        };
+        let d = state.request_limiter.check(auth.key_id(), 1);
+        if !d.allowed {
+            state.metrics.reject("requests_per_minute");
+            state.audit.record_later(auth.event(
+                "request.rejected",
+                None,
+                Outcome::Rejected,
+                serde_json::json!({"reason": "requests_per_minute", "limit": d.limit}),
+            ));
+            return Err(ApiError::rate_limited(
+                "rate_limit_exceeded",
+                format!(
+                    "this API key may make {} requests a minute; try again in {:.0} s",
+                    d.limit,
+                    d.retry_after.ceil()
+                ),
+                d.retry_after,
+            )
+            .with_header("x-ratelimit-limit-requests", &d.limit.to_string())
+            .with_header("x-ratelimit-remaining-requests", &d.remaining.to_string())
+            .with_header("x-ratelimit-reset-requests", &format!("{:.0}s", d.reset.ceil())));
+        }
+        if let Some(slot) = parts.extensions.get::<crate::RateSlot>() {
+            *slot.0.lock().expect("rate slot") = Some(RateHeaders {
+                limit: d.limit,
+                remaining: d.remaining,
+                reset: d.reset,
+            });
+        }
+        Ok(auth)
+    }
+}
+
+/// The request-rate state of the key, added to successful responses by the middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct RateHeaders {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset: f64,
+}

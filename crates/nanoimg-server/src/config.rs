@@ -1,0 +1,283 @@
+//! Server settings: built-in defaults, then a TOML file, then `NANOIMG_*` environment variables,
+//! then command-line flags (applied by the CLI). Every option is listed in `docs/config.md`.
+
+use nanoimg_core::Limits;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything `nanoimg serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Where the SQLite file, the blobs and the secrets live.
+    pub data_dir: PathBuf,
+    /// Model used when a request names none (a name from the model catalog).
+    pub default_model: Option<String>,
+    /// Generation workers. Each runs one job at a time; on a CPU one worker already uses every
+    /// core, so more only helps on machines with several GPUs or many cores.
+    pub workers: usize,
+    /// Models kept loaded at once (least recently used is dropped).
+    pub max_loaded_models: usize,
+    /// Jobs waiting in the global queue before new ones get 503.
+    pub queue_capacity: usize,
+    /// Largest request body in bytes (uploads included).
+    pub max_body_bytes: usize,
+    /// Largest uploaded image, in pixels a side and in all.
+    pub max_upload_side: u32,
+    pub max_upload_pixels: u64,
+    /// Seconds a request may take before it is answered 504 (synchronous generation included).
+    pub request_timeout_secs: u64,
+    /// Seconds a signed `url` response link stays valid.
+    pub url_ttl_secs: u64,
+    /// Seconds running jobs get to finish on shutdown before they are cancelled.
+    pub shutdown_grace_secs: u64,
+    /// Default per-key and per-tenant rates.
+    pub rate: RateConfig,
+    /// Caps on one generation request.
+    pub limits: Limits,
+    /// Log format: `json` (one object a line) or `text`.
+    pub log_format: String,
+}
+
+/// Per-key and per-tenant rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateConfig {
+    /// Authenticated requests a key may make per minute.
+    pub requests_per_minute: u32,
+    /// Images a key may ask for per minute (`n` counts).
+    pub images_per_minute: u32,
+    /// Jobs a tenant may have queued or running at once.
+    pub concurrent_jobs_per_tenant: usize,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 600,
+            images_per_minute: 60,
+            concurrent_jobs_per_tenant: 4,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".parse().expect("valid address"),
+            data_dir: PathBuf::from("nanoimg-data"),
+            default_model: None,
+            workers: 1,
+            max_loaded_models: 2,
+            queue_capacity: 64,
+            max_body_bytes: 32 * 1024 * 1024,
+            max_upload_side: 4096,
+            max_upload_pixels: 4096 * 4096,
+            request_timeout_secs: 600,
+            url_ttl_secs: 3600,
+            shutdown_grace_secs: 30,
+            rate: RateConfig::default(),
+            limits: Limits {
+                max_side: 1536,
+                max_pixels: 1536 * 1536,
+                max_steps: 100,
+                max_images: 4,
+                ..Limits::default()
+            },
+            log_format: "json".into(),
+        }
+    }
+}
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The environment variables read, with the setting each one sets.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("NANOIMG_BIND", "bind"),
+    ("NANOIMG_DATA_DIR", "data_dir"),
+    ("NANOIMG_DEFAULT_MODEL", "default_model"),
+    ("NANOIMG_WORKERS", "workers"),
+    ("NANOIMG_MAX_LOADED_MODELS", "max_loaded_models"),
+    ("NANOIMG_QUEUE_CAPACITY", "queue_capacity"),
+    ("NANOIMG_MAX_BODY_BYTES", "max_body_bytes"),
+    ("NANOIMG_MAX_UPLOAD_SIDE", "max_upload_side"),
+    ("NANOIMG_MAX_UPLOAD_PIXELS", "max_upload_pixels"),
+    ("NANOIMG_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
+    ("NANOIMG_URL_TTL_SECS", "url_ttl_secs"),
+    ("NANOIMG_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("NANOIMG_REQUESTS_PER_MINUTE", "rate.requests_per_minute"),
+    ("NANOIMG_IMAGES_PER_MINUTE", "rate.images_per_minute"),
+    (
+        "NANOIMG_CONCURRENT_JOBS_PER_TENANT",
+        "rate.concurrent_jobs_per_tenant",
+    ),
+    ("NANOIMG_MAX_SIDE", "limits.max_side"),
+    ("NANOIMG_MAX_PIXELS", "limits.max_pixels"),
+    ("NANOIMG_MAX_STEPS", "limits.max_steps"),
+    ("NANOIMG_MAX_IMAGES", "limits.max_images"),
+    ("NANOIMG_LOG_FORMAT", "log_format"),
+];
+
+impl Config {
+    /// Defaults, overlaid with the TOML file (if any), then the environment.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut value =
+            toml::Value::try_from(Config::default()).map_err(|e| ConfigError(format!("defaults: {e}")))?;
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            let overlay: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            merge(&mut value, overlay);
+        }
+        for (var, key) in ENV_VARS {
+            if let Some(raw) = env(var) {
+                set_path(&mut value, key, &raw).map_err(|e| ConfigError(format!("{var}={raw:?}: {e}")))?;
+            }
+        }
+        let cfg: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(format!("configuration: {e}")))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Rejects settings that cannot work.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_owned()));
+        if self.workers == 0 {
+            return bad("workers must be at least 1");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be at least 1");
+        }
+        if self.max_loaded_models == 0 {
+            return bad("max_loaded_models must be at least 1");
+        }
+        if self.rate.concurrent_jobs_per_tenant == 0
+            || self.rate.requests_per_minute == 0
+            || self.rate.images_per_minute == 0
+        {
+            return bad("rate limits must be at least 1");
+        }
+        if !matches!(self.log_format.as_str(), "json" | "text") {
+            return bad("log_format must be json or text");
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `b` onto `a`, table by table.
+fn merge(a: &mut toml::Value, b: toml::Value) {
+    match (a, b) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// Sets a dotted key from an environment string, keeping the type of the default.
+fn set_path(root: &mut toml::Value, key: &str, raw: &str) -> Result<(), String> {
+    let mut slot = root;
+    for part in key.split('.') {
+        let table = slot.as_table_mut().ok_or("not a table")?;
+        slot = table
+            .entry(part.to_owned())
+            .or_insert(toml::Value::String(String::new()));
+    }
+    *slot = match slot {
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| "expected a whole number")?)
+        }
+        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| "expected a number")?),
+        toml::Value::Boolean(_) => {
+            toml::Value::Boolean(raw.trim().parse().map_err(|_| "expected true or false")?)
+        }
+        _ => toml::Value::String(raw.to_owned()),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("nanoimg.toml");
+        std::fs::write(
+            &f,
+            "workers = 3\n[rate]\nimages_per_minute = 7\n[limits]\nmax_steps = 20\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "NANOIMG_WORKERS" => Some("5".to_owned()),
+            "NANOIMG_BIND" => Some("0.0.0.0:9000".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(Some(&f), env).unwrap();
+        assert_eq!(c.workers, 5);
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.rate.images_per_minute, 7);
+        assert_eq!(c.rate.requests_per_minute, 600);
+        assert_eq!(c.limits.max_steps, 20);
+        assert_eq!(c.limits.max_images, 4);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = Config::load(None, |k| (k == "NANOIMG_WORKERS").then(|| "many".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NANOIMG_WORKERS") && e.contains("whole number"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, "wrokers = 2\n").unwrap();
+        let e = Config::load(Some(&f), |_| None).unwrap_err().to_string();
+        assert!(e.contains("wrokers"), "{e}");
+        let e = Config::load(None, |k| (k == "NANOIMG_QUEUE_CAPACITY").then(|| "0".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue_capacity"), "{e}");
+    }
+
+    #[test]
+    fn every_setting_has_an_environment_variable() {
+        let v = toml::Value::try_from(Config::default()).unwrap();
+        let mut keys = vec![];
+        for (k, v) in v.as_table().unwrap() {
+            match v.as_table() {
+                Some(t) if k == "rate" || k == "limits" => keys.extend(t.keys().map(|s| format!("{k}.{s}"))),
+                _ => keys.push(k.clone()),
+            }
+        }
+        // min_side and max_guidance are engine-level caps left to the file.
+        for k in keys {
+            if k == "limits.min_side" || k == "limits.max_guidance" {
+                continue;
+            }
+            assert!(ENV_VARS.iter().any(|(_, key)| *key == k), "no env var for {k}");
+        }
+    }
+}

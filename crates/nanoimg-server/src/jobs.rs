@@ -1,0 +1,639 @@
+//! The job system: a bounded queue that is fair between tenants, a pool of worker threads that
+//! run the engine, and live event streams for each job.
+//!
+//! One owner: [`Jobs`] holds the queue, the live jobs and the counters under one lock, so
+//! admission (per-tenant cap, global capacity) and dequeuing can never disagree. Job records in
+//! the store are written at every transition, so a restart finds every job in a true state.
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::models::ModelCatalog;
+use crate::spec::{JobKind, JobSpec};
+use nanoimg_core::Limits;
+use nanoimg_engine::codec::{self, DecodeLimits, OutputFormat};
+use nanoimg_engine::{CancelToken, EngineError, GenerateRequest, InitImage, Progress, ProgressSink};
+use nanoimg_store::{Asset, Job, JobStatus, NewAsset, Store};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio::sync::broadcast;
+
+/// An image a job produced: its record and its encoded bytes.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub asset: Asset,
+    pub bytes: Arc<Vec<u8>>,
+    pub seed: u64,
+    /// Tokens in the prompt and negative prompt (for `usage`).
+    pub text_tokens: usize,
+}
+
+/// What a job's watchers hear.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    Started,
+    Progress {
+        image: usize,
+        images: usize,
+        step: usize,
+        steps: usize,
+        /// A cheap low-resolution look at the current estimate.
+        preview: Option<Arc<image::RgbImage>>,
+    },
+    Succeeded(Arc<Vec<Output>>),
+    Failed {
+        code: &'static str,
+        message: String,
+    },
+    Cancelled,
+}
+
+impl JobEvent {
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            JobEvent::Succeeded(_) | JobEvent::Failed { .. } | JobEvent::Cancelled
+        )
+    }
+}
+
+/// A job the server is holding: queued or running.
+pub struct LiveJob {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: JobKind,
+    pub detached: bool,
+    pub spec: JobSpec,
+    cancel: CancelToken,
+    events: broadcast::Sender<JobEvent>,
+}
+
+impl LiveJob {
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, e: JobEvent) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(e);
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiting: HashMap<String, VecDeque<Arc<LiveJob>>>,
+    /// Tenants with waiting jobs, in round-robin order.
+    turn: VecDeque<String>,
+    queued: usize,
+    running: usize,
+    /// Queued + running, per tenant.
+    active: HashMap<String, usize>,
+    live: HashMap<String, Arc<LiveJob>>,
+    stopping: bool,
+    /// Set when the grace period is over: running jobs are being cancelled.
+    aborting: bool,
+}
+
+impl QueueState {
+    fn push(&mut self, job: Arc<LiveJob>) {
+        let q = self.waiting.entry(job.tenant_id.clone()).or_default();
+        if q.is_empty() {
+            self.turn.push_back(job.tenant_id.clone());
+        }
+        q.push_back(job);
+    }
+
+    /// The next job, taking tenants in turn.
+    fn pop(&mut self) -> Option<Arc<LiveJob>> {
+        let tenant = self.turn.pop_front()?;
+        let q = self.waiting.get_mut(&tenant)?;
+        let job = q.pop_front();
+        if q.is_empty() {
+            self.waiting.remove(&tenant);
+        } else {
+            self.turn.push_back(tenant);
+        }
+        job
+    }
+
+    fn remove_waiting(&mut self, id: &str, tenant: &str) -> Option<Arc<LiveJob>> {
+        let q = self.waiting.get_mut(tenant)?;
+        let i = q.iter().position(|j| j.id == id)?;
+        let job = q.remove(i);
+        if q.is_empty() {
+            self.waiting.remove(tenant);
+            self.turn.retain(|t| t != tenant);
+        }
+        job
+    }
+
+    fn release(&mut self, tenant: &str) {
+        if let Some(n) = self.active.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.active.remove(tenant);
+            }
+        }
+    }
+}
+
+/// Settings the job system needs.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub concurrent_per_tenant: usize,
+    pub limits: Limits,
+    pub upload_limits: DecodeLimits,
+}
+
+/// The queue, the workers and the live jobs.
+pub struct Jobs {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+    store: Store,
+    catalog: Arc<ModelCatalog>,
+    metrics: Arc<Metrics>,
+    settings: JobSettings,
+    rt: Handle,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Jobs {
+    /// Starts the workers, after putting back the jobs a previous run left waiting.
+    pub async fn start(
+        store: Store,
+        catalog: Arc<ModelCatalog>,
+        metrics: Arc<Metrics>,
+        settings: JobSettings,
+    ) -> Result<Arc<Self>, nanoimg_store::StoreError> {
+        let jobs = Arc::new(Self {
+            state: Mutex::new(QueueState::default()),
+            wake: Condvar::new(),
+            store: store.clone(),
+            catalog,
+            metrics,
+            settings,
+            rt: Handle::current(),
+            workers: Mutex::new(Vec::new()),
+        });
+        let recovery = store.recover_jobs().await?;
+        if recovery.failed > 0 {
+            tracing::warn!(
+                jobs = recovery.failed,
+                "jobs interrupted by the last shutdown marked failed"
+            );
+        }
+        for rec in recovery.requeue {
+            match serde_json::from_value::<JobSpec>(rec.params.clone()) {
+                Ok(spec) => jobs.requeue(rec, spec),
+                Err(e) => {
+                    let msg = format!("cannot resume this job after a restart: {e}");
+                    store
+                        .job_finished(&rec.id, JobStatus::Failed, None, Some(&msg))
+                        .await?;
+                }
+            }
+        }
+        let mut handles = jobs.workers.lock().expect("workers lock");
+        for i in 0..jobs.settings.workers {
+            let me = jobs.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("nanoimg-worker-{i}"))
+                    .spawn(move || me.work())
+                    .expect("spawning a worker thread"),
+            );
+        }
+        drop(handles);
+        Ok(jobs)
+    }
+
+    fn requeue(&self, rec: Job, spec: JobSpec) {
+        let kind = match rec.kind.as_str() {
+            "edit" => JobKind::Edit,
+            "variation" => JobKind::Variation,
+            _ => JobKind::Generation,
+        };
+        let job = Arc::new(LiveJob {
+            id: rec.id,
+            tenant_id: rec.tenant_id,
+            kind,
+            detached: true,
+            spec,
+            cancel: CancelToken::new(),
+            events: broadcast::channel(64).0,
+        });
+        let mut st = self.state.lock().expect("queue lock");
+        *st.active.entry(job.tenant_id.clone()).or_default() += 1;
+        st.queued += 1;
+        st.live.insert(job.id.clone(), job.clone());
+        st.push(job);
+        self.metrics.queue_depth.set(st.queued as i64);
+    }
+
+    /// Admits a job: checks the tenant's cap and the queue's capacity, records it, queues it.
+    /// The returned job can be watched; subscribe before anything can happen to it.
+    pub async fn submit(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        kind: JobKind,
+        spec: JobSpec,
+        detached: bool,
+    ) -> Result<(Arc<LiveJob>, broadcast::Receiver<JobEvent>), ApiError> {
+        {
+            let mut st = self.state.lock().expect("queue lock");
+            if st.stopping {
+                self.metrics.reject("shutting_down");
+                return Err(ApiError::overloaded(
+                    "shutting_down",
+                    "the server is shutting down; try again shortly",
+                    5,
+                ));
+            }
+            let active = st.active.get(tenant_id).copied().unwrap_or(0);
+            if active >= self.settings.concurrent_per_tenant {
+                self.metrics.reject("concurrent_jobs");
+                return Err(ApiError::rate_limited(
+                    "concurrent_jobs_exceeded",
+                    format!(
+                        "this account already has {active} jobs queued or running; the limit is {}",
+                        self.settings.concurrent_per_tenant
+                    ),
+                    2.0,
+                ));
+            }
+            if st.queued >= self.settings.queue_capacity {
+                self.metrics.reject("queue_full");
+                return Err(ApiError::overloaded(
+                    "queue_full",
+                    format!(
+                        "the server's queue is full ({} jobs waiting); try again shortly",
+                        st.queued
+                    ),
+                    5,
+                ));
+            }
+            // Reserve the slot before the await, so concurrent admissions cannot overshoot.
+            *st.active.entry(tenant_id.to_owned()).or_default() += 1;
+            st.queued += 1;
+        }
+        let params = serde_json::to_value(&spec).map_err(ApiError::internal)?;
+        let rec = self
+            .store
+            .scoped(tenant_id)
+            .insert_job(kind.as_str(), detached, Some(key_id), params)
+            .await;
+        let mut st = self.state.lock().expect("queue lock");
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                st.queued -= 1;
+                st.release(tenant_id);
+                return Err(e.into());
+            }
+        };
+        let job = Arc::new(LiveJob {
+            id: rec.id,
+            tenant_id: tenant_id.to_owned(),
+            kind,
+            detached,
+            spec,
+            cancel: CancelToken::new(),
+            events: broadcast::channel(64).0,
+        });
+        let rx = job.subscribe();
+        st.live.insert(job.id.clone(), job.clone());
+        st.push(job.clone());
+        self.metrics.queue_depth.set(st.queued as i64);
+        drop(st);
+        self.wake.notify_one();
+        Ok((job, rx))
+    }
+
+    /// The live job with this id, if it belongs to `tenant_id` and is queued or running.
+    pub fn live(&self, tenant_id: &str, id: &str) -> Option<Arc<LiveJob>> {
+        let st = self.state.lock().expect("queue lock");
+        st.live.get(id).filter(|j| j.tenant_id == tenant_id).cloned()
+    }
+
+    /// Cancels a job: a waiting one is removed at once, a running one stops at its next step.
+    /// Returns false if the job is not live (unknown, another tenant's, or already final).
+    pub async fn cancel(&self, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
+        let removed = {
+            let mut st = self.state.lock().expect("queue lock");
+            let Some(job) = st.live.get(id).filter(|j| j.tenant_id == tenant_id).cloned() else {
+                return Ok(false);
+            };
+            match st.remove_waiting(id, tenant_id) {
+                Some(j) => {
+                    st.queued -= 1;
+                    st.release(tenant_id);
+                    st.live.remove(id);
+                    self.metrics.queue_depth.set(st.queued as i64);
+                    Some(j)
+                }
+                None => {
+                    job.cancel.cancel();
+                    None
+                }
+            }
+        };
+        if let Some(job) = removed {
+            self.store
+                .job_finished(id, JobStatus::Cancelled, None, Some("cancelled by the client"))
+                .await?;
+            self.count(job.kind, "cancelled");
+            job.emit(JobEvent::Cancelled);
+        }
+        Ok(true)
+    }
+
+    /// Jobs waiting and running now.
+    pub fn depth(&self) -> (usize, usize) {
+        let st = self.state.lock().expect("queue lock");
+        (st.queued, st.running)
+    }
+
+    /// Stops taking work: waiting jobs whose client waits on the connection fail now (detached
+    /// ones stay queued in the store and resume at the next start); running jobs get `grace` to
+    /// finish, then are cancelled and recorded as failed. Returns when the workers have stopped.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        let dropped: Vec<Arc<LiveJob>> = {
+            let mut st = self.state.lock().expect("queue lock");
+            st.stopping = true;
+            let mut out = Vec::new();
+            while let Some(j) = st.pop() {
+                st.queued -= 1;
+                st.release(&j.tenant_id.clone());
+                st.live.remove(&j.id);
+                out.push(j);
+            }
+            self.metrics.queue_depth.set(0);
+            out
+        };
+        self.wake.notify_all();
+        for job in dropped {
+            if job.detached {
+                // Still `queued` in the store: picked up again at the next start.
+                continue;
+            }
+            let msg = "interrupted: the server shut down before this job started";
+            let _ = self
+                .store
+                .job_finished(&job.id, JobStatus::Failed, None, Some(msg))
+                .await;
+            job.emit(JobEvent::Failed {
+                code: "shutting_down",
+                message: msg.into(),
+            });
+        }
+        let deadline = Instant::now() + grace;
+        while self.depth().1 > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        {
+            let mut st = self.state.lock().expect("queue lock");
+            st.aborting = true;
+            for job in st.live.values() {
+                job.cancel.cancel();
+            }
+        }
+        let handles: Vec<_> = self.workers.lock().expect("workers lock").drain(..).collect();
+        for h in handles {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    fn count(&self, kind: JobKind, outcome: &str) {
+        self.metrics
+            .jobs
+            .get_or_create(&vec![
+                ("kind", kind.as_str().to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// A worker thread: takes jobs until the server stops.
+    fn work(self: Arc<Self>) {
+        loop {
+            let job = {
+                let mut st = self.state.lock().expect("queue lock");
+                loop {
+                    if st.stopping {
+                        return;
+                    }
+                    if let Some(j) = st.pop() {
+                        st.queued -= 1;
+                        st.running += 1;
+                        self.metrics.queue_depth.set(st.queued as i64);
+                        self.metrics.jobs_running.set(st.running as i64);
+                        break j;
+                    }
+                    st = self.wake.wait(st).expect("queue lock");
+                }
+            };
+            let outcome = self.run(&job);
+            let (status, event, error) = match outcome {
+                Ok(outputs) => (JobStatus::Succeeded, JobEvent::Succeeded(Arc::new(outputs)), None),
+                Err(RunError::Cancelled) if self.state.lock().expect("queue lock").aborting => {
+                    let msg = "interrupted: the server shut down while this job was running";
+                    (
+                        JobStatus::Failed,
+                        JobEvent::Failed {
+                            code: "shutting_down",
+                            message: msg.into(),
+                        },
+                        Some(msg.to_owned()),
+                    )
+                }
+                Err(RunError::Cancelled) => (
+                    JobStatus::Cancelled,
+                    JobEvent::Cancelled,
+                    Some("cancelled by the client".to_owned()),
+                ),
+                Err(RunError::Failed { code, message }) => (
+                    JobStatus::Failed,
+                    JobEvent::Failed {
+                        code,
+                        message: message.clone(),
+                    },
+                    Some(message),
+                ),
+            };
+            let result = match &event {
+                JobEvent::Succeeded(outs) => Some(serde_json::json!({
+                    "images": outs.iter().map(|o| serde_json::json!({
+                        "id": o.asset.id, "seed": o.seed,
+                    })).collect::<Vec<_>>(),
+                })),
+                _ => None,
+            };
+            if let Err(e) =
+                self.rt.block_on(
+                    self.store
+                        .job_finished(&job.id, status, result.as_ref(), error.as_deref()),
+                )
+            {
+                tracing::error!(job = %job.id, error = %e, "recording a finished job failed");
+            }
+            self.count(job.kind, status.as_str());
+            {
+                let mut st = self.state.lock().expect("queue lock");
+                st.running -= 1;
+                st.release(&job.tenant_id);
+                st.live.remove(&job.id);
+                self.metrics.jobs_running.set(st.running as i64);
+            }
+            job.emit(event);
+        }
+    }
+
+    fn run(&self, job: &LiveJob) -> Result<Vec<Output>, RunError> {
+        let started = self
+            .rt
+            .block_on(self.store.job_started(&job.id))
+            .map_err(RunError::internal)?;
+        if !started {
+            return Err(RunError::Cancelled);
+        }
+        job.emit(JobEvent::Started);
+        let spec = &job.spec;
+        let model = self.catalog.load(&spec.model).map_err(|m| RunError::Failed {
+            code: "model_unavailable",
+            message: m,
+        })?;
+        let init = match &spec.init {
+            None => None,
+            Some(init) => {
+                let read = |id: &str, param: &'static str| -> Result<image::DynamicImage, RunError> {
+                    let (_, bytes) = self
+                        .rt
+                        .block_on(self.store.scoped(&job.tenant_id).asset_bytes(id))
+                        .map_err(|e| RunError::Failed {
+                            code: "input_unavailable",
+                            message: format!("{param}: {e}"),
+                        })?;
+                    codec::decode(&bytes, &self.settings.upload_limits, param).map_err(|e| RunError::Failed {
+                        code: "invalid_image",
+                        message: e.to_string(),
+                    })
+                };
+                let image = read(&init.image, "image")?.to_rgb8();
+                let mask = match &init.mask {
+                    Some(m) => Some(codec::mask_from(&read(m, "mask")?)),
+                    None => None,
+                };
+                Some(InitImage {
+                    image,
+                    strength: init.strength,
+                    mask,
+                })
+            }
+        };
+        let req = GenerateRequest {
+            prompt: spec.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+            size: spec.size,
+            steps: spec.steps,
+            guidance: spec.guidance,
+            scheduler: spec.scheduler,
+            seed: spec.seed,
+            n: spec.n,
+            init,
+            hooks: None,
+        };
+        let sink = EventSink {
+            job,
+            previews: job.detached || spec.partial_images > 0,
+        };
+        let images = model
+            .generate(&req, &self.settings.limits, &sink, &job.cancel)
+            .map_err(|e| match e {
+                EngineError::Cancelled => RunError::Cancelled,
+                EngineError::InvalidParam(p) => RunError::Failed {
+                    code: "invalid_value",
+                    message: p.to_string(),
+                },
+                e => RunError::internal(e),
+            })?;
+        let text_tokens = model.prompt_tokens(&spec.prompt) + model.prompt_tokens(&spec.negative_prompt);
+        let format: OutputFormat = spec.output_format.parse().map_err(RunError::internal)?;
+        let mut outputs = Vec::with_capacity(images.len());
+        for (i, img) in images.into_iter().enumerate() {
+            let params = serde_json::json!({
+                "model": spec.model, "prompt": spec.prompt, "negative_prompt": spec.negative_prompt,
+                "size": spec.size.to_string(), "steps": spec.steps, "guidance": spec.guidance,
+                "scheduler": spec.scheduler.to_string(), "seed": img.seed, "index": i,
+            });
+            let bytes = codec::encode(
+                &img.image,
+                format,
+                spec.output_compression,
+                &[("nanoimg", params.to_string())],
+            )
+            .map_err(RunError::internal)?;
+            let asset = self
+                .rt
+                .block_on(self.store.scoped(&job.tenant_id).put_asset(
+                    NewAsset {
+                        kind: "output",
+                        media_type: format.media_type().into(),
+                        width: img.image.width(),
+                        height: img.image.height(),
+                        job_id: Some(job.id.clone()),
+                        metadata: params,
+                    },
+                    &bytes,
+                ))
+                .map_err(RunError::internal)?;
+            outputs.push(Output {
+                asset,
+                bytes: Arc::new(bytes),
+                seed: img.seed,
+                text_tokens,
+            });
+        }
+        Ok(outputs)
+    }
+}
+
+enum RunError {
+    Cancelled,
+    Failed { code: &'static str, message: String },
+}
+
+impl RunError {
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "job failed");
+        RunError::Failed {
+            code: "internal_error",
+            message: format!("the job failed: {e}"),
+        }
+    }
+}
+
+struct EventSink<'a> {
+    job: &'a LiveJob,
+    previews: bool,
+}
+
+impl ProgressSink for EventSink<'_> {
+    fn on_step(&self, p: &Progress<'_>) {
+        self.job.emit(JobEvent::Progress {
+            image: p.image,
+            images: p.images,
+            step: p.step,
+            steps: p.steps,
+            preview: p.preview.map(|i| Arc::new(i.clone())),
+        });
+    }
+
+    fn wants_preview(&self) -> bool {
+        self.previews
+    }
+}

@@ -1,0 +1,118 @@
+//! The models the server offers, and the ones it has loaded. Folders are inspected at start
+//! (cheap: configs only); weights load on first use, in a worker, and the least recently used
+//! model is dropped when more than `max_loaded` are in memory.
+
+use nanoimg_engine::{LoadOptions, ModelInfo, StableDiffusion};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// A model the server can run.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    pub name: String,
+    pub info: ModelInfo,
+}
+
+/// The models on offer and the loaded ones.
+pub struct ModelCatalog {
+    entries: Vec<ModelEntry>,
+    default: String,
+    max_loaded: usize,
+    /// Most recently used last.
+    loaded: Mutex<Vec<(String, Arc<StableDiffusion>)>>,
+    /// Held while loading, so two workers never load the same weights twice at once.
+    loading: Mutex<()>,
+}
+
+impl std::fmt::Debug for ModelCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelCatalog")
+            .field(
+                "entries",
+                &self.entries.iter().map(|e| &e.name).collect::<Vec<_>>(),
+            )
+            .field("default", &self.default)
+            .finish()
+    }
+}
+
+impl ModelCatalog {
+    /// A catalog of `(name, folder)` pairs; `default` must be one of the names.
+    pub fn new(models: Vec<(String, PathBuf)>, default: &str, max_loaded: usize) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for (name, path) in models {
+            match ModelInfo::inspect(&path) {
+                Ok(info) => entries.push(ModelEntry { name, info }),
+                Err(e) if name == default => return Err(format!("default model {name}: {e}")),
+                Err(e) => tracing::warn!(model = %name, error = %e, "skipping a model that cannot be used"),
+            }
+        }
+        if !entries.iter().any(|e| e.name == default) {
+            return Err(format!("the default model {default:?} is not installed"));
+        }
+        Ok(Self {
+            entries,
+            default: default.to_owned(),
+            max_loaded: max_loaded.max(1),
+            loaded: Mutex::new(Vec::new()),
+            loading: Mutex::new(()),
+        })
+    }
+
+    pub fn entries(&self) -> &[ModelEntry] {
+        &self.entries
+    }
+
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    /// The entry for a requested name; `None` and the OpenAI model names (which mean "whatever
+    /// the server runs") select the default.
+    pub fn pick(&self, requested: Option<&str>) -> Option<&ModelEntry> {
+        let name = match requested {
+            None | Some("") => self.default.as_str(),
+            Some(n) if n.starts_with("dall-e") || n.starts_with("gpt-image") => self.default.as_str(),
+            Some(n) => n,
+        };
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// The loaded model, loading it if needed. Blocking: call from a worker thread.
+    pub fn load(&self, name: &str) -> Result<Arc<StableDiffusion>, String> {
+        if let Some(m) = self.touch(name) {
+            return Ok(m);
+        }
+        let _guard = self.loading.lock().map_err(|_| "model loader poisoned")?;
+        if let Some(m) = self.touch(name) {
+            return Ok(m);
+        }
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| format!("no model named {name:?}"))?;
+        let opts = LoadOptions {
+            device: nanoimg_engine::default_device(),
+            ..LoadOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let model = Arc::new(StableDiffusion::load(&entry.info.path, &opts).map_err(|e| e.to_string())?);
+        tracing::info!(model = %name, secs = started.elapsed().as_secs_f64(), "model loaded");
+        let mut loaded = self.loaded.lock().map_err(|_| "model cache poisoned")?;
+        loaded.push((name.to_owned(), model.clone()));
+        while loaded.len() > self.max_loaded {
+            loaded.remove(0);
+        }
+        Ok(model)
+    }
+
+    fn touch(&self, name: &str) -> Option<Arc<StableDiffusion>> {
+        let mut loaded = self.loaded.lock().ok()?;
+        let i = loaded.iter().position(|(n, _)| n == name)?;
+        let entry = loaded.remove(i);
+        let m = entry.1.clone();
+        loaded.push(entry);
+        Some(m)
+    }
+}

@@ -1,0 +1,189 @@
+//! `/v1/admin/*`: tenants, keys and the audit log. Only `admin`-scoped keys of the operator
+//! tenant get here; every change is audited before it is answered.
+
+use super::body;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nanoimg_store::{KeyRecord, NewKey, Outcome, Scope, SecretKey};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewTenant {
+    name: String,
+}
+
+/// `POST /v1/admin/tenants` `{"name"}`.
+pub(crate) async fn create_tenant(
+    State(state): State<AppState>,
+    auth: Auth,
+    body: Bytes,
+) -> ApiResult<Response> {
+    auth.require(&state, Scope::Admin)?;
+    let req: NewTenant = body::json(&body)?;
+    let t = state.store.create_tenant(&req.name, false).await?;
+    state
+        .audit
+        .record(auth.event(
+            "tenant.create",
+            Some(t.id.clone()),
+            Outcome::Success,
+            serde_json::json!({"name": t.name}),
+        ))
+        .await;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+/// `GET /v1/admin/tenants`.
+pub(crate) async fn list_tenants(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> ApiResult<Json<serde_json::Value>> {
+    auth.require(&state, Scope::Admin)?;
+    let t = state.store.tenants().await?;
+    Ok(Json(serde_json::json!({"object": "list", "data": t})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewKeyRequest {
+    name: String,
+    /// Scope names; default: every scope but `admin`.
+    scopes: Option<Vec<String>>,
+    /// Lifetime in seconds; none = no expiry.
+    expires_in: Option<u64>,
+}
+
+/// A new key with its secret, shown this once.
+fn key_created(rec: &KeyRecord, secret: &SecretKey) -> serde_json::Value {
+    let mut v = serde_json::to_value(rec).unwrap_or_default();
+    v["key"] = secret.expose().into();
+    v
+}
+
+/// `POST /v1/admin/tenants/{id}/keys` `{"name", "scopes"?, "expires_in"?}` → the key, once.
+pub(crate) async fn create_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    auth.require(&state, Scope::Admin)?;
+    let req: NewKeyRequest = body::json(&body)?;
+    let scopes = match &req.scopes {
+        None => Scope::defaults(),
+        Some(list) => {
+            Scope::parse_list(&list.join(",")).map_err(|e| ApiError::invalid("scopes", e.to_string()))?
+        }
+    };
+    let expires_at = match req.expires_in {
+        None => None,
+        Some(0) => return Err(ApiError::invalid("expires_in", "must be at least 1 second")),
+        Some(s) => Some(
+            nanoimg_store::ids::now_ms()
+                .saturating_add(i64::try_from(s.min(100 * 365 * 86400)).unwrap_or(i64::MAX / 2) * 1000),
+        ),
+    };
+    let tenant = state.store.tenant(&tenant).await?;
+    let (rec, secret) = state
+        .store
+        .create_key(
+            &tenant.id,
+            &NewKey {
+                name: req.name,
+                scopes,
+                expires_at,
+            },
+        )
+        .await?;
+    state
+        .audit
+        .record(auth.event(
+            "key.create",
+            Some(rec.id.clone()),
+            Outcome::Success,
+            serde_json::json!({"tenant": tenant.id, "prefix": rec.prefix, "scopes": Scope::join(&rec.scopes)}),
+        ))
+        .await;
+    Ok((StatusCode::CREATED, Json(key_created(&rec, &secret))).into_response())
+}
+
+/// `GET /v1/admin/tenants/{id}/keys`.
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    auth.require(&state, Scope::Admin)?;
+    let tenant = state.store.tenant(&tenant).await?;
+    let keys = state.store.keys(Some(&tenant.id)).await?;
+    Ok(Json(serde_json::json!({"object": "list", "data": keys})))
+}
+
+/// `DELETE /v1/admin/keys/{id}`: revoke.
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyRecord>> {
+    auth.require(&state, Scope::Admin)?;
+    let rec = state.store.revoke_key(&id, None).await?;
+    state
+        .audit
+        .record(auth.event(
+            "key.revoke",
+            Some(rec.id.clone()),
+            Outcome::Success,
+            serde_json::json!({"tenant": rec.tenant_id}),
+        ))
+        .await;
+    Ok(Json(rec))
+}
+
+/// `POST /v1/admin/keys/{id}/rotate`: a new key with the same scopes; the old one is revoked.
+pub(crate) async fn rotate_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    auth.require(&state, Scope::Admin)?;
+    let (rec, secret) = state.store.rotate_key(&id, None).await?;
+    state
+        .audit
+        .record(auth.event(
+            "key.rotate",
+            Some(rec.id.clone()),
+            Outcome::Success,
+            serde_json::json!({"tenant": rec.tenant_id, "replaces": id}),
+        ))
+        .await;
+    Ok((StatusCode::CREATED, Json(key_created(&rec, &secret))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditQuery {
+    tenant: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/admin/audit?tenant=&after=&limit=`.
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    auth.require(&state, Scope::Admin)?;
+    let ev = state
+        .store
+        .audit_events(q.tenant.as_deref(), q.after.unwrap_or(0), q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(serde_json::json!({"object": "list", "data": ev})))
+}

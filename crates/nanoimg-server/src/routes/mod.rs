@@ -1,0 +1,44 @@
+//! The route table. Each module is one resource; handlers parse, authorise, and delegate.
+
+mod admin;
+mod assets;
+mod body;
+mod images;
+mod jobs;
+mod system;
+
+use crate::state::AppState;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .route("/v1/models", get(system::models))
+        .route("/v1/me", get(system::me))
+        .route("/v1/images/generations", post(images::generations))
+        .route("/v1/images/edits", post(images::edits))
+        .route("/v1/images/variations", post(images::variations))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/assets", post(assets::upload).get(assets::list))
+        .route("/v1/assets/{id}", get(assets::get).delete(assets::delete))
+        .route("/v1/assets/{id}/content", get(assets::content))
+        .route("/v1/files/{id}", get(assets::signed_file))
+        .route(
+            "/v1/admin/tenants",
+            post(admin::create_tenant).get(admin::list_tenants),
+        )
+        .route(
+            "/v1/admin/tenants/{id}/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route("/v1/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
+        .route("/v1/admin/keys/{id}/rotate", post(admin::rotate_key))
+        .route("/v1/admin/audit", get(admin::audit))
+        .fallback(system::not_found)
+}

@@ -1,0 +1,54 @@
+//! A job's parameters after validation: what the worker runs and what the job record keeps.
+//! Images are referred to by asset id, never embedded, so a queued job survives a restart.
+
+use nanoimg_core::{ImageSize, SchedulerName};
+use serde::{Deserialize, Serialize};
+
+/// One validated generation, edit or variation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub model: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub size: ImageSize,
+    pub steps: u32,
+    pub guidance: f64,
+    pub scheduler: SchedulerName,
+    pub seed: u64,
+    pub n: u32,
+    /// `png`, `jpeg` or `webp`.
+    pub output_format: String,
+    /// JPEG quality 0–100.
+    pub output_compression: Option<u8>,
+    /// Starting image for edits and variations.
+    pub init: Option<InitSpec>,
+    /// Partial images to stream (OpenAI `partial_images`, 0–3).
+    #[serde(default)]
+    pub partial_images: u32,
+}
+
+/// The starting image of an edit: uploaded assets and how much to change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitSpec {
+    pub image: String,
+    pub mask: Option<String>,
+    pub strength: f64,
+}
+
+/// What kind of job a spec is, for records and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Generation,
+    Edit,
+    Variation,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Generation => "generation",
+            JobKind::Edit => "edit",
+            JobKind::Variation => "variation",
+        }
+    }
+}

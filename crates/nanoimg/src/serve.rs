@@ -1,0 +1,123 @@
+//! `nanoimg serve`: the HTTP API on the built-in defaults (SQLite and files under the data
+//! directory, 127.0.0.1:8080, the bundled model), or as configured.
+
+use crate::catalog;
+use anyhow::{Context, Result};
+use clap::Args as ClapArgs;
+use nanoimg_engine::bundled;
+use nanoimg_engine::registry::Listing;
+use nanoimg_server::{Config, ModelCatalog};
+use std::path::{Path, PathBuf};
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Data directory: SQLite file, blobs, secrets [default: $NANOIMG_HOME/server, else
+    /// ~/.local/share/nanoimg/server].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free one) [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// A TOML config file [default: <data dir>/nanoimg.toml if it exists]. See docs/config.md.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model directories to offer besides the built-in model (colon-separated).
+    #[arg(long)]
+    pub models_dir: Option<String>,
+}
+
+/// The data directory for `serve`, `keys` and `tenants`.
+pub fn data_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(d) = flag {
+        return Ok(d.to_owned());
+    }
+    if let Some(d) = std::env::var_os("NANOIMG_DATA_DIR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    Ok(catalog::data_dir()?.join("server"))
+}
+
+/// Settings: defaults < config file < environment < flags.
+pub fn config(args: &Args) -> Result<Config> {
+    let dir = data_dir(args.data_dir.as_deref())?;
+    let file = match &args.config {
+        Some(f) => Some(f.clone()),
+        None => Some(dir.join("nanoimg.toml")).filter(|f| f.is_file()),
+    };
+    let mut cfg = Config::load(file.as_deref(), |k| std::env::var(k).ok())?;
+    cfg.data_dir = dir;
+    if let Some(b) = &args.bind {
+        cfg.bind = b
+            .parse()
+            .with_context(|| format!("--bind {b:?}: expected HOST:PORT"))?;
+    }
+    Ok(cfg)
+}
+
+/// The built-in model plus every usable model in the models directories.
+fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
+    let registry = catalog::registry(args.models_dir.as_deref());
+    let mut list: Vec<(String, PathBuf)> = Vec::new();
+    for entry in registry.list() {
+        if let Listing::Ready(info) = entry {
+            list.push((info.name.clone(), info.path.clone()));
+        }
+    }
+    if !list.iter().any(|(n, _)| n == bundled::NAME) {
+        list.push((bundled::NAME.to_owned(), catalog::bundled_model()?));
+    }
+    let default = cfg
+        .default_model
+        .clone()
+        .unwrap_or_else(|| bundled::NAME.to_owned());
+    ModelCatalog::new(list, &default, cfg.max_loaded_models).map_err(anyhow::Error::msg)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let cfg = config(&args)?;
+    init_logging(&cfg.log_format);
+    let catalog = models(&args, &cfg)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let (server, first) = nanoimg_server::start(cfg.clone(), catalog)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if let Some(first) = first {
+            println!("Created the admin tenant. Its API key (shown once, keep it safe):");
+            println!("  {}", first.admin_key);
+        }
+        println!("NanoImg listening on http://{}", server.addr);
+        println!("data directory: {}", cfg.data_dir.display());
+        shutdown_signal().await;
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NANOIMG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}
