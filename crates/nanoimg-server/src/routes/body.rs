@@ -14,18 +14,30 @@ pub(crate) fn json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
             "the request body is empty; send a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let msg = e.to_string();
-        // serde names the field in backticks: "unknown field `x`", "missing field `prompt`".
-        let param = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .map(str::to_owned);
-        let mut err = ApiError::bad_request("invalid_json", format!("invalid request body: {msg}"));
-        err.param = param;
-        err
-    })
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| schema_error("invalid_json", e))
+}
+
+/// Parses an already-read JSON value into `T`.
+pub(crate) fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| schema_error("invalid_value", e))
+}
+
+/// The error for a body that does not fit the schema, naming the field: the path where the
+/// value was wrong, or the field that was unknown or missing.
+fn schema_error(code: &'static str, e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    // serde names unknown and missing fields in backticks.
+    let named = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.contains("field"))
+        .map(str::to_owned);
+    let param = if path != "." { Some(path) } else { named };
+    let mut err = ApiError::bad_request(code, format!("invalid request body: {msg}"));
+    err.param = param;
+    err
 }
 
 /// A parsed multipart form.
@@ -111,15 +123,5 @@ pub(crate) fn form_fields<T: DeserializeOwned>(
             return Err(ApiError::invalid(base, format!("unexpected file field `{name}`")));
         }
     }
-    serde_json::from_value(form.to_json(typed)).map_err(|e| {
-        let msg = e.to_string();
-        let param = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .map(str::to_owned);
-        let mut err = ApiError::bad_request("invalid_value", format!("invalid form: {msg}"));
-        err.param = param;
-        err
-    })
+    from_value(form.to_json(typed))
 }

@@ -42,16 +42,8 @@ impl JobRequest {
             }
         };
         let (image, mask) = (take("image")?, take("mask")?);
-        let request = serde_json::from_value(v).map_err(|e| {
-            let msg = e.to_string();
-            let mut err = ApiError::bad_request("invalid_json", format!("invalid request body: {msg}"));
-            err.param = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.contains("field"))
-                .map(str::to_owned);
-            err
-        })?;
+        let request = body::from_value(v)?;
+
         Ok(Self { request, image, mask })
     }
 }

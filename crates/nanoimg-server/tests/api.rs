@@ -1,0 +1,510 @@
+//! The HTTP API against a real server: OpenAI-compatible shapes and errors, edits, jobs with
+//! server-sent events and cancellation, signed links, limits and overload.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn b64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("b64_json is a string"))
+        .expect("raw base64, not a data URL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generations_answer_in_the_openai_shape() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let r = s
+        .generate(&key, tiny_request(json!({"n": 2, "model": "gpt-image-1"})))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert!(r.headers().contains_key("x-ratelimit-remaining-requests"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (v["size"].as_str(), v["output_format"].as_str()),
+        (Some("64x64"), Some("png"))
+    );
+    assert!(v["created"].as_i64().unwrap() > 1_700_000_000);
+    assert!(v["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let a = image::load_from_memory(&b64(&v["data"][0]["b64_json"])).unwrap();
+    assert_eq!((a.width(), a.height()), (64, 64));
+    // Seeds: image i uses seed + i, so the same request again gives the same bytes.
+    assert_eq!(v["data"][1]["seed"], 2);
+    let again: Value = s
+        .generate(&key, tiny_request(json!({"n": 2})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["data"][1]["b64_json"], v["data"][1]["b64_json"]);
+
+    // Other formats decode as what they claim to be.
+    for (fmt, magic) in [("jpeg", &b"\xff\xd8"[..]), ("webp", &b"RIFF"[..])] {
+        let v: Value = s
+            .generate(
+                &key,
+                tiny_request(json!({"output_format": fmt, "output_compression": 80})),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(b64(&v["data"][0]["b64_json"]).starts_with(magic), "{fmt}");
+    }
+
+    // A signed link works without a key, and only as signed.
+    let v: Value = s
+        .generate(&key, tiny_request(json!({"response_format": "url"})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = v["data"][0]["url"].as_str().unwrap().to_owned();
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(image::load_from_memory(&r.bytes().await.unwrap()).is_ok());
+    let tampered = url.replace("expires=", "expires=9");
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_precise_error_and_nothing_is_stored() {
+    let s = start(|c| c.max_body_bytes = 256 * 1024).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let cases = [
+        (json!({"prompt": "x", "size": "banana"}), "size"),
+        (json!({"prompt": "x", "size": "4096x4096"}), "size"),
+        (json!({"prompt": "x", "n": 50}), "n"),
+        (json!({"prompt": "x", "steps": 1000}), "steps"),
+        (json!({"prompt": "x", "colour": "red"}), "colour"),
+        (json!({"size": "64x64"}), "prompt"),
+        (json!({"prompt": "  "}), "prompt"),
+        (json!({"prompt": "x", "output_format": "gif"}), "output_format"),
+        (json!({"prompt": "x", "background": "transparent"}), "background"),
+        (json!({"prompt": "x", "model": "sdxl-9000"}), "model"),
+        (json!({"prompt": "x", "scheduler": "plms"}), "scheduler"),
+        (json!({"prompt": "x", "partial_images": 2}), "partial_images"),
+        (json!({"prompt": "x", "character_id": "chr_1"}), "character_id"),
+        (json!({"prompt": "x".repeat(5000)}), "prompt"),
+        (json!({"prompt": 7}), "prompt"),
+    ];
+    for (body, param) in cases {
+        let r = s.generate(&key, body.clone()).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+        assert_eq!(e["error"]["param"], param, "{body} → {e}");
+        assert!(e["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    // Not JSON at all; too large.
+    let r = s
+        .http
+        .post(s.url("/v1/images/generations"))
+        .bearer_auth(&key)
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let big = json!({"prompt": "x".repeat(300 * 1024)});
+    let r = s.generate(&key, big).await;
+    assert_eq!(r.status(), 413);
+    // None of it made a job or an asset.
+    let jobs: Value = s
+        .http
+        .get(s.url("/v1/jobs"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["data"].as_array().unwrap().len(), 0);
+    let assets: Value = s
+        .http
+        .get(s.url("/v1/assets"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(assets["data"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_take_an_image_and_an_alpha_mask() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let edit = |image: Vec<u8>, mask: Option<Vec<u8>>, field: &'static str| {
+        let mut form = reqwest::multipart::Form::new()
+            .text("prompt", "a dog")
+            .text("steps", "2")
+            .text("seed", "5")
+            .part(
+                field,
+                reqwest::multipart::Part::bytes(image)
+                    .file_name("in.png")
+                    .mime_str("image/png")
+                    .unwrap(),
+            );
+        if let Some(m) = mask {
+            form = form.part(
+                "mask",
+                reqwest::multipart::Part::bytes(m)
+                    .file_name("m.png")
+                    .mime_str("image/png")
+                    .unwrap(),
+            );
+        }
+        s.http
+            .post(s.url("/v1/images/edits"))
+            .bearer_auth(&key)
+            .multipart(form)
+            .send()
+    };
+    // Mask: transparent = repaint.
+    let mut mask = image::RgbaImage::from_pixel(64, 64, image::Rgba([0, 0, 0, 255]));
+    for y in 0..64 {
+        for x in 32..64 {
+            mask.put_pixel(x, y, image::Rgba([0, 0, 0, 0]));
+        }
+    }
+    let mut mask_png = Vec::new();
+    image::DynamicImage::ImageRgba8(mask)
+        .write_to(&mut std::io::Cursor::new(&mut mask_png), image::ImageFormat::Png)
+        .unwrap();
+    let r = edit(png(64, 64, None), Some(mask_png.clone()), "image[]")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    let out = image::load_from_memory(&b64(&v["data"][0]["b64_json"]))
+        .unwrap()
+        .to_rgb8();
+    let input = image::load_from_memory(&png(64, 64, None)).unwrap().to_rgb8();
+    // The kept (opaque) half is the input's pixels.
+    for y in 0..64 {
+        for x in 0..28 {
+            assert_eq!(out.get_pixel(x, y), input.get_pixel(x, y), "({x},{y})");
+        }
+    }
+    let r = edit(png(64, 64, None), Some(png(32, 32, Some(0))), "image")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "mask");
+    let r = edit(b"GIF89a not an image".to_vec(), None, "image")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "image");
+    // Variations need no prompt; a prompt is refused.
+    let form = reqwest::multipart::Form::new().text("steps", "4").part(
+        "image",
+        reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("a.png"),
+    );
+    let r = s
+        .http
+        .post(s.url("/v1/images/variations"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Reads SSE events (name, data) until `stop` says so or the stream ends.
+async fn sse_events(resp: reqwest::Response, stop: impl Fn(&str) -> bool) -> Vec<(String, Value)> {
+    use futures_util::StreamExt;
+    let mut out = vec![];
+    let mut buf = String::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("events keep coming")
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = n.trim().to_owned();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            if name.is_empty() {
+                continue;
+            }
+            let done = stop(&name);
+            out.push((name, serde_json::from_str(&data).unwrap()));
+            if done {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_stream_progress_and_can_be_cancelled() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let r = s
+        .http
+        .post(s.url("/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&tiny_request(json!({"steps": 6})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let ev = s
+        .http
+        .get(s.url(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ev.headers()["content-type"], "text/event-stream");
+    let events = sse_events(ev, |n| ["succeeded", "failed", "cancelled"].contains(&n)).await;
+    assert_eq!(events[0].0, "status");
+    let last = events.last().unwrap();
+    // The stream may start after the job finished; then `status` says so and is the end.
+    if events.len() > 1 {
+        assert_eq!(last.0, "succeeded", "{events:?}");
+        let progress = events.iter().filter(|(n, _)| n == "progress").count();
+        assert!(progress >= 1, "{events:?}");
+    }
+    let rec: Value = s
+        .http
+        .get(s.url(&format!("/v1/jobs/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rec["status"], "succeeded");
+    let out_id = rec["result"]["images"][0]["id"].as_str().unwrap();
+    let r = s
+        .http
+        .get(s.url(&format!("/v1/assets/{out_id}/content")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A long job is cancelled mid-run.
+    let r = s
+        .http
+        .post(s.url("/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&tiny_request(json!({"steps": 100, "n": 4})))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/jobs/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rec: Value = s
+            .http
+            .get(s.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rec["status"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rec}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/jobs/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_rate_limit_answers_429_with_retry_after() {
+    let s = start(|c| c.rate.images_per_minute = 3).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    assert_eq!(
+        s.generate(&key, tiny_request(json!({"n": 3}))).await.status(),
+        200
+    );
+    let r = s.generate(&key, tiny_request(json!({}))).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "rate_limit_error"
+    );
+    // Another key has its own budget.
+    let (_, other) = s.tenant("other", ALL_SCOPES).await;
+    assert_eq!(s.generate(&other, tiny_request(json!({}))).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
+    let s = start(|c| {
+        c.workers = 1;
+        c.queue_capacity = 3;
+        c.rate.concurrent_jobs_per_tenant = 2;
+    })
+    .await;
+    let mut keys = vec![];
+    for t in 0..4 {
+        keys.push(s.tenant(&format!("t{t}"), ALL_SCOPES).await.1);
+    }
+    // 40 requests at once: 4 tenants × 10, each a few hundred milliseconds of work.
+    let started = Instant::now();
+    let mut tasks = vec![];
+    for i in 0..40 {
+        let key = keys[i % 4].clone();
+        let (http, url) = (s.http.clone(), s.url("/v1/images/generations"));
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&tiny_request(json!({"steps": 30})))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            let body: Value = r.json().await.unwrap();
+            (status, retry, body, t0.elapsed())
+        }));
+    }
+    // While that runs, health and auth answer quickly.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    assert_eq!(reqwest::get(s.url("/healthz")).await.unwrap().status(), 200);
+    let me = s
+        .http
+        .get(s.url("/v1/me"))
+        .bearer_auth(&keys[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let fast = t0.elapsed();
+    let mut counts = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (status, retry, body, took) = t.await.unwrap();
+        *counts.entry(status).or_insert(0) += 1;
+        match status {
+            200 => assert!(image::load_from_memory(&b64(&body["data"][0]["b64_json"])).is_ok()),
+            429 | 503 => {
+                assert!(retry, "{status} without Retry-After");
+                assert!(took < Duration::from_secs(2), "a refusal took {took:?}");
+            }
+            _ => panic!("unexpected {status}: {body}"),
+        }
+    }
+    println!(
+        "overload: {counts:?} in {:?}; health+auth during it: {fast:?}",
+        started.elapsed()
+    );
+    assert!(counts.get(&200).copied().unwrap_or(0) >= 4, "{counts:?}");
+    assert!(counts.get(&429).copied().unwrap_or(0) >= 1, "{counts:?}");
+    assert!(counts.get(&503).copied().unwrap_or(0) >= 1, "{counts:?}");
+    assert!(
+        fast < Duration::from_secs(1),
+        "health and auth took {fast:?} under load"
+    );
+    // Still up, and the metrics saw it.
+    let m = reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("nanoimg_rejections_total{reason=\"queue_full\"}"),
+        "{m}"
+    );
+    assert!(m.contains("reason=\"concurrent_jobs\""), "{m}");
+    let (q, running) = (
+        m.contains("nanoimg_queue_depth 0"),
+        m.contains("nanoimg_jobs_running 0"),
+    );
+    assert!(q && running, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_route_and_every_route_is_served() {
+    let s = start(|_| {}).await;
+    let doc: Value = reqwest::get(s.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for r in nanoimg_server::openapi::ROUTES {
+        assert!(
+            doc["paths"][r.path][r.method].is_object(),
+            "{} {}",
+            r.method,
+            r.path
+        );
+        let path = r.path.replace("{id}", "img_00000000000000000000000000");
+        let req = s
+            .http
+            .request(r.method.to_uppercase().parse().unwrap(), s.url(&path));
+        let res = req.send().await.unwrap();
+        let body: Value = res.json().await.unwrap_or(json!({}));
+        assert_ne!(body["error"]["code"], "unknown_route", "{} {path}", r.method);
+    }
+    // Every documented image field is one the server accepts.
+    for (field, ty, _) in nanoimg_server::openapi::IMAGE_FIELDS {
+        let _ = ty;
+        let r = s
+            .generate(&s.admin_key, json!({"prompt": "x", "n": 999, *field: null}))
+            .await
+            .json::<Value>()
+            .await
+            .unwrap();
+        let msg = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(!msg.contains("unknown field"), "{field}: {msg}");
+    }
+}

@@ -1,0 +1,243 @@
+//! The authorisation matrix: every route that needs a key × {no key, malformed key, revoked key,
+//! expired key, a key without the route's scope, another tenant's key}. Object routes must answer
+//! 404 to another tenant, exactly as for an id that does not exist.
+
+mod common;
+
+use common::*;
+use nanoimg_server::openapi::ROUTES;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+struct Objects {
+    asset: String,
+    job: String,
+    key: String,
+    tenant: String,
+}
+
+async fn request(s: &TestServer, method: &str, path: &str, body: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = s
+        .http
+        .request(method.to_uppercase().parse::<Method>().unwrap(), s.url(path));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req = match (path, body) {
+        ("/v1/images/edits" | "/v1/images/variations", _) => {
+            let mut form = reqwest::multipart::Form::new().text("steps", "2").part(
+                "image",
+                reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("a.png"),
+            );
+            if path.ends_with("edits") {
+                form = form.text("prompt", "a dog");
+            }
+            req.multipart(form)
+        }
+        ("/v1/assets", "multipart") => req.multipart(reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
+        )),
+        ("/v1/admin/tenants", "json") => req.json(&json!({"name": nanoimg_store::ids::new_id("t")})),
+        (p, "json") if p.ends_with("/keys") => req.json(&json!({"name": "k"})),
+        (_, "json") => req.json(&tiny_request(json!({}))),
+        _ => req,
+    };
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.json().await.unwrap_or(json!(null));
+    (status, body)
+}
+
+fn fill(path: &str, o: &Objects) -> String {
+    let id = if path.starts_with("/v1/jobs/") {
+        &o.job
+    } else if path.starts_with("/v1/assets/") {
+        &o.asset
+    } else if path.starts_with("/v1/admin/keys/") {
+        &o.key
+    } else if path.starts_with("/v1/admin/tenants/") {
+        &o.tenant
+    } else {
+        return path.to_owned();
+    };
+    path.replace("{id}", id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_every_wrong_caller() {
+    let s = start(|c| c.rate.images_per_minute = 1000).await;
+    let (tenant_a, owner) = s.tenant("a", ALL_SCOPES).await;
+    let (_, other) = s.tenant("b", ALL_SCOPES).await;
+    let revoked = s.key(&tenant_a, ALL_SCOPES, None).await;
+    let expired = s.key(&tenant_a, ALL_SCOPES, Some(1)).await;
+    let keys: Value = s
+        .http
+        .get(s.url(&format!("/v1/admin/tenants/{tenant_a}/keys")))
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let revoked_id = keys["data"].as_array().unwrap()[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/admin/keys/{revoked_id}")))
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Tenant A's objects.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
+    );
+    let asset: Value = s
+        .http
+        .post(s.url("/v1/assets"))
+        .bearer_auth(&owner)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job: Value = s
+        .http
+        .post(s.url("/v1/jobs"))
+        .bearer_auth(&owner)
+        .json(&tiny_request(json!({})))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spare_key = s.key(&tenant_a, &["assets:read"], None).await;
+    let _ = spare_key;
+    let keys: Value = s
+        .http
+        .get(s.url(&format!("/v1/admin/tenants/{tenant_a}/keys")))
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let objects = Objects {
+        asset: asset["id"].as_str().unwrap().to_owned(),
+        job: job["id"].as_str().unwrap().to_owned(),
+        key: keys["data"].as_array().unwrap().last().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        tenant: tenant_a.clone(),
+    };
+    let malformed = "nimg_thisisnotarealkeyatallnotatall0_000000";
+
+    let mut checked = 0;
+    for r in ROUTES.iter().filter(|r| r.scope.is_some()) {
+        let path = fill(r.path, &objects);
+        let scope = r.scope.unwrap();
+        let who = format!("{} {}", r.method, r.path);
+        for (label, key) in [
+            ("no key", None),
+            ("malformed", Some(malformed)),
+            ("revoked", Some(revoked.as_str())),
+            ("expired", Some(expired.as_str())),
+        ] {
+            let (st, body) = request(&s, r.method, &path, r.body, key).await;
+            assert_eq!(st, 401, "{who} with {label}: {body}");
+            assert_eq!(body["error"]["type"], "authentication_error", "{who}");
+        }
+        // A key of the same tenant lacking the scope (any-key routes have no scope to lack).
+        if scope != "key" {
+            let others: Vec<&str> = [
+                "images:generate",
+                "images:edit",
+                "assets:read",
+                "assets:write",
+                "characters",
+            ]
+            .into_iter()
+            .filter(|x| *x != scope)
+            .collect();
+            let k = if scope == "admin" {
+                owner.clone()
+            } else {
+                s.key(&tenant_a, &others, None).await
+            };
+            let (st, body) = request(&s, r.method, &path, r.body, Some(&k)).await;
+            assert_eq!(st, 403, "{who} without {scope}: {body}");
+            assert_eq!(body["error"]["code"], "insufficient_scope");
+        }
+        // Another tenant: objects are not found; admin routes are forbidden.
+        if r.path.contains("{id}") || scope == "admin" {
+            let (st, body) = request(&s, r.method, &path, r.body, Some(&other)).await;
+            let want = if scope == "admin" { 403 } else { 404 };
+            assert_eq!(st, want, "{who} as another tenant: {body}");
+            if want == 404 {
+                // Indistinguishable from an id that does not exist.
+                let missing = path
+                    .replace(&objects.asset, "img_00000000000000000000000000")
+                    .replace(&objects.job, "job_00000000000000000000000000");
+                let (st2, body2) = request(&s, r.method, &missing, r.body, Some(&owner)).await;
+                assert_eq!(
+                    (st2, &body2["error"]["message"]),
+                    (404, &body["error"]["message"]),
+                    "{who}"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} routes checked");
+
+    // And the owner can use every one of them (run last, deletions at the very end).
+    let mut owned: Vec<_> = ROUTES.iter().filter(|r| r.scope.is_some()).collect();
+    owned.sort_by_key(|r| r.method == "delete");
+    for r in owned {
+        let path = fill(r.path, &objects);
+        let key = if r.scope == Some("admin") {
+            &s.admin_key
+        } else {
+            &owner
+        };
+        let (st, body) = request(&s, r.method, &path, r.body, Some(key)).await;
+        assert!(
+            (200..300).contains(&st) || st == 409,
+            "{} {path} as owner: {st} {body}",
+            r.method
+        );
+    }
+    // Rejections were audited without key material.
+    let audit: Value = s
+        .http
+        .get(s.url("/v1/admin/audit?limit=1000"))
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = audit.to_string();
+    assert!(
+        text.contains("insufficient_scope") && text.contains("key.revoke"),
+        "{text}"
+    );
+    for k in [&owner, &other, &revoked, &expired, &s.admin_key] {
+        assert!(!text.contains(k.as_str()), "a key leaked into the audit log");
+    }
+}

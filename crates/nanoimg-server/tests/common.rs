@@ -1,0 +1,115 @@
+//! A real server on 127.0.0.1:0 with a real SQLite file and a tiny random model.
+
+#![allow(dead_code)]
+
+use nanoimg_engine::registry::Family;
+use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
+use nanoimg_server::{Config, ModelCatalog, Server};
+use serde_json::{json, Value};
+
+pub struct TestServer {
+    pub base: String,
+    pub admin_key: String,
+    pub http: reqwest::Client,
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("models/tiny");
+    write_model(&model, &SyntheticSpec::tiny(Family::Sd1), 3).unwrap();
+    let mut cfg = Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    tweak(&mut cfg);
+    let catalog = ModelCatalog::new(vec![("tiny".into(), model)], "tiny", 1).unwrap();
+    let (server, first) = nanoimg_server::start(cfg, catalog).await.unwrap();
+    TestServer {
+        base: format!("http://{}", server.addr),
+        admin_key: first.expect("first start creates the admin key").admin_key,
+        http: reqwest::Client::new(),
+        server: Some(server),
+        dir,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates a tenant and a key with `scopes`; returns (tenant id, key).
+    pub async fn tenant(&self, name: &str, scopes: &[&str]) -> (String, String) {
+        let t: Value = self
+            .http
+            .post(self.url("/v1/admin/tenants"))
+            .bearer_auth(&self.admin_key)
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = t["id"].as_str().expect("tenant id").to_owned();
+        let key = self.key(&id, scopes, None).await;
+        (id, key)
+    }
+
+    pub async fn key(&self, tenant: &str, scopes: &[&str], expires_in: Option<u64>) -> String {
+        let k: Value = self
+            .http
+            .post(self.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+            .bearer_auth(&self.admin_key)
+            .json(&json!({"name": "test", "scopes": scopes, "expires_in": expires_in}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        k["key"].as_str().unwrap_or_else(|| panic!("{k}")).to_owned()
+    }
+
+    pub async fn generate(&self, key: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/images/generations"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A small PNG (RGBA when `alpha`), as uploads.
+pub fn png(w: u32, h: u32, alpha: Option<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let img = image::RgbaImage::from_fn(w, h, |x, y| {
+        image::Rgba([(x * 4) as u8, (y * 4) as u8, 128, alpha.unwrap_or(255)])
+    });
+    image::DynamicImage::ImageRgba8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+pub const ALL_SCOPES: &[&str] = &[
+    "images:generate",
+    "images:edit",
+    "assets:read",
+    "assets:write",
+    "characters",
+];
+
+/// A fast request for the tiny model.
+pub fn tiny_request(extra: Value) -> Value {
+    let mut v = json!({"prompt": "a cat", "size": "64x64", "steps": 2, "seed": 1});
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v
+}
