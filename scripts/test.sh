@@ -10,5 +10,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== Python client for the API tests (the official openai package, pinned)"
+if [ ! -x .venv-test/bin/python ] || ! cmp -s tests/python/requirements.txt .venv-test/requirements.txt; then
+    rm -rf .venv-test
+    python3 -m venv .venv-test
+    .venv-test/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    cp tests/python/requirements.txt .venv-test/requirements.txt
+fi
+export NANOIMG_TEST_PYTHON="$PWD/.venv-test/bin/python"
+
 echo "== cargo test"
 cargo test --workspace --locked

@@ -1,0 +1,180 @@
+//! `nanoimg serve` as a process: first start prints the admin key once; `keys`/`tenants` work
+//! on the same data directory; a job running when the process is killed is failed with a reason
+//! after restart; the official `openai` Python package works against it unchanged.
+
+mod common;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Serve {
+    child: Child,
+    base: String,
+    key: Option<String>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(home: &std::path::Path) -> Serve {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nanoimg"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(home.join("data"))
+        .env("NANOIMG_HOME", home)
+        .env("NANOIMG_MODELS", home.join("no-models"))
+        .env("NANOIMG_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut key = None;
+    loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(k) = line.trim().strip_prefix("nimg_") {
+            key = Some(format!("nimg_{k}"));
+        }
+        if let Some(addr) = line.strip_prefix("NanoImg listening on ") {
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return Serve {
+                child,
+                base: addr.trim().to_owned(),
+                key,
+            };
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a plain socket (no client library, no curl), JSON back.
+fn curl(method: &str, url: &str, key: &str, body: Option<&str>) -> Value {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut sock = std::net::TcpStream::connect(host).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        sock,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    sock.read_to_string(&mut resp).unwrap();
+    let (_, payload) = resp.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(payload).unwrap_or_else(|_| panic!("{resp}"))
+}
+
+#[test]
+fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path());
+    let key = s.key.clone().expect("the first start prints the admin key");
+    // A job long enough to be caught running (the bundled model, many steps and images).
+    let job = curl(
+        "POST",
+        &format!("{}/v1/jobs", s.base),
+        &key,
+        Some(r#"{"prompt":"a cat face","steps":100,"n":4}"#),
+    );
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = curl("GET", &format!("{}/v1/jobs/{id}", s.base), &key, None);
+        if j["status"] == "running" {
+            break;
+        }
+        assert_eq!(j["status"], "queued", "{j}");
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s); // SIGKILL: no chance to clean up.
+
+    let s = serve(home.path());
+    assert!(
+        s.key.is_none(),
+        "the admin key is printed on the first start only"
+    );
+    let j = curl("GET", &format!("{}/v1/jobs/{id}", s.base), &key, None);
+    assert_eq!(j["status"], "failed", "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("server stopped while this job was running"),
+        "{j}"
+    );
+
+    // keys/tenants from the shell, on the same store, while it runs.
+    let nanoimg = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nanoimg"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(home.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    nanoimg(&["tenants", "create", "shell-co"]);
+    let new_key = nanoimg(&[
+        "keys",
+        "create",
+        "--tenant",
+        "shell-co",
+        "--scopes",
+        "images:generate,assets:read",
+    ])
+    .trim()
+    .to_owned();
+    let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
+    assert_eq!(me["tenant"]["name"], "shell-co", "{me}");
+    let list = nanoimg(&["keys", "list", "--tenant", "shell-co"]);
+    assert!(
+        !list.contains(&new_key) && list.contains(&new_key[..11]),
+        "{list}"
+    );
+    let key_id = me["key"]["id"].as_str().unwrap();
+    nanoimg(&["keys", "revoke", key_id]);
+    let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
+    assert_eq!(me["error"]["message"], "the API key has been revoked", "{me}");
+}
+
+#[test]
+fn the_official_openai_python_package_works_unchanged() {
+    let python = std::env::var("NANOIMG_TEST_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv-test/bin/python");
+        assert!(
+            std::path::Path::new(venv).exists(),
+            "the openai package is not installed: run ./scripts/test.sh, which installs it into .venv-test"
+        );
+        venv.to_owned()
+    });
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/openai_client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&s.base)
+        .arg(s.key.as_ref().unwrap())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\nok"), "{text}");
+}
