@@ -45,7 +45,10 @@ pub fn config(args: &Args) -> Result<Config> {
         None => Some(dir.join("nanoimg.toml")).filter(|f| f.is_file()),
     };
     let mut cfg = Config::load(file.as_deref(), |k| std::env::var(k).ok())?;
-    cfg.data_dir = dir;
+    // The flag wins; then a data_dir from the file or environment; then the default location.
+    if args.data_dir.is_some() || cfg.data_dir == Config::default().data_dir {
+        cfg.data_dir = dir;
+    }
     if let Some(b) = &args.bind {
         cfg.bind = b
             .parse()

@@ -2,8 +2,6 @@
 //! on the same data directory; a job running when the process is killed is failed with a reason
 //! after restart; the official `openai` Python package works against it unchanged.
 
-mod common;
-
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +20,8 @@ impl Drop for Serve {
     }
 }
 
+// The child is killed and waited for when `Serve` drops.
+#[allow(clippy::zombie_processes)]
 fn serve(home: &std::path::Path) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nanoimg"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])

@@ -557,7 +557,7 @@ fn stream(
                                 data["b64_json"] = base64::engine::general_purpose::STANDARD
                                     .encode(o.bytes.as_slice())
                                     .into();
-                                data["usage"] = usage(&spec, &outputs);
+                                data["usage"] = usage(&spec, outputs);
                                 let _ = tx.send(sse(&format!("{prefix}.completed"), &data)).await;
                             }
                         }
