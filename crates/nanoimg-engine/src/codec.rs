@@ -30,8 +30,9 @@ impl Default for DecodeLimits {
     }
 }
 
-/// The formats NanoImg reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// The formats NanoImg reads and writes; serialised by wire name (`png`, `jpeg`, `webp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum OutputFormat {
     #[default]
     Png,
@@ -85,6 +86,19 @@ impl FromStr for OutputFormat {
                 format!("{s:?} is not one of png, jpeg, webp"),
             )),
         }
+    }
+}
+
+impl TryFrom<String> for OutputFormat {
+    type Error = InvalidParam;
+    fn try_from(s: String) -> std::result::Result<Self, InvalidParam> {
+        s.parse()
+    }
+}
+
+impl From<OutputFormat> for String {
+    fn from(f: OutputFormat) -> String {
+        f.as_str().to_owned()
     }
 }
 

@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::models::ModelCatalog;
 use crate::spec::{JobKind, JobSpec};
 use nanoimg_core::Limits;
-use nanoimg_engine::codec::{self, DecodeLimits, OutputFormat};
+use nanoimg_engine::codec::{self, DecodeLimits};
 use nanoimg_engine::{CancelToken, EngineError, GenerateRequest, InitImage, Progress, ProgressSink};
 use nanoimg_store::{Asset, Job, JobStatus, NewAsset, Store};
 use std::collections::{HashMap, VecDeque};
@@ -70,6 +70,18 @@ pub struct LiveJob {
 }
 
 impl LiveJob {
+    fn new(id: String, tenant_id: String, kind: JobKind, detached: bool, spec: JobSpec) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            tenant_id,
+            kind,
+            detached,
+            spec,
+            cancel: CancelToken::new(),
+            events: broadcast::channel(64).0,
+        })
+    }
+
     /// Events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.events.subscribe()
@@ -217,15 +229,7 @@ impl Jobs {
             "variation" => JobKind::Variation,
             _ => JobKind::Generation,
         };
-        let job = Arc::new(LiveJob {
-            id: rec.id,
-            tenant_id: rec.tenant_id,
-            kind,
-            detached: true,
-            spec,
-            cancel: CancelToken::new(),
-            events: broadcast::channel(64).0,
-        });
+        let job = LiveJob::new(rec.id, rec.tenant_id, kind, true, spec);
         let mut st = self.state.lock().expect("queue lock");
         *st.active.entry(job.tenant_id.clone()).or_default() += 1;
         st.queued += 1;
@@ -296,15 +300,7 @@ impl Jobs {
                 return Err(e.into());
             }
         };
-        let job = Arc::new(LiveJob {
-            id: rec.id,
-            tenant_id: tenant_id.to_owned(),
-            kind,
-            detached,
-            spec,
-            cancel: CancelToken::new(),
-            events: broadcast::channel(64).0,
-        });
+        let job = LiveJob::new(rec.id, tenant_id.to_owned(), kind, detached, spec);
         let rx = job.subscribe();
         st.live.insert(job.id.clone(), job.clone());
         st.push(job.clone());
@@ -368,7 +364,7 @@ impl Jobs {
             let mut out = Vec::new();
             while let Some(j) = st.pop() {
                 st.queued -= 1;
-                st.release(&j.tenant_id.clone());
+                st.release(&j.tenant_id);
                 st.live.remove(&j.id);
                 out.push(j);
             }
@@ -562,7 +558,7 @@ impl Jobs {
                 e => RunError::internal(e),
             })?;
         let text_tokens = model.prompt_tokens(&spec.prompt) + model.prompt_tokens(&spec.negative_prompt);
-        let format: OutputFormat = spec.output_format.parse().map_err(RunError::internal)?;
+        let format = spec.output_format;
         let mut outputs = Vec::with_capacity(images.len());
         for (i, img) in images.into_iter().enumerate() {
             let params = serde_json::json!({

@@ -1,9 +1,8 @@
-//! The models the server offers, and the ones it has loaded. Folders are inspected at start
-//! (cheap: configs only); weights load on first use, in a worker, and the least recently used
+//! The models the server offers, and the ones it has loaded. Folders arrive inspected (configs
+//! only, by the caller's registry); weights load on first use, in a worker, and the least recently used
 //! model is dropped when more than `max_loaded` are in memory.
 
 use nanoimg_engine::{LoadOptions, ModelInfo, StableDiffusion};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// A model the server can run.
@@ -37,16 +36,12 @@ impl std::fmt::Debug for ModelCatalog {
 }
 
 impl ModelCatalog {
-    /// A catalog of `(name, folder)` pairs; `default` must be one of the names.
-    pub fn new(models: Vec<(String, PathBuf)>, default: &str, max_loaded: usize) -> Result<Self, String> {
-        let mut entries = Vec::new();
-        for (name, path) in models {
-            match ModelInfo::inspect(&path) {
-                Ok(info) => entries.push(ModelEntry { name, info }),
-                Err(e) if name == default => return Err(format!("default model {name}: {e}")),
-                Err(e) => tracing::warn!(model = %name, error = %e, "skipping a model that cannot be used"),
-            }
-        }
+    /// A catalog of inspected models, each under the name clients use; `default` must be one.
+    pub fn new(models: Vec<(String, ModelInfo)>, default: &str, max_loaded: usize) -> Result<Self, String> {
+        let entries: Vec<ModelEntry> = models
+            .into_iter()
+            .map(|(name, info)| ModelEntry { name, info })
+            .collect();
         if !entries.iter().any(|e| e.name == default) {
             return Err(format!("the default model {default:?} is not installed"));
         }

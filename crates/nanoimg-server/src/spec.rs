@@ -2,6 +2,7 @@
 //! Images are referred to by asset id, never embedded, so a queued job survives a restart.
 
 use nanoimg_core::{ImageSize, SchedulerName};
+use nanoimg_engine::codec::OutputFormat;
 use serde::{Deserialize, Serialize};
 
 /// One validated generation, edit or variation.
@@ -16,8 +17,7 @@ pub struct JobSpec {
     pub scheduler: SchedulerName,
     pub seed: u64,
     pub n: u32,
-    /// `png`, `jpeg` or `webp`.
-    pub output_format: String,
+    pub output_format: OutputFormat,
     /// JPEG quality 0–100.
     pub output_compression: Option<u8>,
     /// Starting image for edits and variations.

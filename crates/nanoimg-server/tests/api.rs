@@ -117,27 +117,9 @@ async fn bad_requests_get_a_precise_error_and_nothing_is_stored() {
     let r = s.generate(&key, big).await;
     assert_eq!(r.status(), 413);
     // None of it made a job or an asset.
-    let jobs: Value = s
-        .http
-        .get(s.url("/v1/jobs"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs = s.get_json(&key, "/v1/jobs").await;
     assert_eq!(jobs["data"].as_array().unwrap().len(), 0);
-    let assets: Value = s
-        .http
-        .get(s.url("/v1/assets"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let assets = s.get_json(&key, "/v1/assets").await;
     assert_eq!(assets["data"].as_array().unwrap().len(), 0);
 }
 
@@ -208,6 +190,9 @@ async fn edits_take_an_image_and_an_alpha_mask() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "image");
+    // The refused edits stored nothing: only the first edit's image, mask and output exist.
+    let assets = s.get_json(&key, "/v1/assets").await;
+    assert_eq!(assets["data"].as_array().unwrap().len(), 3, "{assets}");
     // Variations need no prompt; a prompt is refused.
     let form = reqwest::multipart::Form::new().text("steps", "4").part(
         "image",
@@ -291,16 +276,7 @@ async fn jobs_stream_progress_and_can_be_cancelled() {
         let progress = events.iter().filter(|(n, _)| n == "progress").count();
         assert!(progress >= 1, "{events:?}");
     }
-    let rec: Value = s
-        .http
-        .get(s.url(&format!("/v1/jobs/{id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rec = s.get_json(&key, &format!("/v1/jobs/{id}")).await;
     assert_eq!(rec["status"], "succeeded");
     let out_id = rec["result"]["images"][0]["id"].as_str().unwrap();
     let r = s
@@ -335,16 +311,7 @@ async fn jobs_stream_progress_and_can_be_cancelled() {
     assert_eq!(r.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let rec: Value = s
-            .http
-            .get(s.url(&format!("/v1/jobs/{id}")))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let rec = s.get_json(&key, &format!("/v1/jobs/{id}")).await;
         if rec["status"] == "cancelled" {
             break;
         }

@@ -72,16 +72,9 @@ async fn every_route_refuses_every_wrong_caller() {
     let (_, other) = s.tenant("b", ALL_SCOPES).await;
     let revoked = s.key(&tenant_a, ALL_SCOPES, None).await;
     let expired = s.key(&tenant_a, ALL_SCOPES, Some(1)).await;
-    let keys: Value = s
-        .http
-        .get(s.url(&format!("/v1/admin/tenants/{tenant_a}/keys")))
-        .bearer_auth(&s.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = s
+        .get_json(&s.admin_key, &format!("/v1/admin/tenants/{tenant_a}/keys"))
+        .await;
     let revoked_id = keys["data"].as_array().unwrap()[1]["id"]
         .as_str()
         .unwrap()
@@ -101,40 +94,25 @@ async fn every_route_refuses_every_wrong_caller() {
         "file",
         reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
     );
-    let asset: Value = s
-        .http
-        .post(s.url("/v1/assets"))
-        .bearer_auth(&owner)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let job: Value = s
-        .http
-        .post(s.url("/v1/jobs"))
-        .bearer_auth(&owner)
-        .json(&tiny_request(json!({})))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let spare_key = s.key(&tenant_a, &["assets:read"], None).await;
-    let _ = spare_key;
-    let keys: Value = s
-        .http
-        .get(s.url(&format!("/v1/admin/tenants/{tenant_a}/keys")))
-        .bearer_auth(&s.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let asset = json_of(
+        s.http
+            .post(s.url("/v1/assets"))
+            .bearer_auth(&owner)
+            .multipart(form),
+    )
+    .await;
+    let job = json_of(
+        s.http
+            .post(s.url("/v1/jobs"))
+            .bearer_auth(&owner)
+            .json(&tiny_request(json!({}))),
+    )
+    .await;
+    // A spare key: the newest, so the key routes (revoke, rotate) act on it last.
+    let _spare = s.key(&tenant_a, &["assets:read"], None).await;
+    let keys = s
+        .get_json(&s.admin_key, &format!("/v1/admin/tenants/{tenant_a}/keys"))
+        .await;
     let objects = Objects {
         asset: asset["id"].as_str().unwrap().to_owned(),
         job: job["id"].as_str().unwrap().to_owned(),
@@ -222,16 +200,7 @@ async fn every_route_refuses_every_wrong_caller() {
         );
     }
     // Rejections were audited without key material.
-    let audit: Value = s
-        .http
-        .get(s.url("/v1/admin/audit?limit=1000"))
-        .bearer_auth(&s.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
     let text = audit.to_string();
     assert!(
         text.contains("insufficient_scope") && text.contains("key.revoke"),

@@ -25,7 +25,8 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         ..Config::default()
     };
     tweak(&mut cfg);
-    let catalog = ModelCatalog::new(vec![("tiny".into(), model)], "tiny", 1).unwrap();
+    let info = nanoimg_engine::ModelInfo::inspect(&model).unwrap();
+    let catalog = ModelCatalog::new(vec![("tiny".into(), info)], "tiny", 1).unwrap();
     let (server, first) = nanoimg_server::start(cfg, catalog).await.unwrap();
     TestServer {
         base: format!("http://{}", server.addr),
@@ -43,35 +44,32 @@ impl TestServer {
 
     /// Creates a tenant and a key with `scopes`; returns (tenant id, key).
     pub async fn tenant(&self, name: &str, scopes: &[&str]) -> (String, String) {
-        let t: Value = self
-            .http
-            .post(self.url("/v1/admin/tenants"))
-            .bearer_auth(&self.admin_key)
-            .json(&json!({"name": name}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = json_of(
+            self.http
+                .post(self.url("/v1/admin/tenants"))
+                .bearer_auth(&self.admin_key)
+                .json(&json!({"name": name})),
+        )
+        .await;
         let id = t["id"].as_str().expect("tenant id").to_owned();
         let key = self.key(&id, scopes, None).await;
         (id, key)
     }
 
     pub async fn key(&self, tenant: &str, scopes: &[&str], expires_in: Option<u64>) -> String {
-        let k: Value = self
-            .http
-            .post(self.url(&format!("/v1/admin/tenants/{tenant}/keys")))
-            .bearer_auth(&self.admin_key)
-            .json(&json!({"name": "test", "scopes": scopes, "expires_in": expires_in}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let k = json_of(
+            self.http
+                .post(self.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+                .bearer_auth(&self.admin_key)
+                .json(&json!({"name": "test", "scopes": scopes, "expires_in": expires_in})),
+        )
+        .await;
         k["key"].as_str().unwrap_or_else(|| panic!("{k}")).to_owned()
+    }
+
+    /// `GET path` with `key`, as JSON.
+    pub async fn get_json(&self, key: &str, path: &str) -> Value {
+        json_of(self.http.get(self.url(path)).bearer_auth(key)).await
     }
 
     pub async fn generate(&self, key: &str, body: Value) -> reqwest::Response {
@@ -83,6 +81,11 @@ impl TestServer {
             .await
             .unwrap()
     }
+}
+
+/// Sends a request and reads its JSON body.
+pub async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
 }
 
 /// A small PNG (RGBA when `alpha`), as uploads.

@@ -338,12 +338,23 @@ impl Store {
             return Ok(Err(AuthFailure::Malformed));
         }
         let fp = keys::fingerprint(presented);
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE secret_sha256 = $1"
-        ))
-        .bind(&fp)
-        .fetch_optional(&self.db.pool)
-        .await?;
+        // One query for the key and its tenant: this runs on every request.
+        static QUERY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let key_columns: Vec<String> = KEY_COLUMNS
+                .split(',')
+                .map(|c| format!("k.{}", c.trim()))
+                .collect();
+            format!(
+                "SELECT {}, k.secret_sha256, t.name AS tenant_name, t.is_admin AS tenant_is_admin, \
+                 t.created_at AS tenant_created_at FROM api_keys k \
+                 JOIN tenants t ON t.id = k.tenant_id WHERE k.secret_sha256 = $1",
+                key_columns.join(", ")
+            )
+        });
+        let row = sqlx::query(&QUERY)
+            .bind(&fp)
+            .fetch_optional(&self.db.pool)
+            .await?;
         let Some(row) = row else {
             return Ok(Err(AuthFailure::Unknown));
         };
@@ -369,7 +380,12 @@ impl Store {
                 .execute(&self.db.pool)
                 .await?;
         }
-        let tenant = self.tenant(&key.tenant_id).await?;
+        let tenant = Tenant {
+            id: key.tenant_id.clone(),
+            name: row.try_get("tenant_name")?,
+            is_admin: row.try_get::<i64, _>("tenant_is_admin")? != 0,
+            created_at: row.try_get("tenant_created_at")?,
+        };
         Ok(Ok(Principal { tenant, key }))
     }
 }

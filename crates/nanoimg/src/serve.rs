@@ -4,8 +4,8 @@
 use crate::catalog;
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use nanoimg_engine::bundled;
 use nanoimg_engine::registry::Listing;
+use nanoimg_engine::{bundled, ModelInfo};
 use nanoimg_server::{Config, ModelCatalog};
 use std::path::{Path, PathBuf};
 
@@ -60,14 +60,18 @@ pub fn config(args: &Args) -> Result<Config> {
 /// The built-in model plus every usable model in the models directories.
 fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
     let registry = catalog::registry(args.models_dir.as_deref());
-    let mut list: Vec<(String, PathBuf)> = Vec::new();
+    let mut list: Vec<(String, ModelInfo)> = Vec::new();
     for entry in registry.list() {
-        if let Listing::Ready(info) = entry {
-            list.push((info.name.clone(), info.path.clone()));
+        match entry {
+            Listing::Ready(info) => list.push((info.name.clone(), *info)),
+            Listing::Broken { path, error } => {
+                tracing::warn!(path = %path.display(), %error, "not serving a model that cannot be used")
+            }
         }
     }
     if !list.iter().any(|(n, _)| n == bundled::NAME) {
-        list.push((bundled::NAME.to_owned(), catalog::bundled_model()?));
+        let info = ModelInfo::inspect(&catalog::bundled_model()?)?;
+        list.push((bundled::NAME.to_owned(), info));
     }
     let default = cfg
         .default_model

@@ -16,6 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use image::{DynamicImage, RgbImage};
 use nanoimg_core::{ImageSize, SchedulerName};
 use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_engine::pipeline::MAX_PROMPT_BYTES;
@@ -91,11 +92,10 @@ fn one_of(param: &str, v: Option<&str>, allowed: &[&str], default: &str) -> ApiR
 }
 
 fn random_seed() -> u64 {
-    let id = nanoimg_store::ids::new_id("s");
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the operating system's random source failed");
     // JSON numbers are exact to 2^53; keep seeds inside so every client can echo them back.
-    id.bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
-        & ((1 << 53) - 1)
+    u64::from_le_bytes(b) & ((1 << 53) - 1)
 }
 
 /// The size of an edit with `size: auto`: the input's, scaled down to the limits and rounded
@@ -273,7 +273,7 @@ pub(crate) fn build_spec(
             scheduler,
             seed: req.seed.unwrap_or_else(random_seed),
             n,
-            output_format: output_format.as_str().into(),
+            output_format,
             output_compression: req.output_compression,
             init,
             partial_images,
@@ -500,7 +500,7 @@ fn stream(
     } else {
         "image_generation"
     };
-    let format: OutputFormat = spec.output_format.parse().unwrap_or_default();
+    let format = spec.output_format;
     let s = async_stream(move |tx| async move {
         let mut guard = guard;
         let mut sent_partials = 0u32;
@@ -612,49 +612,57 @@ pub(crate) async fn generations(
     run(state, auth, JobKind::Generation, spec, delivery).await
 }
 
-/// Stores an uploaded image (decoded with limits first) and returns its asset id and size.
+/// Decodes an uploaded image with the server's upload limits, off the async threads.
+pub(crate) async fn decode_upload(
+    state: &AppState,
+    bytes: &[u8],
+    param: &'static str,
+) -> ApiResult<DynamicImage> {
+    let limits = crate::upload_limits(&state.config);
+    let data = bytes.to_vec();
+    Ok(
+        tokio::task::spawn_blocking(move || codec::decode(&data, &limits, param))
+            .await
+            .map_err(ApiError::internal)??,
+    )
+}
+
+/// Stores a decoded upload, re-encoded as PNG: what we keep is pixels we decoded, never the
+/// client's file or its metadata. Returns the asset id.
 pub(crate) async fn store_upload(
     state: &AppState,
     auth: &Auth,
-    bytes: &[u8],
+    img: &RgbImage,
     param: &'static str,
-) -> ApiResult<(String, (u32, u32))> {
-    let limits = crate::upload_limits(&state.config);
-    let data = bytes.to_vec();
-    let img = tokio::task::spawn_blocking(move || codec::decode(&data, &limits, param))
-        .await
-        .map_err(ApiError::internal)??;
-    let (w, h) = (img.width(), img.height());
-    // Re-encoded as PNG: what we keep is pixels we decoded, never the client's file.
-    let keep = if param == "mask" && img.color().has_alpha() {
-        let rgba = img.to_rgba8();
-        let mut out = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut out)
-            .write_image(rgba.as_raw(), w, h, image::ExtendedColorType::Rgba8)
-            .map_err(ApiError::internal)?;
-        out
-    } else {
-        codec::encode(&img.to_rgb8(), OutputFormat::Png, None, &[]).map_err(ApiError::internal)?
-    };
+) -> ApiResult<String> {
+    let png = codec::encode(img, OutputFormat::Png, None, &[]).map_err(ApiError::internal)?;
     let asset = state
         .store
         .scoped(auth.tenant_id())
         .put_asset(
             NewAsset {
                 kind: "upload",
-                media_type: "image/png".into(),
-                width: w,
-                height: h,
+                media_type: OutputFormat::Png.media_type().into(),
+                width: img.width(),
+                height: img.height(),
                 job_id: None,
                 metadata: serde_json::json!({"field": param}),
             },
-            &keep,
+            &png,
         )
         .await?;
-    Ok((asset.id, (w, h)))
+    Ok(asset.id)
 }
 
-use image::ImageEncoder as _;
+/// How much an edit changes when the request does not say: a masked area is repainted fully,
+/// an unmasked edit keeps the composition, a variation stays close to its source.
+pub(crate) fn default_strength(kind: JobKind, masked: bool) -> f64 {
+    match (kind, masked) {
+        (JobKind::Variation, _) => 0.5,
+        (_, true) => 1.0,
+        (_, false) => 0.6,
+    }
+}
 
 async fn edit_like(
     state: AppState,
@@ -671,10 +679,9 @@ async fn edit_like(
         &["image"]
     };
     let req: ImageRequest = body::form_fields(&form, files, TYPED_FIELDS)?;
-    let images = form.files_named("image");
-    let image = match images.as_slice() {
+    let image = match form.files_named("image").as_slice() {
         [] => return Err(ApiError::invalid("image", "an image file is required")),
-        [one] => *one,
+        [one] => decode_upload(&state, one, "image").await?.to_rgb8(),
         _ => {
             return Err(ApiError::invalid(
                 "image",
@@ -682,46 +689,34 @@ async fn edit_like(
             ))
         }
     };
-    let masks = form.files_named("mask");
-    if masks.len() > 1 {
-        return Err(ApiError::invalid("mask", "send at most one mask"));
+    let mask = match form.files_named("mask").as_slice() {
+        [] => None,
+        [one] => Some(codec::mask_from(&decode_upload(&state, one, "mask").await?)),
+        _ => return Err(ApiError::invalid("mask", "send at most one mask")),
+    };
+    if let Some(m) = &mask {
+        if m.dimensions() != image.dimensions() {
+            let ((mw, mh), (w, h)) = (m.dimensions(), image.dimensions());
+            return Err(ApiError::invalid(
+                "mask",
+                format!("the mask is {mw}x{mh} but the image is {w}x{h}; they must match"),
+            ));
+        }
     }
-    // Validate everything that does not need the upload before storing anything.
-    let probe = InitSpec {
+    // Everything is checked before anything is stored; the ids are filled in below.
+    let init = InitSpec {
         image: String::new(),
         mask: None,
-        strength: 1.0,
+        strength: default_strength(kind, mask.is_some()),
     };
-    let (probe, _) = build_spec(&state, &req, kind, Some((probe, (512, 512))), &headers)?;
-    charge_images(&state, &auth, probe.n)?;
-    let (image_id, dims) = store_upload(&state, &auth, image, "image").await?;
-    let mask_id = match masks.first() {
-        Some(m) => {
-            let (id, mdims) = store_upload(&state, &auth, m, "mask").await?;
-            if mdims != dims {
-                return Err(ApiError::invalid(
-                    "mask",
-                    format!(
-                        "the mask is {}x{} but the image is {}x{}; they must match",
-                        mdims.0, mdims.1, dims.0, dims.1
-                    ),
-                ));
-            }
-            Some(id)
-        }
-        None => None,
-    };
-    let strength = match (kind, &mask_id) {
-        (JobKind::Variation, _) => 0.5,
-        (_, Some(_)) => 1.0,
-        (_, None) => 0.6,
-    };
-    let init = InitSpec {
-        image: image_id,
-        mask: mask_id,
-        strength,
-    };
-    let (spec, delivery) = build_spec(&state, &req, kind, Some((init, dims)), &headers)?;
+    let (mut spec, delivery) = build_spec(&state, &req, kind, Some((init, image.dimensions())), &headers)?;
+    charge_images(&state, &auth, spec.n)?;
+    let init = spec.init.as_mut().expect("edits have a starting image");
+    init.image = store_upload(&state, &auth, &image, "image").await?;
+    if let Some(m) = mask {
+        let m = DynamicImage::ImageLuma8(m).to_rgb8();
+        init.mask = Some(store_upload(&state, &auth, &m, "mask").await?);
+    }
     run(state, auth, kind, spec, delivery).await
 }
 

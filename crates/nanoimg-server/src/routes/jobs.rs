@@ -2,7 +2,7 @@
 //! reads, `GET /v1/jobs/{id}/events` streams progress as SSE, `DELETE /v1/jobs/{id}` cancels.
 
 use super::body;
-use super::images::{async_stream, build_spec, charge_images, ImageRequest};
+use super::images::{async_stream, build_spec, charge_images, default_strength, ImageRequest};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobEvent;
@@ -100,7 +100,7 @@ pub(crate) async fn create(
             let init = InitSpec {
                 image: img.id.clone(),
                 mask: mask.clone(),
-                strength: if mask.is_some() { 1.0 } else { 0.6 },
+                strength: default_strength(JobKind::Edit, mask.is_some()),
             };
             (JobKind::Edit, Some((init, (img.width as u32, img.height as u32))))
         }
@@ -183,8 +183,8 @@ pub(crate) async fn cancel(
             serde_json::json!({}),
         ))
         .await;
-    // A running job stops at its next step; report what the store says now.
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // A waiting job is cancelled already; a running one stops at its next step (watch its
+    // events or read it again).
     Ok(Json(job_json(&scoped.job(&id).await?)))
 }
 
