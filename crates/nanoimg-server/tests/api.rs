@@ -361,29 +361,52 @@ async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
     for t in 0..4 {
         keys.push(s.tenant(&format!("t{t}"), ALL_SCOPES).await.1);
     }
-    // 40 requests at once: 4 tenants × 10, each a few hundred milliseconds of work.
+    // Tenant t0 fills its cap with two long jobs: one running on the only worker, one waiting.
+    // That leaves the queue two free places, whatever the timing of the burst below.
+    let mut blockers = vec![];
+    for _ in 0..2 {
+        let r = json_of(
+            s.http
+                .post(s.url("/v1/jobs"))
+                .bearer_auth(&keys[0])
+                .json(&tiny_request(json!({"steps": 100, "n": 4}))),
+        )
+        .await;
+        blockers.push(r["id"].as_str().expect(&r.to_string()).to_owned());
+    }
+    let job_status = |id: &str| {
+        let (s, key, path) = (&s, keys[0].clone(), format!("/v1/jobs/{id}"));
+        async move { s.get_json(&key, &path).await["status"].clone() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job_status(&blockers[0]).await != "running" {
+        assert!(Instant::now() < deadline, "the first job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // 40 requests at once, 10 from each tenant; answers arrive on a channel as they come.
     let started = Instant::now();
-    let mut tasks = vec![];
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..40 {
-        let key = keys[i % 4].clone();
+        let (tenant, key, tx) = (i % 4, keys[i % 4].clone(), tx.clone());
         let (http, url) = (s.http.clone(), s.url("/v1/images/generations"));
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             let t0 = Instant::now();
             let r = http
                 .post(url)
                 .bearer_auth(key)
-                .json(&tiny_request(json!({"steps": 30})))
+                .json(&tiny_request(json!({"steps": 4})))
                 .send()
                 .await
                 .unwrap();
             let status = r.status().as_u16();
             let retry = r.headers().get("retry-after").is_some();
             let body: Value = r.json().await.unwrap();
-            (status, retry, body, t0.elapsed())
-        }));
+            let _ = tx.send((tenant, status, retry, body, t0.elapsed()));
+        });
     }
+    drop(tx);
     // While that runs, health and auth answer quickly.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let t0 = Instant::now();
     assert_eq!(reqwest::get(s.url("/healthz")).await.unwrap().status(), 200);
     let me = s
@@ -395,29 +418,59 @@ async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
         .unwrap();
     assert_eq!(me.status(), 200);
     let fast = t0.elapsed();
+
+    // t0 is at its cap, so its 10 get 429. The queue has room for 2 more; a tenant that got
+    // both is then at its cap too (429), everyone else finds the queue full (503). All 38
+    // refusals come back while the first long job still holds the worker.
     let mut counts = std::collections::BTreeMap::new();
-    for t in tasks {
-        let (status, retry, body, took) = t.await.unwrap();
+    for _ in 0..38 {
+        let (tenant, status, retry, body, took) = rx.recv().await.unwrap();
         *counts.entry(status).or_insert(0) += 1;
+        assert!(retry, "{status} without Retry-After: {body}");
+        assert!(took < Duration::from_secs(2), "a refusal took {took:?}");
+        let code = &body["error"]["code"];
         match status {
-            200 => assert!(image::load_from_memory(&b64(&body["data"][0]["b64_json"])).is_ok()),
-            429 | 503 => {
-                assert!(retry, "{status} without Retry-After");
-                assert!(took < Duration::from_secs(2), "a refusal took {took:?}");
-            }
-            _ => panic!("unexpected {status}: {body}"),
+            429 => assert_eq!(code, "concurrent_jobs_exceeded"),
+            503 => assert_eq!(code, "queue_full"),
+            _ => panic!("unexpected {status} while the queue was full: {body}"),
+        }
+        if tenant == 0 {
+            assert_eq!(status, 429, "{body}");
         }
     }
-    println!(
-        "overload: {counts:?} in {:?}; health+auth during it: {fast:?}",
-        started.elapsed()
+    let refused_in = started.elapsed();
+    assert_eq!(
+        job_status(&blockers[0]).await,
+        "running",
+        "the first job ended before the burst was answered; make it longer"
     );
-    assert!(counts.get(&200).copied().unwrap_or(0) >= 4, "{counts:?}");
-    assert!(counts.get(&429).copied().unwrap_or(0) >= 1, "{counts:?}");
-    assert!(counts.get(&503).copied().unwrap_or(0) >= 1, "{counts:?}");
+    let (limited, full) = (counts[&429], counts.get(&503).copied().unwrap_or(0));
+    assert!(limited >= 10 && full >= 20, "{counts:?}");
     assert!(
         fast < Duration::from_secs(1),
         "health and auth took {fast:?} under load"
+    );
+
+    // Cancel the long jobs; the two admitted requests then run and return images.
+    for id in blockers.iter().rev() {
+        let r = s
+            .http
+            .delete(s.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(&keys[0])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for _ in 0..2 {
+        let (tenant, status, _, body, _) = rx.recv().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(tenant, 0);
+        assert!(image::load_from_memory(&b64(&body["data"][0]["b64_json"])).is_ok());
+    }
+    println!(
+        "overload: {counts:?} refused in {refused_in:?}, 2 admitted and finished; \
+         health+auth during it: {fast:?}"
     );
     // Still up, and the metrics saw it.
     let m = reqwest::get(s.url("/metrics"))
@@ -426,16 +479,12 @@ async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
         .text()
         .await
         .unwrap();
-    assert!(
-        m.contains("nanoimg_rejections_total{reason=\"queue_full\"}"),
-        "{m}"
-    );
-    assert!(m.contains("reason=\"concurrent_jobs\""), "{m}");
-    let (q, running) = (
-        m.contains("nanoimg_queue_depth 0"),
-        m.contains("nanoimg_jobs_running 0"),
-    );
-    assert!(q && running, "{m}");
+    for (reason, n) in [("queue_full", full), ("concurrent_jobs", limited)] {
+        let line = format!("nanoimg_rejections_total{{reason=\"{reason}\"}} {n}\n");
+        assert!(m.contains(&line), "{line} not in {m}");
+    }
+    assert!(m.contains("nanoimg_queue_depth 0"), "{m}");
+    assert!(m.contains("nanoimg_jobs_running 0"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
