@@ -2,7 +2,8 @@
 //! request rate, and scope checks. Handlers take `Auth` and call [`Auth::require`].
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::jobs::JobOwner;
+use crate::state::{AppState, RateLimits};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use nanoimg_store::{AuditEvent, Outcome, Principal, Scope};
@@ -16,6 +17,8 @@ pub struct RequestId(pub String);
 pub struct Auth {
     pub principal: Principal,
     pub request_id: Option<String>,
+    /// The limits of the caller's tenant.
+    pub limits: RateLimits,
 }
 
 impl Auth {
@@ -25,6 +28,15 @@ impl Auth {
 
     pub fn key_id(&self) -> &str {
         &self.principal.key.id
+    }
+
+    /// Who a job submitted by this caller belongs to, with the tenant's job cap.
+    pub fn job_owner(&self) -> JobOwner<'_> {
+        JobOwner {
+            tenant_id: self.tenant_id(),
+            key_id: self.key_id(),
+            max_concurrent: self.limits.concurrent_jobs,
+        }
     }
 
     /// 403 unless the key has `scope`.
@@ -112,10 +124,13 @@ impl FromRequestParts<AppState> for Auth {
             }
         };
         let auth = Auth {
+            limits: state.limits_for(&principal.tenant),
             principal,
             request_id,
         };
-        let d = state.request_limiter.check(auth.key_id(), 1);
+        let d = state
+            .request_limiter
+            .check(auth.key_id(), auth.limits.requests_per_minute, 1);
         if !d.allowed {
             state.metrics.reject("requests_per_minute");
             state.audit.record_later(auth.event(

@@ -220,6 +220,18 @@ fn set_path(root: &mut toml::Value, key: &str, raw: &str) -> Result<(), String> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_setting_is_documented() {
+        let doc = include_str!("../../../docs/config.md");
+        for (var, key) in super::ENV_VARS {
+            let row = format!("| `{key}` | `{var}` |");
+            assert!(
+                doc.contains(&row),
+                "docs/config.md lacks the row for {key} ({var})"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -151,12 +151,19 @@ impl QueueState {
     }
 }
 
+/// Who submits a job, and how many jobs their tenant may have queued or running at once.
+#[derive(Debug, Clone, Copy)]
+pub struct JobOwner<'a> {
+    pub tenant_id: &'a str,
+    pub key_id: &'a str,
+    pub max_concurrent: usize,
+}
+
 /// Settings the job system needs.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
     pub workers: usize,
     pub queue_capacity: usize,
-    pub concurrent_per_tenant: usize,
     pub limits: Limits,
     pub upload_limits: DecodeLimits,
 }
@@ -242,12 +249,12 @@ impl Jobs {
     /// The returned job can be watched; subscribe before anything can happen to it.
     pub async fn submit(
         &self,
-        tenant_id: &str,
-        key_id: &str,
+        owner: JobOwner<'_>,
         kind: JobKind,
         spec: JobSpec,
         detached: bool,
     ) -> Result<(Arc<LiveJob>, broadcast::Receiver<JobEvent>), ApiError> {
+        let (tenant_id, key_id) = (owner.tenant_id, owner.key_id);
         {
             let mut st = self.state.lock().expect("queue lock");
             if st.stopping {
@@ -259,13 +266,13 @@ impl Jobs {
                 ));
             }
             let active = st.active.get(tenant_id).copied().unwrap_or(0);
-            if active >= self.settings.concurrent_per_tenant {
+            if active >= owner.max_concurrent {
                 self.metrics.reject("concurrent_jobs");
                 return Err(ApiError::rate_limited(
                     "concurrent_jobs_exceeded",
                     format!(
                         "this account already has {active} jobs queued or running; the limit is {}",
-                        self.settings.concurrent_per_tenant
+                        owner.max_concurrent
                     ),
                     2.0,
                 ));
@@ -346,6 +353,11 @@ impl Jobs {
             job.emit(JobEvent::Cancelled);
         }
         Ok(true)
+    }
+
+    /// True once shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.state.lock().expect("queue lock").stopping
     }
 
     /// Jobs waiting and running now.

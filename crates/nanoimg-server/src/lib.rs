@@ -73,7 +73,6 @@ pub async fn start(
         JobSettings {
             workers: config.workers,
             queue_capacity: config.queue_capacity,
-            concurrent_per_tenant: config.rate.concurrent_jobs_per_tenant,
             limits: config.limits.clone(),
             upload_limits: upload_limits(&config),
         },
@@ -81,8 +80,8 @@ pub async fn start(
     .await?;
     let signer = signing::UrlSigner::load_or_create(&config.data_dir.join("secrets/url-signing.key"))?;
     let state = AppState(Arc::new(Shared {
-        request_limiter: RateLimiter::new(config.rate.requests_per_minute),
-        image_limiter: RateLimiter::new(config.rate.images_per_minute),
+        request_limiter: RateLimiter::new(),
+        image_limiter: RateLimiter::new(),
         audit: audit::Auditor::start(store.clone(), metrics.clone()),
         config,
         store,

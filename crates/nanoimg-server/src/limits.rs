@@ -1,4 +1,5 @@
-//! Rate limits: a token bucket per API key for requests and another for images.
+//! Rate limits: a token bucket per API key for requests and another for images. The rate is
+//! given with each check, because tenants may have their own.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,28 +25,26 @@ pub struct Decision {
     pub reset: f64,
 }
 
-/// Token buckets per key, all with the same per-minute rate.
-#[derive(Debug)]
+/// Token buckets per key.
+#[derive(Debug, Default)]
 pub struct RateLimiter {
-    per_minute: u32,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RateLimiter {
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute: per_minute.max(1),
-            buckets: Mutex::new(HashMap::new()),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Takes `cost` tokens from `key`'s bucket if it has them; otherwise takes nothing.
-    pub fn check(&self, key: &str, cost: u32) -> Decision {
-        self.check_at(key, cost, Instant::now())
+    /// Takes `cost` tokens from `key`'s bucket, which holds `per_minute` and refills at that
+    /// rate, if it has them; otherwise takes nothing.
+    pub fn check(&self, key: &str, per_minute: u32, cost: u32) -> Decision {
+        self.check_at(key, per_minute, cost, Instant::now())
     }
 
-    fn check_at(&self, key: &str, cost: u32, now: Instant) -> Decision {
-        let cap = f64::from(self.per_minute);
+    fn check_at(&self, key: &str, per_minute: u32, cost: u32, now: Instant) -> Decision {
+        let per_minute = per_minute.max(1);
+        let cap = f64::from(per_minute);
         let rate = cap / 60.0;
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
         if buckets.len() > 100_000 {
@@ -71,7 +70,7 @@ impl RateLimiter {
         };
         Decision {
             allowed,
-            limit: self.per_minute,
+            limit: per_minute,
             remaining: b.tokens.floor() as u32,
             retry_after,
             reset: (cap - b.tokens) / rate,
@@ -86,29 +85,45 @@ mod tests {
 
     #[test]
     fn a_bucket_empties_then_refills_at_the_rate() {
-        let l = RateLimiter::new(60);
+        const RATE: u32 = 60;
+        let l = RateLimiter::new();
         let t0 = Instant::now();
         for _ in 0..60 {
-            assert!(l.check_at("k", 1, t0).allowed);
+            assert!(l.check_at("k", RATE, 1, t0).allowed);
         }
-        let d = l.check_at("k", 1, t0);
+        let d = l.check_at("k", RATE, 1, t0);
         assert!(!d.allowed);
         assert!((d.retry_after - 1.0).abs() < 1e-6, "{d:?}");
         // Other keys are not affected.
-        assert!(l.check_at("other", 1, t0).allowed);
+        assert!(l.check_at("other", RATE, 1, t0).allowed);
         // One token a second comes back.
-        assert!(l.check_at("k", 1, t0 + Duration::from_millis(1001)).allowed);
-        assert!(!l.check_at("k", 1, t0 + Duration::from_millis(1002)).allowed);
+        assert!(l.check_at("k", RATE, 1, t0 + Duration::from_millis(1001)).allowed);
+        assert!(!l.check_at("k", RATE, 1, t0 + Duration::from_millis(1002)).allowed);
     }
 
     #[test]
     fn a_refused_request_takes_nothing_and_costs_count() {
-        let l = RateLimiter::new(10);
+        const RATE: u32 = 10;
+        let l = RateLimiter::new();
         let t0 = Instant::now();
-        assert!(l.check_at("k", 8, t0).allowed);
-        let d = l.check_at("k", 4, t0);
+        assert!(l.check_at("k", RATE, 8, t0).allowed);
+        let d = l.check_at("k", RATE, 4, t0);
         assert!(!d.allowed && d.remaining == 2);
-        assert!(l.check_at("k", 2, t0).allowed);
-        assert!(l.check_at("k", 11, t0).retry_after.is_infinite());
+        assert!(l.check_at("k", RATE, 2, t0).allowed);
+        assert!(l.check_at("k", RATE, 11, t0).retry_after.is_infinite());
+    }
+
+    #[test]
+    fn a_new_rate_applies_to_an_existing_bucket() {
+        let l = RateLimiter::new();
+        let t0 = Instant::now();
+        assert!(l.check_at("k", 10, 10, t0).allowed);
+        assert!(!l.check_at("k", 10, 1, t0).allowed);
+        // Raised: the bucket refills at the new rate (100/min), up to the new size.
+        let d = l.check_at("k", 100, 50, t0 + Duration::from_secs(30));
+        assert!(d.allowed && d.limit == 100, "{d:?}");
+        // Lowered: the tokens are capped at the new size.
+        let d = l.check_at("k", 5, 1, t0 + Duration::from_secs(600));
+        assert!(d.allowed && d.remaining == 4, "{d:?}");
     }
 }

@@ -38,7 +38,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/readyz",
         None,
         "none",
-        "The database answers and the queue has room",
+        "The database answers, the queue has room and the server is not shutting down",
     ),
     r("get", "/metrics", None, "none", "Prometheus metrics"),
     r("get", "/openapi.json", None, "none", "This document"),
@@ -150,6 +150,21 @@ pub const ROUTES: &[RouteDoc] = &[
         "Create a tenant",
     ),
     r("get", "/v1/admin/tenants", Some("admin"), "none", "List tenants"),
+    r(
+        "get",
+        "/v1/admin/tenants/{id}",
+        Some("admin"),
+        "none",
+        "One tenant, by id or name, with its limit overrides",
+    ),
+    r(
+        "put",
+        "/v1/admin/tenants/{id}/limits",
+        Some("admin"),
+        "json",
+        "Replace a tenant's limit overrides \
+         (requests_per_minute, images_per_minute, concurrent_jobs; null = server default)",
+    ),
     r(
         "post",
         "/v1/admin/tenants/{id}/keys",

@@ -8,7 +8,8 @@ use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::models::ModelCatalog;
 use crate::signing::UrlSigner;
-use nanoimg_store::Store;
+use nanoimg_store::{Store, Tenant};
+use serde::Serialize;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -24,6 +25,27 @@ pub struct Shared {
     pub signer: UrlSigner,
     pub request_limiter: RateLimiter,
     pub image_limiter: RateLimiter,
+}
+
+/// The rate limits that apply to one tenant: its overrides, else the server's defaults.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RateLimits {
+    pub requests_per_minute: u32,
+    pub images_per_minute: u32,
+    pub concurrent_jobs: usize,
+}
+
+impl Shared {
+    pub fn limits_for(&self, tenant: &Tenant) -> RateLimits {
+        let (own, rate) = (&tenant.limits, &self.config.rate);
+        RateLimits {
+            requests_per_minute: own.requests_per_minute.unwrap_or(rate.requests_per_minute),
+            images_per_minute: own.images_per_minute.unwrap_or(rate.images_per_minute),
+            concurrent_jobs: own
+                .concurrent_jobs
+                .map_or(rate.concurrent_jobs_per_tenant, |c| c as usize),
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {

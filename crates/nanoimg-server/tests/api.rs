@@ -349,6 +349,128 @@ async fn the_image_rate_limit_answers_429_with_retry_after() {
     assert_eq!(s.generate(&other, tiny_request(json!({}))).await.status(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_can_have_its_own_limits() {
+    let s = start(|c| {
+        c.rate.images_per_minute = 3;
+        c.rate.requests_per_minute = 1000;
+    })
+    .await;
+    let (big, big_key) = s.tenant("big-co", ALL_SCOPES).await;
+    let (_, small_key) = s.tenant("small-co", ALL_SCOPES).await;
+    let put_limits = |tenant: &str, body: Value| {
+        let req = s
+            .http
+            .put(s.url(&format!("/v1/admin/tenants/{tenant}/limits")))
+            .bearer_auth(&s.admin_key)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, t) = put_limits(&big, json!({"images_per_minute": 10, "requests_per_minute": 7})).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["limits"]["images_per_minute"], 10);
+    assert_eq!(t["limits"]["concurrent_jobs"], Value::Null);
+    // Refused with a reason, and nothing changes.
+    for (body, needle) in [
+        (json!({"images_per_minute": 0}), "images_per_minute must be 1 to"),
+        (json!({"images_per_minute": -3}), "images_per_minute"),
+        (json!({"images_per_day": 3}), "images_per_day"),
+    ] {
+        let (status, e) = put_limits(&big, body).await;
+        assert_eq!(status, 400, "{e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg}");
+    }
+    let (status, _) = put_limits("nobody", json!({})).await;
+    assert_eq!(status, 404);
+
+    // The caller sees its own limits.
+    let me = s.get_json(&big_key, "/v1/me").await;
+    assert_eq!(me["limits"]["images_per_minute"], 10, "{me}");
+    assert_eq!(me["limits"]["concurrent_jobs"], 4, "{me}");
+    // 4 images pass for big-co, where the default (3) would refuse them.
+    assert_eq!(
+        s.generate(&big_key, tiny_request(json!({"n": 4}))).await.status(),
+        200
+    );
+    let r = s.generate(&small_key, tiny_request(json!({"n": 4}))).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-ratelimit-limit-images"], "3");
+    // Its request rate is 7 a minute: /v1/me, the generation, then 5 more, then refused.
+    for _ in 0..5 {
+        let r = s
+            .http
+            .get(s.url("/v1/me"))
+            .bearer_auth(&big_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = s
+        .http
+        .get(s.url("/v1/me"))
+        .bearer_auth(&big_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "7");
+
+    // A cap of one job at a time for small-co.
+    let (status, _) = put_limits("small-co", json!({"concurrent_jobs": 1})).await;
+    assert_eq!(status, 200);
+    let submit = || {
+        s.http
+            .post(s.url("/v1/jobs"))
+            .bearer_auth(&small_key)
+            .json(&tiny_request(json!({"steps": 100})))
+            .send()
+    };
+    let first = submit().await.unwrap();
+    assert_eq!(first.status(), 202);
+    let r = submit().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("the limit is 1"),
+        "{e}"
+    );
+    let id = first.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/jobs/{id}")))
+        .bearer_auth(&small_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Back to the defaults.
+    let (_, t) = put_limits("big-co", json!({})).await;
+    assert_eq!(
+        t["limits"],
+        json!({"requests_per_minute": null, "images_per_minute": null, "concurrent_jobs": null})
+    );
+    let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
+    let changes = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "tenant.limits")
+        .count();
+    assert_eq!(changes, 3, "{audit}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
     let s = start(|c| {
@@ -372,7 +494,7 @@ async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
                 .json(&tiny_request(json!({"steps": 100, "n": 4}))),
         )
         .await;
-        blockers.push(r["id"].as_str().expect(&r.to_string()).to_owned());
+        blockers.push(r["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned());
     }
     let job_status = |id: &str| {
         let (s, key, path) = (&s, keys[0].clone(), format!("/v1/jobs/{id}"));
@@ -523,4 +645,127 @@ async fn openapi_lists_every_route_and_every_route_is_served() {
         let msg = r["error"]["message"].as_str().unwrap_or_default();
         assert!(!msg.contains("unknown field"), "{field}: {msg}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_lets_the_running_job_finish_fails_waiting_requests_and_keeps_detached_jobs() {
+    let mut s = start(|c| {
+        c.workers = 1;
+        c.shutdown_grace_secs = 60;
+    })
+    .await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let submit = |steps: u32| {
+        let req = s
+            .http
+            .post(s.url("/v1/jobs"))
+            .bearer_auth(&key)
+            .json(&tiny_request(json!({"steps": steps})));
+        async move { json_of(req).await["id"].as_str().unwrap().to_owned() }
+    };
+    // A running job, then a client waiting on its connection, then a detached job.
+    let running = submit(100).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.get_json(&key, &format!("/v1/jobs/{running}")).await["status"] != "running" {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = {
+        let req = s
+            .http
+            .post(s.url("/v1/images/generations"))
+            .bearer_auth(&key)
+            .json(&tiny_request(json!({})));
+        tokio::spawn(async move { req.send().await.unwrap() })
+    };
+    let detached = submit(2).await;
+    while s.get_json("", "/readyz").await["queued"] != 2 {
+        assert!(Instant::now() < deadline, "the requests were not queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let server = s.server.take().unwrap();
+    let (addr, http) = (s.base.clone(), s.http.clone());
+    let stopping = tokio::spawn(server.shutdown());
+    // The waiting client is told at once, with a status it can retry on.
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    // While the running job finishes, load balancers see "not ready" and new work is refused.
+    let ready = http.get(format!("{addr}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["stopping"], true);
+    let r = http
+        .post(format!("{addr}/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&tiny_request(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    stopping.await.unwrap();
+
+    s.restart().await;
+    let rec = s.get_json(&key, &format!("/v1/jobs/{running}")).await;
+    assert_eq!(
+        rec["status"], "succeeded",
+        "finished within the grace period: {rec}"
+    );
+    // The detached job waited in the store and runs after the restart.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rec = s.get_json(&key, &format!("/v1/jobs/{detached}")).await;
+        if rec["status"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rec}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_outlives_the_grace_period_is_failed_with_a_reason() {
+    let mut s = start(|c| {
+        c.workers = 1;
+        c.shutdown_grace_secs = 0;
+    })
+    .await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let r = json_of(
+        s.http
+            .post(s.url("/v1/jobs"))
+            .bearer_auth(&key)
+            .json(&tiny_request(json!({"steps": 100, "n": 4}))),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap().to_owned();
+    let events = s
+        .http
+        .get(s.url(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.get_json(&key, &format!("/v1/jobs/{id}")).await["status"] != "running" {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t0 = Instant::now();
+    s.server.take().unwrap().shutdown().await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // The watcher hears why, then the stream ends.
+    let events = sse_events(events, |n| n == "failed").await;
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "failed", "{events:?}");
+    assert_eq!(data["code"], "shutting_down", "{data}");
+
+    s.restart().await;
+    let rec = s.get_json(&key, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(rec["status"], "failed", "{rec}");
+    assert_eq!(
+        rec["error"],
+        "interrupted: the server shut down while this job was running"
+    );
 }

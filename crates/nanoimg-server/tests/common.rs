@@ -12,6 +12,8 @@ pub struct TestServer {
     pub admin_key: String,
     pub http: reqwest::Client,
     pub server: Option<Server>,
+    pub config: Config,
+    pub model: nanoimg_engine::ModelInfo,
     pub dir: tempfile::TempDir,
 }
 
@@ -26,18 +28,36 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     };
     tweak(&mut cfg);
     let info = nanoimg_engine::ModelInfo::inspect(&model).unwrap();
-    let catalog = ModelCatalog::new(vec![("tiny".into(), info)], "tiny", 1).unwrap();
-    let (server, first) = nanoimg_server::start(cfg, catalog).await.unwrap();
+    let (server, first) = nanoimg_server::start(cfg.clone(), catalog(&info)).await.unwrap();
     TestServer {
         base: format!("http://{}", server.addr),
         admin_key: first.expect("first start creates the admin key").admin_key,
         http: reqwest::Client::new(),
         server: Some(server),
+        config: cfg,
+        model: info,
         dir,
     }
 }
 
+fn catalog(tiny: &nanoimg_engine::ModelInfo) -> ModelCatalog {
+    ModelCatalog::new(vec![("tiny".into(), tiny.clone())], "tiny", 1).unwrap()
+}
+
 impl TestServer {
+    /// Starts the server again on the same data directory (after `shutdown`, or a drop).
+    pub async fn restart(&mut self) {
+        if let Some(old) = self.server.take() {
+            old.shutdown().await;
+        }
+        let (server, first) = nanoimg_server::start(self.config.clone(), catalog(&self.model))
+            .await
+            .unwrap();
+        assert!(first.is_none(), "a restart does not make a new admin key");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

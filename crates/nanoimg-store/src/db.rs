@@ -8,7 +8,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Migrations in order: (version, SQL). Never edit one that has shipped; add the next.
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_tenant_limits.sql")),
+];
 
 #[derive(Clone, Debug)]
 pub(crate) struct Db {

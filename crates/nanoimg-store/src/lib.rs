@@ -20,7 +20,7 @@ pub use audit::{AuditEvent, AuditRecord, Outcome};
 pub use error::{Result, StoreError};
 pub use jobs::{Job, JobStatus, Recovery};
 pub use keys::{Scope, SecretKey};
-pub use tenants::{AuthFailure, KeyRecord, NewKey, Principal, Tenant};
+pub use tenants::{AuthFailure, KeyRecord, NewKey, Principal, Tenant, TenantLimits};
 
 use blobs::BlobStore;
 use db::Db;

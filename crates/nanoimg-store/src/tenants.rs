@@ -4,7 +4,7 @@ use crate::error::{corrupt, Result, StoreError};
 use crate::ids::{new_id, now_ms};
 use crate::keys::{self, Scope, SecretKey};
 use crate::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use subtle::ConstantTimeEq;
@@ -17,6 +17,42 @@ pub struct Tenant {
     /// The operator tenant: its `admin`-scoped keys manage every tenant.
     pub is_admin: bool,
     pub created_at: i64,
+    /// Overrides of the server's limits for this tenant.
+    pub limits: TenantLimits,
+}
+
+/// A tenant's own limits; `None` = the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Requests a minute, per API key.
+    pub requests_per_minute: Option<u32>,
+    /// Images a minute, per API key.
+    pub images_per_minute: Option<u32>,
+    /// Jobs queued or running at once, for the whole tenant.
+    pub concurrent_jobs: Option<u32>,
+}
+
+impl TenantLimits {
+    /// The most any override may be: beyond this a limit is no limit.
+    pub const MAX_RATE: u32 = 1_000_000;
+    pub const MAX_CONCURRENT: u32 = 10_000;
+
+    fn check(&self) -> Result<()> {
+        let rates = [
+            ("requests_per_minute", self.requests_per_minute, Self::MAX_RATE),
+            ("images_per_minute", self.images_per_minute, Self::MAX_RATE),
+            ("concurrent_jobs", self.concurrent_jobs, Self::MAX_CONCURRENT),
+        ];
+        for (name, v, max) in rates {
+            if v.is_some_and(|v| v == 0 || v > max) {
+                return Err(StoreError::Invalid(format!(
+                    "{name} must be 1 to {max}, or null for the server's default"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An API key as stored: never the key itself.
@@ -117,13 +153,44 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn tenant_from(row: &AnyRow) -> Result<Tenant> {
+/// A tenant from a row whose tenant columns are named `{prefix}id`, `{prefix}name`, ….
+fn tenant_from(row: &AnyRow, prefix: &str) -> Result<Tenant> {
+    let col = |c: &str| format!("{prefix}{c}");
+    let limit = |c: &str| -> Result<Option<u32>> {
+        row.try_get::<Option<i64>, _>(col(c).as_str())?
+            .map(|v| u32::try_from(v).map_err(|_| corrupt(format!("tenant {c}: {v}"))))
+            .transpose()
+    };
     Ok(Tenant {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
-        created_at: row.try_get("created_at")?,
+        id: row.try_get(col("id").as_str())?,
+        name: row.try_get(col("name").as_str())?,
+        is_admin: row.try_get::<i64, _>(col("is_admin").as_str())? != 0,
+        created_at: row.try_get(col("created_at").as_str())?,
+        limits: TenantLimits {
+            requests_per_minute: limit("requests_per_minute")?,
+            images_per_minute: limit("images_per_minute")?,
+            concurrent_jobs: limit("concurrent_jobs")?,
+        },
     })
+}
+
+const TENANT_COLUMNS: [&str; 7] = [
+    "id",
+    "name",
+    "is_admin",
+    "created_at",
+    "requests_per_minute",
+    "images_per_minute",
+    "concurrent_jobs",
+];
+
+/// `SELECT` list of the tenant columns of table alias `t`, each renamed `{prefix}{column}`.
+fn tenant_select(prefix: &str) -> String {
+    TENANT_COLUMNS
+        .iter()
+        .map(|c| format!("t.{c} AS {prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn key_from(row: &AnyRow) -> Result<KeyRecord> {
@@ -163,6 +230,7 @@ impl Store {
             name: name.to_owned(),
             is_admin,
             created_at: now_ms(),
+            limits: TenantLimits::default(),
         };
         let r = sqlx::query("INSERT INTO tenants (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&t.id)
@@ -182,26 +250,48 @@ impl Store {
 
     /// All tenants, oldest first.
     pub async fn tenants(&self) -> Result<Vec<Tenant>> {
-        sqlx::query("SELECT id, name, is_admin, created_at FROM tenants ORDER BY created_at, id")
-            .fetch_all(&self.db.pool)
-            .await?
-            .iter()
-            .map(tenant_from)
-            .collect()
+        sqlx::query(&format!(
+            "SELECT {} FROM tenants t ORDER BY t.created_at, t.id",
+            tenant_select("")
+        ))
+        .fetch_all(&self.db.pool)
+        .await?
+        .iter()
+        .map(|r| tenant_from(r, ""))
+        .collect()
     }
 
     /// One tenant by id or by name.
     pub async fn tenant(&self, id_or_name: &str) -> Result<Tenant> {
-        let row =
-            sqlx::query("SELECT id, name, is_admin, created_at FROM tenants WHERE id = $1 OR name = $2")
-                .bind(id_or_name)
-                .bind(id_or_name)
-                .fetch_optional(&self.db.pool)
-                .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM tenants t WHERE t.id = $1 OR t.name = $2",
+            tenant_select("")
+        ))
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .fetch_optional(&self.db.pool)
+        .await?;
         row.as_ref()
-            .map(tenant_from)
+            .map(|r| tenant_from(r, ""))
             .transpose()?
             .ok_or(StoreError::NotFound("tenant"))
+    }
+
+    /// Replaces a tenant's limit overrides; returns the tenant as it now is.
+    pub async fn set_tenant_limits(&self, id_or_name: &str, limits: &TenantLimits) -> Result<Tenant> {
+        limits.check()?;
+        let t = self.tenant(id_or_name).await?;
+        sqlx::query(
+            "UPDATE tenants SET requests_per_minute = $1, images_per_minute = $2, \
+             concurrent_jobs = $3 WHERE id = $4",
+        )
+        .bind(limits.requests_per_minute.map(i64::from))
+        .bind(limits.images_per_minute.map(i64::from))
+        .bind(limits.concurrent_jobs.map(i64::from))
+        .bind(&t.id)
+        .execute(&self.db.pool)
+        .await?;
+        self.tenant(&t.id).await
     }
 
     /// Creates a key for a tenant; the returned secret is the only copy.
@@ -345,10 +435,10 @@ impl Store {
                 .map(|c| format!("k.{}", c.trim()))
                 .collect();
             format!(
-                "SELECT {}, k.secret_sha256, t.name AS tenant_name, t.is_admin AS tenant_is_admin, \
-                 t.created_at AS tenant_created_at FROM api_keys k \
+                "SELECT {}, k.secret_sha256, {} FROM api_keys k \
                  JOIN tenants t ON t.id = k.tenant_id WHERE k.secret_sha256 = $1",
-                key_columns.join(", ")
+                key_columns.join(", "),
+                tenant_select("t_")
             )
         });
         let row = sqlx::query(&QUERY)
@@ -380,12 +470,7 @@ impl Store {
                 .execute(&self.db.pool)
                 .await?;
         }
-        let tenant = Tenant {
-            id: key.tenant_id.clone(),
-            name: row.try_get("tenant_name")?,
-            is_admin: row.try_get::<i64, _>("tenant_is_admin")? != 0,
-            created_at: row.try_get("tenant_created_at")?,
-        };
+        let tenant = tenant_from(&row, "t_")?;
         Ok(Ok(Principal { tenant, key }))
     }
 }

@@ -2,7 +2,7 @@
 //! restart, and the append-only audit table.
 
 use nanoimg_store::{
-    AuditEvent, AuthFailure, JobStatus, NewAsset, NewKey, Outcome, Scope, Store, StoreError,
+    AuditEvent, AuthFailure, JobStatus, NewAsset, NewKey, Outcome, Scope, Store, StoreError, TenantLimits,
 };
 
 async fn open() -> (tempfile::TempDir, Store) {
@@ -82,6 +82,44 @@ async fn keys_authenticate_until_revoked_or_expired() {
         s.authenticate(short.expose()).await.unwrap().unwrap_err(),
         AuthFailure::Expired
     );
+}
+
+#[tokio::test]
+async fn tenant_limits_are_stored_checked_and_reach_the_principal() {
+    let (d, s) = open().await;
+    let t = s.create_tenant("acme", false).await.unwrap();
+    assert_eq!(t.limits, TenantLimits::default());
+    let (_, secret) = s.create_key(&t.id, &key("ci", &Scope::defaults())).await.unwrap();
+    let limits = TenantLimits {
+        requests_per_minute: Some(5000),
+        images_per_minute: None,
+        concurrent_jobs: Some(8),
+    };
+    let updated = s.set_tenant_limits("acme", &limits).await.unwrap();
+    assert_eq!(updated.limits, limits);
+    let p = s.authenticate(secret.expose()).await.unwrap().unwrap();
+    assert_eq!(p.tenant, updated);
+    for bad in [
+        TenantLimits {
+            requests_per_minute: Some(0),
+            ..limits
+        },
+        TenantLimits {
+            concurrent_jobs: Some(TenantLimits::MAX_CONCURRENT + 1),
+            ..limits
+        },
+    ] {
+        let e = s.set_tenant_limits(&t.id, &bad).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+    }
+    assert!(matches!(
+        s.set_tenant_limits("nobody", &limits).await.unwrap_err(),
+        StoreError::NotFound("tenant")
+    ));
+    // Unchanged by the refused updates, and kept across a reopen.
+    s.close().await;
+    let s = Store::open(d.path()).await.unwrap();
+    assert_eq!(s.tenant(&t.id).await.unwrap().limits, limits);
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
-//! `nanoimg keys …` and `nanoimg tenants …`: the same store the server uses, from the shell.
+//! `nanoimg keys …`, `nanoimg tenants …` and `nanoimg audit`: the same store the server uses,
+//! from the shell.
 
 use crate::serve::data_dir;
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use nanoimg_store::{AuditEvent, NewKey, Outcome, Scope, Store};
+use nanoimg_store::{AuditEvent, NewKey, Outcome, Scope, Store, TenantLimits};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -59,6 +60,70 @@ pub enum TenantsCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Show a tenant's limits, or change them: a number, or `default` for the server's.
+    Limits {
+        /// Tenant name or id.
+        tenant: String,
+        /// Requests a minute, per API key.
+        #[arg(long)]
+        requests_per_minute: Option<LimitArg>,
+        /// Images a minute, per API key.
+        #[arg(long)]
+        images_per_minute: Option<LimitArg>,
+        /// Jobs queued or running at once, for the tenant.
+        #[arg(long)]
+        concurrent_jobs: Option<LimitArg>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// A limit given on the command line: a number, or `default`.
+#[derive(Debug, Clone, Copy)]
+pub enum LimitArg {
+    Default,
+    Value(u32),
+}
+
+impl std::str::FromStr for LimitArg {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "default" {
+            return Ok(LimitArg::Default);
+        }
+        s.parse()
+            .map(LimitArg::Value)
+            .map_err(|_| format!("{s:?}: expected a positive number or `default`"))
+    }
+}
+
+impl LimitArg {
+    fn apply(arg: Option<LimitArg>, current: Option<u32>) -> Option<u32> {
+        match arg {
+            None => current,
+            Some(LimitArg::Default) => None,
+            Some(LimitArg::Value(v)) => Some(v),
+        }
+    }
+}
+
+/// `nanoimg audit`: the audit log, oldest first.
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// Only events of this tenant (name or id).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only events after this sequence number (to page on).
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// At most this many events (1 to 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// One JSON object a line instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<i64> {
@@ -115,7 +180,29 @@ where
 }
 
 fn fmt_time(ms: Option<i64>) -> String {
-    ms.map_or("-".into(), |t| format!("{}", t / 1000))
+    ms.map_or("-".into(), utc)
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub fn keys(cmd: KeysCommand) -> Result<()> {
@@ -232,5 +319,80 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
             }
             Ok(())
         }),
+        TenantsCommand::Limits {
+            tenant,
+            requests_per_minute,
+            images_per_minute,
+            concurrent_jobs,
+            data_dir,
+        } => with_store(data_dir, |s| async move {
+            let mut t = s.tenant(&tenant).await?;
+            if requests_per_minute.is_some() || images_per_minute.is_some() || concurrent_jobs.is_some() {
+                let now = t.limits;
+                let limits = TenantLimits {
+                    requests_per_minute: LimitArg::apply(requests_per_minute, now.requests_per_minute),
+                    images_per_minute: LimitArg::apply(images_per_minute, now.images_per_minute),
+                    concurrent_jobs: LimitArg::apply(concurrent_jobs, now.concurrent_jobs),
+                };
+                t = s.set_tenant_limits(&t.id, &limits).await?;
+                s.audit(cli_event(
+                    "tenant.limits",
+                    Some(t.id.clone()),
+                    t.id.clone(),
+                    serde_json::to_value(limits)?,
+                ))
+                .await?;
+            }
+            let show = |v: Option<u32>| v.map_or("default".to_owned(), |v| v.to_string());
+            println!("requests_per_minute {}", show(t.limits.requests_per_minute));
+            println!("images_per_minute   {}", show(t.limits.images_per_minute));
+            println!("concurrent_jobs     {}", show(t.limits.concurrent_jobs));
+            Ok(())
+        }),
+    }
+}
+
+pub fn audit(args: AuditArgs) -> Result<()> {
+    with_store(args.data_dir, |s| async move {
+        let tenant = match &args.tenant {
+            Some(t) => Some(s.tenant(t).await?.id),
+            None => None,
+        };
+        if !(1..=1000).contains(&args.limit) {
+            bail!("--limit must be 1 to 1000");
+        }
+        let events = s.audit_events(tenant.as_deref(), args.after, args.limit).await?;
+        if args.json {
+            for e in &events {
+                println!("{}", serde_json::to_string(e)?);
+            }
+            return Ok(());
+        }
+        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        for e in &events {
+            println!(
+                "{:>6}  {}  {:<16} {:<8} tenant={} key={} target={} {}",
+                e.seq,
+                utc(e.at),
+                e.action,
+                e.outcome,
+                dash(&e.tenant_id),
+                dash(&e.key_id),
+                dash(&e.target),
+                e.detail
+            );
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_795_521_599_999), "2026-11-24T11:59:59Z");
+        assert_eq!(super::utc(-1000), "1969-12-31T23:59:59Z");
     }
 }

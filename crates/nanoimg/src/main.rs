@@ -38,9 +38,11 @@ enum Command {
     /// Create, list, revoke and rotate API keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
-    /// Create and list tenants.
+    /// Create and list tenants, and set their limits.
     #[command(subcommand)]
     Tenants(admin::TenantsCommand),
+    /// Read the audit log.
+    Audit(admin::AuditArgs),
     /// Time text encoding, UNet steps and VAE decoding on real-size architectures.
     Bench(bench::Args),
 }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Keys(c) => admin::keys(c),
         Command::Tenants(c) => admin::tenants(c),
+        Command::Audit(a) => admin::audit(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,12 +20,17 @@ impl Drop for Serve {
     }
 }
 
+fn serve(home: &std::path::Path) -> Serve {
+    serve_with(home, &[])
+}
+
 // The child is killed and waited for when `Serve` drops.
 #[allow(clippy::zombie_processes)]
-fn serve(home: &std::path::Path) -> Serve {
+fn serve_with(home: &std::path::Path, env: &[(&str, &str)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nanoimg"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(home.join("data"))
+        .envs(env.iter().copied())
         .env("NANOIMG_HOME", home)
         .env("NANOIMG_MODELS", home.join("no-models"))
         .env("NANOIMG_LOG", "warn")
@@ -72,29 +77,71 @@ fn curl(method: &str, url: &str, key: &str, body: Option<&str>) -> Value {
     serde_json::from_str(payload).unwrap_or_else(|_| panic!("{resp}"))
 }
 
-#[test]
-fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
-    let home = tempfile::tempdir().unwrap();
-    let s = serve(home.path());
-    let key = s.key.clone().expect("the first start prints the admin key");
-    // A job long enough to be caught running (the bundled model, many steps and images).
+/// Submits a job long enough to be caught running and waits until it runs; returns its id.
+fn long_running_job(s: &Serve, key: &str) -> String {
     let job = curl(
         "POST",
         &format!("{}/v1/jobs", s.base),
-        &key,
+        key,
         Some(r#"{"prompt":"a cat face","steps":100,"n":4}"#),
     );
     let id = job["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let j = curl("GET", &format!("{}/v1/jobs/{id}", s.base), &key, None);
+        let j = curl("GET", &format!("{}/v1/jobs/{id}", s.base), key, None);
         if j["status"] == "running" {
-            break;
+            return id;
         }
         assert_eq!(j["status"], "queued", "{j}");
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_a_job_past_the_grace_period_is_failed_with_a_reason() {
+    let home = tempfile::tempdir().unwrap();
+    let mut s = serve_with(home.path(), &[("NANOIMG_SHUTDOWN_GRACE_SECS", "1")]);
+    let key = s.key.clone().unwrap();
+    let id = long_running_job(&s, &key);
+    let t0 = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "the grace period was not given"
+    );
+    drop(s);
+
+    let s = serve(home.path());
+    let j = curl("GET", &format!("{}/v1/jobs/{id}", s.base), &key, None);
+    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(
+        j["error"], "interrupted: the server shut down while this job was running",
+        "{j}"
+    );
+}
+
+#[test]
+fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path());
+    let key = s.key.clone().expect("the first start prints the admin key");
+    let id = long_running_job(&s, &key);
     drop(s); // SIGKILL: no chance to clean up.
 
     let s = serve(home.path());
@@ -145,10 +192,43 @@ fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
         !list.contains(&new_key) && list.contains(&new_key[..11]),
         "{list}"
     );
+    // Limits from the shell apply to the running server's next request.
+    let shown = nanoimg(&["tenants", "limits", "shell-co", "--images-per-minute", "7"]);
+    assert!(shown.contains("images_per_minute   7"), "{shown}");
+    assert!(shown.contains("concurrent_jobs     default"), "{shown}");
+    let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
+    assert_eq!(me["limits"]["images_per_minute"], 7, "{me}");
+    let shown = nanoimg(&["tenants", "limits", "shell-co", "--images-per-minute", "default"]);
+    assert!(shown.contains("images_per_minute   default"), "{shown}");
+
     let key_id = me["key"]["id"].as_str().unwrap();
     nanoimg(&["keys", "revoke", key_id]);
     let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
     assert_eq!(me["error"]["message"], "the API key has been revoked", "{me}");
+
+    // The audit log from the shell: the admin actions above, oldest first, never a key.
+    let log = nanoimg(&["audit", "--json", "--limit", "1000"]);
+    let events: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for want in ["tenant.create", "key.create", "tenant.limits", "key.revoke"] {
+        assert!(actions.contains(&want), "{want} not in {actions:?}");
+    }
+    assert!(events
+        .windows(2)
+        .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
+    assert!(
+        !log.contains(&new_key) && !log.contains(&key),
+        "a key in the audit log"
+    );
+    let table = nanoimg(&["audit", "--tenant", "shell-co"]);
+    assert!(table.contains("key.revoke") && table.contains("T"), "{table}");
+    let out = Command::new(env!("CARGO_BIN_EXE_nanoimg"))
+        .args(["audit", "--limit", "0", "--data-dir"])
+        .arg(home.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--limit must be 1 to 1000"));
 }
 
 #[test]

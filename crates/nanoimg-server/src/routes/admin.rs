@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nanoimg_store::{KeyRecord, NewKey, Outcome, Scope, SecretKey};
+use nanoimg_store::{KeyRecord, NewKey, Outcome, Scope, SecretKey, Tenant, TenantLimits};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +48,40 @@ pub(crate) async fn list_tenants(
     auth.require(&state, Scope::Admin)?;
     let t = state.store.tenants().await?;
     Ok(Json(serde_json::json!({"object": "list", "data": t})))
+}
+
+/// `GET /v1/admin/tenants/{id}` (id or name).
+pub(crate) async fn get_tenant(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<Tenant>> {
+    auth.require(&state, Scope::Admin)?;
+    Ok(Json(state.store.tenant(&tenant).await?))
+}
+
+/// `PUT /v1/admin/tenants/{id}/limits` `{"requests_per_minute"?, "images_per_minute"?,
+/// "concurrent_jobs"?}`: replaces the overrides; a missing or null field means the server's
+/// default. Takes effect on the tenant's next request.
+pub(crate) async fn set_limits(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Tenant>> {
+    auth.require(&state, Scope::Admin)?;
+    let limits: TenantLimits = body::json(&body)?;
+    let t = state.store.set_tenant_limits(&tenant, &limits).await?;
+    state
+        .audit
+        .record(auth.event(
+            "tenant.limits",
+            Some(t.id.clone()),
+            Outcome::Success,
+            serde_json::to_value(limits).unwrap_or_default(),
+        ))
+        .await;
+    Ok(Json(t))
 }
 
 #[derive(Debug, Deserialize)]

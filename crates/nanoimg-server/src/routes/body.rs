@@ -35,7 +35,11 @@ fn schema_error(code: &'static str, e: serde_path_to_error::Error<serde_json::Er
         .filter(|_| msg.contains("field"))
         .map(str::to_owned);
     let param = if path != "." { Some(path) } else { named };
-    let mut err = ApiError::bad_request(code, format!("invalid request body: {msg}"));
+    let message = match &param {
+        Some(p) if !msg.contains(&format!("`{p}`")) => format!("invalid request body: `{p}`: {msg}"),
+        _ => format!("invalid request body: {msg}"),
+    };
+    let mut err = ApiError::bad_request(code, message);
     err.param = param;
     err
 }

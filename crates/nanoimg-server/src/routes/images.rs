@@ -290,7 +290,9 @@ pub(crate) fn build_spec(
 
 /// Takes `n` images from the key's per-minute image budget.
 pub(crate) fn charge_images(state: &AppState, auth: &Auth, n: u32) -> ApiResult<()> {
-    let d = state.image_limiter.check(auth.key_id(), n);
+    let d = state
+        .image_limiter
+        .check(auth.key_id(), auth.limits.images_per_minute, n);
     if d.allowed {
         return Ok(());
     }
@@ -413,7 +415,7 @@ async fn run(
 ) -> ApiResult<Response> {
     let (job, mut rx) = state
         .jobs
-        .submit(auth.tenant_id(), auth.key_id(), kind, spec.clone(), false)
+        .submit(auth.job_owner(), kind, spec.clone(), false)
         .await
         .inspect_err(|e| {
             state.audit.record_later(auth.event(

@@ -107,10 +107,7 @@ pub(crate) async fn create(
     };
     let (spec, _) = build_spec(&state, &req.request, kind, init, &headers)?;
     charge_images(&state, &auth, spec.n)?;
-    let (job, _rx) = state
-        .jobs
-        .submit(auth.tenant_id(), auth.key_id(), kind, spec, true)
-        .await?;
+    let (job, _rx) = state.jobs.submit(auth.job_owner(), kind, spec, true).await?;
     state
         .audit
         .record(auth.event(

@@ -33,6 +33,11 @@ pub(crate) fn routes() -> Router<AppState> {
             "/v1/admin/tenants",
             post(admin::create_tenant).get(admin::list_tenants),
         )
+        .route("/v1/admin/tenants/{id}", get(admin::get_tenant))
+        .route(
+            "/v1/admin/tenants/{id}/limits",
+            axum::routing::put(admin::set_limits),
+        )
         .route(
             "/v1/admin/tenants/{id}/keys",
             post(admin::create_key).get(admin::list_keys),

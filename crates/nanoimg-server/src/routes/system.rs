@@ -13,12 +13,13 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the database answers and the queue has room.
+/// `GET /readyz`: the database answers, the queue has room and the server is not stopping.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let db = state.store.ping().await;
     let (queued, running) = state.jobs.depth();
     let room = queued < state.config.queue_capacity;
-    let status = if db && room {
+    let stopping = state.jobs.stopping();
+    let status = if db && room && !stopping {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -26,7 +27,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     (
         status,
         Json(serde_json::json!({
-            "database": db, "queued": queued, "running": running,
+            "database": db, "queued": queued, "running": running, "stopping": stopping,
             "queue_capacity": state.config.queue_capacity,
         })),
     )
@@ -75,9 +76,9 @@ pub(crate) async fn me(State(state): State<AppState>, auth: Auth) -> ApiResult<J
         "tenant": p.tenant,
         "key": p.key,
         "limits": {
-            "requests_per_minute": state.config.rate.requests_per_minute,
-            "images_per_minute": state.config.rate.images_per_minute,
-            "concurrent_jobs": state.config.rate.concurrent_jobs_per_tenant,
+            "requests_per_minute": auth.limits.requests_per_minute,
+            "images_per_minute": auth.limits.images_per_minute,
+            "concurrent_jobs": auth.limits.concurrent_jobs,
             "request": state.config.limits,
         },
     })))
