@@ -209,10 +209,28 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
+    let has_body = req.headers().contains_key(axum::http::header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v != "0");
+    // Notes when the handler has read the body to its end.
+    let body_read = Arc::new(std::sync::atomic::AtomicBool::new(!has_body));
+    if has_body {
+        use futures_util::StreamExt;
+        let flag = body_read.clone();
+        let (parts, body) = req.into_parts();
+        let end = futures_util::stream::once(async move {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+        .filter_map(|()| async { None::<Result<axum::body::Bytes, axum::Error>> });
+        let body = axum::body::Body::from_stream(body.into_data_stream().chain(end));
+        req = Request::from_parts(parts, body);
+    }
     let slot = RateSlot::default();
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(slot.clone());
-    let mut res = next.run(req).await;
+    let mut res = error::framework_rejection(next.run(req).await).await;
     let status = res.status().as_u16();
     let secs = started.elapsed().as_secs_f64();
     let h = res.headers_mut();
@@ -221,6 +239,12 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     }
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("cache-control", HeaderValue::from_static("no-store"));
+    if !body_read.load(std::sync::atomic::Ordering::Relaxed) {
+        // Answered before the body was read (a refusal, or a route that takes none): the
+        // connection cannot carry another request, so say so rather than let the client reuse
+        // it and fail.
+        h.insert("connection", HeaderValue::from_static("close"));
+    }
     if let Some(r) = *slot.0.lock().expect("rate slot") {
         if !h.contains_key("x-ratelimit-limit-requests") {
             h.insert("x-ratelimit-limit-requests", r.limit.into());

@@ -169,6 +169,8 @@ async fn edits_take_an_image_and_an_alpha_mask() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // The form was read to its end, so the connection stays open for the next request.
+    assert!(r.headers().get("connection").is_none(), "{:?}", r.headers());
     let v: Value = r.json().await.unwrap();
     let out = image::load_from_memory(&b64(&v["data"][0]["b64_json"]))
         .unwrap()
