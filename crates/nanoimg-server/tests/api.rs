@@ -250,17 +250,7 @@ async fn sse_events(resp: reqwest::Response, stop: impl Fn(&str) -> bool) -> Vec
 async fn jobs_stream_progress_and_can_be_cancelled() {
     let s = start(|_| {}).await;
     let (_, key) = s.tenant("acme", ALL_SCOPES).await;
-    let r = s
-        .http
-        .post(s.url("/v1/jobs"))
-        .bearer_auth(&key)
-        .json(&tiny_request(json!({"steps": 6})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let job: Value = r.json().await.unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = s.submit_id(&key, tiny_request(json!({"steps": 6}))).await;
     let ev = s
         .http
         .get(s.url(&format!("/v1/jobs/{id}/events")))
@@ -291,43 +281,12 @@ async fn jobs_stream_progress_and_can_be_cancelled() {
     assert_eq!(r.status(), 200);
 
     // A long job is cancelled mid-run.
-    let r = s
-        .http
-        .post(s.url("/v1/jobs"))
-        .bearer_auth(&key)
-        .json(&tiny_request(json!({"steps": 100, "n": 4})))
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = s
-        .http
-        .delete(s.url(&format!("/v1/jobs/{id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rec = s.get_json(&key, &format!("/v1/jobs/{id}")).await;
-        if rec["status"] == "cancelled" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{rec}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let r = s
-        .http
-        .delete(s.url(&format!("/v1/jobs/{id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
+    let id = s
+        .submit_id(&key, tiny_request(json!({"steps": 100, "n": 4})))
+        .await;
+    assert_eq!(s.cancel(&key, &id).await, 200);
+    s.wait_for(&key, &id, "cancelled").await;
+    assert_eq!(s.cancel(&key, &id).await, 409);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,39 +361,20 @@ async fn a_tenant_can_have_its_own_limits() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-ratelimit-limit-images"], "3");
     // Its request rate is 7 a minute: /v1/me, the generation, then 5 more, then refused.
+    let me = || s.http.get(s.url("/v1/me")).bearer_auth(&big_key).send();
     for _ in 0..5 {
-        let r = s
-            .http
-            .get(s.url("/v1/me"))
-            .bearer_auth(&big_key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(me().await.unwrap().status(), 200);
     }
-    let r = s
-        .http
-        .get(s.url("/v1/me"))
-        .bearer_auth(&big_key)
-        .send()
-        .await
-        .unwrap();
+    let r = me().await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-ratelimit-limit-requests"], "7");
 
     // A cap of one job at a time for small-co.
     let (status, _) = put_limits("small-co", json!({"concurrent_jobs": 1})).await;
     assert_eq!(status, 200);
-    let submit = || {
-        s.http
-            .post(s.url("/v1/jobs"))
-            .bearer_auth(&small_key)
-            .json(&tiny_request(json!({"steps": 100})))
-            .send()
-    };
-    let first = submit().await.unwrap();
-    assert_eq!(first.status(), 202);
-    let r = submit().await.unwrap();
+    let long = tiny_request(json!({"steps": 100}));
+    let id = s.submit_id(&small_key, long.clone()).await;
+    let r = s.submit(&small_key, long).await;
     assert_eq!(r.status(), 429);
     let e: Value = r.json().await.unwrap();
     assert!(
@@ -444,18 +384,7 @@ async fn a_tenant_can_have_its_own_limits() {
             .ends_with("the limit is 1"),
         "{e}"
     );
-    let id = first.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = s
-        .http
-        .delete(s.url(&format!("/v1/jobs/{id}")))
-        .bearer_auth(&small_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(s.cancel(&small_key, &id).await, 200);
 
     // Back to the defaults.
     let (_, t) = put_limits("big-co", json!({})).await;
@@ -487,26 +416,12 @@ async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
     }
     // Tenant t0 fills its cap with two long jobs: one running on the only worker, one waiting.
     // That leaves the queue two free places, whatever the timing of the burst below.
-    let mut blockers = vec![];
-    for _ in 0..2 {
-        let r = json_of(
-            s.http
-                .post(s.url("/v1/jobs"))
-                .bearer_auth(&keys[0])
-                .json(&tiny_request(json!({"steps": 100, "n": 4}))),
-        )
-        .await;
-        blockers.push(r["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned());
-    }
-    let job_status = |id: &str| {
-        let (s, key, path) = (&s, keys[0].clone(), format!("/v1/jobs/{id}"));
-        async move { s.get_json(&key, &path).await["status"].clone() }
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while job_status(&blockers[0]).await != "running" {
-        assert!(Instant::now() < deadline, "the first job never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let long = tiny_request(json!({"steps": 100, "n": 4}));
+    let blockers = [
+        s.submit_id(&keys[0], long.clone()).await,
+        s.submit_id(&keys[0], long).await,
+    ];
+    s.wait_for(&keys[0], &blockers[0], "running").await;
 
     // 40 requests at once, 10 from each tenant; answers arrive on a channel as they come.
     let started = Instant::now();
@@ -563,9 +478,9 @@ async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
         }
     }
     let refused_in = started.elapsed();
+    let first = s.get_json(&keys[0], &format!("/v1/jobs/{}", blockers[0])).await;
     assert_eq!(
-        job_status(&blockers[0]).await,
-        "running",
+        first["status"], "running",
         "the first job ended before the burst was answered; make it longer"
     );
     let (limited, full) = (counts[&429], counts.get(&503).copied().unwrap_or(0));
@@ -577,14 +492,7 @@ async fn overload_is_refused_fast_and_every_admitted_job_finishes() {
 
     // Cancel the long jobs; the two admitted requests then run and return images.
     for id in blockers.iter().rev() {
-        let r = s
-            .http
-            .delete(s.url(&format!("/v1/jobs/{id}")))
-            .bearer_auth(&keys[0])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(s.cancel(&keys[0], id).await, 200);
     }
     for _ in 0..2 {
         let (tenant, status, _, body, _) = rx.recv().await.unwrap();
@@ -657,21 +565,9 @@ async fn shutdown_lets_the_running_job_finish_fails_waiting_requests_and_keeps_d
     })
     .await;
     let (_, key) = s.tenant("acme", ALL_SCOPES).await;
-    let submit = |steps: u32| {
-        let req = s
-            .http
-            .post(s.url("/v1/jobs"))
-            .bearer_auth(&key)
-            .json(&tiny_request(json!({"steps": steps})));
-        async move { json_of(req).await["id"].as_str().unwrap().to_owned() }
-    };
     // A running job, then a client waiting on its connection, then a detached job.
-    let running = submit(100).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.get_json(&key, &format!("/v1/jobs/{running}")).await["status"] != "running" {
-        assert!(Instant::now() < deadline, "the job never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let running = s.submit_id(&key, tiny_request(json!({"steps": 100}))).await;
+    s.wait_for(&key, &running, "running").await;
     let waiting = {
         let req = s
             .http
@@ -680,7 +576,8 @@ async fn shutdown_lets_the_running_job_finish_fails_waiting_requests_and_keeps_d
             .json(&tiny_request(json!({})));
         tokio::spawn(async move { req.send().await.unwrap() })
     };
-    let detached = submit(2).await;
+    let detached = s.submit_id(&key, tiny_request(json!({}))).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
     while s.get_json("", "/readyz").await["queued"] != 2 {
         assert!(Instant::now() < deadline, "the requests were not queued");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -715,15 +612,7 @@ async fn shutdown_lets_the_running_job_finish_fails_waiting_requests_and_keeps_d
         "finished within the grace period: {rec}"
     );
     // The detached job waited in the store and runs after the restart.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rec = s.get_json(&key, &format!("/v1/jobs/{detached}")).await;
-        if rec["status"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{rec}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.wait_for(&key, &detached, "succeeded").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -734,14 +623,9 @@ async fn a_job_that_outlives_the_grace_period_is_failed_with_a_reason() {
     })
     .await;
     let (_, key) = s.tenant("acme", ALL_SCOPES).await;
-    let r = json_of(
-        s.http
-            .post(s.url("/v1/jobs"))
-            .bearer_auth(&key)
-            .json(&tiny_request(json!({"steps": 100, "n": 4}))),
-    )
-    .await;
-    let id = r["id"].as_str().unwrap().to_owned();
+    let id = s
+        .submit_id(&key, tiny_request(json!({"steps": 100, "n": 4})))
+        .await;
     let events = s
         .http
         .get(s.url(&format!("/v1/jobs/{id}/events")))
@@ -749,11 +633,7 @@ async fn a_job_that_outlives_the_grace_period_is_failed_with_a_reason() {
         .send()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.get_json(&key, &format!("/v1/jobs/{id}")).await["status"] != "running" {
-        assert!(Instant::now() < deadline, "the job never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_for(&key, &id, "running").await;
     let t0 = Instant::now();
     s.server.take().unwrap().shutdown().await;
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());

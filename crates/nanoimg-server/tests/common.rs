@@ -92,6 +92,50 @@ impl TestServer {
         json_of(self.http.get(self.url(path)).bearer_auth(key)).await
     }
 
+    /// `POST /v1/jobs`; the response.
+    pub async fn submit(&self, key: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/jobs"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /v1/jobs`, which must be accepted; the job id.
+    pub async fn submit_id(&self, key: &str, body: Value) -> String {
+        let r = self.submit(key, body).await;
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned()
+    }
+
+    /// `DELETE /v1/jobs/{id}`; the status code.
+    pub async fn cancel(&self, key: &str, id: &str) -> u16 {
+        self.http
+            .delete(self.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Polls the job until its status is `status` (30 s at most); the record.
+    pub async fn wait_for(&self, key: &str, id: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let rec = self.get_json(key, &format!("/v1/jobs/{id}")).await;
+            if rec["status"] == status {
+                return rec;
+            }
+            assert!(std::time::Instant::now() < deadline, "never {status}: {rec}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn generate(&self, key: &str, body: Value) -> reqwest::Response {
         self.http
             .post(self.url("/v1/images/generations"))
