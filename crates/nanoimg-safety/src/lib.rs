@@ -1,0 +1,23 @@
+//! NanoImg's safety layers. This crate decides; the CLI and the server call it.
+//!
+//! - [`normalize`] — text folded for matching (never for the model).
+//! - [`lexicon`] — the word lists and their matcher.
+//! - [`prompt`] — prompt moderation: lexicon hits and combination rules → a [`prompt::Verdict`].
+//! - [`eval`] — recall and false-positive rate on a labelled TSV.
+
+pub mod eval;
+pub mod lexicon;
+pub mod normalize;
+pub mod prompt;
+
+pub use lexicon::{Category, Lexicon};
+pub use prompt::{Flag, PromptModerator, Strictness, Verdict};
+
+/// The crate's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum SafetyError {
+    #[error("word list: {0}")]
+    Lexicon(String),
+    #[error("evaluation set: {0}")]
+    EvalSet(String),
+}

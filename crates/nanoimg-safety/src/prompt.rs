@@ -1,0 +1,325 @@
+//! Prompt moderation: every variant of the normalised text goes through the lexicon, then the
+//! combination rules decide (a child and anything sexual; a public figure and sexual, violent or
+//! news framing). The lexical layer; the semantic layer (sentence embeddings against exemplars)
+//! is added beside it and reports in the same `Flag` shape.
+
+use crate::lexicon::{Category, Group, Hit, Lexicon, Severity};
+use crate::normalize;
+use serde::Serialize;
+
+/// How strict moderation is, as OpenAI's `moderation` field: `auto` (default) or `low`. There
+/// is no "off"; `low` lets through what is only mildly sensitive (nudity without sex acts,
+/// non-graphic violence words), never sexual content involving minors, real-person abuse, hate
+/// or explicit material.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strictness {
+    #[default]
+    Auto,
+    Low,
+}
+
+impl std::str::FromStr for Strictness {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Strictness::Auto),
+            "low" => Ok(Strictness::Low),
+            _ => Err(format!("{s:?}: moderation is `auto` or `low`")),
+        }
+    }
+}
+
+/// One reason a text was flagged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flag {
+    pub category: Category,
+    /// Which layer saw it: `lexicon` or `semantic`.
+    pub layer: &'static str,
+    /// The list entries (lexicon) or exemplar (semantic) behind it.
+    pub evidence: Vec<String>,
+    /// 1.0 for a list match; the similarity for the semantic layer.
+    pub score: f32,
+    /// Whether this flag alone blocks at the strictness asked for.
+    pub blocks: bool,
+}
+
+/// What moderation decided about a text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Verdict {
+    pub blocked: bool,
+    pub flags: Vec<Flag>,
+}
+
+impl Verdict {
+    /// The categories that block, each once, in order.
+    pub fn categories(&self) -> Vec<Category> {
+        let mut c: Vec<Category> = self
+            .flags
+            .iter()
+            .filter(|f| f.blocks)
+            .map(|f| f.category)
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+
+    fn flag(&mut self, category: Category, evidence: Vec<String>, blocks: bool) {
+        self.blocked |= blocks;
+        self.flags.push(Flag {
+            category,
+            layer: "lexicon",
+            evidence,
+            score: 1.0,
+            blocks,
+        });
+    }
+}
+
+/// Whether a word sequence states an age under 18 ("12 year old", "12yo", "aged 12").
+fn states_minor_age(words: &[String]) -> bool {
+    let age = |w: &str| w.parse::<u32>().ok();
+    let unit = |w: &str| {
+        matches!(
+            w,
+            "year"
+                | "years"
+                | "yr"
+                | "yrs"
+                | "yo"
+                | "y"
+                | "ans"
+                | "jahre"
+                | "jahrige"
+                | "anos"
+                | "anni"
+                | "jaar"
+                | "lat"
+        )
+    };
+    words.iter().enumerate().any(|(i, w)| {
+        let next = words.get(i + 1).map(String::as_str).unwrap_or("");
+        let stated = if let Some(n) = age(w) {
+            unit(next).then_some(n)
+        } else if matches!(w.as_str(), "age" | "aged" | "alter" | "edad" | "eta" | "idade") {
+            age(next)
+        } else {
+            // "12yo", "12yrs"
+            let digits: String = w.chars().take_while(char::is_ascii_digit).collect();
+            let rest = &w[digits.len()..];
+            (!digits.is_empty() && unit(rest)).then(|| age(&digits)).flatten()
+        };
+        stated.is_some_and(|n| n < 18)
+    })
+}
+
+/// The lexical prompt moderator.
+#[derive(Debug, Clone)]
+pub struct PromptModerator {
+    lexicon: Lexicon,
+    /// Block listed copyrighted characters (the default).
+    pub block_characters: bool,
+}
+
+impl Default for PromptModerator {
+    fn default() -> Self {
+        Self::new(Lexicon::builtin())
+    }
+}
+
+impl PromptModerator {
+    pub fn new(lexicon: Lexicon) -> Self {
+        Self {
+            lexicon,
+            block_characters: true,
+        }
+    }
+
+    /// Checks texts that go into one request together (prompt, negative prompt, …): a child
+    /// in one and something sexual in the other still combine.
+    pub fn check(&self, texts: &[&str], strictness: Strictness) -> Verdict {
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut minor_age = false;
+        for text in texts {
+            for words in normalize::variants(text) {
+                minor_age |= states_minor_age(&words);
+                for h in self.lexicon.scan(&words) {
+                    if !hits.contains(&h) {
+                        hits.push(h);
+                    }
+                }
+            }
+        }
+        let terms = |pred: &dyn Fn(&Hit) -> bool| -> Vec<String> {
+            hits.iter().filter(|h| pred(h)).map(|h| h.term.clone()).collect()
+        };
+        let sexual = terms(&|h| h.group == Group::Category(Category::Sexual));
+        let violent = terms(&|h| h.group == Group::Category(Category::Violence));
+        let mut minors = terms(&|h| h.group == Group::Minor);
+        if minor_age {
+            minors.push("<age under 18>".into());
+        }
+        let mut v = Verdict::default();
+
+        // Hard blocks, whatever the strictness.
+        let mut csam = terms(&|h| h.group == Group::Category(Category::SexualMinors));
+        let suggestive = terms(&|h| h.group == Group::Suggestive);
+        let sexualised = !(sexual.is_empty() && suggestive.is_empty());
+        if !minors.is_empty() && sexualised {
+            csam.extend(minors.iter().cloned());
+            csam.extend(sexual.iter().chain(&suggestive).cloned());
+        }
+        if !csam.is_empty() {
+            v.flag(Category::SexualMinors, csam, true);
+        }
+        let people = terms(&|h| h.group == Group::Person);
+        let framing = terms(&|h| h.group == Group::Framing);
+        let harmful_framing = !(sexual.is_empty() && violent.is_empty() && framing.is_empty());
+        if !people.is_empty() && harmful_framing {
+            let mut evidence = people;
+            evidence.extend(sexual.iter().chain(&violent).chain(&framing).cloned());
+            v.flag(Category::RealPerson, evidence, true);
+        }
+        let characters = terms(&|h| h.group == Group::Character);
+        if !characters.is_empty() {
+            v.flag(Category::Copyright, characters, self.block_characters);
+        }
+        // The categories' own words, by severity.
+        for category in [
+            Category::Sexual,
+            Category::Violence,
+            Category::Hate,
+            Category::SelfHarm,
+        ] {
+            let found: Vec<&Hit> = hits
+                .iter()
+                .filter(|h| h.group == Group::Category(category))
+                .collect();
+            if found.is_empty() {
+                continue;
+            }
+            let worst = found.iter().map(|h| h.severity).max().unwrap_or(Severity::Mild);
+            let blocks = worst == Severity::High || strictness == Strictness::Auto;
+            v.flag(category, found.iter().map(|h| h.term.clone()).collect(), blocks);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(text: &str) -> Vec<&'static str> {
+        PromptModerator::default()
+            .check(&[text], Strictness::Auto)
+            .categories()
+            .into_iter()
+            .map(Category::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn scunthorpe_words_pass() {
+        for ok in [
+            "a foggy morning in Essex",
+            "portrait of a therapist in her office",
+            "a data analyst at a whiteboard",
+            "grilled chicken breast with lemon",
+            "a blue tit on a branch",
+            "vintage car with suicide doors",
+            "the city of Scunthorpe at dusk",
+            "a cocktail bar in Shoreditch",
+            "a bass guitar on a stand",
+            "sussex countryside",
+            "a kind old man feeding pigeons",
+            "a ship's cockpit, sextant on the chart table",
+        ] {
+            assert!(blocked(ok).is_empty(), "{ok:?} was blocked: {:?}", blocked(ok));
+        }
+    }
+
+    #[test]
+    fn disguised_words_are_caught() {
+        for bad in [
+            "n a k e d woman on a bed",
+            "n.u.d.e photo",
+            "ｎｕｄｅ selfie",
+            "nu\u{200b}de model",
+            "nаkеd", // Cyrillic
+            "p0rn0graphic scene",
+            "nuuuude beach party",
+            "nekkid lady",
+        ] {
+            assert_eq!(blocked(bad), ["sexual"], "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn minors_and_sexual_content_are_a_hard_block() {
+        let m = PromptModerator::default();
+        for bad in [
+            "naked child",
+            "a 12 year old, nude",
+            "topless 14yo",
+            "sexy schoolgirl aged 13",
+        ] {
+            let v = m.check(&[bad], Strictness::Low);
+            assert!(v.categories().contains(&Category::SexualMinors), "{bad:?}: {v:?}");
+        }
+        // Across prompt and negative prompt too.
+        let v = m.check(&["a little girl on a beach", "clothes"], Strictness::Low);
+        assert!(!v.blocked, "{v:?}");
+        let v = m.check(&["a little girl on a beach", "nude"], Strictness::Low);
+        assert!(v.categories().contains(&Category::SexualMinors), "{v:?}");
+        // An adult age is not a minor.
+        let v = m.check(&["a 30 year old woman, topless"], Strictness::Low);
+        assert!(!v.categories().contains(&Category::SexualMinors), "{v:?}");
+    }
+
+    #[test]
+    fn low_strictness_lets_mild_content_through_but_not_explicit() {
+        let m = PromptModerator::default();
+        assert!(
+            m.check(&["a nude figure study, charcoal"], Strictness::Auto)
+                .blocked
+        );
+        assert!(
+            !m.check(&["a nude figure study, charcoal"], Strictness::Low)
+                .blocked
+        );
+        assert!(m.check(&["hardcore porn scene"], Strictness::Low).blocked);
+    }
+
+    #[test]
+    fn public_figures_only_with_harmful_framing() {
+        assert!(blocked("a portrait of Barack Obama smiling").is_empty());
+        assert_eq!(
+            blocked("news photo of Barack Obama in handcuffs"),
+            ["real-person"]
+        );
+        assert!(blocked("Taylor Swift naked").contains(&"real-person"));
+    }
+
+    #[test]
+    fn copyrighted_characters_block_by_default() {
+        let mut m = PromptModerator::default();
+        assert_eq!(blocked("Mickey Mouse waving"), ["copyright"]);
+        m.block_characters = false;
+        assert!(!m.check(&["Mickey Mouse waving"], Strictness::Auto).blocked);
+    }
+
+    #[test]
+    fn european_languages() {
+        for bad in [
+            "eine nackte Frau",
+            "femme nue sur la plage",
+            "mujer desnuda",
+            "donna nuda",
+            "naakte vrouw",
+        ] {
+            assert_eq!(blocked(bad), ["sexual"], "{bad:?}");
+        }
+    }
+}
