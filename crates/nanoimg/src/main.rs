@@ -7,6 +7,7 @@ mod catalog;
 mod generate;
 mod images;
 mod models;
+mod moderation;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Command {
     Tenants(admin::TenantsCommand),
     /// Read the audit log.
     Audit(admin::AuditArgs),
+    /// Check prompts against moderation, or measure it on a labelled set.
+    #[command(subcommand)]
+    Moderation(moderation::Command),
     /// Time text encoding, UNet steps and VAE decoding on real-size architectures.
     Bench(bench::Args),
 }
@@ -50,21 +54,26 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(a) => generate::run(a),
-        Command::Models(c) => models::run(c),
-        Command::Bench(a) => bench::run(a),
-        Command::Serve(a) => serve::run(a),
-        Command::Keys(c) => admin::keys(c),
-        Command::Tenants(c) => admin::tenants(c),
-        Command::Audit(a) => admin::audit(a),
+        Command::Generate(a) => generate::run(a).map(ok),
+        Command::Models(c) => models::run(c).map(ok),
+        Command::Bench(a) => bench::run(a).map(ok),
+        Command::Serve(a) => serve::run(a).map(ok),
+        Command::Keys(c) => admin::keys(c).map(ok),
+        Command::Tenants(c) => admin::tenants(c).map(ok),
+        Command::Audit(a) => admin::audit(a).map(ok),
+        Command::Moderation(c) => moderation::run(c),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+fn ok(_: ()) -> ExitCode {
+    ExitCode::SUCCESS
 }
 
 /// The error and its causes, `: `-separated, skipping a cause whose text the message before it
