@@ -77,7 +77,13 @@ def main():
         raise AssertionError("a bad key was accepted")
     except openai.AuthenticationError as e:
         assert e.status_code == 401
-    print("errors: typed exceptions with param")
+    try:
+        client.images.generate(prompt="a n a k e d woman", size="64x64")
+        raise AssertionError("a prompt that moderation blocks was accepted")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and e.code == "moderation_blocked", e.body
+        assert e.body["categories"] == ["sexual"], e.body
+    print("errors: typed exceptions with param") and moderation_blocked
     print("ok")
 
 

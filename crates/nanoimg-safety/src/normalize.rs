@@ -145,8 +145,9 @@ fn squash_repeats(word: &str) -> String {
     out
 }
 
-/// Joins runs of three or more one-letter words ("n a k e d" → "naked").
-fn join_spaced(words: &[String]) -> Vec<String> {
+/// Joins runs of three or more one-letter words ("n a k e d" → "naked"). With `keep_article`,
+/// a run's leading "a" or "i" stays a word of its own ("a n.u.d.e woman" → "a nude woman").
+fn join_spaced(words: &[String], keep_article: bool) -> Vec<String> {
     let mut out = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {
@@ -154,12 +155,20 @@ fn join_spaced(words: &[String]) -> Vec<String> {
         while j < words.len() && words[j].chars().count() == 1 {
             j += 1;
         }
-        if j - i >= 3 {
-            out.push(words[i..j].concat());
+        let start = if keep_article && j - i >= 4 && matches!(words[i].as_str(), "a" | "i") {
+            out.push(words[i].clone());
+            i + 1
+        } else {
+            i
+        };
+        if j - start >= 3 {
+            out.push(words[start..j].concat());
             i = j;
         } else {
-            out.push(words[i].clone());
-            i += 1;
+            for w in &words[start..j.max(start + 1)] {
+                out.push(w.clone());
+            }
+            i = j.max(start + 1);
         }
     }
     out
@@ -176,7 +185,7 @@ pub fn variants(text: &str) -> Vec<Vec<String>> {
             .iter()
             .map(|w| squash_repeats(w))
             .collect();
-        for v in [join_spaced(&w), w] {
+        for v in [join_spaced(&w, false), join_spaced(&w, true), w] {
             if !out.contains(&v) {
                 out.push(v);
             }
@@ -212,6 +221,8 @@ mod tests {
     fn variants_undo_word_disguises() {
         assert!(words_of("n a k e d woman").contains(&"naked".to_owned()));
         assert!(words_of("n.u.d.e").contains(&"nude".to_owned()));
+        assert!(words_of("a n.u.d.e woman").contains(&"nude".to_owned()));
+        assert!(words_of("i k i l l").contains(&"ikill".to_owned()));
         assert!(words_of("n_u_d_e photo").contains(&"nude".to_owned()));
         assert!(words_of("nuuuude").contains(&"nude".to_owned()));
         assert!(words_of("p0rn").contains(&"porn".to_owned()));

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Further fields of the error object (e.g. moderation's `categories`).
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// Puts a response that the framework made (a path or query that does not parse, a method the
@@ -77,6 +79,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             headers: Vec::new(),
+            extra: None,
         }
     }
 
@@ -168,16 +171,32 @@ impl ApiError {
         self
     }
 
+    /// The same error, naming the request field it is about.
+    pub fn with_param(mut self, param: &str) -> Self {
+        self.param = Some(param.to_owned());
+        self
+    }
+
+    /// Adds a field to the error object.
+    pub fn with_extra(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(name.to_owned(), value);
+        self
+    }
+
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        })
+        let mut error = serde_json::json!({
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        });
+        for (k, v) in self.extra.iter().flat_map(|m| m.iter()) {
+            error[k] = v.clone();
+        }
+        serde_json::json!({ "error": error })
     }
 }
 

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod models;
+pub mod moderation;
 pub mod openapi;
 mod routes;
 pub mod signing;
@@ -80,6 +81,7 @@ pub async fn start(
     .await?;
     let signer = signing::UrlSigner::load_or_create(&config.data_dir.join("secrets/url-signing.key"))?;
     let state = AppState(Arc::new(Shared {
+        moderator: nanoimg_safety::PromptModerator::default(),
         request_limiter: RateLimiter::new(),
         image_limiter: RateLimiter::new(),
         audit: audit::Auditor::start(store.clone(), metrics.clone()),

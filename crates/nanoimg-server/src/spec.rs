@@ -25,6 +25,9 @@ pub struct JobSpec {
     /// Partial images to stream (OpenAI `partial_images`, 0–3).
     #[serde(default)]
     pub partial_images: u32,
+    /// Moderation strictness (OpenAI `moderation`).
+    #[serde(default)]
+    pub moderation: nanoimg_safety::Strictness,
 }
 
 /// The starting image of an edit: uploaded assets and how much to change.

@@ -651,3 +651,77 @@ async fn a_job_that_outlives_the_grace_period_is_failed_with_a_reason() {
         "interrupted: the server shut down while this job was running"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let cases = [
+        (json!({"prompt": "a n.u.d.e woman"}), vec!["sexual"]),
+        (
+            json!({"prompt": "a nude figure study", "moderation": "low", "negative_prompt": "a child"}),
+            vec!["sexual/minors"],
+        ),
+        (
+            json!({"prompt": "news photo of Barack Obama in handcuffs"}),
+            vec!["real-person"],
+        ),
+        (
+            json!({"prompt": "a cat", "negative_prompt": "g0re, decapitated"}),
+            vec!["violence/graphic"],
+        ),
+    ];
+    for (body, want) in cases {
+        let r = s.generate(&key, tiny_request(body.clone())).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "moderation_blocked", "{e}");
+        assert_eq!(e["error"]["param"], "prompt");
+        assert_eq!(e["error"]["categories"], json!(want), "{body} → {e}");
+    }
+    // The async endpoint refuses the same way.
+    let r = s.submit(&key, tiny_request(json!({"prompt": "p0rn"}))).await;
+    assert_eq!(r.status(), 400);
+    // `low` lets mild content through; an unknown strictness is refused by name.
+    let r = s
+        .generate(
+            &key,
+            tiny_request(json!({"prompt": "a nude figure study", "moderation": "low"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .generate(
+            &key,
+            tiny_request(json!({"prompt": "a cat", "moderation": "off"})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "moderation");
+
+    // Nothing from the blocked requests was kept: one job (the `low` one), one asset.
+    let jobs = s.get_json(&key, "/v1/jobs").await;
+    assert_eq!(jobs["data"].as_array().unwrap().len(), 1, "{jobs}");
+    // Counted and audited with the categories, never the key.
+    let m = reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("nanoimg_rejections_total{reason=\"moderation\"} 5"),
+        "{m}"
+    );
+    let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
+    let blocked: Vec<&Value> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "moderation.blocked")
+        .collect();
+    assert_eq!(blocked.len(), 5, "{audit}");
+    assert_eq!(blocked[1]["detail"]["categories"], json!(["sexual/minors"]));
+    assert_eq!(blocked[1]["detail"]["flags"][0]["layer"], "lexicon");
+    assert!(!audit.to_string().contains(&key));
+}

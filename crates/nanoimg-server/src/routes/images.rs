@@ -206,7 +206,12 @@ pub(crate) fn build_spec(
             "NanoImg's models paint opaque images; use \"opaque\" or \"auto\"",
         ));
     }
-    one_of("moderation", req.moderation.as_deref(), &["auto", "low"], "auto")?;
+    let moderation: nanoimg_safety::Strictness = req
+        .moderation
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e: String| ApiError::invalid("moderation", e))?;
     one_of("style", req.style.as_deref(), &["vivid", "natural"], "vivid")?;
     one_of(
         "input_fidelity",
@@ -277,6 +282,7 @@ pub(crate) fn build_spec(
             output_compression: req.output_compression,
             init,
             partial_images,
+            moderation,
         },
         Delivery {
             url: response_format == "url",
@@ -610,6 +616,7 @@ pub(crate) async fn generations(
     auth.require(&state, Scope::ImagesGenerate)?;
     let req: ImageRequest = body::json(&body)?;
     let (spec, delivery) = build_spec(&state, &req, JobKind::Generation, None, &headers)?;
+    crate::moderation::check_prompt(&state, &auth, &spec)?;
     charge_images(&state, &auth, spec.n)?;
     run(state, auth, JobKind::Generation, spec, delivery).await
 }
@@ -712,6 +719,7 @@ async fn edit_like(
         strength: default_strength(kind, mask.is_some()),
     };
     let (mut spec, delivery) = build_spec(&state, &req, kind, Some((init, image.dimensions())), &headers)?;
+    crate::moderation::check_prompt(&state, &auth, &spec)?;
     charge_images(&state, &auth, spec.n)?;
     let init = spec.init.as_mut().expect("edits have a starting image");
     init.image = store_upload(&state, &auth, &image, "image").await?;

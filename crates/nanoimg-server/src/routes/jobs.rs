@@ -106,6 +106,7 @@ pub(crate) async fn create(
         }
     };
     let (spec, _) = build_spec(&state, &req.request, kind, init, &headers)?;
+    crate::moderation::check_prompt(&state, &auth, &spec)?;
     charge_images(&state, &auth, spec.n)?;
     let (job, _rx) = state.jobs.submit(auth.job_owner(), kind, spec, true).await?;
     state

@@ -1,0 +1,39 @@
+//! Prompt moderation at the door: a blocked request is refused before it is queued, counted,
+//! and audited with the layer, categories and evidence (never key material).
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::spec::JobSpec;
+use crate::state::AppState;
+use nanoimg_store::Outcome;
+
+/// Refuses `spec` with 400 `moderation_blocked` if its texts are blocked at its strictness.
+pub fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
+    let verdict = state
+        .moderator
+        .check(&[&spec.prompt, &spec.negative_prompt], spec.moderation);
+    if !verdict.blocked {
+        return Ok(());
+    }
+    let categories: Vec<&str> = verdict.categories().into_iter().map(|c| c.as_str()).collect();
+    state.metrics.reject("moderation");
+    state.audit.record_later(auth.event(
+        "moderation.blocked",
+        None,
+        Outcome::Rejected,
+        serde_json::json!({
+            "strictness": spec.moderation,
+            "categories": categories,
+            "flags": verdict.flags.iter().filter(|f| f.blocks).collect::<Vec<_>>(),
+        }),
+    ));
+    Err(ApiError::bad_request(
+        "moderation_blocked",
+        format!(
+            "this request was rejected by NanoImg's safety system ({}); change the prompt and try again",
+            categories.join(", ")
+        ),
+    )
+    .with_param("prompt")
+    .with_extra("categories", serde_json::json!(categories)))
+}
