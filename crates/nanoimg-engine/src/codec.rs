@@ -3,7 +3,8 @@
 //! image bomb is refused the same way everywhere.
 
 use crate::error::{EngineError, Result};
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use nanoimg_core::InvalidParam;
 use std::fmt;
 use std::io::Cursor;
@@ -102,9 +103,99 @@ impl From<OutputFormat> for String {
     }
 }
 
+/// What non-image content starts like, to say what was sent instead of an image.
+fn not_an_image(bytes: &[u8]) -> &'static str {
+    let head = bytes.trim_ascii_start();
+    let starts = |sig: &[u8]| head.len() >= sig.len() && head[..sig.len()].eq_ignore_ascii_case(sig);
+    if starts(b"<svg") || starts(b"<?xml") || starts(b"<!doctype") || starts(b"<html") || starts(b"<") {
+        "SVG and other markup are not accepted; send a PNG, JPEG or WebP image"
+    } else if starts(b"%PDF") {
+        "this is a PDF, not an image; send a PNG, JPEG or WebP image"
+    } else if starts(b"PK\x03\x04") {
+        "this is a ZIP archive, not an image; send a PNG, JPEG or WebP image"
+    } else if starts(b"GIF8") {
+        "GIF is not accepted; send a PNG, JPEG or WebP image"
+    } else {
+        "not a PNG, JPEG or WebP image"
+    }
+}
+
+/// Where the image data of `bytes` ends, by the format's own structure: after PNG's IEND chunk,
+/// after the RIFF size of WebP, after JPEG's last end-of-image marker. `None` when the
+/// structure cannot be walked (the decoder then reports what is wrong).
+fn image_end(bytes: &[u8], format: ImageFormat) -> Option<usize> {
+    match format {
+        ImageFormat::Png => {
+            let mut at = 8usize;
+            loop {
+                let len = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+                let kind = bytes.get(at + 4..at + 8)?;
+                let end = at.checked_add(12)?.checked_add(len)?;
+                if kind == b"IEND" {
+                    return (end <= bytes.len()).then_some(end);
+                }
+                at = end;
+            }
+        }
+        ImageFormat::WebP => {
+            let size = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
+            let end = 8usize.checked_add(size)?.checked_add(size % 2)?;
+            (end <= bytes.len()).then_some(end.min(bytes.len()))
+        }
+        ImageFormat::Jpeg => bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]).map(|i| i + 2),
+        _ => None,
+    }
+}
+
+/// Refuses a file that is also something else (a polyglot): an archive, document or script
+/// after the image's end. PNG and WebP must end where their structure ends; JPEG may carry a
+/// trailer (some cameras append one) unless it holds such content.
+fn check_trailer(
+    bytes: &[u8],
+    format: ImageFormat,
+    param: &'static str,
+) -> std::result::Result<(), InvalidParam> {
+    let Some(end) = image_end(bytes, format) else {
+        return Ok(());
+    };
+    let trailer = &bytes[end..];
+    if trailer.is_empty() || trailer.iter().all(|b| *b == 0) {
+        return Ok(());
+    }
+    let suspicious = [
+        &b"PK\x03\x04"[..],
+        b"%PDF",
+        b"<script",
+        b"<html",
+        b"<svg",
+        b"<?php",
+        b"<!doctype",
+        b"MZ",
+    ]
+    .iter()
+    .any(|sig| trailer.windows(sig.len()).any(|w| w.eq_ignore_ascii_case(sig)));
+    if format == ImageFormat::Jpeg && !suspicious {
+        return Ok(());
+    }
+    Err(InvalidParam::new(
+        param,
+        format!(
+            "{} bytes follow the end of the image{}; such files (polyglots) are not accepted",
+            trailer.len(),
+            if suspicious {
+                ", holding an archive, document or script"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
 /// Decodes untrusted bytes as a PNG, JPEG or WebP image. The type is sniffed from the content,
-/// never trusted from a name or header; sizes are checked before pixels are allocated. Errors
-/// name `param`, the field the bytes came from.
+/// never trusted from a name or header; files that are also something else are refused; sizes
+/// are checked before pixels are allocated; EXIF orientation is applied, so the pixels are the
+/// right way up once re-encoded without metadata. Errors name `param`, the field the bytes came
+/// from.
 pub fn decode(
     bytes: &[u8],
     limits: &DecodeLimits,
@@ -125,8 +216,9 @@ pub fn decode(
     }
     let format = match image::guess_format(bytes) {
         Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => f,
-        _ => return Err(InvalidParam::new(param, "not a PNG, JPEG or WebP image")),
+        _ => return Err(InvalidParam::new(param, not_an_image(bytes))),
     };
+    check_trailer(bytes, format, param)?;
     let reader = ImageReader::with_format(Cursor::new(bytes), format);
     let (w, h) = reader
         .into_dimensions()
@@ -150,9 +242,12 @@ pub fn decode(
     // RGBA16 is the widest buffer a decoder may need, plus slack for its own state.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8) + (16 << 20));
     reader.limits(decoder_limits);
-    reader
-        .decode()
-        .map_err(|e| InvalidParam::new(param, format!("cannot decode the image: {e}")))
+    let fail = |e: image::ImageError| InvalidParam::new(param, format!("cannot decode the image: {e}"));
+    let mut decoder = reader.into_decoder().map_err(fail)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(fail)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// A mask from a decoded image: white = repaint. If the image has an alpha channel that is not
@@ -247,7 +342,11 @@ mod tests {
         let e = decode(b"", &limits, "image").unwrap_err();
         assert_eq!(e.param, "image");
         let e = decode(b"GIF89a....", &limits, "mask").unwrap_err();
-        assert!(e.message.contains("not a PNG"), "{e}");
+        assert!(e.message.contains("GIF is not accepted"), "{e}");
+        let e = decode(b"  <svg xmlns='http://www.w3.org/2000/svg'/>", &limits, "image").unwrap_err();
+        assert!(e.message.starts_with("SVG and other markup"), "{e}");
+        let e = decode(b"%PDF-1.7", &limits, "image").unwrap_err();
+        assert!(e.message.contains("PDF"), "{e}");
         let big = encode(&RgbImage::new(101, 10), OutputFormat::Png, None, &[]).unwrap();
         assert!(decode(&big, &limits, "image")
             .unwrap_err()
@@ -274,5 +373,67 @@ mod tests {
         rgba.put_pixel(1, 0, image::Rgba([0, 0, 0, 255]));
         let m = mask_from(&DynamicImage::ImageRgba8(rgba));
         assert_eq!(m.as_raw(), &[255, 0, 255, 255]);
+    }
+
+    #[test]
+    fn files_that_are_also_something_else_are_refused() {
+        let limits = DecodeLimits::default();
+        let img = sample();
+        let zip = b"PK\x03\x04\x14\x00\x00\x00payload.txt";
+        for f in [OutputFormat::Png, OutputFormat::Webp, OutputFormat::Jpeg] {
+            let clean = encode(&img, f, Some(90), &[]).unwrap();
+            assert!(decode(&clean, &limits, "image").is_ok(), "{f}");
+            let mut polyglot = clean.clone();
+            polyglot.extend_from_slice(zip);
+            let e = decode(&polyglot, &limits, "image").unwrap_err();
+            assert!(e.message.contains("polyglots"), "{f}: {e}");
+            assert!(e.message.contains("archive"), "{f}: {e}");
+            // A trailer of anything else: refused for PNG and WebP, tolerated for JPEG.
+            let mut trailer = clean.clone();
+            trailer.extend_from_slice(b"camera maker notes");
+            assert_eq!(
+                decode(&trailer, &limits, "image").is_ok(),
+                f == OutputFormat::Jpeg,
+                "{f}"
+            );
+            // Zero padding is not content.
+            let mut padded = clean;
+            padded.extend_from_slice(&[0; 16]);
+            assert!(decode(&padded, &limits, "image").is_ok(), "{f}");
+        }
+    }
+
+    /// A JPEG of `img` with an EXIF block saying `orientation`.
+    fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
+        let jpeg = encode(img, OutputFormat::Jpeg, Some(95), &[]).unwrap();
+        // TIFF header (little-endian), one IFD entry: 0x0112 Orientation, SHORT, 1 value.
+        let mut tiff = b"II*\x00\x08\x00\x00\x00\x01\x00".to_vec();
+        tiff.extend([0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]);
+        tiff.extend(orientation.to_le_bytes());
+        tiff.extend([0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\x00\x00".to_vec();
+        app1.extend(tiff);
+        let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        out.extend(((app1.len() + 2) as u16).to_be_bytes());
+        out.extend(app1);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let img = sample(); // 24 × 16, brighter to the right
+        let limits = DecodeLimits::default();
+        let upright = decode(&jpeg_with_orientation(&img, 1), &limits, "image").unwrap();
+        assert_eq!((upright.width(), upright.height()), (24, 16));
+        // 6 = the camera was turned: the stored pixels must be rotated 90° clockwise.
+        let turned = decode(&jpeg_with_orientation(&img, 6), &limits, "image")
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(turned.dimensions(), (16, 24));
+        // Rotated clockwise, the original's left column (dark red) is now the top row.
+        let top = turned.get_pixel(8, 0).0[0];
+        let bottom = turned.get_pixel(8, 23).0[0];
+        assert!(top < bottom, "top {top}, bottom {bottom}");
     }
 }

@@ -58,23 +58,116 @@ fn serve_with(home: &std::path::Path, env: &[(&str, &str)]) -> Serve {
 }
 
 /// One HTTP/1.1 request over a plain socket (no client library, no curl), JSON back.
-fn curl(method: &str, url: &str, key: &str, body: Option<&str>) -> Value {
+fn request(method: &str, url: &str, key: &str, content_type: &str, body: &[u8]) -> Value {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut sock = std::net::TcpStream::connect(host).unwrap();
-    let body = body.unwrap_or("");
     write!(
         sock,
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
+    sock.write_all(body).unwrap();
     let mut resp = String::new();
     sock.read_to_string(&mut resp).unwrap();
     let (_, payload) = resp.split_once("\r\n\r\n").unwrap();
     serde_json::from_str(payload).unwrap_or_else(|_| panic!("{resp}"))
+}
+
+/// A JSON request.
+fn curl(method: &str, url: &str, key: &str, body: Option<&str>) -> Value {
+    request(
+        method,
+        url,
+        key,
+        "application/json",
+        body.unwrap_or("").as_bytes(),
+    )
+}
+
+/// The peak resident memory of a process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A grey PNG of `side`² pixels, all zero: a few hundred KiB that decode to `side`² bytes.
+fn png_bomb(side: u32) -> Vec<u8> {
+    let file = tempfile::tempfile().unwrap();
+    let mut enc = png::Encoder::new(file.try_clone().unwrap(), side, side);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_compression(png::Compression::Fast);
+    let mut w = enc.write_header().unwrap().into_stream_writer().unwrap();
+    let row = vec![0u8; side as usize];
+    for _ in 0..side {
+        std::io::Write::write_all(&mut w, &row).unwrap();
+    }
+    w.finish().unwrap();
+    let mut out = Vec::new();
+    let mut file = file;
+    std::io::Seek::rewind(&mut file).unwrap();
+    std::io::Read::read_to_end(&mut file, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_without_the_memory_to_decode_it() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path());
+    let key = s.key.clone().unwrap();
+    let bomb = png_bomb(20_000); // 400 MB of pixels
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+    // Warm up the paths the bombs take with a small image that is refused for its prompt.
+    let small = png_bomb(64);
+    let mut warm = b"--B\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n \r\n".to_vec();
+    warm.extend_from_slice(
+        b"--B\r\nContent-Disposition: form-data; name=\"image\"; filename=\"s.png\"\r\n\r\n",
+    );
+    warm.extend_from_slice(&small);
+    warm.extend_from_slice(b"\r\n--B--\r\n");
+    let url = format!("{}/v1/images/edits", s.base);
+    let r = request("POST", &url, &key, "multipart/form-data; boundary=B", &warm);
+    assert_eq!(r["error"]["param"], "prompt", "{r}");
+    let before = peak_rss_kib(s.child.id());
+    for (path, field, extra) in [
+        ("/v1/assets", "file", ""),
+        (
+            "/v1/images/edits",
+            "image",
+            "--B\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na cat\r\n",
+        ),
+    ]
+    .iter()
+    .cycle()
+    .take(6)
+    {
+        let mut body = extra.as_bytes().to_vec();
+        body.extend_from_slice(
+            format!(
+                "--B\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"b.png\"\r\n\
+                 Content-Type: image/png\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&bomb);
+        body.extend_from_slice(b"\r\n--B--\r\n");
+        let url = format!("{}{path}", s.base);
+        let r = request("POST", &url, &key, "multipart/form-data; boundary=B", &body);
+        assert_eq!(r["error"]["param"], *field, "{path}: {r}");
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("20000x20000"), "{path}: {msg}");
+    }
+    let grew_mib = (peak_rss_kib(s.child.id()) - before) / 1024;
+    println!("peak RSS grew {grew_mib} MiB while refusing six 400 MB bombs");
+    // Allocator warm-up moves it a little; decoding one bomb would take 400 MB.
+    assert!(grew_mib < 100, "the server's peak memory grew {grew_mib} MiB");
+    // Nothing was stored.
+    let assets = curl("GET", &format!("{}/v1/assets", s.base), &key, None);
+    assert_eq!(assets["data"].as_array().unwrap().len(), 0, "{assets}");
 }
 
 /// Submits a job long enough to be caught running and waits until it runs; returns its id.
