@@ -683,19 +683,10 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     let r = s.submit(&key, tiny_request(json!({"prompt": "p0rn"}))).await;
     assert_eq!(r.status(), 400);
     // `low` lets mild content through; an unknown strictness is refused by name.
-    let r = s
-        .generate(
-            &key,
-            tiny_request(json!({"prompt": "a nude figure study", "moderation": "low"})),
-        )
-        .await;
+    let generate = |body: Value| s.generate(&key, tiny_request(body));
+    let r = generate(json!({"prompt": "a nude figure study", "moderation": "low"})).await;
     assert_eq!(r.status(), 200);
-    let r = s
-        .generate(
-            &key,
-            tiny_request(json!({"prompt": "a cat", "moderation": "off"})),
-        )
-        .await;
+    let r = generate(json!({"prompt": "a cat", "moderation": "off"})).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "moderation");
 
