@@ -5,13 +5,25 @@ use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::spec::JobSpec;
 use crate::state::AppState;
+use nanoimg_safety::Strictness;
 use nanoimg_store::Outcome;
 
-/// Refuses `spec` with 400 `moderation_blocked` if its texts are blocked at its strictness.
+/// The strictness a request gets: what it asked for, but `low` only where the operator has
+/// allowed it for the tenant (otherwise `auto`, as OpenAI would still moderate).
+pub fn strictness(auth: &Auth, asked: Strictness) -> Strictness {
+    match asked {
+        Strictness::Low if auth.principal.tenant.allow_low_moderation => Strictness::Low,
+        _ => Strictness::Auto,
+    }
+}
+
+/// Refuses `spec` with 400 `moderation_blocked` if its texts are blocked at the strictness it
+/// gets.
 pub fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
+    let level = strictness(auth, spec.moderation);
     let verdict = state
         .moderator
-        .check(&[&spec.prompt, &spec.negative_prompt], spec.moderation);
+        .check(&[&spec.prompt, &spec.negative_prompt], level);
     if !verdict.blocked {
         return Ok(());
     }
@@ -22,7 +34,8 @@ pub fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<
         None,
         Outcome::Rejected,
         serde_json::json!({
-            "strictness": spec.moderation,
+            "strictness": level,
+            "asked": spec.moderation,
             "categories": categories,
             "flags": verdict.flags.iter().filter(|f| f.blocks).collect::<Vec<_>>(),
         }),

@@ -166,6 +166,13 @@ pub const ROUTES: &[RouteDoc] = &[
          (requests_per_minute, images_per_minute, concurrent_jobs; null = server default)",
     ),
     r(
+        "put",
+        "/v1/admin/tenants/{id}/moderation",
+        Some("admin"),
+        "json",
+        "Whether the tenant's requests may use moderation: low ({\"allow_low\": bool})",
+    ),
+    r(
         "post",
         "/v1/admin/tenants/{id}/keys",
         Some("admin"),

@@ -659,8 +659,8 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     let cases = [
         (json!({"prompt": "a n.u.d.e woman"}), vec!["sexual"]),
         (
-            json!({"prompt": "a nude figure study", "moderation": "low", "negative_prompt": "a child"}),
-            vec!["sexual/minors"],
+            json!({"prompt": "a nude figure study", "negative_prompt": "a child"}),
+            vec!["sexual", "sexual/minors"],
         ),
         (
             json!({"prompt": "news photo of Barack Obama in handcuffs"}),
@@ -682,10 +682,26 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     // The async endpoint refuses the same way.
     let r = s.submit(&key, tiny_request(json!({"prompt": "p0rn"}))).await;
     assert_eq!(r.status(), 400);
-    // `low` lets mild content through; an unknown strictness is refused by name.
+    // `low` counts only where the operator allows it for the tenant; then it lets mild content
+    // through, never sexual content with a child. An unknown strictness is refused by name.
     let generate = |body: Value| s.generate(&key, tiny_request(body));
-    let r = generate(json!({"prompt": "a nude figure study", "moderation": "low"})).await;
-    assert_eq!(r.status(), 200);
+    let low = json!({"prompt": "a nude figure study", "moderation": "low"});
+    assert_eq!(generate(low.clone()).await.status(), 400);
+    let r = s
+        .http
+        .put(s.url("/v1/admin/tenants/acme/moderation"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"allow_low": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["allow_low_moderation"], true);
+    assert_eq!(generate(low).await.status(), 200);
+    let mut with_child = json!({"prompt": "a nude figure study", "moderation": "low"});
+    with_child["negative_prompt"] = json!("a child");
+    let r = generate(with_child).await;
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["categories"], json!(["sexual/minors"]), "{e}");
     let r = generate(json!({"prompt": "a cat", "moderation": "off"})).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "moderation");
@@ -701,7 +717,7 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
         .await
         .unwrap();
     assert!(
-        m.contains("nanoimg_rejections_total{reason=\"moderation\"} 5"),
+        m.contains("nanoimg_rejections_total{reason=\"moderation\"} 7"),
         "{m}"
     );
     let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
@@ -711,8 +727,14 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
         .iter()
         .filter(|e| e["action"] == "moderation.blocked")
         .collect();
-    assert_eq!(blocked.len(), 5, "{audit}");
-    assert_eq!(blocked[1]["detail"]["categories"], json!(["sexual/minors"]));
+    assert_eq!(blocked.len(), 7, "{audit}");
+    assert_eq!(
+        blocked[1]["detail"]["categories"],
+        json!(["sexual", "sexual/minors"])
+    );
     assert_eq!(blocked[1]["detail"]["flags"][0]["layer"], "lexicon");
+    // Asked for low before it was allowed: moderated at auto, and the record says both.
+    assert_eq!(blocked[5]["detail"]["asked"], "low");
+    assert_eq!(blocked[5]["detail"]["strictness"], "auto");
     assert!(!audit.to_string().contains(&key));
 }

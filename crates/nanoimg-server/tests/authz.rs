@@ -42,6 +42,7 @@ async fn request(s: &TestServer, method: &str, path: &str, body: &str, key: Opti
         ("/v1/admin/tenants", "json") => req.json(&json!({"name": nanoimg_store::ids::new_id("t")})),
         (p, "json") if p.ends_with("/keys") => req.json(&json!({"name": "k"})),
         (p, "json") if p.ends_with("/limits") => req.json(&json!({"images_per_minute": 1000})),
+        (p, "json") if p.ends_with("/moderation") => req.json(&json!({"allow_low": false})),
         (_, "json") => req.json(&tiny_request(json!({}))),
         _ => req,
     };

@@ -11,6 +11,7 @@ use std::time::Duration;
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_tenant_limits.sql")),
+    (3, include_str!("../migrations/sqlite/0003_tenant_moderation.sql")),
 ];
 
 #[derive(Clone, Debug)]

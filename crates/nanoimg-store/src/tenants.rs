@@ -19,6 +19,8 @@ pub struct Tenant {
     pub created_at: i64,
     /// Overrides of the server's limits for this tenant.
     pub limits: TenantLimits,
+    /// Whether requests may ask for `moderation: low` (otherwise they get `auto`).
+    pub allow_low_moderation: bool,
 }
 
 /// A tenant's own limits; `None` = the server's default.
@@ -166,6 +168,7 @@ fn tenant_from(row: &AnyRow, prefix: &str) -> Result<Tenant> {
         name: row.try_get(col("name").as_str())?,
         is_admin: row.try_get::<i64, _>(col("is_admin").as_str())? != 0,
         created_at: row.try_get(col("created_at").as_str())?,
+        allow_low_moderation: row.try_get::<i64, _>(col("allow_low_moderation").as_str())? != 0,
         limits: TenantLimits {
             requests_per_minute: limit("requests_per_minute")?,
             images_per_minute: limit("images_per_minute")?,
@@ -174,7 +177,7 @@ fn tenant_from(row: &AnyRow, prefix: &str) -> Result<Tenant> {
     })
 }
 
-const TENANT_COLUMNS: [&str; 7] = [
+const TENANT_COLUMNS: [&str; 8] = [
     "id",
     "name",
     "is_admin",
@@ -182,6 +185,7 @@ const TENANT_COLUMNS: [&str; 7] = [
     "requests_per_minute",
     "images_per_minute",
     "concurrent_jobs",
+    "allow_low_moderation",
 ];
 
 /// `SELECT` list of the tenant columns of table alias `t`, each renamed `{prefix}{column}`.
@@ -231,6 +235,7 @@ impl Store {
             is_admin,
             created_at: now_ms(),
             limits: TenantLimits::default(),
+            allow_low_moderation: false,
         };
         let r = sqlx::query("INSERT INTO tenants (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&t.id)
@@ -275,6 +280,17 @@ impl Store {
             .map(|r| tenant_from(r, ""))
             .transpose()?
             .ok_or(StoreError::NotFound("tenant"))
+    }
+
+    /// Lets a tenant's requests use `moderation: low`, or stops them; returns the tenant.
+    pub async fn set_tenant_low_moderation(&self, id_or_name: &str, allow: bool) -> Result<Tenant> {
+        let t = self.tenant(id_or_name).await?;
+        sqlx::query("UPDATE tenants SET allow_low_moderation = $1 WHERE id = $2")
+            .bind(i64::from(allow))
+            .bind(&t.id)
+            .execute(&self.db.pool)
+            .await?;
+        self.tenant(&t.id).await
     }
 
     /// Replaces a tenant's limit overrides; returns the tenant as it now is.

@@ -116,10 +116,20 @@ async fn tenant_limits_are_stored_checked_and_reach_the_principal() {
         s.set_tenant_limits("nobody", &limits).await.unwrap_err(),
         StoreError::NotFound("tenant")
     ));
+    // Low moderation is off until the operator allows it.
+    assert!(!updated.allow_low_moderation);
+    assert!(
+        s.set_tenant_low_moderation("acme", true)
+            .await
+            .unwrap()
+            .allow_low_moderation
+    );
     // Unchanged by the refused updates, and kept across a reopen.
     s.close().await;
     let s = Store::open(d.path()).await.unwrap();
-    assert_eq!(s.tenant(&t.id).await.unwrap().limits, limits);
+    let t = s.tenant(&t.id).await.unwrap();
+    assert_eq!(t.limits, limits);
+    assert!(t.allow_low_moderation);
 }
 
 #[tokio::test]

@@ -76,6 +76,16 @@ pub enum TenantsCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Let a tenant's requests use `moderation: low`, or stop them (they then get `auto`).
+    Moderation {
+        /// Tenant name or id.
+        tenant: String,
+        /// `true` or `false`.
+        #[arg(long, action = clap::ArgAction::Set)]
+        allow_low: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// A limit given on the command line: a number, or `default`.
@@ -319,6 +329,11 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
             }
             Ok(())
         }),
+        TenantsCommand::Moderation {
+            tenant,
+            allow_low,
+            data_dir,
+        } => set_moderation(tenant, allow_low, data_dir),
         TenantsCommand::Limits {
             tenant,
             requests_per_minute,
@@ -344,12 +359,28 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
                 .await?;
             }
             let show = |v: Option<u32>| v.map_or("default".to_owned(), |v| v.to_string());
+            println!("allow_low_moderation {}", t.allow_low_moderation);
             println!("requests_per_minute {}", show(t.limits.requests_per_minute));
             println!("images_per_minute   {}", show(t.limits.images_per_minute));
             println!("concurrent_jobs     {}", show(t.limits.concurrent_jobs));
             Ok(())
         }),
     }
+}
+
+fn set_moderation(tenant: String, allow_low: bool, data_dir: Option<PathBuf>) -> Result<()> {
+    with_store(data_dir, |s| async move {
+        let t = s.set_tenant_low_moderation(&tenant, allow_low).await?;
+        s.audit(cli_event(
+            "tenant.moderation",
+            Some(t.id.clone()),
+            t.id.clone(),
+            serde_json::json!({"allow_low": allow_low}),
+        ))
+        .await?;
+        println!("{}: allow_low_moderation {}", t.name, t.allow_low_moderation);
+        Ok(())
+    })
 }
 
 pub fn audit(args: AuditArgs) -> Result<()> {

@@ -291,6 +291,9 @@ fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
     assert!(shown.contains("concurrent_jobs     default"), "{shown}");
     let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
     assert_eq!(me["limits"]["images_per_minute"], 7, "{me}");
+    nanoimg(&["tenants", "moderation", "shell-co", "--allow-low", "true"]);
+    let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
+    assert_eq!(me["tenant"]["allow_low_moderation"], true, "{me}");
     let shown = nanoimg(&["tenants", "limits", "shell-co", "--images-per-minute", "default"]);
     assert!(shown.contains("images_per_minute   default"), "{shown}");
 
@@ -303,7 +306,13 @@ fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
     let log = nanoimg(&["audit", "--json", "--limit", "1000"]);
     let events: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    for want in ["tenant.create", "key.create", "tenant.limits", "key.revoke"] {
+    for want in [
+        "tenant.create",
+        "key.create",
+        "tenant.limits",
+        "tenant.moderation",
+        "key.revoke",
+    ] {
         assert!(actions.contains(&want), "{want} not in {actions:?}");
     }
     assert!(events

@@ -86,6 +86,38 @@ pub(crate) async fn set_limits(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct ModerationSetting {
+    allow_low: bool,
+}
+
+/// `PUT /v1/admin/tenants/{id}/moderation` `{"allow_low": bool}`: whether the tenant's requests
+/// may use `moderation: low` (otherwise they are moderated at `auto`).
+pub(crate) async fn set_moderation(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Tenant>> {
+    auth.require(&state, Scope::Admin)?;
+    let req: ModerationSetting = body::json(&body)?;
+    let t = state
+        .store
+        .set_tenant_low_moderation(&tenant, req.allow_low)
+        .await?;
+    state
+        .audit
+        .record(auth.event(
+            "tenant.moderation",
+            Some(t.id.clone()),
+            Outcome::Success,
+            serde_json::json!({"allow_low": req.allow_low}),
+        ))
+        .await;
+    Ok(Json(t))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct NewKeyRequest {
     name: String,
     /// Scope names; default: every scope but `admin`.

@@ -39,6 +39,10 @@ pub(crate) fn routes() -> Router<AppState> {
             axum::routing::put(admin::set_limits),
         )
         .route(
+            "/v1/admin/tenants/{id}/moderation",
+            axum::routing::put(admin::set_moderation),
+        )
+        .route(
             "/v1/admin/tenants/{id}/keys",
             post(admin::create_key).get(admin::list_keys),
         )
