@@ -19,6 +19,20 @@ pub(crate) struct NewTenant {
     name: String,
 }
 
+/// Records a successful admin action before it is answered.
+async fn admin_done(
+    state: &AppState,
+    auth: &Auth,
+    action: &'static str,
+    target: String,
+    detail: serde_json::Value,
+) {
+    state
+        .audit
+        .record(auth.event(action, Some(target), Outcome::Success, detail))
+        .await;
+}
+
 /// `POST /v1/admin/tenants` `{"name"}`.
 pub(crate) async fn create_tenant(
     State(state): State<AppState>,
@@ -28,15 +42,14 @@ pub(crate) async fn create_tenant(
     auth.require(&state, Scope::Admin)?;
     let req: NewTenant = body::json(&body)?;
     let t = state.store.create_tenant(&req.name, false).await?;
-    state
-        .audit
-        .record(auth.event(
-            "tenant.create",
-            Some(t.id.clone()),
-            Outcome::Success,
-            serde_json::json!({"name": t.name}),
-        ))
-        .await;
+    admin_done(
+        &state,
+        &auth,
+        "tenant.create",
+        t.id.clone(),
+        serde_json::json!({"name": t.name}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
@@ -72,15 +85,14 @@ pub(crate) async fn set_limits(
     auth.require(&state, Scope::Admin)?;
     let limits: TenantLimits = body::json(&body)?;
     let t = state.store.set_tenant_limits(&tenant, &limits).await?;
-    state
-        .audit
-        .record(auth.event(
-            "tenant.limits",
-            Some(t.id.clone()),
-            Outcome::Success,
-            serde_json::to_value(limits).unwrap_or_default(),
-        ))
-        .await;
+    admin_done(
+        &state,
+        &auth,
+        "tenant.limits",
+        t.id.clone(),
+        serde_json::to_value(limits).unwrap_or_default(),
+    )
+    .await;
     Ok(Json(t))
 }
 
@@ -104,15 +116,14 @@ pub(crate) async fn set_moderation(
         .store
         .set_tenant_low_moderation(&tenant, req.allow_low)
         .await?;
-    state
-        .audit
-        .record(auth.event(
-            "tenant.moderation",
-            Some(t.id.clone()),
-            Outcome::Success,
-            serde_json::json!({"allow_low": req.allow_low}),
-        ))
-        .await;
+    admin_done(
+        &state,
+        &auth,
+        "tenant.moderation",
+        t.id.clone(),
+        serde_json::json!({"allow_low": req.allow_low}),
+    )
+    .await;
     Ok(Json(t))
 }
 
@@ -168,15 +179,14 @@ pub(crate) async fn create_key(
             },
         )
         .await?;
-    state
-        .audit
-        .record(auth.event(
-            "key.create",
-            Some(rec.id.clone()),
-            Outcome::Success,
-            serde_json::json!({"tenant": tenant.id, "prefix": rec.prefix, "scopes": Scope::join(&rec.scopes)}),
-        ))
-        .await;
+    admin_done(
+        &state,
+        &auth,
+        "key.create",
+        rec.id.clone(),
+        serde_json::json!({"tenant": tenant.id, "prefix": rec.prefix, "scopes": Scope::join(&rec.scopes)}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(key_created(&rec, &secret))).into_response())
 }
 
@@ -200,15 +210,14 @@ pub(crate) async fn revoke_key(
 ) -> ApiResult<Json<KeyRecord>> {
     auth.require(&state, Scope::Admin)?;
     let rec = state.store.revoke_key(&id, None).await?;
-    state
-        .audit
-        .record(auth.event(
-            "key.revoke",
-            Some(rec.id.clone()),
-            Outcome::Success,
-            serde_json::json!({"tenant": rec.tenant_id}),
-        ))
-        .await;
+    admin_done(
+        &state,
+        &auth,
+        "key.revoke",
+        rec.id.clone(),
+        serde_json::json!({"tenant": rec.tenant_id}),
+    )
+    .await;
     Ok(Json(rec))
 }
 
@@ -220,15 +229,14 @@ pub(crate) async fn rotate_key(
 ) -> ApiResult<Response> {
     auth.require(&state, Scope::Admin)?;
     let (rec, secret) = state.store.rotate_key(&id, None).await?;
-    state
-        .audit
-        .record(auth.event(
-            "key.rotate",
-            Some(rec.id.clone()),
-            Outcome::Success,
-            serde_json::json!({"tenant": rec.tenant_id, "replaces": id}),
-        ))
-        .await;
+    admin_done(
+        &state,
+        &auth,
+        "key.rotate",
+        rec.id.clone(),
+        serde_json::json!({"tenant": rec.tenant_id, "replaces": id}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(key_created(&rec, &secret))).into_response())
 }
 
