@@ -294,8 +294,15 @@ pub(crate) fn build_spec(
     ))
 }
 
+/// The door every validated request passes before it is queued: moderation first (a blocked
+/// prompt costs nothing), then the key's image budget.
+pub(crate) fn admit(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
+    crate::moderation::check_prompt(state, auth, spec)?;
+    charge_images(state, auth, spec.n)
+}
+
 /// Takes `n` images from the key's per-minute image budget.
-pub(crate) fn charge_images(state: &AppState, auth: &Auth, n: u32) -> ApiResult<()> {
+fn charge_images(state: &AppState, auth: &Auth, n: u32) -> ApiResult<()> {
     let d = state
         .image_limiter
         .check(auth.key_id(), auth.limits.images_per_minute, n);
@@ -616,8 +623,7 @@ pub(crate) async fn generations(
     auth.require(&state, Scope::ImagesGenerate)?;
     let req: ImageRequest = body::json(&body)?;
     let (spec, delivery) = build_spec(&state, &req, JobKind::Generation, None, &headers)?;
-    crate::moderation::check_prompt(&state, &auth, &spec)?;
-    charge_images(&state, &auth, spec.n)?;
+    admit(&state, &auth, &spec)?;
     run(state, auth, JobKind::Generation, spec, delivery).await
 }
 
@@ -719,8 +725,7 @@ async fn edit_like(
         strength: default_strength(kind, mask.is_some()),
     };
     let (mut spec, delivery) = build_spec(&state, &req, kind, Some((init, image.dimensions())), &headers)?;
-    crate::moderation::check_prompt(&state, &auth, &spec)?;
-    charge_images(&state, &auth, spec.n)?;
+    admit(&state, &auth, &spec)?;
     let init = spec.init.as_mut().expect("edits have a starting image");
     init.image = store_upload(&state, &auth, &image, "image").await?;
     if let Some(m) = mask {

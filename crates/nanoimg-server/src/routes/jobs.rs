@@ -2,7 +2,7 @@
 //! reads, `GET /v1/jobs/{id}/events` streams progress as SSE, `DELETE /v1/jobs/{id}` cancels.
 
 use super::body;
-use super::images::{async_stream, build_spec, charge_images, default_strength, ImageRequest};
+use super::images::{admit, async_stream, build_spec, default_strength, ImageRequest};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobEvent;
@@ -106,8 +106,7 @@ pub(crate) async fn create(
         }
     };
     let (spec, _) = build_spec(&state, &req.request, kind, init, &headers)?;
-    crate::moderation::check_prompt(&state, &auth, &spec)?;
-    charge_images(&state, &auth, spec.n)?;
+    admit(&state, &auth, &spec)?;
     let (job, _rx) = state.jobs.submit(auth.job_owner(), kind, spec, true).await?;
     state
         .audit
