@@ -110,10 +110,10 @@ impl Report {
 }
 
 /// Runs every example through the moderator.
-pub fn evaluate(m: &PromptModerator, set: &[Example], strictness: Strictness) -> Report {
+pub fn evaluate(m: &PromptModerator, set: &[Example], strictness: Strictness) -> Result<Report, SafetyError> {
     let mut r = Report::default();
     for ex in set {
-        let v = m.check(&[&ex.prompt], strictness);
+        let v = m.check(&[&ex.prompt], strictness)?;
         let cats = v.categories();
         let tally = match ex.label {
             Some(c) => r.by_category.entry(c).or_default(),
@@ -135,7 +135,7 @@ pub fn evaluate(m: &PromptModerator, set: &[Example], strictness: Strictness) ->
             ));
         }
     }
-    r
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -150,7 +150,7 @@ mod tests {
             .contains("line 2"));
         assert!(parse("no tab here").is_err());
         let set = parse("# comment\nsexual\tnude photo\nsafe\ta red apple\nsafe\tnaked mole rat\n").unwrap();
-        let r = evaluate(&PromptModerator::default(), &set, Strictness::Auto);
+        let r = evaluate(&PromptModerator::default(), &set, Strictness::Auto).unwrap();
         assert_eq!(r.by_category[&Category::Sexual].blocked, 1);
         assert_eq!(r.safe.total, 2);
         assert_eq!(r.unsafe_recall(), 1.0);

@@ -3,6 +3,8 @@
 //! - [`normalize`] — text folded for matching (never for the model).
 //! - [`lexicon`] — the word lists and their matcher.
 //! - [`prompt`] — prompt moderation: lexicon hits and combination rules → a [`prompt::Verdict`].
+//! - [`nsfw`] — the image layer: open_nsfw (ONNX) on tract.
+//! - [`semantic`] — the semantic prompt layer: MiniLM sentence embeddings against exemplars.
 //! - [`eval`] — recall and false-positive rate on a labelled TSV.
 //! - [`models`] — the pinned wheels the model-based layers come from, and installing them.
 
@@ -10,7 +12,11 @@ pub mod eval;
 pub mod lexicon;
 pub mod models;
 pub mod normalize;
+pub mod nsfw;
 pub mod prompt;
+pub mod semantic;
+#[doc(hidden)]
+pub mod testing;
 
 pub use lexicon::{Category, Lexicon};
 pub use prompt::{Flag, PromptModerator, Strictness, Verdict};

@@ -1,11 +1,13 @@
-//! Prompt moderation: every variant of the normalised text goes through the lexicon, then the
+//! Prompt moderation: every variant of the normalised text goes through the lexicon, the
+//! semantic layer (when its model is installed) embeds the text and its clauses, and then the
 //! combination rules decide (a child and anything sexual; a public figure and sexual, violent or
-//! news framing). The lexical layer; the semantic layer (sentence embeddings against exemplars)
-//! is added beside it and reports in the same `Flag` shape.
+//! news framing), whichever layer saw each part.
 
 use crate::lexicon::{Category, Group, Hit, Lexicon, Severity};
-use crate::normalize;
+use crate::semantic::{SemanticHit, SemanticLayer};
+use crate::{normalize, SafetyError};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// How strict moderation is, as OpenAI's `moderation` field: `auto` (default) or `low`. There
 /// is no "off"; `low` lets through what is only mildly sensitive (nudity without sex acts,
@@ -75,6 +77,20 @@ impl Verdict {
             blocks,
         });
     }
+
+    fn semantic(&mut self, hit: &SemanticHit, blocks: bool) {
+        self.blocked |= blocks;
+        self.flags.push(Flag {
+            category: hit.category,
+            layer: "semantic",
+            evidence: vec![
+                format!("near {:?}", hit.exemplar),
+                format!("in {:?}", hit.segment),
+            ],
+            score: hit.score,
+            blocks,
+        });
+    }
 }
 
 /// Whether a word sequence states an age under 18 ("12 year old", "12yo", "aged 12").
@@ -114,10 +130,11 @@ fn states_minor_age(words: &[String]) -> bool {
     })
 }
 
-/// The lexical prompt moderator.
+/// The prompt moderator: the lexicon always, the semantic layer when its model is loaded.
 #[derive(Debug, Clone)]
 pub struct PromptModerator {
     lexicon: Lexicon,
+    semantic: Option<Arc<SemanticLayer>>,
     /// Block listed copyrighted characters (the default).
     pub block_characters: bool,
 }
@@ -132,13 +149,28 @@ impl PromptModerator {
     pub fn new(lexicon: Lexicon) -> Self {
         Self {
             lexicon,
+            semantic: None,
             block_characters: true,
         }
     }
 
+    /// Adds the semantic layer.
+    pub fn with_semantic(mut self, layer: Arc<SemanticLayer>) -> Self {
+        self.semantic = Some(layer);
+        self
+    }
+
+    /// Whether the semantic layer is on.
+    pub fn has_semantic(&self) -> bool {
+        self.semantic.is_some()
+    }
+
     /// Checks texts that go into one request together (prompt, negative prompt, …): a child
     /// in one and something sexual in the other still combine.
-    pub fn check(&self, texts: &[&str], strictness: Strictness) -> Verdict {
+    ///
+    /// Fails only when the semantic layer's model fails; callers must then refuse the request,
+    /// not let it through.
+    pub fn check(&self, texts: &[&str], strictness: Strictness) -> Result<Verdict, SafetyError> {
         let mut hits: Vec<Hit> = Vec::new();
         let mut minor_age = false;
         for text in texts {
@@ -154,8 +186,21 @@ impl PromptModerator {
         let terms = |pred: &dyn Fn(&Hit) -> bool| -> Vec<String> {
             hits.iter().filter(|h| pred(h)).map(|h| h.term.clone()).collect()
         };
-        let sexual = terms(&|h| h.group == Group::Category(Category::Sexual));
-        let violent = terms(&|h| h.group == Group::Category(Category::Violence));
+        let semantic = match &self.semantic {
+            Some(layer) => layer.check(texts)?,
+            None => Vec::new(),
+        };
+        let seen = |c: Category| -> Vec<String> {
+            semantic
+                .iter()
+                .filter(|h| h.category == c)
+                .map(|h| format!("~{:?}", h.exemplar))
+                .collect()
+        };
+        let mut sexual = terms(&|h| h.group == Group::Category(Category::Sexual));
+        sexual.extend(seen(Category::Sexual));
+        let mut violent = terms(&|h| h.group == Group::Category(Category::Violence));
+        violent.extend(seen(Category::Violence));
         let mut minors = terms(&|h| h.group == Group::Minor);
         if minor_age {
             minors.push("<age under 18>".into());
@@ -203,7 +248,11 @@ impl PromptModerator {
             let blocks = worst == Severity::High || strictness == Strictness::Auto;
             v.flag(category, found.iter().map(|h| h.term.clone()).collect(), blocks);
         }
-        v
+        for hit in &semantic {
+            let blocks = hit.severity == Severity::High || strictness == Strictness::Auto;
+            v.semantic(hit, blocks);
+        }
+        Ok(v)
     }
 }
 
@@ -214,6 +263,7 @@ mod tests {
     fn blocked(text: &str) -> Vec<&'static str> {
         PromptModerator::default()
             .check(&[text], Strictness::Auto)
+            .unwrap()
             .categories()
             .into_iter()
             .map(Category::as_str)
@@ -265,16 +315,22 @@ mod tests {
             "topless 14yo",
             "sexy schoolgirl aged 13",
         ] {
-            let v = m.check(&[bad], Strictness::Low);
+            let v = m.check(&[bad], Strictness::Low).unwrap();
             assert!(v.categories().contains(&Category::SexualMinors), "{bad:?}: {v:?}");
         }
         // Across prompt and negative prompt too.
-        let v = m.check(&["a little girl on a beach", "clothes"], Strictness::Low);
+        let v = m
+            .check(&["a little girl on a beach", "clothes"], Strictness::Low)
+            .unwrap();
         assert!(!v.blocked, "{v:?}");
-        let v = m.check(&["a little girl on a beach", "nude"], Strictness::Low);
+        let v = m
+            .check(&["a little girl on a beach", "nude"], Strictness::Low)
+            .unwrap();
         assert!(v.categories().contains(&Category::SexualMinors), "{v:?}");
         // An adult age is not a minor.
-        let v = m.check(&["a 30 year old woman, topless"], Strictness::Low);
+        let v = m
+            .check(&["a 30 year old woman, topless"], Strictness::Low)
+            .unwrap();
         assert!(!v.categories().contains(&Category::SexualMinors), "{v:?}");
     }
 
@@ -283,13 +339,19 @@ mod tests {
         let m = PromptModerator::default();
         assert!(
             m.check(&["a nude figure study, charcoal"], Strictness::Auto)
+                .unwrap()
                 .blocked
         );
         assert!(
             !m.check(&["a nude figure study, charcoal"], Strictness::Low)
+                .unwrap()
                 .blocked
         );
-        assert!(m.check(&["hardcore porn scene"], Strictness::Low).blocked);
+        assert!(
+            m.check(&["hardcore porn scene"], Strictness::Low)
+                .unwrap()
+                .blocked
+        );
     }
 
     #[test]
@@ -307,7 +369,11 @@ mod tests {
         let mut m = PromptModerator::default();
         assert_eq!(blocked("Mickey Mouse waving"), ["copyright"]);
         m.block_characters = false;
-        assert!(!m.check(&["Mickey Mouse waving"], Strictness::Auto).blocked);
+        assert!(
+            !m.check(&["Mickey Mouse waving"], Strictness::Auto)
+                .unwrap()
+                .blocked
+        );
     }
 
     #[test]

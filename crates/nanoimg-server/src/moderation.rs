@@ -23,7 +23,8 @@ pub fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<
     let level = strictness(auth, spec.moderation);
     let verdict = state
         .moderator
-        .check(&[&spec.prompt, &spec.negative_prompt], level);
+        .check(&[&spec.prompt, &spec.negative_prompt], level)
+        .map_err(|e| ApiError::internal(format!("moderation failed, so the request is refused: {e}")))?;
     if !verdict.blocked {
         return Ok(());
     }
