@@ -40,6 +40,44 @@ pub struct Config {
     pub limits: Limits,
     /// Log format: `json` (one object a line) or `text`.
     pub log_format: String,
+    /// The safety layers.
+    pub safety: SafetyConfig,
+}
+
+/// The safety layers: where their models are and how strict they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// Folder with the safety models, as `nanoimg models fetch safety` installs them [default:
+    /// `$NANOIMG_HOME/safety` from the CLI, else `<data_dir>/safety`].
+    pub models_dir: Option<PathBuf>,
+    /// Refuse to start while a model-based layer is off (its model is not installed).
+    pub require_all_layers: bool,
+    /// open_nsfw score (0–1) at or above which an output or upload is refused.
+    pub nsfw_threshold: f32,
+    /// Refuse prompts naming a listed copyrighted character.
+    pub block_characters: bool,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        Self {
+            models_dir: None,
+            require_all_layers: false,
+            nsfw_threshold: nanoimg_safety::nsfw::DEFAULT_THRESHOLD,
+            block_characters: true,
+        }
+    }
+}
+
+impl Config {
+    /// Where the safety models are looked for.
+    pub fn safety_models_dir(&self) -> PathBuf {
+        self.safety
+            .models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("safety"))
+    }
 }
 
 /// Per-key and per-tenant rates.
@@ -88,6 +126,7 @@ impl Default for Config {
                 ..Limits::default()
             },
             log_format: "json".into(),
+            safety: SafetyConfig::default(),
         }
     }
 }
@@ -122,6 +161,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_MAX_STEPS", "limits.max_steps"),
     ("NANOIMG_MAX_IMAGES", "limits.max_images"),
     ("NANOIMG_LOG_FORMAT", "log_format"),
+    ("NANOIMG_SAFETY_MODELS_DIR", "safety.models_dir"),
+    ("NANOIMG_SAFETY_REQUIRE_ALL_LAYERS", "safety.require_all_layers"),
+    ("NANOIMG_NSFW_THRESHOLD", "safety.nsfw_threshold"),
+    ("NANOIMG_BLOCK_CHARACTERS", "safety.block_characters"),
 ];
 
 impl Config {
@@ -174,6 +217,10 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes must be at least 1024");
+        }
+        let t = self.safety.nsfw_threshold;
+        if !(t > 0.0 && t <= 1.0) {
+            return bad("safety.nsfw_threshold must be above 0 and at most 1");
         }
         Ok(())
     }
@@ -280,7 +327,7 @@ mod tests {
         let mut keys = vec![];
         for (k, v) in v.as_table().unwrap() {
             match v.as_table() {
-                Some(t) if k == "rate" || k == "limits" => keys.extend(t.keys().map(|s| format!("{k}.{s}"))),
+                Some(t) if k == "rate" || k == "limits" || k == "safety" => keys.extend(t.keys().map(|s| format!("{k}.{s}"))),
                 _ => keys.push(k.clone()),
             }
         }

@@ -5,14 +5,18 @@
 //! admission (per-tenant cap, global capacity) and dequeuing can never disagree. Job records in
 //! the store are written at every transition, so a restart finds every job in a true state.
 
+use crate::audit::Auditor;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::models::ModelCatalog;
 use crate::spec::{JobKind, JobSpec};
 use nanoimg_core::Limits;
 use nanoimg_engine::codec::{self, DecodeLimits};
-use nanoimg_engine::{CancelToken, EngineError, GenerateRequest, InitImage, Progress, ProgressSink};
-use nanoimg_store::{Asset, Job, JobStatus, NewAsset, Store};
+use nanoimg_engine::{
+    CancelToken, EngineError, GenerateRequest, GeneratedImage, InitImage, Progress, ProgressSink,
+};
+use nanoimg_safety::nsfw::NsfwClassifier;
+use nanoimg_store::{Asset, AuditEvent, Job, JobStatus, NewAsset, Outcome, Store};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -160,13 +164,21 @@ pub struct JobOwner<'a> {
 }
 
 /// Settings the job system needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JobSettings {
     pub workers: usize,
     pub queue_capacity: usize,
     pub limits: Limits,
     pub upload_limits: DecodeLimits,
+    /// The image safety layer: every output (and every preview sent) passes it first.
+    pub image_check: Option<Arc<NsfwClassifier>>,
+    /// For refusals the workers make.
+    pub audit: Auditor,
 }
+
+/// Previews per image that are checked and sent when the image layer is on (each check costs
+/// one open_nsfw run); unchecked previews are never sent.
+const CHECKED_PREVIEWS: usize = 4;
 
 /// The queue, the workers and the live jobs.
 pub struct Jobs {
@@ -558,6 +570,8 @@ impl Jobs {
         let sink = EventSink {
             job,
             previews: job.detached || spec.partial_images > 0,
+            check: self.settings.image_check.as_deref(),
+            sent: Mutex::new((0, 0)),
         };
         let images = model
             .generate(&req, &self.settings.limits, &sink, &job.cancel)
@@ -569,6 +583,7 @@ impl Jobs {
                 },
                 e => RunError::internal(e),
             })?;
+        self.check_outputs(job, &images)?;
         let text_tokens = model.prompt_tokens(&spec.prompt) + model.prompt_tokens(&spec.negative_prompt);
         let format = spec.output_format;
         let mut outputs = Vec::with_capacity(images.len());
@@ -610,6 +625,46 @@ impl Jobs {
     }
 }
 
+impl Jobs {
+    /// The image layer on every output, before anything is encoded or stored: one refused image
+    /// fails the whole job (its siblings came from the same prompt), and nothing is kept.
+    fn check_outputs(&self, job: &LiveJob, images: &[GeneratedImage]) -> Result<(), RunError> {
+        let Some(c) = &self.settings.image_check else {
+            return Ok(());
+        };
+        for (i, img) in images.iter().enumerate() {
+            let v = c
+                .check(&image::DynamicImage::ImageRgb8(img.image.clone()))
+                .map_err(RunError::internal)?;
+            if !v.blocked {
+                continue;
+            }
+            self.metrics.reject("moderation");
+            self.settings.audit.record_later(AuditEvent {
+                request_id: None,
+                tenant_id: Some(job.tenant_id.clone()),
+                key_id: None,
+                action: "moderation.blocked",
+                target: Some(job.id.clone()),
+                outcome: Outcome::Rejected,
+                detail: serde_json::json!({
+                    "layer": "image", "input": "output", "index": i, "categories": ["sexual"],
+                    "score": v.score, "threshold": v.threshold,
+                }),
+            });
+            return Err(RunError::Failed {
+                code: "moderation_blocked",
+                message: format!(
+                    "a generated image was refused by NanoImg's safety system (sexual: image layer \
+                     score {:.2}, threshold {:.2}); nothing was stored",
+                    v.score, v.threshold
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 enum RunError {
     Cancelled,
     Failed { code: &'static str, message: String },
@@ -628,6 +683,36 @@ impl RunError {
 struct EventSink<'a> {
     job: &'a LiveJob,
     previews: bool,
+    /// With the image layer on, only previews it passed are sent.
+    check: Option<&'a NsfwClassifier>,
+    /// (image, previews checked for it).
+    sent: Mutex<(usize, usize)>,
+}
+
+impl EventSink<'_> {
+    /// The preview to send with this step, if any: every one without the image layer; with it,
+    /// [`CHECKED_PREVIEWS`] evenly spaced ones that pass.
+    fn preview(&self, p: &Progress<'_>) -> Option<Arc<image::RgbImage>> {
+        let img = p.preview?;
+        let Some(c) = self.check else {
+            return Some(Arc::new(img.clone()));
+        };
+        {
+            let mut sent = self.sent.lock().expect("preview count");
+            if sent.0 != p.image {
+                *sent = (p.image, 0);
+            }
+            if p.step * CHECKED_PREVIEWS < p.steps * (sent.1 + 1) {
+                return None;
+            }
+            sent.1 += 1;
+        }
+        let dynamic = image::DynamicImage::ImageRgb8(img.clone());
+        match c.check(&dynamic) {
+            Ok(v) if !v.blocked => Some(Arc::new(dynamic.into_rgb8())),
+            _ => None,
+        }
+    }
 }
 
 impl ProgressSink for EventSink<'_> {
@@ -637,7 +722,7 @@ impl ProgressSink for EventSink<'_> {
             images: p.images,
             step: p.step,
             steps: p.steps,
-            preview: p.preview.map(|i| Arc::new(i.clone())),
+            preview: self.preview(p),
         });
     }
 

@@ -67,6 +67,13 @@ pub async fn start(
     let first = bootstrap(&store).await?;
     let metrics = Arc::new(Metrics::default());
     let catalog = Arc::new(catalog);
+    let safety = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || moderation::Safety::load(&config))
+            .await
+            .map_err(|e| StartError(e.to_string()))??
+    };
+    let audit = audit::Auditor::start(store.clone(), metrics.clone());
     let jobs = Jobs::start(
         store.clone(),
         catalog.clone(),
@@ -76,15 +83,17 @@ pub async fn start(
             queue_capacity: config.queue_capacity,
             limits: config.limits.clone(),
             upload_limits: upload_limits(&config),
+            image_check: safety.image.clone(),
+            audit: audit.clone(),
         },
     )
     .await?;
     let signer = signing::UrlSigner::load_or_create(&config.data_dir.join("secrets/url-signing.key"))?;
     let state = AppState(Arc::new(Shared {
-        moderator: nanoimg_safety::PromptModerator::default(),
+        safety,
         request_limiter: RateLimiter::new(),
         image_limiter: RateLimiter::new(),
-        audit: audit::Auditor::start(store.clone(), metrics.clone()),
+        audit,
         config,
         store,
         jobs,

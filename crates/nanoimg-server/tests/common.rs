@@ -18,6 +18,13 @@ pub struct TestServer {
 }
 
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    try_start(tweak)
+        .await
+        .unwrap_or_else(|e| panic!("the server did not start: {e}"))
+}
+
+/// As [`start`], but a refusal to start is returned.
+pub async fn try_start(tweak: impl FnOnce(&mut Config)) -> Result<TestServer, String> {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("models/tiny");
     write_model(&model, &SyntheticSpec::tiny(Family::Sd1), 3).unwrap();
@@ -28,8 +35,10 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     };
     tweak(&mut cfg);
     let info = nanoimg_engine::ModelInfo::inspect(&model).unwrap();
-    let (server, first) = nanoimg_server::start(cfg.clone(), catalog(&info)).await.unwrap();
-    TestServer {
+    let (server, first) = nanoimg_server::start(cfg.clone(), catalog(&info))
+        .await
+        .map_err(|e| e.0)?;
+    Ok(TestServer {
         base: format!("http://{}", server.addr),
         admin_key: first.expect("first start creates the admin key").admin_key,
         http: reqwest::Client::new(),
@@ -37,7 +46,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         config: cfg,
         model: info,
         dir,
-    }
+    })
 }
 
 fn catalog(tiny: &nanoimg_engine::ModelInfo) -> ModelCatalog {

@@ -49,6 +49,10 @@ pub fn config(args: &Args) -> Result<Config> {
     if args.data_dir.is_some() || cfg.data_dir == Config::default().data_dir {
         cfg.data_dir = dir;
     }
+    if cfg.safety.models_dir.is_none() {
+        // Where `nanoimg models fetch safety` puts them.
+        cfg.safety.models_dir = Some(crate::fetch::safety_dir(None)?);
+    }
     if let Some(b) = &args.bind {
         cfg.bind = b
             .parse()

@@ -2,7 +2,7 @@
 //! signed links of `response_format: "url"`.
 
 use super::body::Form;
-use super::images::{decode_upload, store_upload};
+use super::images::{accept_upload, store_upload};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -38,7 +38,7 @@ pub(crate) async fn upload(
         [(name, bytes)] if name == "file" => bytes,
         _ => return Err(ApiError::invalid("file", "send exactly one file, named `file`")),
     };
-    let img = decode_upload(&state, file, "file").await?.to_rgb8();
+    let img = accept_upload(&state, &auth, file, "file").await?.to_rgb8();
     let id = store_upload(&state, &auth, &img, "file").await?;
     state
         .audit

@@ -296,8 +296,8 @@ pub(crate) fn build_spec(
 
 /// The door every validated request passes before it is queued: moderation first (a blocked
 /// prompt costs nothing), then the key's image budget.
-pub(crate) fn admit(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
-    crate::moderation::check_prompt(state, auth, spec)?;
+pub(crate) async fn admit(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
+    crate::moderation::check_prompt(state, auth, spec).await?;
     charge_images(state, auth, spec.n)
 }
 
@@ -376,6 +376,9 @@ async fn finish(state: &AppState, job: &LiveJob, rx: &mut broadcast::Receiver<Jo
 pub(crate) fn job_error(code: &'static str, message: String) -> ApiError {
     match code {
         "invalid_value" | "invalid_image" | "input_unavailable" => ApiError::bad_request(code, message),
+        "moderation_blocked" => ApiError::bad_request(code, message)
+            .with_param("prompt")
+            .with_extra("categories", serde_json::json!(["sexual"])),
         "shutting_down" => ApiError::overloaded(code, message, 5),
         "cancelled" => ApiError::conflict("job_cancelled", message),
         _ => ApiError::new(
@@ -623,7 +626,7 @@ pub(crate) async fn generations(
     auth.require(&state, Scope::ImagesGenerate)?;
     let req: ImageRequest = body::json(&body)?;
     let (spec, delivery) = build_spec(&state, &req, JobKind::Generation, None, &headers)?;
-    admit(&state, &auth, &spec)?;
+    admit(&state, &auth, &spec).await?;
     run(state, auth, JobKind::Generation, spec, delivery).await
 }
 
@@ -640,6 +643,18 @@ pub(crate) async fn decode_upload(
             .await
             .map_err(ApiError::internal)??,
     )
+}
+
+/// Decodes an uploaded picture (not a mask) and runs the image safety layer on it.
+pub(crate) async fn accept_upload(
+    state: &AppState,
+    auth: &Auth,
+    bytes: &[u8],
+    param: &'static str,
+) -> ApiResult<DynamicImage> {
+    let img = decode_upload(state, bytes, param).await?;
+    crate::moderation::check_upload(state, auth, &img, param).await?;
+    Ok(img)
 }
 
 /// Stores a decoded upload, re-encoded as PNG: what we keep is pixels we decoded, never the
@@ -696,7 +711,7 @@ async fn edit_like(
     let req: ImageRequest = body::form_fields(&form, files, TYPED_FIELDS)?;
     let image = match form.files_named("image").as_slice() {
         [] => return Err(ApiError::invalid("image", "an image file is required")),
-        [one] => decode_upload(&state, one, "image").await?.to_rgb8(),
+        [one] => accept_upload(&state, &auth, one, "image").await?.to_rgb8(),
         _ => {
             return Err(ApiError::invalid(
                 "image",
@@ -725,7 +740,7 @@ async fn edit_like(
         strength: default_strength(kind, mask.is_some()),
     };
     let (mut spec, delivery) = build_spec(&state, &req, kind, Some((init, image.dimensions())), &headers)?;
-    admit(&state, &auth, &spec)?;
+    admit(&state, &auth, &spec).await?;
     let init = spec.init.as_mut().expect("edits have a starting image");
     init.image = store_upload(&state, &auth, &image, "image").await?;
     if let Some(m) = mask {

@@ -106,7 +106,7 @@ pub(crate) async fn create(
         }
     };
     let (spec, _) = build_spec(&state, &req.request, kind, init, &headers)?;
-    admit(&state, &auth, &spec)?;
+    admit(&state, &auth, &spec).await?;
     let (job, _rx) = state.jobs.submit(auth.job_owner(), kind, spec, true).await?;
     state
         .audit

@@ -29,6 +29,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         Json(serde_json::json!({
             "database": db, "queued": queued, "running": running, "stopping": stopping,
             "queue_capacity": state.config.queue_capacity,
+            "safety": state.safety.layers.iter().map(|l| (l.layer.to_owned(), serde_json::json!({
+                "on": l.on, "detail": l.detail,
+            }))).collect::<serde_json::Map<_, _>>(),
         })),
     )
         .into_response()

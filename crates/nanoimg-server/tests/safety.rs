@@ -1,0 +1,198 @@
+//! The safety layers in the running server, with the real models (from the pinned wheels):
+//! which layers are on is reported, the semantic layer refuses paraphrases, and the image layer
+//! refuses outputs and uploads without keeping anything.
+
+mod common;
+
+use common::{png, start, tiny_request, ALL_SCOPES};
+use serde_json::{json, Value};
+
+fn with_models(c: &mut nanoimg_server::Config) {
+    c.safety.models_dir = Some(nanoimg_safety::testing::models_dir());
+}
+
+async fn audit_of(s: &common::TestServer, action: &str) -> Vec<Value> {
+    let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
+    audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_which_layers_are_off_and_why() {
+    let s = start(|_| {}).await;
+    let r: Value = reqwest::get(s.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let layers = &r["safety"];
+    assert_eq!(layers["lexicon"]["on"], true, "{r}");
+    for off in ["semantic", "image"] {
+        assert_eq!(layers[off]["on"], false, "{r}");
+        let why = layers[off]["detail"].as_str().unwrap();
+        assert!(why.contains("nanoimg models fetch safety"), "{why}");
+    }
+
+    let s = start(with_models).await;
+    let r: Value = reqwest::get(s.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for on in ["lexicon", "semantic", "image"] {
+        assert_eq!(r["safety"][on]["on"], true, "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_all_layers_refuses_to_start_without_the_models() {
+    let e = match common::try_start(|c| c.safety.require_all_layers = true).await {
+        Ok(_) => panic!("started with layers off"),
+        Err(e) => e,
+    };
+    assert!(e.contains("semantic") && e.contains("image"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_semantic_layer_refuses_what_no_word_list_names() {
+    let s = start(with_models).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let r = s
+        .generate(
+            &key,
+            tiny_request(json!({"prompt": "castle garden at noon, a lady with not a thread on her, 8k"})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "moderation_blocked", "{e}");
+    assert_eq!(e["error"]["categories"], json!(["sexual"]));
+    // Benign prompts still pass.
+    let r = s
+        .generate(&key, tiny_request(json!({"prompt": "a woman in a winter coat"})))
+        .await;
+    assert_eq!(r.status(), 200);
+    // The audit event names the layer and the score.
+    let ev = audit_of(&s, "moderation.blocked").await;
+    assert_eq!(ev.len(), 1);
+    let flags = ev[0]["detail"]["flags"].as_array().unwrap();
+    assert!(flags.iter().all(|f| f["layer"] == "semantic"), "{flags:?}");
+    let flag = &flags[0];
+    assert!(flag["score"].as_f64().unwrap() > 0.5, "{flag}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_output_is_neither_stored_nor_returned() {
+    // A threshold no image can stay under: every output is refused.
+    let s = start(|c| {
+        with_models(c);
+        c.safety.nsfw_threshold = f32::MIN_POSITIVE;
+    })
+    .await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let r = s.generate(&key, tiny_request(json!({"n": 2}))).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "moderation_blocked", "{e}");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("nothing was stored"), "{msg}");
+
+    // The async route: the job fails with the code, and no preview was ever sent.
+    let id = s.submit_id(&key, tiny_request(json!({"steps": 8}))).await;
+    let rec = s.wait_for(&key, &id, "failed").await;
+    assert!(rec["error"].as_str().unwrap().contains("safety system"), "{rec}");
+    let events = s
+        .http
+        .get(s.url(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!events.contains("\"preview_png_b64\":\""), "{events}");
+
+    let assets = s.get_json(&key, "/v1/assets").await;
+    assert_eq!(assets["data"], json!([]), "{assets}");
+    let ev = audit_of(&s, "moderation.blocked").await;
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[0]["detail"]["layer"], "image");
+    assert_eq!(ev[0]["detail"]["input"], "output");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_sent_with_the_image_layer_on_are_few_and_checked() {
+    let s = start(with_models).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let id = s.submit_id(&key, tiny_request(json!({"steps": 12}))).await;
+    s.wait_for(&key, &id, "succeeded").await;
+    let events = s
+        .http
+        .get(s.url(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let previews = events.matches("\"preview_png_b64\":\"").count();
+    assert!(previews <= 4, "{previews} previews");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_not_stored() {
+    let s = start(|c| {
+        with_models(c);
+        c.safety.nsfw_threshold = f32::MIN_POSITIVE;
+    })
+    .await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("a.png"),
+    );
+    let r = s
+        .http
+        .post(s.url("/v1/assets"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "moderation_blocked", "{e}");
+    assert_eq!(e["error"]["param"], "file");
+    // An edit's image too; its mask is not a picture and is not judged.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "a cat")
+        .text("size", "64x64")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("i.png"),
+        );
+    let r = s
+        .http
+        .post(s.url("/v1/images/edits"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "image");
+    let assets = s.get_json(&key, "/v1/assets").await;
+    assert_eq!(assets["data"], json!([]), "{assets}");
+    let ev = audit_of(&s, "moderation.blocked").await;
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[0]["detail"]["input"], "file");
+}
