@@ -72,15 +72,9 @@ async fn every_route_refuses_every_wrong_caller() {
     let s = start(|c| c.rate.images_per_minute = 1000).await;
     let (tenant_a, owner) = s.tenant("a", ALL_SCOPES).await;
     let (_, other) = s.tenant("b", ALL_SCOPES).await;
-    let revoked = s.key(&tenant_a, ALL_SCOPES, None).await;
+    // Keys made in the same second list in no particular order: take the id from the answer.
+    let (revoked_id, revoked) = s.key_with_id(&tenant_a, ALL_SCOPES, None).await;
     let expired = s.key(&tenant_a, ALL_SCOPES, Some(1)).await;
-    let keys = s
-        .get_json(&s.admin_key, &format!("/v1/admin/tenants/{tenant_a}/keys"))
-        .await;
-    let revoked_id = keys["data"].as_array().unwrap()[1]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let r = s
         .http
         .delete(s.url(&format!("/v1/admin/keys/{revoked_id}")))
@@ -111,17 +105,11 @@ async fn every_route_refuses_every_wrong_caller() {
     )
     .await;
     // A spare key: the newest, so the key routes (revoke, rotate) act on it last.
-    let _spare = s.key(&tenant_a, &["assets:read"], None).await;
-    let keys = s
-        .get_json(&s.admin_key, &format!("/v1/admin/tenants/{tenant_a}/keys"))
-        .await;
+    let (spare_id, _) = s.key_with_id(&tenant_a, &["assets:read"], None).await;
     let objects = Objects {
         asset: asset["id"].as_str().unwrap().to_owned(),
         job: job["id"].as_str().unwrap().to_owned(),
-        key: keys["data"].as_array().unwrap().last().unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
+        key: spare_id,
         tenant: tenant_a.clone(),
     };
     let malformed = "nimg_thisisnotarealkeyatallnotatall0_000000";

@@ -86,6 +86,16 @@ impl TestServer {
     }
 
     pub async fn key(&self, tenant: &str, scopes: &[&str], expires_in: Option<u64>) -> String {
+        self.key_with_id(tenant, scopes, expires_in).await.1
+    }
+
+    /// As [`TestServer::key`]; returns (key id, key).
+    pub async fn key_with_id(
+        &self,
+        tenant: &str,
+        scopes: &[&str],
+        expires_in: Option<u64>,
+    ) -> (String, String) {
         let k = json_of(
             self.http
                 .post(self.url(&format!("/v1/admin/tenants/{tenant}/keys")))
@@ -93,7 +103,8 @@ impl TestServer {
                 .json(&json!({"name": "test", "scopes": scopes, "expires_in": expires_in})),
         )
         .await;
-        k["key"].as_str().unwrap_or_else(|| panic!("{k}")).to_owned()
+        let key = k["key"].as_str().unwrap_or_else(|| panic!("{k}")).to_owned();
+        (k["id"].as_str().unwrap_or_else(|| panic!("{k}")).to_owned(), key)
     }
 
     /// `GET path` with `key`, as JSON.
