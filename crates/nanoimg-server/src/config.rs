@@ -327,7 +327,9 @@ mod tests {
         let mut keys = vec![];
         for (k, v) in v.as_table().unwrap() {
             match v.as_table() {
-                Some(t) if k == "rate" || k == "limits" || k == "safety" => keys.extend(t.keys().map(|s| format!("{k}.{s}"))),
+                Some(t) if k == "rate" || k == "limits" || k == "safety" => {
+                    keys.extend(t.keys().map(|s| format!("{k}.{s}")))
+                }
                 _ => keys.push(k.clone()),
             }
         }
