@@ -5,6 +5,7 @@
 //! - [`prompt`] — prompt moderation: lexicon hits and combination rules → a [`prompt::Verdict`].
 //! - [`nsfw`] — the image layer: open_nsfw (ONNX) on tract.
 //! - [`semantic`] — the semantic prompt layer: MiniLM sentence embeddings against exemplars.
+//! - [`watermark`] — the invisible watermark: embedding and detection.
 //! - [`eval`] — recall and false-positive rate on a labelled TSV.
 //! - [`models`] — the pinned wheels the model-based layers come from, and installing them.
 
@@ -17,6 +18,7 @@ pub mod prompt;
 pub mod semantic;
 #[doc(hidden)]
 pub mod testing;
+pub mod watermark;
 
 pub use lexicon::{Category, Lexicon};
 pub use prompt::{Flag, PromptModerator, Strictness, Verdict};

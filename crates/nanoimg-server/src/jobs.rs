@@ -16,6 +16,7 @@ use nanoimg_engine::{
     CancelToken, EngineError, GenerateRequest, GeneratedImage, InitImage, Progress, ProgressSink,
 };
 use nanoimg_safety::nsfw::NsfwClassifier;
+use nanoimg_safety::watermark::Watermarker;
 use nanoimg_store::{Asset, AuditEvent, Job, JobStatus, NewAsset, Outcome, Store};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -174,6 +175,8 @@ pub struct JobSettings {
     pub image_check: Option<Arc<NsfwClassifier>>,
     /// For refusals the workers make.
     pub audit: Auditor,
+    /// Marks every output before it is encoded.
+    pub watermark: Arc<Watermarker>,
 }
 
 /// Previews per image that are checked and sent when the image layer is on (each check costs
@@ -573,7 +576,7 @@ impl Jobs {
             check: self.settings.image_check.as_deref(),
             sent: Mutex::new((0, 0)),
         };
-        let images = model
+        let mut images = model
             .generate(&req, &self.settings.limits, &sink, &job.cancel)
             .map_err(|e| match e {
                 EngineError::Cancelled => RunError::Cancelled,
@@ -584,6 +587,16 @@ impl Jobs {
                 e => RunError::internal(e),
             })?;
         self.check_outputs(job, &images)?;
+        // The mark's payload is a random id per image, not derived from the tenant: it is kept
+        // in the asset's metadata, so the operator can trace a found mark to its generation.
+        let marks: Vec<u64> = images
+            .iter_mut()
+            .map(|img| {
+                let id = getrandom::u64().unwrap_or_default();
+                self.settings.watermark.embed(&mut img.image, id);
+                id
+            })
+            .collect();
         let text_tokens = model.prompt_tokens(&spec.prompt) + model.prompt_tokens(&spec.negative_prompt);
         let format = spec.output_format;
         let mut outputs = Vec::with_capacity(images.len());
@@ -592,6 +605,7 @@ impl Jobs {
                 "model": spec.model, "prompt": spec.prompt, "negative_prompt": spec.negative_prompt,
                 "size": spec.size.to_string(), "steps": spec.steps, "guidance": spec.guidance,
                 "scheduler": spec.scheduler.to_string(), "seed": img.seed, "index": i,
+                "watermark": format!("{:016x}", marks[i]),
             });
             let bytes = codec::encode(
                 &img.image,

@@ -85,6 +85,7 @@ pub async fn start(
             upload_limits: upload_limits(&config),
             image_check: safety.image.clone(),
             audit: audit.clone(),
+            watermark: safety.watermark.clone(),
         },
     )
     .await?;

@@ -12,6 +12,7 @@ use crate::StartError;
 use image::DynamicImage;
 use nanoimg_safety::nsfw::{ImageVerdict, NsfwClassifier};
 use nanoimg_safety::semantic::SemanticLayer;
+use nanoimg_safety::watermark::Watermarker;
 use nanoimg_safety::{models, PromptModerator, Strictness};
 use nanoimg_store::Outcome;
 use serde::Serialize;
@@ -30,6 +31,8 @@ pub struct Safety {
     pub prompt: Arc<PromptModerator>,
     /// The image layer (open_nsfw), when its model is installed.
     pub image: Option<Arc<NsfwClassifier>>,
+    /// The invisible watermark every output gets (built in, always on).
+    pub watermark: Arc<Watermarker>,
     pub layers: Vec<LayerState>,
 }
 
@@ -86,6 +89,11 @@ impl Safety {
             None
         };
 
+        layers.push(LayerState {
+            layer: "watermark",
+            on: true,
+            detail: "built in; a 64-bit id per output image".into(),
+        });
         let off: Vec<&LayerState> = layers.iter().filter(|l| !l.on).collect();
         if config.safety.require_all_layers && !off.is_empty() {
             let names: Vec<String> = off
@@ -106,6 +114,7 @@ impl Safety {
         Ok(Self {
             prompt: Arc::new(prompt),
             image,
+            watermark: Arc::new(Watermarker::new()),
             layers,
         })
     }

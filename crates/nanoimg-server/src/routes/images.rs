@@ -543,12 +543,16 @@ fn stream(
                     && *step * (spec.partial_images as usize + 1)
                         >= *steps * (sent_partials as usize + 1) =>
                 {
-                    let big = image::imageops::resize(
+                    let mut big = image::imageops::resize(
                         p.as_ref(),
                         spec.size.width,
                         spec.size.height,
                         image::imageops::FilterType::Triangle,
                     );
+                    state
+                        .safety
+                        .watermark
+                        .embed(&mut big, getrandom::u64().unwrap_or_default());
                     if let Ok(bytes) = codec::encode(&big, format, spec.output_compression, &[]) {
                         let mut data = base.clone();
                         data["type"] = format!("{prefix}.partial_image").into();
