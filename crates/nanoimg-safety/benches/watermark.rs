@@ -9,7 +9,7 @@
 //! colour, with flat shapes and gradients on top (like illustrations), at 512×512 and 768×512.
 
 use image::{imageops, Rgb, RgbImage};
-use nanoimg_safety::watermark::Watermarker;
+use nanoimg_safety::watermark::{fft2, Watermarker};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustfft::num_complex::Complex;
@@ -31,19 +31,7 @@ fn picture(rng: &mut ChaCha8Rng, w: usize, h: usize) -> RgbImage {
                 Complex::from_polar(f.powf(-beta), rng.random::<f32>() * std::f32::consts::TAU)
             })
             .collect();
-        let row = planner.plan_fft_inverse(w);
-        row.process(&mut buf);
-        let col = planner.plan_fft_inverse(h);
-        let mut c = vec![Complex::default(); h];
-        for x in 0..w {
-            for y in 0..h {
-                c[y] = buf[y * w + x];
-            }
-            col.process(&mut c);
-            for y in 0..h {
-                buf[y * w + x] = c[y];
-            }
-        }
+        fft2(&mut planner, &mut buf, w, h, true);
         let v: Vec<f32> = buf.iter().map(|c| c.re).collect();
         let (mean, sd) = {
             let m = v.iter().sum::<f32>() / v.len() as f32;

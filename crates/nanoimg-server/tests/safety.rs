@@ -11,6 +11,15 @@ fn with_models(c: &mut nanoimg_server::Config) {
     c.safety.models_dir = Some(nanoimg_safety::testing::models_dir());
 }
 
+/// The whole SSE stream of a finished job, as text.
+async fn events_of(s: &common::TestServer, key: &str, id: &str) -> String {
+    let r = s
+        .http
+        .get(s.url(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(key);
+    r.send().await.unwrap().text().await.unwrap()
+}
+
 async fn audit_of(s: &common::TestServer, action: &str) -> Vec<Value> {
     let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
     audit["data"]
@@ -108,16 +117,7 @@ async fn a_refused_output_is_neither_stored_nor_returned() {
     let id = s.submit_id(&key, tiny_request(json!({"steps": 8}))).await;
     let rec = s.wait_for(&key, &id, "failed").await;
     assert!(rec["error"].as_str().unwrap().contains("safety system"), "{rec}");
-    let events = s
-        .http
-        .get(s.url(&format!("/v1/jobs/{id}/events")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = events_of(&s, &key, &id).await;
     assert!(!events.contains("\"preview_png_b64\":\""), "{events}");
 
     let assets = s.get_json(&key, "/v1/assets").await;
@@ -134,16 +134,7 @@ async fn previews_sent_with_the_image_layer_on_are_few_and_checked() {
     let (_, key) = s.tenant("acme", ALL_SCOPES).await;
     let id = s.submit_id(&key, tiny_request(json!({"steps": 12}))).await;
     s.wait_for(&key, &id, "succeeded").await;
-    let events = s
-        .http
-        .get(s.url(&format!("/v1/jobs/{id}/events")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = events_of(&s, &key, &id).await;
     let previews = events.matches("\"preview_png_b64\":\"").count();
     assert!(previews <= 4, "{previews} previews");
 }

@@ -91,8 +91,8 @@ fn wrap(i: i32, n: usize) -> usize {
     i.rem_euclid(n as i32) as usize
 }
 
-/// In-place 2-D FFT of a row-major `w`×`h` buffer.
-fn fft2(planner: &mut FftPlanner<f32>, buf: &mut [C], w: usize, h: usize, inverse: bool) {
+/// In-place 2-D FFT of a row-major `w`×`h` buffer (unnormalised either way).
+pub fn fft2(planner: &mut FftPlanner<f32>, buf: &mut [C], w: usize, h: usize, inverse: bool) {
     let (row, col) = if inverse {
         (planner.plan_fft_inverse(w), planner.plan_fft_inverse(h))
     } else {
