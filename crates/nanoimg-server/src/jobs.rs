@@ -16,10 +16,11 @@ use nanoimg_engine::{
     CancelToken, EngineError, GenerateRequest, GeneratedImage, InitImage, Progress, ProgressSink,
 };
 use nanoimg_safety::nsfw::NsfwClassifier;
+use nanoimg_safety::provenance::{Origin, Provenance};
 use nanoimg_safety::watermark::Watermarker;
 use nanoimg_store::{Asset, AuditEvent, Job, JobStatus, NewAsset, Outcome, Store};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::broadcast;
@@ -72,6 +73,9 @@ pub struct LiveJob {
     pub spec: JobSpec,
     cancel: CancelToken,
     events: broadcast::Sender<JobEvent>,
+    /// The input image's stored file and media type, once the worker has read it: the C2PA
+    /// parent of every image (and partial image) the job makes.
+    input: OnceLock<(Arc<Vec<u8>>, String)>,
 }
 
 impl LiveJob {
@@ -84,7 +88,19 @@ impl LiveJob {
             spec,
             cancel: CancelToken::new(),
             events: broadcast::channel(64).0,
+            input: OnceLock::new(),
         })
+    }
+
+    /// How this job's images came to be, for their C2PA manifest.
+    pub fn origin(&self) -> Origin<'_> {
+        match self.input.get() {
+            Some((bytes, media_type)) => Origin::Edited {
+                input: bytes,
+                input_media_type: media_type,
+            },
+            None => Origin::Created,
+        }
     }
 
     /// Events from now on.
@@ -177,6 +193,28 @@ pub struct JobSettings {
     pub audit: Auditor,
     /// Marks every output before it is encoded.
     pub watermark: Arc<Watermarker>,
+    /// Signs every output once it is encoded.
+    pub provenance: Arc<Provenance>,
+}
+
+impl JobSettings {
+    /// Marks `img` with `mark`, encodes it (with `text` chunks where the format has them) and
+    /// signs it with a C2PA manifest. Signing is last: a re-encode would strip the manifest.
+    pub fn seal(
+        &self,
+        img: &mut image::RgbImage,
+        spec: &JobSpec,
+        mark: u64,
+        text: &[(&str, String)],
+        origin: Origin<'_>,
+    ) -> Result<Vec<u8>, String> {
+        self.watermark.embed(img, mark);
+        let format = spec.output_format;
+        let bytes = codec::encode(img, format, spec.output_compression, text).map_err(|e| e.to_string())?;
+        self.provenance
+            .sign(&bytes, format.media_type(), origin, &spec.model)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Previews per image that are checked and sent when the image layer is on (each check costs
@@ -370,6 +408,11 @@ impl Jobs {
         Ok(true)
     }
 
+    /// The settings outputs are sealed with (for partial images, which the handlers send).
+    pub fn settings(&self) -> &JobSettings {
+        &self.settings
+    }
+
     /// True once shutdown has begun.
     pub fn stopping(&self) -> bool {
         self.state.lock().expect("queue lock").stopping
@@ -533,22 +576,28 @@ impl Jobs {
         let init = match &spec.init {
             None => None,
             Some(init) => {
-                let read = |id: &str, param: &'static str| -> Result<image::DynamicImage, RunError> {
-                    let (_, bytes) = self
+                type Read = (image::DynamicImage, (Arc<Vec<u8>>, String));
+                let read = |id: &str, param: &'static str| -> Result<Read, RunError> {
+                    let (asset, bytes) = self
                         .rt
                         .block_on(self.store.scoped(&job.tenant_id).asset_bytes(id))
                         .map_err(|e| RunError::Failed {
                             code: "input_unavailable",
                             message: format!("{param}: {e}"),
                         })?;
-                    codec::decode(&bytes, &self.settings.upload_limits, param).map_err(|e| RunError::Failed {
-                        code: "invalid_image",
-                        message: e.to_string(),
-                    })
+                    let img = codec::decode(&bytes, &self.settings.upload_limits, param).map_err(|e| {
+                        RunError::Failed {
+                            code: "invalid_image",
+                            message: e.to_string(),
+                        }
+                    })?;
+                    Ok((img, (Arc::new(bytes), asset.media_type)))
                 };
-                let image = read(&init.image, "image")?.to_rgb8();
+                let (image, input) = read(&init.image, "image")?;
+                let _ = job.input.set(input);
+                let image = image.to_rgb8();
                 let mask = match &init.mask {
-                    Some(m) => Some(codec::mask_from(&read(m, "mask")?)),
+                    Some(m) => Some(codec::mask_from(&read(m, "mask")?.0)),
                     None => None,
                 };
                 Some(InitImage {
@@ -576,7 +625,7 @@ impl Jobs {
             check: self.settings.image_check.as_deref(),
             sent: Mutex::new((0, 0)),
         };
-        let mut images = model
+        let images = model
             .generate(&req, &self.settings.limits, &sink, &job.cancel)
             .map_err(|e| match e {
                 EngineError::Cancelled => RunError::Cancelled,
@@ -587,33 +636,29 @@ impl Jobs {
                 e => RunError::internal(e),
             })?;
         self.check_outputs(job, &images)?;
-        // The mark's payload is a random id per image, not derived from the tenant: it is kept
-        // in the asset's metadata, so the operator can trace a found mark to its generation.
-        let marks: Vec<u64> = images
-            .iter_mut()
-            .map(|img| {
-                let id = getrandom::u64().unwrap_or_default();
-                self.settings.watermark.embed(&mut img.image, id);
-                id
-            })
-            .collect();
         let text_tokens = model.prompt_tokens(&spec.prompt) + model.prompt_tokens(&spec.negative_prompt);
         let format = spec.output_format;
         let mut outputs = Vec::with_capacity(images.len());
-        for (i, img) in images.into_iter().enumerate() {
+        for (i, mut img) in images.into_iter().enumerate() {
+            // The mark's payload is a random id, not derived from the tenant: the asset's
+            // metadata keeps it, so the operator can trace a found mark to its generation.
+            let mark = getrandom::u64().map_err(RunError::internal)?;
             let params = serde_json::json!({
                 "model": spec.model, "prompt": spec.prompt, "negative_prompt": spec.negative_prompt,
                 "size": spec.size.to_string(), "steps": spec.steps, "guidance": spec.guidance,
                 "scheduler": spec.scheduler.to_string(), "seed": img.seed, "index": i,
-                "watermark": format!("{:016x}", marks[i]),
+                "watermark": format!("{mark:016x}"),
             });
-            let bytes = codec::encode(
-                &img.image,
-                format,
-                spec.output_compression,
-                &[("nanoimg", params.to_string())],
-            )
-            .map_err(RunError::internal)?;
+            let bytes = self
+                .settings
+                .seal(
+                    &mut img.image,
+                    spec,
+                    mark,
+                    &[("nanoimg", params.to_string())],
+                    job.origin(),
+                )
+                .map_err(RunError::internal)?;
             let asset = self
                 .rt
                 .block_on(self.store.scoped(&job.tenant_id).put_asset(

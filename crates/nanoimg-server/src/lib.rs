@@ -69,7 +69,7 @@ pub async fn start(
     let catalog = Arc::new(catalog);
     let safety = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || moderation::Safety::load(&config))
+        tokio::task::spawn_blocking(move || moderation::load(&config))
             .await
             .map_err(|e| StartError(e.to_string()))??
     };
@@ -86,6 +86,7 @@ pub async fn start(
             image_check: safety.image.clone(),
             audit: audit.clone(),
             watermark: safety.watermark.clone(),
+            provenance: safety.provenance.clone(),
         },
     )
     .await?;

@@ -10,114 +10,38 @@ use crate::spec::JobSpec;
 use crate::state::AppState;
 use crate::StartError;
 use image::DynamicImage;
-use nanoimg_safety::nsfw::{ImageVerdict, NsfwClassifier};
-use nanoimg_safety::semantic::SemanticLayer;
-use nanoimg_safety::watermark::Watermarker;
-use nanoimg_safety::{models, PromptModerator, Strictness};
+use nanoimg_safety::nsfw::ImageVerdict;
+use nanoimg_safety::setup::{CredentialSource, Options};
+use nanoimg_safety::{Safety, Strictness};
 use nanoimg_store::Outcome;
-use serde::Serialize;
-use std::sync::Arc;
 
-/// Whether one layer is on, and if not, why.
-#[derive(Debug, Clone, Serialize)]
-pub struct LayerState {
-    pub layer: &'static str,
-    pub on: bool,
-    pub detail: String,
-}
-
-/// The loaded layers.
-pub struct Safety {
-    pub prompt: Arc<PromptModerator>,
-    /// The image layer (open_nsfw), when its model is installed.
-    pub image: Option<Arc<NsfwClassifier>>,
-    /// The invisible watermark every output gets (built in, always on).
-    pub watermark: Arc<Watermarker>,
-    pub layers: Vec<LayerState>,
-}
-
-impl Safety {
-    /// Loads every layer whose model is installed. A model that is present but cannot be loaded
-    /// stops the start (it would otherwise be skipped unnoticed); a missing one turns its layer
-    /// off, unless `safety.require_all_layers` is set.
-    pub fn load(config: &Config) -> Result<Self, StartError> {
-        let root = config.safety_models_dir();
-        let fetch = "run `nanoimg models fetch safety`";
-        let mut layers = vec![LayerState {
-            layer: "lexicon",
-            on: true,
-            detail: "word lists built in".into(),
-        }];
-        let mut prompt = PromptModerator::default();
-        prompt.block_characters = config.safety.block_characters;
-
-        let dir = models::MINILM.path(&root);
-        if models::MINILM.installed(&root) {
-            let layer = SemanticLayer::load(&dir)
-                .map_err(|e| StartError(format!("the semantic safety layer cannot load: {e}")))?;
-            prompt = prompt.with_semantic(Arc::new(layer));
-            layers.push(LayerState {
-                layer: "semantic",
-                on: true,
-                detail: format!("all-MiniLM-L6-v2 from {}", dir.display()),
-            });
+/// The layers as the server's configuration asks for them.
+pub fn load(config: &Config) -> Result<Safety, StartError> {
+    let p = &config.provenance;
+    let credentials = match (&p.cert_chain, &p.private_key) {
+        (Some(chain), Some(key)) => CredentialSource::Files {
+            chain: chain.clone(),
+            key: key.clone(),
+        },
+        _ => CredentialSource::Local(config.provenance_dir()),
+    };
+    let safety = Safety::load(&Options {
+        models_dir: config.safety_models_dir(),
+        require_all_layers: config.safety.require_all_layers,
+        nsfw_threshold: config.safety.nsfw_threshold,
+        block_characters: config.safety.block_characters,
+        credentials,
+        trust_anchors: p.trust_anchors.clone(),
+    })
+    .map_err(|e| StartError(e.to_string()))?;
+    for l in &safety.layers {
+        if l.on {
+            tracing::info!(layer = l.layer, detail = %l.detail, "safety layer on");
         } else {
-            layers.push(LayerState {
-                layer: "semantic",
-                on: false,
-                detail: format!("no model in {}; {fetch}", dir.display()),
-            });
-        }
-
-        let file = models::OPEN_NSFW.path(&root).join("open-nsfw.onnx");
-        let image = if models::OPEN_NSFW.installed(&root) {
-            let mut c = NsfwClassifier::load(&file)
-                .map_err(|e| StartError(format!("the image safety layer cannot load: {e}")))?;
-            c.threshold = config.safety.nsfw_threshold;
-            layers.push(LayerState {
-                layer: "image",
-                on: true,
-                detail: format!("open_nsfw from {}, threshold {}", file.display(), c.threshold),
-            });
-            Some(Arc::new(c))
-        } else {
-            layers.push(LayerState {
-                layer: "image",
-                on: false,
-                detail: format!("no model at {}; {fetch}", file.display()),
-            });
-            None
-        };
-
-        layers.push(LayerState {
-            layer: "watermark",
-            on: true,
-            detail: "built in; a 64-bit id per output image".into(),
-        });
-        let off: Vec<&LayerState> = layers.iter().filter(|l| !l.on).collect();
-        if config.safety.require_all_layers && !off.is_empty() {
-            let names: Vec<String> = off
-                .iter()
-                .map(|l| format!("{} ({})", l.layer, l.detail))
-                .collect();
-            return Err(StartError(format!(
-                "safety.require_all_layers is set, but these layers are off: {}",
-                names.join("; ")
-            )));
-        }
-        for l in &off {
             tracing::warn!(layer = l.layer, reason = %l.detail, "safety layer off");
         }
-        for l in layers.iter().filter(|l| l.on) {
-            tracing::info!(layer = l.layer, detail = %l.detail, "safety layer on");
-        }
-        Ok(Self {
-            prompt: Arc::new(prompt),
-            image,
-            watermark: Arc::new(Watermarker::new()),
-            layers,
-        })
     }
+    Ok(safety)
 }
 
 /// The strictness a request gets: what it asked for, but `low` only where the operator has

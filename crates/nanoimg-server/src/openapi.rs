@@ -144,6 +144,13 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     r(
         "post",
+        "/v1/provenance/verify",
+        Some("key"),
+        "multipart",
+        "Check an image's C2PA manifest and invisible watermark (one file named `image`)",
+    ),
+    r(
+        "post",
         "/v1/admin/tenants",
         Some("admin"),
         "json",

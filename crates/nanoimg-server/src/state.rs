@@ -23,7 +23,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub audit: Auditor,
     pub signer: UrlSigner,
-    pub safety: crate::moderation::Safety,
+    pub safety: nanoimg_safety::Safety,
     pub request_limiter: RateLimiter,
     pub image_limiter: RateLimiter,
 }

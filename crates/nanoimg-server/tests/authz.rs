@@ -35,6 +35,10 @@ async fn request(s: &TestServer, method: &str, path: &str, body: &str, key: Opti
             }
             req.multipart(form)
         }
+        ("/v1/provenance/verify", _) => req.multipart(reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
+        )),
         ("/v1/assets", "multipart") => req.multipart(reqwest::multipart::Form::new().part(
             "file",
             reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),

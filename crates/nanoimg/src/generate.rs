@@ -2,14 +2,18 @@
 
 use crate::catalog::{pick_model, registry};
 use crate::images;
+use crate::safety::SafetyArgs;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use nanoimg_core::{ImageSize, Limits, SchedulerName};
+use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_engine::pipeline::Progress;
 use nanoimg_engine::{
     outpaint_canvas, parse_dtype, CancelToken, GenerateRequest, InitImage, LoadOptions, ProgressSink,
     StableDiffusion,
 };
+use nanoimg_safety::provenance::{media_type_of, Origin};
+use nanoimg_safety::{Safety, Strictness};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -66,6 +70,12 @@ pub struct Args {
     /// Print a JSON summary on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Prompt moderation strictness: `auto` (default) or `low`. Sexual content involving minors
+    /// is refused at every level, and outputs are always checked, marked and signed.
+    #[arg(long, default_value = "auto")]
+    pub moderation: Strictness,
+    #[command(flatten)]
+    pub safety: SafetyArgs,
 }
 
 /// Shows a progress bar on stderr (hidden when stderr is not a terminal).
@@ -107,6 +117,33 @@ fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
     path.with_file_name(format!("{stem}-{}.{ext}", i + 1))
 }
 
+/// Refuses the prompt and negative prompt if moderation blocks them.
+fn check_prompt(safety: &Safety, a: &Args) -> Result<()> {
+    let v = safety.prompt.check(&[&a.prompt, &a.negative], a.moderation)?;
+    if v.blocked {
+        let cats: Vec<&str> = v.categories().into_iter().map(|c| c.as_str()).collect();
+        bail!(
+            "the prompt was refused by NanoImg's safety system ({}); change it and try again",
+            cats.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Refuses an image the image layer blocks (when its model is installed).
+fn check_image(safety: &Safety, img: &image::RgbImage, what: &str) -> Result<()> {
+    let Some(c) = &safety.image else { return Ok(()) };
+    let v = c.check(&image::DynamicImage::ImageRgb8(img.clone()))?;
+    if v.blocked {
+        bail!(
+            "{what} was refused by NanoImg's safety system (sexual: image layer score {:.2}, threshold {:.2})",
+            v.score,
+            v.threshold
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     let reg = registry(a.models_dir.as_deref());
@@ -114,10 +151,16 @@ pub fn run(a: Args) -> Result<()> {
     let dtype = parse_dtype(&a.dtype)?;
     let limits = Limits::default();
 
-    // Read inputs before the (slow) model load, so bad input fails fast.
+    // The safety layers and every input check come before the (slow) model load, so a refused
+    // or bad request fails fast.
+    let safety = a.safety.load()?;
+    check_prompt(&safety, &a)?;
+    let mut input_file = None;
     let init = match &a.init_image {
         Some(p) => {
-            let image = images::read_rgb(p)?;
+            let (bytes, image) = images::read_rgb_with_bytes(p)?;
+            check_image(&safety, &image, &format!("--init-image {}", p.display()))?;
+            input_file = Some(bytes);
             let (image, mask, strength) = match (&a.mask, &a.outpaint) {
                 (Some(m), _) => (image, Some(images::read_mask(m)?), a.strength),
                 (None, Some(spec)) => {
@@ -181,8 +224,35 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let images = model.generate(&req, &limits, &Bar(bar.clone()), &CancelToken::new())?;
+    let mut images = model.generate(&req, &limits, &Bar(bar.clone()), &CancelToken::new())?;
     bar.finish_and_clear();
+    for (i, g) in images.iter().enumerate() {
+        check_image(&safety, &g.image, &format!("generated image {}", i + 1))
+            .context("nothing was written")?;
+    }
+    // A random id per image in the invisible mark, kept in the file's metadata.
+    let marks: Vec<u64> = images
+        .iter_mut()
+        .map(|g| {
+            let id = rand::random::<u64>();
+            safety.watermark.embed(&mut g.image, id);
+            id
+        })
+        .collect();
+    // The C2PA parent of an edit: the input file as given when it is a format C2PA reads (so
+    // its own manifest, if any, is kept), else the decoded input as PNG.
+    let parent = match (&input_file, &req.init) {
+        (Some(bytes), _) if media_type_of(bytes).is_some() => Some(bytes.clone()),
+        (_, Some(init)) => Some(codec::encode(&init.image, OutputFormat::Png, None, &[])?),
+        _ => None,
+    };
+    let origin = match &parent {
+        Some(p) => Origin::Edited {
+            input: p,
+            input_media_type: media_type_of(p).unwrap_or("image/png"),
+        },
+        None => Origin::Created,
+    };
 
     let info = model.info();
     let mut written = Vec::new();
@@ -199,6 +269,7 @@ pub fn run(a: Args) -> Result<()> {
                 (Some(_), Some(_)) if a.outpaint.is_some() => "outpaint", _ => "inpaint",
             },
             "software": format!("nanoimg {}", env!("CARGO_PKG_VERSION")),
+            "watermark": format!("{:016x}", marks[i]),
         });
         // The "parameters" chunk in the common A1111 layout, readable by other tools.
         let mut params = req.prompt.clone();
@@ -209,14 +280,22 @@ pub fn run(a: Args) -> Result<()> {
             "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}, Model: {}",
             req.steps, req.scheduler, req.guidance, g.seed, req.size, info.name
         ));
-        images::write_png(
-            &path,
+        let png = codec::encode(
             &g.image,
+            OutputFormat::Png,
+            None,
             &[("parameters", params), ("nanoimg", meta.to_string())],
         )?;
-        written.push(
-            json!({"path": path, "seed": g.seed, "width": g.image.width(), "height": g.image.height()}),
-        );
+        // Signed last: nothing may re-encode the file after this.
+        let signed = safety
+            .provenance
+            .sign(&png, "image/png", origin, &info.name)
+            .context("C2PA signing")?;
+        images::write_atomic(&path, &signed)?;
+        written.push(json!({
+            "path": path, "seed": g.seed, "width": g.image.width(), "height": g.image.height(),
+            "watermark": format!("{:016x}", marks[i]),
+        }));
     }
     let seconds = started.elapsed().as_secs_f64();
     if a.json {

@@ -2,12 +2,12 @@
 
 use anyhow::{Context, Result};
 use image::{DynamicImage, GrayImage, RgbImage};
-use nanoimg_engine::codec::{self, DecodeLimits, OutputFormat};
+use nanoimg_engine::codec::{self, DecodeLimits};
 use std::io::Write;
 use std::path::Path;
 
-fn read(path: &Path) -> Result<DynamicImage> {
-    let limits = DecodeLimits::default();
+/// A file's bytes, refused before reading if it is over the size limit.
+pub fn read_limited(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path)
         .with_context(|| format!("cannot open {}", path.display()))?
         .len();
@@ -18,14 +18,23 @@ fn read(path: &Path) -> Result<DynamicImage> {
             limits.max_bytes
         );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn read(path: &Path) -> Result<DynamicImage> {
+    let limits = DecodeLimits::default();
+    let bytes = read_limited(path, &limits)?;
     // The type comes from the content, never from the file name.
     codec::decode(&bytes, &limits, "image").map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))
 }
 
-/// Reads an RGB image (alpha dropped), type sniffed from the content.
-pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    Ok(read(path)?.to_rgb8())
+/// The file's bytes and its RGB picture.
+pub fn read_rgb_with_bytes(path: &Path) -> Result<(Vec<u8>, RgbImage)> {
+    let limits = DecodeLimits::default();
+    let bytes = read_limited(path, &limits)?;
+    let img = codec::decode(&bytes, &limits, "image")
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))?;
+    Ok((bytes, img.to_rgb8()))
 }
 
 /// Reads a mask: white = repaint. Uses the alpha channel if the image has one and it is not
@@ -34,16 +43,15 @@ pub fn read_mask(path: &Path) -> Result<GrayImage> {
     Ok(codec::mask_from(&read(path)?))
 }
 
-/// Writes `img` as a PNG with UTF-8 text chunks, via a temporary file renamed into place so a
-/// crash never leaves a half-written image.
-pub fn write_png(path: &Path, img: &RgbImage, text: &[(&str, String)]) -> Result<()> {
+/// Writes `bytes` via a temporary file renamed into place, so a crash never leaves a
+/// half-written image.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let bytes = codec::encode(img, OutputFormat::Png, None, text)?;
     let mut tmp = tempfile_in(dir)?;
-    tmp.file.write_all(&bytes)?;
+    tmp.file.write_all(bytes)?;
     tmp.file.flush()?;
     tmp.file
         .persist(path)

@@ -9,6 +9,7 @@ mod generate;
 mod images;
 mod models;
 mod moderation;
+mod safety;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Command {
     /// Check prompts against moderation, or measure it on a labelled set.
     #[command(subcommand)]
     Moderation(moderation::Command),
+    /// Check an image's C2PA Content Credentials and invisible watermark.
+    Verify(safety::VerifyArgs),
     /// Time text encoding, UNet steps and VAE decoding on real-size architectures.
     Bench(bench::Args),
 }
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Tenants(c) => admin::tenants(c).map(ok),
         Command::Audit(a) => admin::audit(a).map(ok),
         Command::Moderation(c) => moderation::run(c),
+        Command::Verify(a) => safety::verify(a),
     };
     match result {
         Ok(code) => code,

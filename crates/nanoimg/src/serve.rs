@@ -53,6 +53,10 @@ pub fn config(args: &Args) -> Result<Config> {
         // Where `nanoimg models fetch safety` puts them.
         cfg.safety.models_dir = Some(crate::fetch::safety_dir(None)?);
     }
+    if cfg.provenance.dir.is_none() {
+        // One local CA per installation, shared with `nanoimg generate`.
+        cfg.provenance.dir = Some(catalog::data_dir()?.join("provenance"));
+    }
     if let Some(b) = &args.bind {
         cfg.bind = b
             .parse()

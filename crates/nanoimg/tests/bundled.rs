@@ -126,7 +126,8 @@ fn img2img_inpaint_and_outpaint_run_on_the_bundled_model() {
     let diff = mean_abs_diff(&apple, &i2i);
     assert!(diff > 0.5 && diff < 40.0, "img2img changed the image by {diff}");
 
-    // Inpainting the left half leaves the right half exactly as it was.
+    // Inpainting the left half leaves the right half as it was, up to the invisible mark every
+    // output carries (a level or two).
     let mask = d.path().join("mask.png");
     image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 255 } else { 0 }]))
         .save(&mask)
@@ -142,7 +143,9 @@ fn img2img_inpaint_and_outpaint_run_on_the_bundled_model() {
         ],
         &d.path().join("inpaint.png"),
     );
-    assert!((32..64).all(|x| (0..64).all(|y| inpainted.get_pixel(x, y) == apple.get_pixel(x, y))));
+    let right = |img: &image::RgbImage| image::imageops::crop_imm(img, 32, 0, 32, 64).to_image();
+    let kept = mean_abs_diff(&right(&apple), &right(&inpainted));
+    assert!(kept < 3.0, "the kept half changed by {kept}");
     assert!(
         mean_abs_diff(&apple, &inpainted) > 0.5,
         "the masked half was repainted"
@@ -155,7 +158,9 @@ fn img2img_inpaint_and_outpaint_run_on_the_bundled_model() {
         &d.path().join("outpaint.png"),
     );
     assert_eq!(out.dimensions(), (96, 80));
-    assert_eq!(out.get_pixel(16 + 20, 8 + 30), apple.get_pixel(20, 30));
+    let placed = image::imageops::crop_imm(&out, 16, 8, 64, 64).to_image();
+    let moved = mean_abs_diff(&placed, &apple);
+    assert!(moved < 3.0, "the original moved or changed: {moved}");
 }
 
 #[test]

@@ -518,7 +518,6 @@ fn stream(
     } else {
         "image_generation"
     };
-    let format = spec.output_format;
     let s = async_stream(move |tx| async move {
         let mut guard = guard;
         let mut sent_partials = 0u32;
@@ -543,17 +542,21 @@ fn stream(
                     && *step * (spec.partial_images as usize + 1)
                         >= *steps * (sent_partials as usize + 1) =>
                 {
-                    let mut big = image::imageops::resize(
-                        p.as_ref(),
-                        spec.size.width,
-                        spec.size.height,
-                        image::imageops::FilterType::Triangle,
-                    );
-                    state
-                        .safety
-                        .watermark
-                        .embed(&mut big, getrandom::u64().unwrap_or_default());
-                    if let Ok(bytes) = codec::encode(&big, format, spec.output_compression, &[]) {
+                    let (preview, jobs, job2, spec2) =
+                        (p.clone(), state.jobs.clone(), job.clone(), spec.clone());
+                    // Marking, encoding and signing are CPU work: off the async threads.
+                    let sealed = tokio::task::spawn_blocking(move || {
+                        let mut big = image::imageops::resize(
+                            preview.as_ref(),
+                            spec2.size.width,
+                            spec2.size.height,
+                            image::imageops::FilterType::Triangle,
+                        );
+                        let mark = getrandom::u64().map_err(|e| e.to_string())?;
+                        jobs.settings().seal(&mut big, &spec2, mark, &[], job2.origin())
+                    })
+                    .await;
+                    if let Ok(Ok(bytes)) = sealed {
                         let mut data = base.clone();
                         data["type"] = format!("{prefix}.partial_image").into();
                         data["b64_json"] = base64::engine::general_purpose::STANDARD.encode(bytes).into();

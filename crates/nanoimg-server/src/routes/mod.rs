@@ -5,6 +5,7 @@ mod assets;
 mod body;
 mod images;
 mod jobs;
+mod provenance;
 mod system;
 
 use crate::state::AppState;
@@ -29,6 +30,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/assets/{id}", get(assets::get).delete(assets::delete))
         .route("/v1/assets/{id}/content", get(assets::content))
         .route("/v1/files/{id}", get(assets::signed_file))
+        .route("/v1/provenance/verify", post(provenance::verify))
         .route(
             "/v1/admin/tenants",
             post(admin::create_tenant).get(admin::list_tenants),
