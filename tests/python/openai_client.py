@@ -31,7 +31,7 @@ def png_size(data):
 
 
 def main():
-    base, key = sys.argv[1], sys.argv[2]
+    base, key = sys.argv[1], sys.argv[2]  # then --semantic when the server has the safety models
     client = OpenAI(base_url=base + "/v1", api_key=key)
 
     r = client.images.generate(model="gpt-image-1", prompt="a smiling cat face", n=2, size="64x64",
@@ -83,7 +83,17 @@ def main():
     except openai.BadRequestError as e:
         assert e.status_code == 400 and e.code == "moderation_blocked", e.body
         assert e.body["categories"] == ["sexual"], e.body
-    print("errors: typed exceptions with param") and moderation_blocked
+    if "--semantic" in sys.argv:
+        # A paraphrase no word list names: only the semantic layer (MiniLM) refuses it.
+        try:
+            client.images.generate(prompt="castle garden at noon, a lady with not a thread on her, 8k",
+                                   size="64x64", extra_body={"steps": 1})
+            raise AssertionError("a paraphrase that the semantic layer blocks was accepted")
+        except openai.BadRequestError as e:
+            assert e.status_code == 400 and e.code == "moderation_blocked", e.body
+            assert e.body["categories"] == ["sexual"], e.body
+        print("semantic layer: paraphrase refused")
+    print("errors: typed exceptions with param, and moderation_blocked")
     print("ok")
 
 

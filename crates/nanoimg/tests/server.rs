@@ -344,12 +344,18 @@ fn the_official_openai_python_package_works_unchanged() {
         venv.to_owned()
     });
     let home = tempfile::tempdir().unwrap();
-    let s = serve(home.path());
+    // With the real safety models, so the SDK also sees what only the semantic layer refuses.
+    let models = nanoimg_safety::testing::models_dir();
+    let s = serve_with(
+        home.path(),
+        &[("NANOIMG_SAFETY_MODELS_DIR", models.to_str().unwrap())],
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/openai_client.py");
     let out = Command::new(python)
         .arg(script)
         .arg(&s.base)
         .arg(s.key.as_ref().unwrap())
+        .arg("--semantic")
         .output()
         .unwrap();
     let text = format!(
@@ -358,5 +364,6 @@ fn the_official_openai_python_package_works_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
+    assert!(text.contains("semantic layer: paraphrase refused"), "{text}");
     assert!(text.contains("\nok"), "{text}");
 }
