@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::ok;
+use common::{mean_abs_diff, ok};
 use std::path::Path;
 use std::process::Command;
 
@@ -211,14 +211,4 @@ fn a_prompt_longer_than_the_context_is_warned_about_and_a_bad_data_dir_named() {
     );
     assert_eq!(e.matches("os error").count(), 1, "the cause is printed once: {e}");
     assert!(!d.path().join("x.png").exists());
-}
-
-fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
-    let total: u64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(&x, &y)| u64::from(x.abs_diff(y)))
-        .sum();
-    total as f64 / a.as_raw().len() as f64
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::ok;
+use common::{mean_abs_diff, ok};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -80,18 +80,6 @@ fn meta_of(path: &Path) -> serde_json::Value {
         .expect("nanoimg chunk")
         .1;
     serde_json::from_str(chunk).unwrap()
-}
-
-/// Mean absolute difference per channel, in 8-bit levels.
-fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let sum: u64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| u64::from(x.abs_diff(*y)))
-        .sum();
-    sum as f64 / a.as_raw().len() as f64
 }
 
 #[test]
