@@ -573,6 +573,9 @@ impl Jobs {
             code: "model_unavailable",
             message: m,
         })?;
+        // The mark an edit's input carried, taken out before the edit so the output carries
+        // one mark (its own), not a new one over what survives of the old.
+        let mut replaced_mark = None;
         let init = match &spec.init {
             None => None,
             Some(init) => {
@@ -595,7 +598,8 @@ impl Jobs {
                 };
                 let (image, input) = read(&init.image, "image")?;
                 let _ = job.input.set(input);
-                let image = image.to_rgb8();
+                let mut image = image.to_rgb8();
+                replaced_mark = self.settings.watermark.unmark(&mut image);
                 let mask = match &init.mask {
                     Some(m) => Some(codec::mask_from(&read(m, "mask")?.0)),
                     None => None,
@@ -648,6 +652,7 @@ impl Jobs {
                 "size": spec.size.to_string(), "steps": spec.steps, "guidance": spec.guidance,
                 "scheduler": spec.scheduler.to_string(), "seed": img.seed, "index": i,
                 "watermark": format!("{mark:016x}"),
+                "replaced_watermark": replaced_mark.map(|m| format!("{m:016x}")),
             });
             let bytes = self
                 .settings

@@ -239,3 +239,66 @@ async fn every_returned_image_carries_a_detectable_watermark() {
         assert_eq!(format!("{p:016x}"), kept);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_replaces_its_inputs_mark_instead_of_stacking_a_second() {
+    use base64::Engine;
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let wm = nanoimg_safety::watermark::Watermarker::new();
+    // A photo-like picture carrying a mark, as an earlier output would.
+    let mut input = image::RgbImage::from_fn(512, 512, |x, y| {
+        let (fx, fy) = (x as f32 / 512.0, y as f32 / 512.0);
+        let grain = ((x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 7) % 17;
+        let v = 110.0 + 80.0 * (fx * 7.0).sin() * (fy * 3.0).cos() + grain as f32;
+        image::Rgb([v as u8, (v * 0.8) as u8, (200.0 - v * 0.5) as u8])
+    });
+    wm.embed(&mut input, 0x1111_2222_3333_4444);
+    let mut png_in = Vec::new();
+    input
+        .write_to(&mut std::io::Cursor::new(&mut png_in), image::ImageFormat::Png)
+        .unwrap();
+    // Repaint a small square; the rest is kept.
+    let mut mask = image::RgbaImage::from_pixel(512, 512, image::Rgba([0, 0, 0, 255]));
+    for y in 200..264 {
+        for x in 200..264 {
+            mask.put_pixel(x, y, image::Rgba([0, 0, 0, 0]));
+        }
+    }
+    let mut png_mask = Vec::new();
+    mask.write_to(&mut std::io::Cursor::new(&mut png_mask), image::ImageFormat::Png)
+        .unwrap();
+    let part = |b: Vec<u8>, name: &str| reqwest::multipart::Part::bytes(b).file_name(name.to_owned());
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "a red ball")
+        .text("steps", "2")
+        .text("size", "512x512")
+        .part("image", part(png_in, "in.png"))
+        .part("mask", part(png_mask, "mask.png"));
+    let r = s
+        .http
+        .post(s.url("/v1/images/edits"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let job = v["job_id"].as_str().unwrap();
+    let rec = s.get_json(&key, &format!("/v1/jobs/{job}")).await;
+    let asset_id = rec["result"]["images"][0]["id"].as_str().unwrap();
+    let asset = s.get_json(&key, &format!("/v1/assets/{asset_id}")).await;
+    assert_eq!(
+        asset["metadata"]["replaced_watermark"], "1111222233334444",
+        "{asset}"
+    );
+    let new_id = asset["metadata"]["watermark"].as_str().unwrap();
+    let out = base64::engine::general_purpose::STANDARD
+        .decode(v["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    let found = wm.detect(&image::load_from_memory(&out).unwrap().to_rgb8());
+    // One mark, the output's own: the input's is gone, not fighting the new one.
+    assert!(found.present, "{found:?}");
+    assert_eq!(format!("{:016x}", found.payload.unwrap()), new_id);
+}

@@ -156,11 +156,15 @@ pub fn run(a: Args) -> Result<()> {
     let safety = a.safety.load()?;
     check_prompt(&safety, &a)?;
     let mut input_file = None;
+    let mut replaced_mark = None;
     let init = match &a.init_image {
         Some(p) => {
-            let (bytes, image) = images::read_rgb_with_bytes(p)?;
+            let (bytes, mut image) = images::read_rgb_with_bytes(p)?;
             check_image(&safety, &image, &format!("--init-image {}", p.display()))?;
             input_file = Some(bytes);
+            // A marked input (an earlier output) loses its mark first, so the result carries
+            // one mark, its own.
+            replaced_mark = safety.watermark.unmark(&mut image);
             let (image, mask, strength) = match (&a.mask, &a.outpaint) {
                 (Some(m), _) => (image, Some(images::read_mask(m)?), a.strength),
                 (None, Some(spec)) => {
@@ -270,6 +274,7 @@ pub fn run(a: Args) -> Result<()> {
             },
             "software": format!("nanoimg {}", env!("CARGO_PKG_VERSION")),
             "watermark": format!("{:016x}", marks[i]),
+            "replaced_watermark": replaced_mark.map(|m: u64| format!("{m:016x}")),
         });
         // The "parameters" chunk in the common A1111 layout, readable by other tools.
         let mut params = req.prompt.clone();
