@@ -1,0 +1,25 @@
+//! NanoImg's edits. An edit is data: an [`EditPlan`] (a versioned list of typed operations) that
+//! is validated against the image and the limits before anything runs, then executed by
+//! [`ops::apply`] for pixel operations; the generative ones (restyle, inpaint, outpaint,
+//! variation, upscale) go to the engine through the caller.
+//!
+//! - [`plan`] — the plan format and its validation.
+//! - [`ops`] — the pixel operations.
+
+pub mod ops;
+pub mod plan;
+
+pub use plan::{Area, EditPlan, Op, PlanLimits};
+
+/// The crate's one error type.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EditError {
+    /// The plan is malformed or out of bounds; the message names the operation and argument.
+    #[error("{0}")]
+    InvalidPlan(String),
+    /// A generative operation reached the pixel executor.
+    #[error("the operation `{0}` runs on the image model, not as a pixel operation")]
+    NeedsEngine(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
