@@ -5,9 +5,11 @@
 //!
 //! - [`plan`] — the plan format and its validation.
 //! - [`ops`] — the pixel operations.
+//! - [`planner`] — the built-in planner: plain language → a plan, no network.
 
 pub mod ops;
 pub mod plan;
+pub mod planner;
 
 pub use plan::{Area, EditPlan, Op, PlanLimits};
 
