@@ -131,7 +131,7 @@ fn check_prompt(safety: &Safety, a: &Args) -> Result<()> {
 }
 
 /// Refuses an image the image layer blocks (when its model is installed).
-fn check_image(safety: &Safety, img: &image::RgbImage, what: &str) -> Result<()> {
+pub(crate) fn check_image(safety: &Safety, img: &image::RgbImage, what: &str) -> Result<()> {
     let Some(c) = &safety.image else { return Ok(()) };
     let v = c.check(&image::DynamicImage::ImageRgb8(img.clone()))?;
     if v.blocked {

@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod catalog;
+mod edit;
 mod fetch;
 mod generate;
 mod images;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Generate images from a prompt (txt2img, img2img, inpaint, outpaint).
     Generate(generate::Args),
+    /// Edit an image with a plain-language instruction (or a JSON plan).
+    Edit(edit::Args),
     /// List, inspect and create model folders.
     #[command(subcommand)]
     Models(models::Command),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => generate::run(a).map(ok),
+        Command::Edit(a) => edit::run(a).map(ok),
         Command::Models(c) => models::run(c).map(ok),
         Command::Bench(a) => bench::run(a).map(ok),
         Command::Serve(a) => serve::run(a).map(ok),
