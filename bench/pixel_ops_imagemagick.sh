@@ -19,7 +19,7 @@ for threads in 1 "$(nproc)"; do
     export MAGICK_THREAD_LIMIT=$threads
     base=$(time_ms)
     echo "ImageMagick $(convert -version | head -1 | awk '{print $3}'), $threads thread(s); read+discard baseline ${base} ms"
-    for op in "resize 50% (Lanczos)|-filter Lanczos -resize 50%" "gaussian blur sigma 3|-gaussian-blur 0x3" \
+    for op in "resize 50% (Lanczos)|-filter Lanczos -resize 50%" "gaussian blur sigma 3 (-blur, separable)|-blur 0x3" "gaussian blur sigma 3 (-gaussian-blur, 2-D kernel)|-gaussian-blur 0x3" \
               "rotate 15° (bicubic)|-interpolate bicubic -background white -rotate 15" "rotate 90°|-rotate 90" \
               "flip|-flop" "brightness|-evaluate add 20%"; do
         name=${op%%|*}; args=${op#*|}
