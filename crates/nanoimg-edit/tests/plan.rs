@@ -200,3 +200,117 @@ fn the_size_is_followed_through_the_plan_so_no_step_exceeds_the_limits() {
         ((240 + 20) * 2, (240 + 4) * 2)
     );
 }
+
+/// The published JSON Schema (`schema/edit-plan.schema.json`) says what the parser accepts:
+/// every operation, with exactly its fields, the required ones marked, and the numeric bounds
+/// that validation enforces.
+#[test]
+fn the_published_schema_matches_the_plan_types() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../schema/edit-plan.schema.json")).unwrap();
+    let branches = schema["$defs"]["op"]["oneOf"].as_array().unwrap();
+    let area = Area {
+        x: 0.0,
+        y: 0.0,
+        width: 1.0,
+        height: 0.5,
+    };
+    // One of every operation, with every field written out.
+    let all = vec![
+        Op::Crop { area },
+        Op::CropAspect {
+            width: 1,
+            height: 1,
+            anchor: Anchor::Top,
+        },
+        Op::Resize { width: 8, height: 8 },
+        Op::Scale { factor: 0.5 },
+        Op::Rotate {
+            degrees: 10.0,
+            fill: Rgb([1, 2, 3]),
+        },
+        Op::Flip { axis: Axis::Vertical },
+        Op::Pad {
+            left: 1,
+            top: 1,
+            right: 1,
+            bottom: 1,
+            fill: Rgb::default(),
+        },
+        Op::Brightness { amount: 0.1 },
+        Op::Contrast { amount: 0.1 },
+        Op::Saturation { amount: 0.1 },
+        Op::Temperature { amount: 0.1 },
+        Op::Hue { degrees: 10.0 },
+        Op::Gamma { gamma: 1.1 },
+        Op::Exposure { stops: 0.5 },
+        Op::Grayscale {},
+        Op::Sepia {},
+        Op::Invert {},
+        Op::Blur { sigma: 1.0 },
+        Op::Sharpen { amount: 1.0 },
+        Op::Vignette { strength: 0.5 },
+        Op::Restyle {
+            prompt: "p".into(),
+            strength: 0.5,
+        },
+        Op::Inpaint {
+            area,
+            prompt: "p".into(),
+        },
+        Op::Outpaint {
+            left: 1,
+            top: 0,
+            right: 0,
+            bottom: 0,
+            prompt: "p".into(),
+        },
+        Op::Variation { strength: 0.5 },
+        Op::Upscale { factor: 2 },
+    ];
+    assert_eq!(
+        branches.len(),
+        all.len(),
+        "an operation is missing from the schema or the test"
+    );
+    for op in &all {
+        let v = serde_json::to_value(op).unwrap();
+        let name = v["op"].as_str().unwrap();
+        let b = branches
+            .iter()
+            .find(|b| b["properties"]["op"]["const"] == name)
+            .unwrap_or_else(|| panic!("no schema branch for {name}"));
+        let mut want: Vec<&String> = b["properties"].as_object().unwrap().keys().collect();
+        let mut got: Vec<&String> = v.as_object().unwrap().keys().collect();
+        want.sort();
+        got.sort();
+        assert_eq!(want, got, "{name}: fields");
+        assert_eq!(b["additionalProperties"], false, "{name}");
+        // Every field without a serde default is required.
+        for k in b["required"].as_array().unwrap() {
+            let mut without = v.clone();
+            without.as_object_mut().unwrap().remove(k.as_str().unwrap());
+            assert!(
+                serde_json::from_value::<Op>(without).is_err(),
+                "{name}: `{k}` is marked required but the parser does without it"
+            );
+        }
+        // Numeric bounds in the schema are the ones validation uses: the bounds pass, a step
+        // beyond fails.
+        for (field, s) in b["properties"].as_object().unwrap() {
+            let (Some(lo), Some(hi)) = (s["minimum"].as_f64(), s["maximum"].as_f64()) else {
+                continue;
+            };
+            if s["type"] != "number" {
+                continue;
+            }
+            for (x, ok) in [(lo, true), (hi, true), (hi + 1.0, false), (lo - 1.0, false)] {
+                let mut t = v.clone();
+                t[field] = serde_json::json!(x);
+                let op: Op = serde_json::from_value(t).unwrap();
+                let r = op.check((512, 512), &PlanLimits::default());
+                assert_eq!(r.is_ok(), ok, "{name}.{field} = {x}: {r:?}");
+            }
+        }
+    }
+}
