@@ -3,6 +3,8 @@
 # test command and what CI runs (.ci/run). Anything a test needs is set up here, not by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One clean build, not an edit loop: incremental caches would only take disk (gigabytes of it).
+export CARGO_INCREMENTAL=0
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -27,3 +29,6 @@ export NANOIMG_TEST_WHEELS="$PWD/.cache/wheels"
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== disk used by the build"
+du -sh target 2>/dev/null || true

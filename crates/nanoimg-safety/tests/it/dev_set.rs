@@ -16,7 +16,7 @@ fn moderator() -> &'static PromptModerator {
 }
 
 fn set() -> Vec<eval::Example> {
-    let set = eval::parse(include_str!("../eval/dev.tsv")).unwrap();
+    let set = eval::parse(include_str!("../../eval/dev.tsv")).unwrap();
     assert!(set.len() >= 300, "the dev set has {} prompts", set.len());
     set
 }

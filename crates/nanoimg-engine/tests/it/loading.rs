@@ -1,7 +1,7 @@
 //! Model folders that are incomplete, mis-shaped or hostile fail with errors naming the problem;
 //! the registry lists and resolves models.
 
-mod common;
+use crate::common;
 
 use nanoimg_engine::registry::Listing;
 use nanoimg_engine::synthetic::{write_model, SyntheticSpec};

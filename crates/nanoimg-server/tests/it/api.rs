@@ -1,10 +1,8 @@
 //! The HTTP API against a real server: OpenAI-compatible shapes and errors, edits, jobs with
 //! server-sent events and cancellation, signed links, limits and overload.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The UNet's hook points: reached at every site, inert when they return nothing, effective when
 //! they return something, and per request.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Result, Tensor};
 use nanoimg_engine::models::unet::hooks::{BlockKind, ExtraCrossAttention, Site, Stage, UNetHooks};

@@ -1,9 +1,7 @@
 //! The `nanoimg` binary, run as a user runs it, against a tiny random model it writes itself.
 //! (The built-in model is tested in `bundled.rs`.)
 
-mod common;
-
-use common::{mean_abs_diff, ok};
+use crate::common::{mean_abs_diff, ok};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -2,9 +2,7 @@
 //! expired key, a key without the route's scope, another tenant's key}. Object routes must answer
 //! 404 to another tenant, exactly as for an id that does not exist.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nanoimg_server::openapi::ROUTES;
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -80,7 +80,7 @@ fn report(name: &str, text: &str) -> f64 {
 /// The set the planner was written against.
 #[test]
 fn the_labelled_set() {
-    let acc = report("dev set", include_str!("../eval/instructions.jsonl"));
+    let acc = report("dev set", include_str!("../../eval/instructions.jsonl"));
     assert!(acc >= 0.95, "accuracy {acc:.3}");
 }
 
@@ -88,7 +88,7 @@ fn the_labelled_set() {
 /// security bug and is fixed, and said so in docs/editing.md).
 #[test]
 fn the_held_out_set() {
-    let acc = report("held-out set", include_str!("../eval/holdout.jsonl"));
+    let acc = report("held-out set", include_str!("../../eval/holdout.jsonl"));
     assert!(acc >= 0.7, "accuracy {acc:.3}");
 }
 

@@ -2,9 +2,9 @@
 //! which layers are on is reported, the semantic layer refuses paraphrases, and the image layer
 //! refuses outputs and uploads without keeping anything.
 
-mod common;
+use crate::common;
 
-use common::{png, start, tiny_request, ALL_SCOPES};
+use crate::common::{png, start, tiny_request, ALL_SCOPES};
 use serde_json::{json, Value};
 
 fn with_models(c: &mut nanoimg_server::Config) {

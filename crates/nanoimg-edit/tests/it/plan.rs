@@ -207,7 +207,7 @@ fn the_size_is_followed_through_the_plan_so_no_step_exceeds_the_limits() {
 #[test]
 fn the_published_schema_matches_the_plan_types() {
     let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../schema/edit-plan.schema.json")).unwrap();
+        serde_json::from_str(include_str!("../../schema/edit-plan.schema.json")).unwrap();
     let branches = schema["$defs"]["op"]["oneOf"].as_array().unwrap();
     let area = Area {
         x: 0.0,

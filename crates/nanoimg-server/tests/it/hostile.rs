@@ -5,9 +5,7 @@
 //!
 //! `NANOIMG_FUZZ_SEED` and `NANOIMG_FUZZ_ROUNDS` (default 400) replay or lengthen a run.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nanoimg_server::openapi::ROUTES;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

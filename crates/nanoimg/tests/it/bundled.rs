@@ -1,9 +1,7 @@
 //! The demo model built into the binary: `nanoimg generate "…"` with no model installed and no
 //! network draws the emoji the prompt asks for, and every pipeline runs on it.
 
-mod common;
-
-use common::{mean_abs_diff, ok};
+use crate::common::{mean_abs_diff, ok};
 use std::path::Path;
 use std::process::Command;
 

@@ -3,10 +3,8 @@
 //! `POST /v1/provenance/verify` reports as trusted, an edit names its input as the parent
 //! ingredient, a changed file is reported as tampered, and hostile input gets a precise 4xx.
 
-mod common;
-
+use crate::common::{png, start, tiny_request, TestServer, ALL_SCOPES};
 use base64::Engine;
-use common::{png, start, tiny_request, TestServer, ALL_SCOPES};
 use serde_json::{json, Value};
 
 fn b64(v: &Value) -> Vec<u8> {

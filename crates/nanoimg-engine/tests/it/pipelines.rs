@@ -1,9 +1,9 @@
 //! Every family and pipeline, through the real loader, on tiny random-weight models.
 
-mod common;
+use crate::common;
 
+use crate::common::{load, load_as, mean_abs_diff, test_image};
 use candle_core::DType;
-use common::{load, load_as, mean_abs_diff, test_image};
 use image::{GrayImage, Luma};
 use nanoimg_core::{ImageSize, Limits, SchedulerName};
 use nanoimg_engine::pipeline::Progress;

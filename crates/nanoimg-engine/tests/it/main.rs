@@ -1,0 +1,9 @@
+//! Every integration test of `nanoimg-engine` in one binary: one link instead of one per file, which
+//! keeps the build small and fast (see ARCHITECTURE.md, "Tests").
+
+mod codec_mutations;
+mod common;
+mod hooks;
+mod loading;
+mod parity;
+mod pipelines;

@@ -1,0 +1,7 @@
+//! Every integration test of `nanoimg-safety` in one binary: one link instead of one per file, which
+//! keeps the build small and fast (see ARCHITECTURE.md, "Tests").
+
+mod dev_set;
+mod nsfw;
+mod provenance;
+mod semantic;

@@ -1,0 +1,9 @@
+//! Every integration test of `nanoimg-server` in one binary: one link instead of one per file, which
+//! keeps the build small and fast (see ARCHITECTURE.md, "Tests").
+
+mod api;
+mod authz;
+mod common;
+mod hostile;
+mod provenance;
+mod safety;
