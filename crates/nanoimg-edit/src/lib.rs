@@ -1,12 +1,14 @@
 //! NanoImg's edits. An edit is data: an [`EditPlan`] (a versioned list of typed operations) that
 //! is validated against the image and the limits before anything runs, then executed by
 //! [`ops::apply`] for pixel operations; the generative ones (restyle, inpaint, outpaint,
-//! variation, upscale) go to the engine through the caller.
+//! variation, upscale) go to the engine through [`exec::Painter`].
 //!
 //! - [`plan`] — the plan format and its validation.
 //! - [`ops`] — the pixel operations.
+//! - [`exec`] — runs a plan on one image, handing generative operations to a painter.
 //! - [`planner`] — the built-in planner: plain language → a plan, no network.
 
+pub mod exec;
 pub mod ops;
 pub mod plan;
 pub mod planner;

@@ -381,6 +381,19 @@ impl EditPlan {
     }
 
     /// Parses a plan from JSON; the error names the field.
+    /// The prompts the plan gives the model: moderation checks each like a user's prompt.
+    pub fn prompts(&self) -> Vec<&str> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Restyle { prompt, .. } | Op::Inpaint { prompt, .. } | Op::Outpaint { prompt, .. } => {
+                    Some(prompt.as_str())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn from_json(text: &str) -> Result<Self, EditError> {
         serde_json::from_str(text).map_err(|e| EditError::InvalidPlan(format!("not a valid plan: {e}")))
     }

@@ -64,8 +64,22 @@ fn any_word(c: &str, ws: &[&str]) -> bool {
 fn numbers(c: &str) -> Vec<f32> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    for ch in c.chars().chain(std::iter::once(' ')) {
-        if ch.is_ascii_digit() || (ch == '.' && !cur.is_empty()) || (ch == '-' && cur.is_empty()) {
+    let chars: Vec<char> = c.chars().chain(std::iter::once(' ')).collect();
+    for (i, &ch) in chars.iter().enumerate() {
+        // An exponent ("1e309") belongs to its number: read as 1 it would be a quiet misreading.
+        let exponent = ch == 'e'
+            && cur.bytes().any(|b| b.is_ascii_digit())
+            && !cur.contains('e')
+            && chars
+                .get(i + 1)
+                .is_some_and(|n| n.is_ascii_digit() || *n == '-' || *n == '+');
+        let sign_after_e = (ch == '-' || ch == '+') && cur.ends_with('e');
+        if ch.is_ascii_digit()
+            || (ch == '.' && !cur.is_empty())
+            || (ch == '-' && cur.is_empty())
+            || exponent
+            || sign_after_e
+        {
             cur.push(ch);
         } else {
             if let Ok(v) = cur.trim_end_matches('.').parse::<f32>() {
@@ -175,6 +189,60 @@ fn named_area(c: &str) -> Option<(Area, &'static str)> {
 
 /// Words that mean the clause wants something outside the image: refused, with the reason.
 fn outside_the_image(c: &str) -> Option<&'static str> {
+    // The service's own controls: never something an edit can change.
+    let controls = [
+        "api key",
+        "master key",
+        "admin scope",
+        "admin rights",
+        "developer mode",
+        "jailbreak",
+        "system prompt",
+        "system:",
+        "safety filter",
+        "content filter",
+        "safety system",
+        "moderation",
+        "rate limit",
+        "audit log",
+    ];
+    if controls.iter().any(|k| c.contains(k)) {
+        return Some("it asks to change the service (keys, accounts, safety settings), not this image");
+    }
+    if ["watermark", "content credentials", "c2pa", "provenance"]
+        .iter()
+        .any(|k| c.contains(k))
+    {
+        return Some("NanoImg does not remove or change watermarks or Content Credentials");
+    }
+    let ids = ["img_", "job_", "ses_", "ver_", "key_", "ten_", "nimg_"];
+    if ids.iter().any(|p| c.contains(p)) {
+        return Some("it names another object; an edit only changes this image");
+    }
+    if c.split_whitespace().any(|w| {
+        w.split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+    }) {
+        return Some("it names an email address; an edit only changes this image");
+    }
+    if [
+        "`",
+        "$(",
+        "rm -rf",
+        "sudo ",
+        "&&",
+        "| sh",
+        "bash -c",
+        "powershell",
+    ]
+    .iter()
+    .any(|k| c.contains(k))
+    {
+        return Some("it reads as a shell command; an edit only changes this image");
+    }
+    if c.contains(":\\") || c.contains(":/") && !c.contains("://") {
+        return Some("it names a file path; an edit only changes this image");
+    }
     let objects = [
         "my images",
         "my pictures",
@@ -197,6 +265,10 @@ fn outside_the_image(c: &str) -> Option<&'static str> {
         "tenants",
         "users",
         "admin",
+        "administrator",
+        "safety",
+        "logging",
+        "limits",
         "history",
         "references",
         "audit",
@@ -233,6 +305,11 @@ fn outside_the_image(c: &str) -> Option<&'static str> {
         "run",
         "execute",
         "ignore",
+        "disable",
+        "bypass",
+        "turn off",
+        "switch off",
+        "revoke",
     ];
     if c.contains("://") || c.contains("www.") {
         return Some("it names a web address; an edit only changes this image");
@@ -255,6 +332,18 @@ fn outside_the_image(c: &str) -> Option<&'static str> {
     }
     if c.contains('/') && (c.contains("/etc") || c.contains("~/") || c.contains("../")) {
         return Some("it names a file path; an edit only changes this image");
+    }
+    // Verbs that move or run something; no change to a picture starts with them.
+    let first = c
+        .split_whitespace()
+        .find(|w| !["please", "now", "then", "also", "just"].contains(w))
+        .unwrap_or_default();
+    let movers = [
+        "email", "mail", "upload", "export", "send", "share", "post", "publish", "tweet", "download",
+        "fetch", "curl", "wget", "execute", "run", "forward",
+    ];
+    if movers.contains(&first) {
+        return Some("it asks to send, fetch, run or delete something; an edit only changes this image");
     }
     let obj = objects.iter().any(|o| contains_word(c, o));
     let act = acts.iter().any(|a| contains_word(c, a));
@@ -691,7 +780,8 @@ fn clause_ops(c: &str, (w, h): (u32, u32)) -> Result<Vec<Op>, String> {
         return Err(format!("\"{c}\" does not say what to change"));
     }
     let replace = has(&[
-        "replace", "swap", "remove", "erase", "add", "put", "place", "change", "turn", "make", "fill",
+        "replace", "swap", "remove", "erase", "delete", "add", "put", "place", "change", "turn", "make",
+        "fill",
     ]);
     if let Some((area, _)) = named_area(c).filter(|_| replace) {
         return Ok(vec![Op::Inpaint { area, prompt }]);

@@ -25,8 +25,7 @@ pub mod tokenizer;
 pub use error::{EngineError, Result};
 pub use model::{LoadOptions, StableDiffusion, TextConditioning};
 pub use pipeline::{
-    outpaint_canvas, parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress,
-    Progress, ProgressSink,
+    parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress, Progress, ProgressSink,
 };
 pub use registry::{Family, ModelDefaults, ModelInfo, Registry};
 

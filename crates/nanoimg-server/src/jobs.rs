@@ -9,16 +9,19 @@ use crate::audit::Auditor;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::models::ModelCatalog;
-use crate::spec::{JobKind, JobSpec};
-use nanoimg_core::Limits;
+use crate::spec::{JobKind, JobSpec, PlanSpec, SessionTarget};
+use nanoimg_core::{ImageSize, Limits};
+use nanoimg_edit::exec::{self, Painter};
+use nanoimg_edit::EditError;
 use nanoimg_engine::codec::{self, DecodeLimits};
 use nanoimg_engine::{
     CancelToken, EngineError, GenerateRequest, GeneratedImage, InitImage, Progress, ProgressSink,
+    StableDiffusion,
 };
 use nanoimg_safety::nsfw::NsfwClassifier;
 use nanoimg_safety::provenance::{Origin, Provenance};
 use nanoimg_safety::watermark::Watermarker;
-use nanoimg_store::{Asset, AuditEvent, Job, JobStatus, NewAsset, Outcome, Store};
+use nanoimg_store::{Asset, AuditEvent, Job, JobStatus, NewAsset, NewVersion, Outcome, Store};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -33,6 +36,8 @@ pub struct Output {
     pub seed: u64,
     /// Tokens in the prompt and negative prompt (for `usage`).
     pub text_tokens: usize,
+    /// The edit-session version this image became, for session instructions.
+    pub version: Option<String>,
 }
 
 /// What a job's watchers hear.
@@ -533,9 +538,13 @@ impl Jobs {
             };
             let result = match &event {
                 JobEvent::Succeeded(outs) => Some(serde_json::json!({
-                    "images": outs.iter().map(|o| serde_json::json!({
-                        "id": o.asset.id, "seed": o.seed,
-                    })).collect::<Vec<_>>(),
+                    "images": outs.iter().map(|o| {
+                        let mut item = serde_json::json!({"id": o.asset.id, "seed": o.seed});
+                        if let Some(v) = &o.version {
+                            item["version"] = v.clone().into();
+                        }
+                        item
+                    }).collect::<Vec<_>>(),
                 })),
                 _ => None,
             };
@@ -611,34 +620,58 @@ impl Jobs {
                 })
             }
         };
-        let req = GenerateRequest {
-            prompt: spec.prompt.clone(),
-            negative_prompt: spec.negative_prompt.clone(),
-            size: spec.size,
-            steps: spec.steps,
-            guidance: spec.guidance,
-            scheduler: spec.scheduler,
-            seed: spec.seed,
-            n: spec.n,
-            init,
-            hooks: None,
-        };
         let sink = EventSink {
             job,
             previews: job.detached || spec.partial_images > 0,
             check: self.settings.image_check.as_deref(),
             sent: Mutex::new((0, 0)),
         };
-        let images = model
-            .generate(&req, &self.settings.limits, &sink, &job.cancel)
-            .map_err(|e| match e {
-                EngineError::Cancelled => RunError::Cancelled,
-                EngineError::InvalidParam(p) => RunError::Failed {
-                    code: "invalid_value",
-                    message: p.to_string(),
-                },
-                e => RunError::internal(e),
-            })?;
+        let images = match (&spec.plan, init) {
+            (Some(p), Some(init)) => {
+                let mut images = Vec::with_capacity(spec.n as usize);
+                for i in 0..u64::from(spec.n) {
+                    let seed = spec.seed.wrapping_add(i);
+                    let mut painter = JobPainter {
+                        model: &model,
+                        spec,
+                        limits: &self.settings.limits,
+                        sink: &sink,
+                        cancel: &job.cancel,
+                        seed,
+                        passes: 0,
+                    };
+                    let image = exec::run(
+                        &p.plan,
+                        init.image.clone(),
+                        init.mask.as_ref(),
+                        &mut painter,
+                        |_, _| {},
+                    )?;
+                    images.push(GeneratedImage { image, seed });
+                }
+                images
+            }
+            (Some(_), None) => {
+                return Err(RunError::internal("an edit plan without an image to edit"));
+            }
+            (None, init) => {
+                let req = GenerateRequest {
+                    prompt: spec.prompt.clone(),
+                    negative_prompt: spec.negative_prompt.clone(),
+                    size: spec.size,
+                    steps: spec.steps,
+                    guidance: spec.guidance,
+                    scheduler: spec.scheduler,
+                    seed: spec.seed,
+                    n: spec.n,
+                    init,
+                    hooks: None,
+                };
+                model
+                    .generate(&req, &self.settings.limits, &sink, &job.cancel)
+                    .map_err(engine_error)?
+            }
+        };
         self.check_outputs(job, &images)?;
         let text_tokens = model.prompt_tokens(&spec.prompt) + model.prompt_tokens(&spec.negative_prompt);
         let format = spec.output_format;
@@ -647,13 +680,18 @@ impl Jobs {
             // The mark's payload is a random id, not derived from the tenant: the asset's
             // metadata keeps it, so the operator can trace a found mark to its generation.
             let mark = getrandom::u64().map_err(RunError::internal)?;
-            let params = serde_json::json!({
+            let mut params = serde_json::json!({
                 "model": spec.model, "prompt": spec.prompt, "negative_prompt": spec.negative_prompt,
-                "size": spec.size.to_string(), "steps": spec.steps, "guidance": spec.guidance,
+                "size": format!("{}x{}", img.image.width(), img.image.height()),
+                "steps": spec.steps, "guidance": spec.guidance,
                 "scheduler": spec.scheduler.to_string(), "seed": img.seed, "index": i,
                 "watermark": format!("{mark:016x}"),
                 "replaced_watermark": replaced_mark.map(|m| format!("{m:016x}")),
             });
+            if let Some(p) = &spec.plan {
+                params["instruction"] = p.instruction.clone().into();
+                params["plan"] = serde_json::to_value(&p.plan).map_err(RunError::internal)?;
+            }
             let bytes = self
                 .settings
                 .seal(
@@ -678,11 +716,20 @@ impl Jobs {
                     &bytes,
                 ))
                 .map_err(RunError::internal)?;
+            let version = match spec
+                .plan
+                .as_ref()
+                .and_then(|p| p.session.as_ref().map(|t| (p, t)))
+            {
+                Some((p, target)) => Some(self.add_version(job, p, target, &asset.id)?),
+                None => None,
+            };
             outputs.push(Output {
                 asset,
                 bytes: Arc::new(bytes),
                 seed: img.seed,
                 text_tokens,
+                version,
             });
         }
         Ok(outputs)
@@ -690,6 +737,41 @@ impl Jobs {
 }
 
 impl Jobs {
+    /// Records an edit-session instruction's result as the session's new head. If the session is
+    /// gone (deleted while the job ran), the image is deleted too and the job fails.
+    fn add_version(
+        &self,
+        job: &LiveJob,
+        plan: &PlanSpec,
+        target: &SessionTarget,
+        asset_id: &str,
+    ) -> Result<String, RunError> {
+        let scoped = self.store.scoped(&job.tenant_id);
+        let added = self.rt.block_on(scoped.add_version(
+            &target.session_id,
+            NewVersion {
+                parent_id: target.parent_version.clone(),
+                asset_id: asset_id.to_owned(),
+                instruction: plan.instruction.clone(),
+                plan: serde_json::to_value(&plan.plan).map_err(RunError::internal)?,
+                job_id: Some(job.id.clone()),
+            },
+        ));
+        match added {
+            Ok(v) => Ok(v.id),
+            Err(e) => {
+                let _ = self.rt.block_on(scoped.delete_asset(asset_id));
+                Err(match e {
+                    nanoimg_store::StoreError::NotFound(what) => RunError::Failed {
+                        code: "input_unavailable",
+                        message: format!("the edit session's {what} was deleted while the edit ran"),
+                    },
+                    e => RunError::internal(e),
+                })
+            }
+        }
+    }
+
     /// The image layer on every output, before anything is encoded or stored: one refused image
     /// fails the whole job (its siblings came from the same prompt), and nothing is kept.
     fn check_outputs(&self, job: &LiveJob, images: &[GeneratedImage]) -> Result<(), RunError> {
@@ -732,6 +814,87 @@ impl Jobs {
 enum RunError {
     Cancelled,
     Failed { code: &'static str, message: String },
+}
+
+impl From<EditError> for RunError {
+    fn from(e: EditError) -> Self {
+        RunError::Failed {
+            code: "invalid_value",
+            message: e.to_string(),
+        }
+    }
+}
+
+fn engine_error(e: EngineError) -> RunError {
+    match e {
+        EngineError::Cancelled => RunError::Cancelled,
+        EngineError::InvalidParam(p) => RunError::Failed {
+            code: "invalid_value",
+            message: p.to_string(),
+        },
+        e => RunError::internal(e),
+    }
+}
+
+/// A plan's generative operations on the job's model and settings: one model pass each, with
+/// its own seed, reporting progress and honouring cancellation like any job.
+struct JobPainter<'a> {
+    model: &'a StableDiffusion,
+    spec: &'a JobSpec,
+    limits: &'a Limits,
+    sink: &'a EventSink<'a>,
+    cancel: &'a CancelToken,
+    seed: u64,
+    passes: u64,
+}
+
+impl Painter for JobPainter<'_> {
+    type Error = RunError;
+
+    fn drawable(&self, w: u32, h: u32) -> (u32, u32) {
+        let l = self.limits;
+        exec::fit_size(w, h, l.min_side, l.max_side, l.max_pixels)
+    }
+
+    fn paint(
+        &mut self,
+        img: &image::RgbImage,
+        prompt: &str,
+        strength: f64,
+        mask: Option<&image::GrayImage>,
+    ) -> Result<image::RgbImage, RunError> {
+        let req = GenerateRequest {
+            prompt: prompt.to_owned(),
+            negative_prompt: self.spec.negative_prompt.clone(),
+            size: ImageSize::new(img.width(), img.height()),
+            steps: self.spec.steps,
+            guidance: self.spec.guidance,
+            scheduler: self.spec.scheduler,
+            seed: self.seed.wrapping_add(self.passes << 32),
+            n: 1,
+            init: Some(InitImage {
+                image: img.clone(),
+                strength,
+                mask: mask.cloned(),
+            }),
+            hooks: None,
+        };
+        self.passes += 1;
+        self.model
+            .validate(&req, self.limits)
+            .map_err(|p| RunError::Failed {
+                code: "invalid_value",
+                message: format!("a generative step of the plan: {p}"),
+            })?;
+        let out = self
+            .model
+            .generate(&req, self.limits, self.sink, self.cancel)
+            .map_err(engine_error)?;
+        out.into_iter()
+            .next()
+            .map(|g| g.image)
+            .ok_or_else(|| RunError::internal("the model returned no image"))
+    }
 }
 
 impl RunError {

@@ -66,16 +66,24 @@ pub fn blocked(param: &str, categories: &[&str]) -> ApiError {
     .with_extra("categories", serde_json::json!(categories))
 }
 
-/// Refuses `spec` with 400 `moderation_blocked` if its texts are blocked at the strictness it
+/// Refuses `spec` with 400 `moderation_blocked` if its texts (prompts, and a plan's instruction
+/// and prompts) are blocked at the strictness it
 /// gets. The check runs off the async threads (the semantic layer is a transformer).
 pub async fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
     let level = strictness(auth, spec.moderation);
     let moderator = state.safety.prompt.clone();
-    let texts = [spec.prompt.clone(), spec.negative_prompt.clone()];
-    let verdict = tokio::task::spawn_blocking(move || moderator.check(&[&texts[0], &texts[1]], level))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(format!("moderation failed, so the request is refused: {e}")))?;
+    let mut texts = vec![spec.prompt.clone(), spec.negative_prompt.clone()];
+    if let Some(p) = &spec.plan {
+        texts.push(p.instruction.clone());
+        texts.extend(p.plan.prompts().into_iter().map(str::to_owned));
+    }
+    let verdict = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        moderator.check(&refs, level)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::internal(format!("moderation failed, so the request is refused: {e}")))?;
     if !verdict.blocked {
         return Ok(());
     }

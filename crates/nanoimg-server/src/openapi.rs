@@ -151,6 +151,63 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     r(
         "post",
+        "/v1/edit-sessions",
+        Some("images:edit"),
+        "json",
+        "Start an edit session on one of your images ({\"image_id\": …})",
+    ),
+    r(
+        "get",
+        "/v1/edit-sessions",
+        Some("assets:read"),
+        "none",
+        "Edit sessions, most recently changed first",
+    ),
+    r(
+        "get",
+        "/v1/edit-sessions/{id}",
+        Some("assets:read"),
+        "none",
+        "An edit session: its versions (a tree by parent_id) and head",
+    ),
+    r(
+        "delete",
+        "/v1/edit-sessions/{id}",
+        Some("images:edit"),
+        "none",
+        "Delete an edit session and the images its instructions made",
+    ),
+    r(
+        "post",
+        "/v1/edit-sessions/{id}/instructions",
+        Some("images:edit"),
+        "json",
+        "Apply a plain-language instruction (or a plan) to the head or from_version; \
+         dry_run returns the plan",
+    ),
+    r(
+        "post",
+        "/v1/edit-sessions/{id}/undo",
+        Some("images:edit"),
+        "none",
+        "Move the head back to its parent",
+    ),
+    r(
+        "post",
+        "/v1/edit-sessions/{id}/redo",
+        Some("images:edit"),
+        "none",
+        "Move the head forward again after an undo",
+    ),
+    r(
+        "post",
+        "/v1/edit-sessions/{id}/checkout",
+        Some("images:edit"),
+        "json",
+        "Make any version the head ({\"version\": …}); the next instruction branches from it",
+    ),
+    r(
+        "post",
         "/v1/admin/tenants",
         Some("admin"),
         "json",
@@ -261,6 +318,11 @@ pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
         "character_id",
         "string",
         "NanoImg: a character to keep consistent",
+    ),
+    (
+        "dry_run",
+        "boolean",
+        "NanoImg, edits: answer with the plan the prompt makes, without running it",
     ),
 ];
 

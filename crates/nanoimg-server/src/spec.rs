@@ -28,6 +28,27 @@ pub struct JobSpec {
     /// Moderation strictness (OpenAI `moderation`).
     #[serde(default)]
     pub moderation: nanoimg_safety::Strictness,
+    /// A validated edit plan to run on `init.image` instead of one model pass (planned edits
+    /// and edit-session instructions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSpec>,
+}
+
+/// An edit plan and where its result goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanSpec {
+    pub plan: nanoimg_edit::EditPlan,
+    /// What the user asked for, kept with the result.
+    pub instruction: String,
+    /// The session version the result continues, for edit-session instructions.
+    pub session: Option<SessionTarget>,
+}
+
+/// A place in an edit session: the new version's session and parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionTarget {
+    pub session_id: String,
+    pub parent_version: String,
 }
 
 /// The starting image of an edit: uploaded assets and how much to change.

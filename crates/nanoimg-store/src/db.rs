@@ -12,6 +12,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_tenant_limits.sql")),
     (3, include_str!("../migrations/sqlite/0003_tenant_moderation.sql")),
+    (4, include_str!("../migrations/sqlite/0004_edit_sessions.sql")),
 ];
 
 #[derive(Clone, Debug)]

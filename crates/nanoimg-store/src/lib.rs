@@ -1,4 +1,4 @@
-//! NanoImg's storage: tenants, API keys, assets, jobs and the audit log in a SQL database (an
+//! NanoImg's storage: tenants, API keys, assets, jobs, edit sessions and the audit log in a SQL database (an
 //! embedded SQLite file by default), image bytes in a blob store (files on disk by default).
 //!
 //! Tenant isolation lives here, not in the handlers: everything a tenant owns is reached through
@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod jobs;
 pub mod keys;
+pub mod sessions;
 pub mod tenants;
 
 pub use assets::{Asset, NewAsset};
@@ -20,6 +21,7 @@ pub use audit::{AuditEvent, AuditRecord, Outcome};
 pub use error::{Result, StoreError};
 pub use jobs::{Job, JobStatus, Recovery};
 pub use keys::{Scope, SecretKey};
+pub use sessions::{EditSession, EditVersion, NewVersion};
 pub use tenants::{AuthFailure, KeyRecord, NewKey, Principal, Tenant, TenantLimits};
 
 use blobs::BlobStore;

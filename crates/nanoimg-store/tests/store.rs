@@ -1,8 +1,9 @@
 //! The store against a real SQLite file: tenants and keys, tenant isolation, assets, jobs across a
-//! restart, and the append-only audit table.
+//! restart, edit sessions, and the append-only audit table.
 
 use nanoimg_store::{
-    AuditEvent, AuthFailure, JobStatus, NewAsset, NewKey, Outcome, Scope, Store, StoreError, TenantLimits,
+    AuditEvent, AuthFailure, JobStatus, NewAsset, NewKey, NewVersion, Outcome, Scope, Store, StoreError,
+    TenantLimits,
 };
 
 async fn open() -> (tempfile::TempDir, Store) {
@@ -328,4 +329,87 @@ async fn the_audit_table_is_append_only() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("append-only"), "{e}");
+}
+
+fn version(parent: &str, asset: &str) -> NewVersion {
+    NewVersion {
+        parent_id: parent.into(),
+        asset_id: asset.into(),
+        instruction: "make it brighter".into(),
+        plan: serde_json::json!({"version": 1, "ops": [{"op": "brightness", "amount": 0.2}]}),
+        job_id: None,
+    }
+}
+
+#[tokio::test]
+async fn edit_sessions_keep_a_tree_an_undo_stack_and_their_tenant() {
+    let (_d, s) = open().await;
+    let a = s.create_tenant("a", false).await.unwrap();
+    let b = s.create_tenant("b", false).await.unwrap();
+    let (sa, sb) = (s.scoped(&a.id), s.scoped(&b.id));
+    let img = sa.put_asset(png_asset(), b"x").await.unwrap();
+    let made = sa.put_asset(png_asset(), b"y").await.unwrap();
+    let sess = sa.create_session(&img.id).await.unwrap();
+    let root = sess.head.clone();
+    assert!(!sess.can_undo());
+
+    let v1 = sa.add_version(&sess.id, version(&root, &made.id)).await.unwrap();
+    let v2 = sa.add_version(&sess.id, version(&v1.id, &made.id)).await.unwrap();
+    assert_eq!((v1.seq, v2.seq), (1, 2));
+    assert_eq!(v2.plan.as_ref().unwrap()["ops"][0]["op"], "brightness");
+
+    let u = sa.undo(&sess.id).await.unwrap();
+    assert_eq!(
+        (u.head.as_str(), u.redo.clone()),
+        (v1.id.as_str(), vec![v2.id.clone()])
+    );
+    let r = sa.redo(&sess.id).await.unwrap();
+    assert_eq!((r.head.as_str(), r.redo.len()), (v2.id.as_str(), 0));
+    assert!(matches!(sa.redo(&sess.id).await, Err(StoreError::Conflict(_))));
+    let c = sa.checkout(&sess.id, &root).await.unwrap();
+    assert_eq!(c.head, root);
+    assert!(matches!(sa.undo(&sess.id).await, Err(StoreError::Conflict(_))));
+    // A new version after an undo is a branch and clears redo.
+    sa.checkout(&sess.id, &v2.id).await.unwrap();
+    sa.undo(&sess.id).await.unwrap();
+    let branch = sa.add_version(&sess.id, version(&v1.id, &made.id)).await.unwrap();
+    let now = sa.session(&sess.id).await.unwrap();
+    assert_eq!(
+        (now.head.as_str(), now.redo.len(), branch.seq),
+        (branch.id.as_str(), 0, 3)
+    );
+    assert_eq!(now.versions.len(), 4);
+
+    // Another tenant finds nothing, and cannot add to it or move it.
+    assert!(matches!(sb.session(&sess.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        sb.add_version(&sess.id, version(&root, &made.id)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(sb.undo(&sess.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        sb.delete_session(&sess.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(sb.sessions(10).await.unwrap().is_empty());
+    // A parent from another session, or another tenant's image, is refused and changes nothing.
+    let other = sa.create_session(&img.id).await.unwrap();
+    assert!(matches!(
+        sa.add_version(&other.id, version(&v1.id, &made.id)).await,
+        Err(StoreError::NotFound("version"))
+    ));
+    let theirs = sb.put_asset(png_asset(), b"z").await.unwrap();
+    assert!(matches!(
+        sa.add_version(&sess.id, version(&root, &theirs.id)).await,
+        Err(StoreError::NotFound("image"))
+    ));
+    assert_eq!(sa.session(&sess.id).await.unwrap(), now);
+    assert_eq!(sa.session(&other.id).await.unwrap().versions.len(), 1);
+
+    // Deleting returns the images the versions made, not the one the session started from.
+    let images = sa.delete_session(&sess.id).await.unwrap();
+    assert_eq!(images.len(), 3);
+    assert!(!images.contains(&img.id));
+    assert!(matches!(sa.session(&sess.id).await, Err(StoreError::NotFound(_))));
+    assert_eq!(sa.sessions(10).await.unwrap().len(), 1);
 }

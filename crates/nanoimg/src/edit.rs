@@ -7,14 +7,13 @@ use crate::catalog::{pick_model, registry};
 use crate::images;
 use crate::safety::SafetyArgs;
 use anyhow::{bail, Context, Result};
-use image::{GrayImage, Luma, RgbImage};
+use image::{GrayImage, RgbImage};
 use nanoimg_core::{ImageSize, Limits};
+use nanoimg_edit::exec::{self, Painter};
 use nanoimg_edit::planner::{self, Planned};
-use nanoimg_edit::{ops, EditPlan, Op, PlanLimits};
+use nanoimg_edit::{EditPlan, Op, PlanLimits};
 use nanoimg_engine::codec::{self, OutputFormat};
-use nanoimg_engine::{
-    outpaint_canvas, CancelToken, GenerateRequest, InitImage, LoadOptions, StableDiffusion,
-};
+use nanoimg_engine::{CancelToken, GenerateRequest, InitImage, LoadOptions, StableDiffusion};
 use nanoimg_safety::provenance::{media_type_of, Origin};
 use nanoimg_safety::{Safety, Strictness};
 use serde_json::json;
@@ -80,11 +79,7 @@ fn plan_for(a: &Args, size: (u32, u32)) -> Result<EditPlan> {
 /// Refuses the instruction or any prompt in the plan that moderation blocks.
 fn moderate(safety: &Safety, a: &Args, plan: &EditPlan) -> Result<()> {
     let mut texts: Vec<&str> = a.instruction.iter().map(String::as_str).collect();
-    for op in &plan.ops {
-        if let Op::Restyle { prompt, .. } | Op::Inpaint { prompt, .. } | Op::Outpaint { prompt, .. } = op {
-            texts.push(prompt);
-        }
-    }
+    texts.extend(plan.prompts());
     let v = safety.prompt.check(&texts, a.moderation)?;
     if v.blocked {
         let cats: Vec<&str> = v.categories().into_iter().map(|c| c.as_str()).collect();
@@ -97,12 +92,12 @@ fn moderate(safety: &Safety, a: &Args, plan: &EditPlan) -> Result<()> {
 }
 
 /// The model, loaded on the first generative operation.
-struct Engine<'a> {
+struct ModelPainter<'a> {
     args: &'a Args,
     model: Option<StableDiffusion>,
 }
 
-impl Engine<'_> {
+impl ModelPainter<'_> {
     fn model(&mut self) -> Result<&StableDiffusion> {
         if self.model.is_none() {
             let reg = registry(self.args.models_dir.as_deref());
@@ -117,44 +112,39 @@ impl Engine<'_> {
         }
         Ok(self.model.as_ref().expect("loaded"))
     }
+}
 
-    /// img2img / inpaint on the model, at a size it can draw (a multiple of 8), brought back to
-    /// the picture's own size.
-    fn draw(
+impl Painter for ModelPainter<'_> {
+    type Error = anyhow::Error;
+
+    fn drawable(&self, w: u32, h: u32) -> (u32, u32) {
+        let l = Limits::default();
+        exec::fit_size(w, h, l.min_side, l.max_side, l.max_pixels)
+    }
+
+    fn paint(
         &mut self,
         img: &RgbImage,
         prompt: &str,
         strength: f64,
-        mask: Option<GrayImage>,
+        mask: Option<&GrayImage>,
     ) -> Result<RgbImage> {
-        let (w, h) = img.dimensions();
-        let (ew, eh) = ((w / 8 * 8).max(8), (h / 8 * 8).max(8));
-        let fit = |i: &RgbImage| -> Result<RgbImage> {
-            Ok(ops::apply(
-                i,
-                &Op::Resize {
-                    width: ew,
-                    height: eh,
-                },
-            )?)
-        };
-        let mask = mask.map(|m| image::imageops::resize(&m, ew, eh, image::imageops::FilterType::Nearest));
         let (steps, seed) = (self.args.steps, self.args.seed.unwrap_or_else(rand::random));
         let model = self.model()?;
         let d = model.defaults().clone();
         let req = GenerateRequest {
             prompt: prompt.to_owned(),
             negative_prompt: String::new(),
-            size: ImageSize::new(ew, eh),
+            size: ImageSize::new(img.width(), img.height()),
             steps: steps.unwrap_or(d.steps),
             guidance: d.guidance,
             scheduler: d.scheduler,
             seed,
             n: 1,
             init: Some(InitImage {
-                image: fit(img)?,
+                image: img.clone(),
                 strength,
-                mask,
+                mask: mask.cloned(),
             }),
             hooks: None,
         };
@@ -166,50 +156,11 @@ impl Engine<'_> {
             &nanoimg_engine::pipeline::NoProgress,
             &CancelToken::new(),
         )?;
-        let out = out
+        Ok(out
             .into_iter()
             .next()
             .context("the model returned no image")?
-            .image;
-        Ok(ops::apply(&out, &Op::Resize { width: w, height: h })?)
-    }
-
-    /// One generative operation.
-    fn run(&mut self, img: &RgbImage, op: &Op) -> Result<RgbImage> {
-        let (w, h) = img.dimensions();
-        match op {
-            Op::Restyle { prompt, strength } => self.draw(img, prompt, f64::from(*strength), None),
-            Op::Variation { strength } => self.draw(img, "", f64::from(*strength), None),
-            Op::Inpaint { area, prompt } => {
-                let (x, y, aw, ah) = ops::area_rect(area, w, h);
-                let mask = GrayImage::from_fn(w, h, |px, py| {
-                    let inside = px >= x && px < x + aw && py >= y && py < y + ah;
-                    Luma([if inside { 255 } else { 0 }])
-                });
-                self.draw(img, prompt, 1.0, Some(mask))
-            }
-            Op::Outpaint {
-                left,
-                top,
-                right,
-                bottom,
-                prompt,
-            } => {
-                let (canvas, mask) = outpaint_canvas(img, *left, *top, *right, *bottom);
-                self.draw(&canvas, prompt, 1.0, Some(mask))
-            }
-            Op::Upscale { factor } => {
-                // Lanczos to the new size, then a light pass of the model to redraw detail.
-                let big = ops::apply(
-                    img,
-                    &Op::Scale {
-                        factor: *factor as f32,
-                    },
-                )?;
-                self.draw(&big, "high detail, sharp focus", 0.25, None)
-            }
-            op => Ok(ops::apply(img, op)?),
-        }
+            .image)
     }
 }
 
@@ -229,15 +180,15 @@ pub fn run(a: Args) -> Result<()> {
     crate::generate::check_image(&safety, &img, &format!("{}", a.input.display()))?;
     // The input's own mark goes before editing, so the result carries one mark, its own.
     let replaced = safety.watermark.unmark(&mut img);
-    let mut engine = Engine {
+    let mut painter = ModelPainter {
         args: &a,
         model: None,
     };
-    for (i, op) in plan.ops.iter().enumerate() {
-        img = engine
-            .run(&img, op)
-            .with_context(|| format!("operation {} ({})", i + 1, op.name()))?;
-    }
+    let mut current = (0, "");
+    img = exec::run(&plan, img, None, &mut painter, |i, op| {
+        current = (i + 1, op.name())
+    })
+    .with_context(|| format!("operation {} ({})", current.0, current.1))?;
     crate::generate::check_image(&safety, &img, "the edited image").context("nothing was written")?;
     let mark = rand::random::<u64>();
     safety.watermark.embed(&mut img, mark);
@@ -256,7 +207,7 @@ pub fn run(a: Args) -> Result<()> {
         codec::encode(&decoded.to_rgb8(), OutputFormat::Png, None, &[])?
     };
     let model_name = if plan.ops.iter().any(Op::is_generative) {
-        engine
+        painter
             .model
             .as_ref()
             .map(|m| m.info().name.clone())

@@ -9,8 +9,7 @@ use nanoimg_core::{ImageSize, Limits, SchedulerName};
 use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_engine::pipeline::Progress;
 use nanoimg_engine::{
-    outpaint_canvas, parse_dtype, CancelToken, GenerateRequest, InitImage, LoadOptions, ProgressSink,
-    StableDiffusion,
+    parse_dtype, CancelToken, GenerateRequest, InitImage, LoadOptions, ProgressSink, StableDiffusion,
 };
 use nanoimg_safety::provenance::{media_type_of, Origin};
 use nanoimg_safety::{Safety, Strictness};
@@ -169,7 +168,7 @@ pub fn run(a: Args) -> Result<()> {
                 (Some(m), _) => (image, Some(images::read_mask(m)?), a.strength),
                 (None, Some(spec)) => {
                     let [l, t, r, b] = parse_outpaint(spec)?;
-                    let (canvas, mask) = outpaint_canvas(&image, l, t, r, b);
+                    let (canvas, mask) = nanoimg_edit::ops::outpaint_canvas(&image, l, t, r, b);
                     (canvas, Some(mask), 1.0)
                 }
                 (None, None) => (image, None, a.strength),

@@ -12,6 +12,7 @@ mod models;
 mod moderation;
 mod safety;
 mod serve;
+mod session;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ enum Command {
     Generate(generate::Args),
     /// Edit an image with a plain-language instruction (or a JSON plan).
     Edit(edit::Args),
+    /// Edit sessions on a running server: start, edit turn by turn, undo, redo, branch.
+    Session(session::Args),
     /// List, inspect and create model folders.
     #[command(subcommand)]
     Models(models::Command),
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(a) => generate::run(a).map(ok),
         Command::Edit(a) => edit::run(a).map(ok),
+        Command::Session(a) => session::run(a).map(ok),
         Command::Models(c) => models::run(c).map(ok),
         Command::Bench(a) => bench::run(a).map(ok),
         Command::Serve(a) => serve::run(a).map(ok),

@@ -123,3 +123,25 @@ pub fn pad(img: &RgbImage, [l, t, r, b]: [u32; 4], fill: Rgb) -> RgbImage {
     image::imageops::replace(&mut out, img, i64::from(l), i64::from(t));
     out
 }
+
+/// The canvas and mask for outpainting: `image` with `left`/`top`/`right`/`bottom` pixels added,
+/// the new area filled by stretching the nearest edge pixel (a start the model repaints), and a
+/// mask that is 255 over the new area and 0 over the original.
+pub fn outpaint_canvas(
+    image: &RgbImage,
+    left: u32,
+    top: u32,
+    right: u32,
+    bottom: u32,
+) -> (RgbImage, image::GrayImage) {
+    let (w, h) = image.dimensions();
+    let (cw, ch) = (w + left + right, h + top + bottom);
+    let canvas = RgbImage::from_fn(cw, ch, |x, y| {
+        let sx = x.saturating_sub(left).min(w - 1);
+        let sy = y.saturating_sub(top).min(h - 1);
+        *image.get_pixel(sx, sy)
+    });
+    let inside = |x: u32, y: u32| x >= left && x < left + w && y >= top && y < top + h;
+    let mask = image::GrayImage::from_fn(cw, ch, |x, y| image::Luma([if inside(x, y) { 0 } else { 255 }]));
+    (canvas, mask)
+}

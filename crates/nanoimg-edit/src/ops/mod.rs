@@ -11,7 +11,7 @@ use crate::plan::Op;
 use crate::EditError;
 use image::RgbImage;
 
-pub use geometry::{area_rect, aspect_size, rotated_size, scaled};
+pub use geometry::{area_rect, aspect_size, outpaint_canvas, rotated_size, scaled};
 
 /// Runs one pixel operation. Generative operations are the engine's: they are refused here.
 pub fn apply(img: &RgbImage, op: &Op) -> Result<RgbImage, EditError> {

@@ -3,7 +3,7 @@
 //! every instruction labelled `reject` must be refused.
 
 use nanoimg_edit::planner::{plan, Planned};
-use nanoimg_edit::{EditPlan, Op, PlanLimits};
+use nanoimg_edit::{EditError, EditPlan, Op, PlanLimits};
 use serde_json::Value;
 
 fn close(a: &Value, b: &Value) -> bool {
@@ -112,4 +112,53 @@ fn refusals_say_why_and_an_empty_instruction_is_refused() {
         .unwrap_err()
         .to_string()
         .contains("limit is 2000"));
+}
+
+/// The injection corpus (`eval/injection.txt`), one instruction a line.
+pub fn injection_corpus() -> Vec<&'static str> {
+    include_str!("../../eval/injection.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// Every instruction that tries to smuggle an action is refused with a reason (the server test
+/// runs the same corpus and checks that nothing changed). Prints each reason for docs/editing.md.
+#[test]
+fn the_injection_corpus_is_refused_with_reasons() {
+    let corpus = injection_corpus();
+    assert!(corpus.len() >= 30, "{}", corpus.len());
+    let mut planned = Vec::new();
+    for line in &corpus {
+        match plan(line, (640, 480)) {
+            Err(EditError::InvalidPlan(why)) => println!("refused: {line}\n         {why}"),
+            other => planned.push(format!("{line} → {other:?}")),
+        }
+    }
+    assert!(
+        planned.is_empty(),
+        "planned instead of refused:\n{}",
+        planned.join("\n")
+    );
+}
+
+/// …while edits that share words with the corpus still plan.
+#[test]
+fn near_misses_of_the_corpus_still_plan() {
+    for (text, op) in [
+        ("make it look post-apocalyptic", "restyle"),
+        ("rotate it 90 degrees", "rotate"),
+        ("make the piano keys gold", "restyle"),
+        ("delete the person on the left", "inpaint"),
+        ("remove the car from the background", "inpaint"),
+        ("rotate by 1.5e1 degrees", "rotate"),
+        ("make it look like an old email printout", "restyle"),
+        ("a photo of a sign that says admin", "restyle"),
+    ] {
+        match plan(text, (640, 480)) {
+            Ok(Planned::Edit(p)) => assert_eq!(p.ops[0].name(), op, "{text}: {p:?}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
 }

@@ -101,27 +101,6 @@ pub struct GeneratedImage {
     pub seed: u64,
 }
 
-/// Pads an image for outpainting: returns the larger canvas (new area filled with the nearest
-/// edge colour, which gives the model a neutral start) and the mask of the new area.
-pub fn outpaint_canvas(
-    image: &RgbImage,
-    left: u32,
-    top: u32,
-    right: u32,
-    bottom: u32,
-) -> (RgbImage, GrayImage) {
-    let (w, h) = image.dimensions();
-    let (cw, ch) = (w + left + right, h + top + bottom);
-    let canvas = RgbImage::from_fn(cw, ch, |x, y| {
-        let sx = x.saturating_sub(left).min(w - 1);
-        let sy = y.saturating_sub(top).min(h - 1);
-        *image.get_pixel(sx, sy)
-    });
-    let inside = |x: u32, y: u32| x >= left && x < left + w && y >= top && y < top + h;
-    let mask = GrayImage::from_fn(cw, ch, |x, y| image::Luma([if inside(x, y) { 0 } else { 255 }]));
-    (canvas, mask)
-}
-
 /// Conditioning for one run: the context batch (negative first when guided) and SDXL extras.
 struct Conditioning {
     context: Tensor,

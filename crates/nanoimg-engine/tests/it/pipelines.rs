@@ -6,8 +6,9 @@ use crate::common::{load, load_as, mean_abs_diff, test_image};
 use candle_core::DType;
 use image::{GrayImage, Luma};
 use nanoimg_core::{ImageSize, Limits, SchedulerName};
+use nanoimg_edit::ops::outpaint_canvas;
 use nanoimg_engine::pipeline::Progress;
-use nanoimg_engine::{outpaint_canvas, CancelToken, EngineError, GenerateRequest, InitImage, NoProgress};
+use nanoimg_engine::{CancelToken, EngineError, GenerateRequest, InitImage, NoProgress};
 use std::sync::Mutex;
 
 fn request(model: &nanoimg_engine::StableDiffusion, steps: u32) -> GenerateRequest {

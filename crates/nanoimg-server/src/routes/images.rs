@@ -7,7 +7,7 @@ use super::body::{self, Form};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobEvent, LiveJob, Output};
-use crate::spec::{InitSpec, JobKind, JobSpec};
+use crate::spec::{InitSpec, JobKind, JobSpec, PlanSpec};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Multipart, State};
@@ -18,6 +18,8 @@ use axum::Json;
 use base64::Engine as _;
 use image::{DynamicImage, RgbImage};
 use nanoimg_core::{ImageSize, SchedulerName};
+use nanoimg_edit::planner::{self, Planned};
+use nanoimg_edit::{EditPlan, Op, PlanLimits};
 use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_engine::pipeline::MAX_PROMPT_BYTES;
 use nanoimg_store::{NewAsset, Outcome, Scope};
@@ -54,6 +56,8 @@ pub(crate) struct ImageRequest {
     pub scheduler: Option<String>,
     pub strength: Option<f64>,
     pub character_id: Option<String>,
+    /// Edits: answer with the plan the prompt makes, without running it.
+    pub dry_run: Option<bool>,
 }
 
 /// Form fields that are numbers or booleans.
@@ -66,6 +70,7 @@ const TYPED_FIELDS: &[&str] = &[
     "steps",
     "guidance",
     "strength",
+    "dry_run",
 ];
 
 /// How the client wants its images.
@@ -239,6 +244,9 @@ pub(crate) fn build_spec(
             "streamed images come as b64_json",
         ));
     }
+    if req.dry_run.is_some() && kind != JobKind::Edit {
+        return Err(ApiError::invalid("dry_run", "dry_run applies to edits"));
+    }
     if let Some(id) = &req.character_id {
         return Err(ApiError::invalid(
             "character_id",
@@ -283,6 +291,7 @@ pub(crate) fn build_spec(
             init,
             partial_images,
             moderation,
+            plan: None,
         },
         Delivery {
             url: response_format == "url",
@@ -334,11 +343,11 @@ fn charge_images(state: &AppState, auth: &Auth, n: u32) -> ApiResult<()> {
 }
 
 /// Cancels the job if the request ends before it does (the client went away).
-struct CancelOnDrop {
-    state: AppState,
-    tenant: String,
-    job: String,
-    armed: bool,
+pub(crate) struct CancelOnDrop {
+    pub state: AppState,
+    pub tenant: String,
+    pub job: String,
+    pub armed: bool,
 }
 
 impl Drop for CancelOnDrop {
@@ -353,7 +362,11 @@ impl Drop for CancelOnDrop {
 }
 
 /// Waits for a job's final event.
-async fn finish(state: &AppState, job: &LiveJob, rx: &mut broadcast::Receiver<JobEvent>) -> JobEvent {
+pub(crate) async fn finish(
+    state: &AppState,
+    job: &LiveJob,
+    rx: &mut broadcast::Receiver<JobEvent>,
+) -> JobEvent {
     loop {
         match rx.recv().await {
             Ok(e) if e.is_final() => return e,
@@ -466,9 +479,12 @@ async fn run(
                 "background": delivery.background,
                 "output_format": spec.output_format,
                 "quality": delivery.quality,
-                "size": spec.size.to_string(),
+                "size": outputs
+                    .first()
+                    .map_or(spec.size.to_string(), |o| format!("{}x{}", o.asset.width, o.asset.height)),
                 "usage": usage(&spec, &outputs),
                 "job_id": job.id,
+                "plan": spec.plan.as_ref().map(|p| &p.plan),
             }))
             .into_response())
         }
@@ -747,6 +763,28 @@ async fn edit_like(
         strength: default_strength(kind, mask.is_some()),
     };
     let (mut spec, delivery) = build_spec(&state, &req, kind, Some((init, image.dimensions())), &headers)?;
+    if kind == JobKind::Edit {
+        spec.plan = plan_prompt(&state, &auth, &spec.prompt, image.dimensions())?.map(|plan| PlanSpec {
+            plan,
+            instruction: spec.prompt.clone(),
+            session: None,
+        });
+    }
+    if req.dry_run == Some(true) {
+        crate::moderation::check_prompt(&state, &auth, &spec).await?;
+        let strength = spec.init.as_ref().map_or(1.0, |i| i.strength);
+        let plan = match &spec.plan {
+            Some(p) => p.plan.clone(),
+            None => EditPlan::new(vec![Op::Restyle {
+                prompt: spec.prompt.clone(),
+                strength: strength as f32,
+            }]),
+        };
+        return Ok(Json(serde_json::json!({
+            "dry_run": true, "plan": plan, "masked": mask.is_some(),
+        }))
+        .into_response());
+    }
     admit(&state, &auth, &spec).await?;
     let init = spec.init.as_mut().expect("edits have a starting image");
     init.image = store_upload(&state, &auth, &image, "image").await?;
@@ -755,6 +793,29 @@ async fn edit_like(
         init.mask = Some(store_upload(&state, &auth, &m, "mask").await?);
     }
     run(state, auth, kind, spec, delivery).await
+}
+
+/// What an edit's prompt asks for, read by the planner. `None` when the prompt describes a
+/// picture rather than changes to make (the planner would only restyle with it): that is the
+/// classic OpenAI edit, one model pass with the whole prompt, the mask and `strength`. A plan
+/// (crop, brighten, "make the sky a sunset", …) runs on the image, the mask limiting what the
+/// model repaints. A prompt the planner refuses is refused here.
+fn plan_prompt(state: &AppState, auth: &Auth, prompt: &str, size: (u32, u32)) -> ApiResult<Option<EditPlan>> {
+    match planner::plan(prompt, size) {
+        Ok(Planned::Edit(p)) if matches!(p.ops.as_slice(), [Op::Restyle { .. }]) => Ok(None),
+        Ok(Planned::Edit(p)) => {
+            p.validate(size, &PlanLimits::default())
+                .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
+            Ok(Some(p))
+        }
+        Ok(Planned::Undo | Planned::Redo) => Err(ApiError::invalid(
+            "prompt",
+            "undo and redo need an edit session's history (POST /v1/edit-sessions)",
+        )),
+        Err(e) => Err(
+            super::sessions::refused(state, auth, "/v1/images/edits", &e.to_string()).with_param("prompt"),
+        ),
+    }
 }
 
 /// `POST /v1/images/edits` (multipart: `image` or `image[]`, optional `mask`, `prompt`, …).

@@ -121,10 +121,11 @@ pub(crate) async fn create(
     Ok((StatusCode::ACCEPTED, Json(job_json(&rec))).into_response())
 }
 
+/// `?limit=` of listings that page by count only (jobs, edit sessions).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
-    limit: Option<u32>,
+    pub limit: Option<u32>,
 }
 
 /// `GET /v1/jobs`: the most recent jobs.

@@ -6,6 +6,7 @@ mod body;
 mod images;
 mod jobs;
 mod provenance;
+mod sessions;
 mod system;
 
 use crate::state::AppState;
@@ -31,6 +32,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/assets/{id}/content", get(assets::content))
         .route("/v1/files/{id}", get(assets::signed_file))
         .route("/v1/provenance/verify", post(provenance::verify))
+        .route("/v1/edit-sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/v1/edit-sessions/{id}",
+            get(sessions::get).delete(sessions::delete),
+        )
+        .route("/v1/edit-sessions/{id}/instructions", post(sessions::instruct))
+        .route("/v1/edit-sessions/{id}/undo", post(sessions::undo))
+        .route("/v1/edit-sessions/{id}/redo", post(sessions::redo))
+        .route("/v1/edit-sessions/{id}/checkout", post(sessions::checkout))
         .route(
             "/v1/admin/tenants",
             post(admin::create_tenant).get(admin::list_tenants),

@@ -2,15 +2,8 @@
 //! server-sent events and cancellation, signed links, limits and overload.
 
 use crate::common::*;
-use base64::Engine as _;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-fn b64(v: &Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().expect("b64_json is a string"))
-        .expect("raw base64, not a data URL")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generations_answer_in_the_openai_shape() {
@@ -744,16 +737,4 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     assert_eq!(blocked[5]["detail"]["asked"], "low");
     assert_eq!(blocked[5]["detail"]["strictness"], "auto");
     assert!(!audit.to_string().contains(&key));
-}
-
-/// Mean absolute difference per channel between two pictures of the same size.
-fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let sum: u64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| u64::from(x.abs_diff(*y)))
-        .sum();
-    sum as f64 / a.as_raw().len() as f64
 }

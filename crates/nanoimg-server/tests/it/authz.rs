@@ -13,9 +13,19 @@ struct Objects {
     job: String,
     key: String,
     tenant: String,
+    session: String,
+    /// The session's root version.
+    version: String,
 }
 
-async fn request(s: &TestServer, method: &str, path: &str, body: &str, key: Option<&str>) -> (u16, Value) {
+async fn request(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    body: &str,
+    key: Option<&str>,
+    o: &Objects,
+) -> (u16, Value) {
     let mut req = s
         .http
         .request(method.to_uppercase().parse::<Method>().unwrap(), s.url(path));
@@ -41,6 +51,9 @@ async fn request(s: &TestServer, method: &str, path: &str, body: &str, key: Opti
             "file",
             reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
         )),
+        ("/v1/edit-sessions", "json") => req.json(&json!({"image_id": o.asset})),
+        (p, "json") if p.ends_with("/instructions") => req.json(&json!({"instruction": "make it brighter"})),
+        (p, "json") if p.ends_with("/checkout") => req.json(&json!({"version": o.version})),
         ("/v1/admin/tenants", "json") => req.json(&json!({"name": nanoimg_store::ids::new_id("t")})),
         (p, "json") if p.ends_with("/keys") => req.json(&json!({"name": "k"})),
         (p, "json") if p.ends_with("/limits") => req.json(&json!({"images_per_minute": 1000})),
@@ -63,6 +76,8 @@ fn fill(path: &str, o: &Objects) -> String {
         &o.key
     } else if path.starts_with("/v1/admin/tenants/") {
         &o.tenant
+    } else if path.starts_with("/v1/edit-sessions/") {
+        &o.session
     } else {
         return path.to_owned();
     };
@@ -106,6 +121,13 @@ async fn every_route_refuses_every_wrong_caller() {
             .json(&tiny_request(json!({}))),
     )
     .await;
+    let session = json_of(
+        s.http
+            .post(s.url("/v1/edit-sessions"))
+            .bearer_auth(&owner)
+            .json(&json!({"image_id": asset["id"]})),
+    )
+    .await;
     // A spare key: the newest, so the key routes (revoke, rotate) act on it last.
     let (spare_id, _) = s.key_with_id(&tenant_a, &["assets:read"], None).await;
     let objects = Objects {
@@ -113,6 +135,8 @@ async fn every_route_refuses_every_wrong_caller() {
         job: job["id"].as_str().unwrap().to_owned(),
         key: spare_id,
         tenant: tenant_a.clone(),
+        session: session["id"].as_str().unwrap().to_owned(),
+        version: session["head"].as_str().unwrap().to_owned(),
     };
     let malformed = "nimg_thisisnotarealkeyatallnotatall0_000000";
 
@@ -127,7 +151,7 @@ async fn every_route_refuses_every_wrong_caller() {
             ("revoked", Some(revoked.as_str())),
             ("expired", Some(expired.as_str())),
         ] {
-            let (st, body) = request(&s, r.method, &path, r.body, key).await;
+            let (st, body) = request(&s, r.method, &path, r.body, key, &objects).await;
             assert_eq!(st, 401, "{who} with {label}: {body}");
             assert_eq!(body["error"]["type"], "authentication_error", "{who}");
         }
@@ -148,21 +172,22 @@ async fn every_route_refuses_every_wrong_caller() {
             } else {
                 s.key(&tenant_a, &others, None).await
             };
-            let (st, body) = request(&s, r.method, &path, r.body, Some(&k)).await;
+            let (st, body) = request(&s, r.method, &path, r.body, Some(&k), &objects).await;
             assert_eq!(st, 403, "{who} without {scope}: {body}");
             assert_eq!(body["error"]["code"], "insufficient_scope");
         }
         // Another tenant: objects are not found; admin routes are forbidden.
         if r.path.contains("{id}") || scope == "admin" {
-            let (st, body) = request(&s, r.method, &path, r.body, Some(&other)).await;
+            let (st, body) = request(&s, r.method, &path, r.body, Some(&other), &objects).await;
             let want = if scope == "admin" { 403 } else { 404 };
             assert_eq!(st, want, "{who} as another tenant: {body}");
             if want == 404 {
                 // Indistinguishable from an id that does not exist.
                 let missing = path
                     .replace(&objects.asset, "img_00000000000000000000000000")
-                    .replace(&objects.job, "job_00000000000000000000000000");
-                let (st2, body2) = request(&s, r.method, &missing, r.body, Some(&owner)).await;
+                    .replace(&objects.job, "job_00000000000000000000000000")
+                    .replace(&objects.session, "ses_00000000000000000000000000");
+                let (st2, body2) = request(&s, r.method, &missing, r.body, Some(&owner), &objects).await;
                 assert_eq!(
                     (st2, &body2["error"]["message"]),
                     (404, &body["error"]["message"]),
@@ -184,7 +209,7 @@ async fn every_route_refuses_every_wrong_caller() {
         } else {
             &owner
         };
-        let (st, body) = request(&s, r.method, &path, r.body, Some(key)).await;
+        let (st, body) = request(&s, r.method, &path, r.body, Some(key), &objects).await;
         assert!(
             (200..300).contains(&st) || st == 409,
             "{} {path} as owner: {st} {body}",

@@ -156,6 +156,25 @@ impl TestServer {
         }
     }
 
+    /// `POST path` with a multipart form; the status and the JSON answer (null if none).
+    pub async fn post_form(&self, key: &str, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A form with one file field.
+    pub fn file_form(field: &'static str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+        reqwest::multipart::Form::new()
+            .part(field, reqwest::multipart::Part::bytes(bytes).file_name("in.png"))
+    }
+
     pub async fn generate(&self, key: &str, body: Value) -> reqwest::Response {
         self.http
             .post(self.url("/v1/images/generations"))
@@ -199,4 +218,24 @@ pub fn tiny_request(extra: Value) -> Value {
         v[k] = x.clone();
     }
     v
+}
+
+/// The bytes of a `b64_json` field (raw base64, not a data URL).
+pub fn b64(v: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("b64_json is a string"))
+        .expect("raw base64, not a data URL")
+}
+
+/// Mean absolute difference per channel of two images of one size.
+pub fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.as_raw().len() as f64
 }

@@ -7,3 +7,4 @@ mod common;
 mod hostile;
 mod provenance;
 mod safety;
+mod sessions;

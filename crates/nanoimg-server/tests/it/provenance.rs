@@ -3,28 +3,16 @@
 //! `POST /v1/provenance/verify` reports as trusted, an edit names its input as the parent
 //! ingredient, a changed file is reported as tampered, and hostile input gets a precise 4xx.
 
-use crate::common::{png, start, tiny_request, TestServer, ALL_SCOPES};
-use base64::Engine;
+use crate::common::{b64, png, start, tiny_request, TestServer, ALL_SCOPES};
 use serde_json::{json, Value};
 
-fn b64(v: &Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().expect("b64_json"))
-        .unwrap()
-}
-
 async fn verify(s: &TestServer, key: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let form =
-        reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(bytes).file_name("x"));
-    let r = s
-        .http
-        .post(s.url("/v1/provenance/verify"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    s.post_form(
+        key,
+        "/v1/provenance/verify",
+        TestServer::file_form("image", bytes),
+    )
+    .await
 }
 
 /// A deterministic picture with smooth shapes and some texture, like a photo's.

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use crate::common::{png, start, tiny_request, ALL_SCOPES};
+use crate::common::{png, start, tiny_request, TestServer, ALL_SCOPES};
 use serde_json::{json, Value};
 
 fn with_models(c: &mut nanoimg_server::Config) {
@@ -147,40 +147,22 @@ async fn a_refused_upload_is_not_stored() {
     })
     .await;
     let (_, key) = s.tenant("acme", ALL_SCOPES).await;
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("a.png"),
-    );
-    let r = s
-        .http
-        .post(s.url("/v1/assets"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let e: Value = r.json().await.unwrap();
+    let (st, e) = s
+        .post_form(
+            &key,
+            "/v1/assets",
+            TestServer::file_form("file", png(64, 64, None)),
+        )
+        .await;
+    assert_eq!(st, 400);
     assert_eq!(e["error"]["code"], "moderation_blocked", "{e}");
     assert_eq!(e["error"]["param"], "file");
     // An edit's image too; its mask is not a picture and is not judged.
-    let form = reqwest::multipart::Form::new()
+    let form = TestServer::file_form("image", png(64, 64, None))
         .text("prompt", "a cat")
-        .text("size", "64x64")
-        .part(
-            "image",
-            reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("i.png"),
-        );
-    let r = s
-        .http
-        .post(s.url("/v1/images/edits"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "image");
+        .text("size", "64x64");
+    let (st, e) = s.post_form(&key, "/v1/images/edits", form).await;
+    assert_eq!((st, &e["error"]["param"]), (400, &json!("image")), "{e}");
     let assets = s.get_json(&key, "/v1/assets").await;
     assert_eq!(assets["data"], json!([]), "{assets}");
     let ev = audit_of(&s, "moderation.blocked").await;

@@ -367,3 +367,69 @@ fn the_official_openai_python_package_works_unchanged() {
     assert!(text.contains("semantic layer: paraphrase refused"), "{text}");
     assert!(text.contains("\nok"), "{text}");
 }
+
+/// `nanoimg session` drives an edit session on the running server as a client: start from a
+/// file, two instructions, undo, a branch from the original, the tree, the head saved to a file,
+/// and a refused instruction that exits non-zero with the reason.
+#[test]
+fn edit_sessions_from_the_command_line() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path());
+    let key = s.key.clone().unwrap();
+    let input = home.path().join("in.png");
+    image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 90]))
+        .save(&input)
+        .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nanoimg"))
+            .arg("session")
+            .args(args)
+            .env("NANOIMG_URL", &s.base)
+            .env("NANOIMG_API_KEY", &key)
+            .output()
+            .unwrap()
+    };
+    let json = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = run(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let started = json(&["start", input.to_str().unwrap()]);
+    let id = started["id"].as_str().unwrap().to_owned();
+    let root = started["head"].as_str().unwrap().to_owned();
+    let v1 = json(&["edit", &id, "crop it to a square"]);
+    assert_eq!(v1["version"]["plan"]["ops"][0]["op"], "crop_aspect", "{v1}");
+    let v2 = json(&["edit", &id, "make it a bit darker"]);
+    assert_eq!(v2["version"]["parent_id"], v1["version"]["id"]);
+    let u = json(&["undo", &id]);
+    assert_eq!(u["head"], v1["version"]["id"]);
+    let plan = json(&["edit", &id, "crop to 16:9", "--dry-run"]);
+    assert_eq!(plan["plan"]["ops"][0]["op"], "crop_aspect", "{plan}");
+    let b = json(&["edit", &id, "rotate it 90 degrees", "--from", &root]);
+    assert_eq!(b["version"]["parent_id"], root.as_str());
+
+    let out = home.path().join("head.png");
+    let got = run(&["get", &id, "-o", out.to_str().unwrap()]);
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    let head = image::open(&out).unwrap();
+    assert_eq!((head.width(), head.height()), (64, 96));
+
+    let shown = run(&["show", &id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("* ") && text.contains("rotate it 90 degrees"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 5, "{text}");
+
+    let refused = run(&["edit", &id, "delete all my images"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("cannot be carried out"), "{err}");
+}

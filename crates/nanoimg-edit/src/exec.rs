@@ -1,0 +1,162 @@
+//! Runs a validated plan on one image. Pixel operations run here; generative ones go to a
+//! [`Painter`], the image model behind a trait, which is handed an image, a prompt, a strength
+//! and a mask and nothing else: no operation can name another object, a file or a URL.
+
+use crate::ops::{self, area_rect};
+use crate::plan::{EditPlan, Op};
+use crate::EditError;
+use image::{GrayImage, Luma, RgbImage};
+
+/// What draws for generative operations: the engine, in the server and the CLI.
+pub trait Painter {
+    type Error: From<EditError>;
+
+    /// The size to draw a `w`×`h` picture at: both sides multiples of 8 within what the model
+    /// takes. The result is resampled back to `w`×`h`.
+    fn drawable(&self, w: u32, h: u32) -> (u32, u32) {
+        fit_size(w, h, 8, u32::MAX, u64::MAX)
+    }
+
+    /// Repaints `img` toward `prompt`, img2img at `strength` (0–1); only inside `mask` (255 =
+    /// repaint) when there is one. Both sides of `img` are multiples of 8 and the result must
+    /// have its size.
+    fn paint(
+        &mut self,
+        img: &RgbImage,
+        prompt: &str,
+        strength: f64,
+        mask: Option<&GrayImage>,
+    ) -> Result<RgbImage, Self::Error>;
+}
+
+/// The prompt and strength of an upscale's model pass, which redraws detail after resampling.
+const UPSCALE_PROMPT: &str = "high detail, sharp focus";
+const UPSCALE_STRENGTH: f64 = 0.25;
+
+/// Runs `plan` on `img`. `mask` (255 = may change), from an OpenAI-style edit, limits the
+/// generative operations that have no area of their own (restyle, variation); it is stretched
+/// to the image's size at that point of the plan. `on_op` hears each operation as it starts.
+/// The caller validates the plan first ([`EditPlan::validate`]).
+pub fn run<P: Painter>(
+    plan: &EditPlan,
+    mut img: RgbImage,
+    mask: Option<&GrayImage>,
+    painter: &mut P,
+    mut on_op: impl FnMut(usize, &Op),
+) -> Result<RgbImage, P::Error> {
+    for (i, op) in plan.ops.iter().enumerate() {
+        on_op(i, op);
+        img = step(&img, op, mask, painter)?;
+    }
+    Ok(img)
+}
+
+fn step<P: Painter>(
+    img: &RgbImage,
+    op: &Op,
+    user_mask: Option<&GrayImage>,
+    painter: &mut P,
+) -> Result<RgbImage, P::Error> {
+    let (w, h) = img.dimensions();
+    let fitted_mask =
+        || user_mask.map(|m| image::imageops::resize(m, w, h, image::imageops::FilterType::Nearest));
+    match op {
+        Op::Restyle { prompt, strength } => {
+            paint_at_size(painter, img, prompt, f64::from(*strength), fitted_mask().as_ref())
+        }
+        Op::Variation { strength } => {
+            paint_at_size(painter, img, "", f64::from(*strength), fitted_mask().as_ref())
+        }
+        Op::Inpaint { area, prompt } => {
+            let (x, y, aw, ah) = area_rect(area, w, h);
+            let mask = GrayImage::from_fn(w, h, |px, py| {
+                let inside = px >= x && px < x + aw && py >= y && py < y + ah;
+                Luma([if inside { 255 } else { 0 }])
+            });
+            paint_at_size(painter, img, prompt, 1.0, Some(&mask))
+        }
+        Op::Outpaint {
+            left,
+            top,
+            right,
+            bottom,
+            prompt,
+        } => {
+            let (canvas, mask) = ops::outpaint_canvas(img, *left, *top, *right, *bottom);
+            paint_at_size(painter, &canvas, prompt, 1.0, Some(&mask))
+        }
+        Op::Upscale { factor } => {
+            let big = ops::apply(
+                img,
+                &Op::Scale {
+                    factor: *factor as f32,
+                },
+            )?;
+            paint_at_size(painter, &big, UPSCALE_PROMPT, UPSCALE_STRENGTH, None)
+        }
+        op => Ok(ops::apply(img, op)?),
+    }
+}
+
+/// The size nearest `w`×`h` in its aspect ratio with both sides within `min_side..=max_side`,
+/// at most `max_pixels`, and multiples of 8. A picture too small for the model is drawn larger,
+/// one too large smaller.
+pub fn fit_size(w: u32, h: u32, min_side: u32, max_side: u32, max_pixels: u64) -> (u32, u32) {
+    let (fw, fh) = (f64::from(w.max(1)), f64::from(h.max(1)));
+    let mut s = (f64::from(min_side) / fw.min(fh)).max(1.0);
+    s = s
+        .min(f64::from(max_side) / fw.max(fh))
+        .min((max_pixels as f64 / (fw * fh)).sqrt());
+    let side = |v: f64| {
+        let v = ((v * s).round() as u32 / 8 * 8).max(8);
+        v.clamp(min_side.div_ceil(8) * 8, (max_side / 8 * 8).max(8))
+    };
+    (side(fw), side(fh))
+}
+
+/// Paints at the size the painter can draw ([`Painter::drawable`]) and resamples the result
+/// back to the picture's own size.
+fn paint_at_size<P: Painter>(
+    painter: &mut P,
+    img: &RgbImage,
+    prompt: &str,
+    strength: f64,
+    mask: Option<&GrayImage>,
+) -> Result<RgbImage, P::Error> {
+    let (w, h) = img.dimensions();
+    let (ew, eh) = painter.drawable(w, h);
+    if (ew, eh) == (w, h) {
+        return painter.paint(img, prompt, strength, mask);
+    }
+    let fitted = ops::apply(
+        img,
+        &Op::Resize {
+            width: ew,
+            height: eh,
+        },
+    )?;
+    let mask = mask.map(|m| image::imageops::resize(m, ew, eh, image::imageops::FilterType::Nearest));
+    let out = painter.paint(&fitted, prompt, strength, mask.as_ref())?;
+    Ok(ops::apply(&out, &Op::Resize { width: w, height: h })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_size;
+
+    #[test]
+    fn sizes_fit_the_model() {
+        // Already fine.
+        assert_eq!(fit_size(512, 384, 64, 1536, 1 << 22), (512, 384));
+        // Rounded down to multiples of 8.
+        assert_eq!(fit_size(515, 389, 64, 1536, 1 << 22), (512, 384));
+        // Too small: scaled up to the smallest side, aspect kept.
+        assert_eq!(fit_size(48, 32, 64, 1536, 1 << 22), (96, 64));
+        // Too large: scaled down to the largest side, and to the pixel budget.
+        assert_eq!(fit_size(4000, 2000, 64, 1536, 1 << 40), (1536, 768));
+        assert_eq!(fit_size(2048, 2048, 64, 4096, 1024 * 1024), (1024, 1024));
+        // Extreme ratios stay within the bounds even when the ratio cannot be kept.
+        let (w, h) = fit_size(4000, 10, 64, 1536, 1 << 22);
+        assert!((64..=1536).contains(&w) && (64..=1536).contains(&h), "{w}x{h}");
+    }
+}

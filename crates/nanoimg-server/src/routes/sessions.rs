@@ -1,0 +1,367 @@
+//! `/v1/edit-sessions`: an image edited turn by turn. Each instruction is planned (the built-in
+//! planner, no network), validated, moderated and run as a job on the session's head (or any
+//! version, which branches); the result becomes a new version. Undo, redo and checkout move the
+//! head. The instruction is data: all it can ever produce is a plan of edits to that one image.
+
+use super::body;
+use super::images::{admit, build_spec, finish, job_error, CancelOnDrop, ImageRequest};
+use super::jobs::ListQuery;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::JobEvent;
+use crate::spec::{InitSpec, JobKind, PlanSpec, SessionTarget};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nanoimg_edit::planner::{self, Planned};
+use nanoimg_edit::{EditPlan, PlanLimits};
+use nanoimg_store::{EditSession, Outcome, Scope};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+fn session_json(s: &EditSession) -> Value {
+    let versions: Vec<Value> = s
+        .versions
+        .iter()
+        .map(|v| {
+            json!({
+                "id": v.id, "seq": v.seq, "parent_id": v.parent_id, "image_id": v.asset_id,
+                "instruction": v.instruction, "plan": v.plan, "job_id": v.job_id,
+                "created_at": v.created_at,
+            })
+        })
+        .collect();
+    json!({
+        "id": s.id,
+        "object": "edit_session",
+        "head": s.head,
+        "head_image_id": s.head_version().map(|v| v.asset_id.clone()),
+        "can_undo": s.can_undo(),
+        "can_redo": !s.redo.is_empty(),
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+        "versions": versions,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateRequest {
+    /// An image of the caller's: an upload (`POST /v1/assets`) or a generated output.
+    image_id: String,
+}
+
+/// `POST /v1/edit-sessions` `{"image_id": …}` → 201 with the session (one version, the root).
+pub(crate) async fn create(State(state): State<AppState>, auth: Auth, body: Bytes) -> ApiResult<Response> {
+    auth.require(&state, Scope::ImagesEdit)?;
+    let req: CreateRequest = body::json(&body)?;
+    let scoped = state.store.scoped(auth.tenant_id());
+    let session = scoped.create_session(&req.image_id).await.map_err(|e| match e {
+        nanoimg_store::StoreError::NotFound(_) => {
+            ApiError::invalid("image_id", format!("no image {:?}", req.image_id))
+        }
+        e => e.into(),
+    })?;
+    state
+        .audit
+        .record(auth.event(
+            "edit_session.create",
+            Some(session.id.clone()),
+            Outcome::Success,
+            json!({"image_id": req.image_id}),
+        ))
+        .await;
+    Ok((StatusCode::CREATED, Json(session_json(&session))).into_response())
+}
+
+/// `GET /v1/edit-sessions`: most recently changed first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&state, Scope::AssetsRead)?;
+    let sessions = state
+        .store
+        .scoped(auth.tenant_id())
+        .sessions(q.limit.unwrap_or(20))
+        .await?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": sessions.iter().map(session_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /v1/edit-sessions/{id}`: the session, its versions (a tree by `parent_id`) and head.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&state, Scope::AssetsRead)?;
+    let s = state.store.scoped(auth.tenant_id()).session(&id).await?;
+    Ok(Json(session_json(&s)))
+}
+
+/// `DELETE /v1/edit-sessions/{id}`: the session, its versions and the images its instructions
+/// made (the image it started from is left alone).
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    auth.require(&state, Scope::ImagesEdit)?;
+    let scoped = state.store.scoped(auth.tenant_id());
+    let made = scoped.delete_session(&id).await?;
+    for asset in &made {
+        match scoped.delete_asset(asset).await {
+            Ok(()) | Err(nanoimg_store::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    state
+        .audit
+        .record(auth.event(
+            "edit_session.delete",
+            Some(id),
+            Outcome::Success,
+            json!({"images_deleted": made.len()}),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/edit-sessions/{id}/undo`: the head goes back to its parent (409 at the root).
+pub(crate) async fn undo(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&state, Scope::ImagesEdit)?;
+    let s = state.store.scoped(auth.tenant_id()).undo(&id).await?;
+    Ok(Json(session_json(&s)))
+}
+
+/// `POST /v1/edit-sessions/{id}/redo`: forward again after an undo (409 if nothing to redo).
+pub(crate) async fn redo(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&state, Scope::ImagesEdit)?;
+    let s = state.store.scoped(auth.tenant_id()).redo(&id).await?;
+    Ok(Json(session_json(&s)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckoutRequest {
+    version: String,
+}
+
+/// `POST /v1/edit-sessions/{id}/checkout` `{"version": …}`: any version becomes the head; the
+/// next instruction branches from it.
+pub(crate) async fn checkout(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    auth.require(&state, Scope::ImagesEdit)?;
+    let req: CheckoutRequest = body::json(&body)?;
+    let s = state
+        .store
+        .scoped(auth.tenant_id())
+        .checkout(&id, &req.version)
+        .await?;
+    Ok(Json(session_json(&s)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InstructionRequest {
+    /// What to change, in plain language; "undo" and "redo" work too.
+    instruction: Option<String>,
+    /// Run this plan instead of planning an instruction (it is validated the same way).
+    plan: Option<Value>,
+    /// Apply to this version instead of the head: a branch.
+    from_version: Option<String>,
+    /// Return the plan without running it.
+    #[serde(default)]
+    dry_run: bool,
+    model: Option<String>,
+    steps: Option<u32>,
+    seed: Option<u64>,
+    moderation: Option<String>,
+}
+
+/// `POST /v1/edit-sessions/{id}/instructions`: plan → validate → moderate → run → new version
+/// (201 with the session and the version). Undo and redo answer 200 with the session; a dry run
+/// answers 200 with the plan. A refused instruction is 400 `instruction_refused` with the
+/// reason, and nothing changes.
+pub(crate) async fn instruct(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    auth.require(&state, Scope::ImagesEdit)?;
+    let req: InstructionRequest = body::json(&body)?;
+    let scoped = state.store.scoped(auth.tenant_id());
+    let session = scoped.session(&id).await?;
+    let base = match &req.from_version {
+        Some(v) => session
+            .version(v)
+            .ok_or_else(|| ApiError::invalid("from_version", format!("no version {v:?} in this session")))?,
+        None => session
+            .head_version()
+            .ok_or_else(|| ApiError::internal("the session's head is not one of its versions"))?,
+    };
+    let image = scoped.asset(&base.asset_id).await.map_err(|_| {
+        ApiError::conflict(
+            "input_unavailable",
+            format!(
+                "version {}'s image was deleted; check out another version",
+                base.id
+            ),
+        )
+    })?;
+    let size = (image.width as u32, image.height as u32);
+    let (instruction, plan) = match (&req.instruction, &req.plan) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "plan",
+                "send an instruction or a plan, not both",
+            ))
+        }
+        (None, None) => return Err(ApiError::invalid("instruction", "say what to change")),
+        (None, Some(p)) => {
+            let plan: EditPlan = body::from_value(p.clone())?;
+            ("(plan)".to_owned(), plan)
+        }
+        (Some(text), None) => match planner::plan(text, size) {
+            Ok(Planned::Edit(plan)) => (text.clone(), plan),
+            Ok(step @ (Planned::Undo | Planned::Redo)) => {
+                if req.from_version.is_some() {
+                    return Err(ApiError::invalid(
+                        "from_version",
+                        "undo and redo move the head; they take no version",
+                    ));
+                }
+                let undo = step == Planned::Undo;
+                if req.dry_run {
+                    return Ok(
+                        Json(json!({"dry_run": true, "action": if undo { "undo" } else { "redo" }}))
+                            .into_response(),
+                    );
+                }
+                let s = if undo {
+                    scoped.undo(&id).await?
+                } else {
+                    scoped.redo(&id).await?
+                };
+                return Ok(Json(session_json(&s)).into_response());
+            }
+            Err(e) => return Err(refused(&state, &auth, &id, &e.to_string())),
+        },
+    };
+    plan.validate(size, &PlanLimits::default()).map_err(|e| {
+        ApiError::invalid(
+            if req.plan.is_some() { "plan" } else { "instruction" },
+            e.to_string(),
+        )
+    })?;
+    let image_req = ImageRequest {
+        prompt: Some(instruction.clone()),
+        model: req.model.clone(),
+        steps: req.steps,
+        seed: req.seed,
+        moderation: req.moderation.clone(),
+        ..ImageRequest::default()
+    };
+    let init = InitSpec {
+        image: image.id.clone(),
+        mask: None,
+        strength: 1.0,
+    };
+    let (mut spec, _) = build_spec(&state, &image_req, JobKind::Edit, Some((init, size)), &headers)?;
+    spec.plan = Some(PlanSpec {
+        plan: plan.clone(),
+        instruction: instruction.clone(),
+        session: Some(SessionTarget {
+            session_id: session.id.clone(),
+            parent_version: base.id.clone(),
+        }),
+    });
+    if req.dry_run {
+        crate::moderation::check_prompt(&state, &auth, &spec).await?;
+        return Ok(Json(json!({"dry_run": true, "from_version": base.id, "plan": plan})).into_response());
+    }
+    admit(&state, &auth, &spec).await?;
+    let (job, mut rx) = state
+        .jobs
+        .submit(auth.job_owner(), JobKind::Edit, spec, false)
+        .await?;
+    let mut guard = CancelOnDrop {
+        state: state.clone(),
+        tenant: auth.tenant_id().to_owned(),
+        job: job.id.clone(),
+        armed: true,
+    };
+    let end = finish(&state, &job, &mut rx).await;
+    guard.armed = false;
+    let ops: Vec<&str> = plan.ops.iter().map(nanoimg_edit::Op::name).collect();
+    let (outcome, code) = match &end {
+        JobEvent::Succeeded(_) => (Outcome::Success, None),
+        JobEvent::Failed { code, .. } => (Outcome::Failure, Some(*code)),
+        _ => (Outcome::Failure, Some("cancelled")),
+    };
+    state
+        .audit
+        .record(auth.event(
+            "edit_session.instruction",
+            Some(id.clone()),
+            outcome,
+            json!({"job": job.id, "ops": ops, "from_version": base.id, "code": code}),
+        ))
+        .await;
+    match end {
+        JobEvent::Succeeded(outputs) => {
+            let version = outputs
+                .first()
+                .and_then(|o| o.version.clone())
+                .ok_or_else(|| ApiError::internal("the edit made no version"))?;
+            let s = scoped.session(&id).await?;
+            let v = s
+                .version(&version)
+                .ok_or_else(|| ApiError::internal("the new version is not in the session"))?;
+            let mut out = session_json(&s);
+            out["version"] = json!({
+                "id": v.id, "seq": v.seq, "parent_id": v.parent_id, "image_id": v.asset_id,
+                "instruction": v.instruction, "plan": v.plan, "job_id": v.job_id,
+            });
+            Ok((StatusCode::CREATED, Json(out)).into_response())
+        }
+        JobEvent::Failed { code, message } => Err(job_error(code, message)),
+        _ => Err(job_error("cancelled", "the job was cancelled".into())),
+    }
+}
+
+/// An instruction the planner refused: 400 with the reason, and an audit event with it.
+pub(crate) fn refused(state: &AppState, auth: &Auth, target: &str, reason: &str) -> ApiError {
+    state.audit.record_later(auth.event(
+        "edit.refused",
+        Some(target.to_owned()),
+        Outcome::Rejected,
+        json!({"reason": reason}),
+    ));
+    ApiError::bad_request(
+        "instruction_refused",
+        format!("this instruction cannot be carried out: {reason}"),
+    )
+    .with_param("instruction")
+}
