@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// The plan format's version; a plan with another is refused.
 pub const PLAN_VERSION: u32 = 1;
 
+/// The published JSON Schema of the plan (draft 2020-12); a test keeps it true to the parser.
+/// Also what an LLM planner is given as its tool's parameters.
+pub const SCHEMA: &str = include_str!("../schema/edit-plan.schema.json");
+
 /// A list of operations, run in order on one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -44,6 +44,47 @@ pub struct Config {
     pub safety: SafetyConfig,
     /// C2PA signing of outputs.
     pub provenance: ProvenanceConfig,
+    /// The optional LLM planner for edit instructions.
+    pub planner: PlannerConfig,
+}
+
+/// The optional LLM planner: any OpenAI-compatible chat-completions endpoint with tool calling.
+/// Off unless `llm_url` is set. Its plans are parsed and validated like any other; anything
+/// else falls back to the built-in planner, which also reads every instruction first (its
+/// refusals stand, and the LLM never sees a refused instruction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerConfig {
+    /// The API's base URL, such as `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`.
+    pub llm_url: Option<String>,
+    /// The model to ask.
+    pub llm_model: String,
+    /// Sent as a bearer token; never logged.
+    pub llm_api_key: Option<Secret>,
+    /// Seconds to wait for the endpoint before falling back.
+    pub llm_timeout_secs: u64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            llm_url: None,
+            llm_model: "gpt-4o-mini".into(),
+            llm_api_key: None,
+            llm_timeout_secs: 20,
+        }
+    }
+}
+
+/// A secret setting: kept as given, shown as `***` in logs and debug output.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Where the C2PA signing credentials come from. Without `cert_chain` and `private_key`, a local
@@ -154,6 +195,7 @@ impl Default for Config {
             log_format: "json".into(),
             safety: SafetyConfig::default(),
             provenance: ProvenanceConfig::default(),
+            planner: PlannerConfig::default(),
         }
     }
 }
@@ -196,6 +238,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_PROVENANCE_CERT_CHAIN", "provenance.cert_chain"),
     ("NANOIMG_PROVENANCE_PRIVATE_KEY", "provenance.private_key"),
     ("NANOIMG_PROVENANCE_TRUST_ANCHORS", "provenance.trust_anchors"),
+    ("NANOIMG_PLANNER_LLM_URL", "planner.llm_url"),
+    ("NANOIMG_PLANNER_LLM_MODEL", "planner.llm_model"),
+    ("NANOIMG_PLANNER_LLM_API_KEY", "planner.llm_api_key"),
+    ("NANOIMG_PLANNER_LLM_TIMEOUT_SECS", "planner.llm_timeout_secs"),
 ];
 
 impl Config {
@@ -252,6 +298,14 @@ impl Config {
         let t = self.safety.nsfw_threshold;
         if !(t > 0.0 && t <= 1.0) {
             return bad("safety.nsfw_threshold must be above 0 and at most 1");
+        }
+        if let Some(u) = &self.planner.llm_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return bad("planner.llm_url must be an http:// or https:// URL");
+            }
+        }
+        if self.planner.llm_timeout_secs == 0 {
+            return bad("planner.llm_timeout_secs must be at least 1");
         }
         if self.provenance.cert_chain.is_some() != self.provenance.private_key.is_some() {
             return bad("provenance.cert_chain and provenance.private_key go together: set both or neither");
@@ -361,7 +415,7 @@ mod tests {
         let mut keys = vec![];
         for (k, v) in v.as_table().unwrap() {
             match v.as_table() {
-                Some(t) if ["rate", "limits", "safety", "provenance"].contains(&k.as_str()) => {
+                Some(t) if ["rate", "limits", "safety", "provenance", "planner"].contains(&k.as_str()) => {
                     keys.extend(t.keys().map(|s| format!("{k}.{s}")))
                 }
                 _ => keys.push(k.clone()),

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod models;
 pub mod moderation;
 pub mod openapi;
+pub mod planner;
 mod routes;
 pub mod signing;
 pub mod spec;
@@ -91,7 +92,9 @@ pub async fn start(
     )
     .await?;
     let signer = signing::UrlSigner::load_or_create(&config.data_dir.join("secrets/url-signing.key"))?;
+    let planner = planner::Planner::new(&config.planner).map_err(StartError)?;
     let state = AppState(Arc::new(Shared {
+        planner,
         safety,
         request_limiter: RateLimiter::new(),
         image_limiter: RateLimiter::new(),

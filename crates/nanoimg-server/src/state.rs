@@ -24,6 +24,7 @@ pub struct Shared {
     pub audit: Auditor,
     pub signer: UrlSigner,
     pub safety: nanoimg_safety::Safety,
+    pub planner: crate::planner::Planner,
     pub request_limiter: RateLimiter,
     pub image_limiter: RateLimiter,
 }

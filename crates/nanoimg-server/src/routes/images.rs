@@ -18,7 +18,7 @@ use axum::Json;
 use base64::Engine as _;
 use image::{DynamicImage, RgbImage};
 use nanoimg_core::{ImageSize, SchedulerName};
-use nanoimg_edit::planner::{self, Planned};
+use nanoimg_edit::planner::Planned;
 use nanoimg_edit::{EditPlan, Op, PlanLimits};
 use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_engine::pipeline::MAX_PROMPT_BYTES;
@@ -764,11 +764,13 @@ async fn edit_like(
     };
     let (mut spec, delivery) = build_spec(&state, &req, kind, Some((init, image.dimensions())), &headers)?;
     if kind == JobKind::Edit {
-        spec.plan = plan_prompt(&state, &auth, &spec.prompt, image.dimensions())?.map(|plan| PlanSpec {
-            plan,
-            instruction: spec.prompt.clone(),
-            session: None,
-        });
+        spec.plan = plan_prompt(&state, &auth, &spec.prompt, image.dimensions())
+            .await?
+            .map(|plan| PlanSpec {
+                plan,
+                instruction: spec.prompt.clone(),
+                session: None,
+            });
     }
     if req.dry_run == Some(true) {
         crate::moderation::check_prompt(&state, &auth, &spec).await?;
@@ -800,8 +802,13 @@ async fn edit_like(
 /// classic OpenAI edit, one model pass with the whole prompt, the mask and `strength`. A plan
 /// (crop, brighten, "make the sky a sunset", …) runs on the image, the mask limiting what the
 /// model repaints. A prompt the planner refuses is refused here.
-fn plan_prompt(state: &AppState, auth: &Auth, prompt: &str, size: (u32, u32)) -> ApiResult<Option<EditPlan>> {
-    match planner::plan(prompt, size) {
+async fn plan_prompt(
+    state: &AppState,
+    auth: &Auth,
+    prompt: &str,
+    size: (u32, u32),
+) -> ApiResult<Option<EditPlan>> {
+    match state.planner.plan(prompt, size, &[]).await.map(|(p, _)| p) {
         Ok(Planned::Edit(p)) if matches!(p.ops.as_slice(), [Op::Restyle { .. }]) => Ok(None),
         Ok(Planned::Edit(p)) => {
             p.validate(size, &PlanLimits::default())

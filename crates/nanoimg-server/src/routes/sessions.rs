@@ -16,7 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nanoimg_edit::planner::{self, Planned};
+use nanoimg_edit::planner::Planned;
 use nanoimg_edit::{EditPlan, PlanLimits};
 use nanoimg_store::{EditSession, Outcome, Scope};
 use serde::Deserialize;
@@ -231,7 +231,7 @@ pub(crate) async fn instruct(
         )
     })?;
     let size = (image.width as u32, image.height as u32);
-    let (instruction, plan) = match (&req.instruction, &req.plan) {
+    let (instruction, plan, planned_by) = match (&req.instruction, &req.plan) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "plan",
@@ -241,33 +241,38 @@ pub(crate) async fn instruct(
         (None, None) => return Err(ApiError::invalid("instruction", "say what to change")),
         (None, Some(p)) => {
             let plan: EditPlan = body::from_value(p.clone())?;
-            ("(plan)".to_owned(), plan)
+            let by = crate::planner::Provenance {
+                source: "client",
+                fallback_reason: None,
+            };
+            ("(plan)".to_owned(), plan, by)
         }
-        (Some(text), None) => match planner::plan(text, size) {
-            Ok(Planned::Edit(plan)) => (text.clone(), plan),
-            Ok(step @ (Planned::Undo | Planned::Redo)) => {
-                if req.from_version.is_some() {
-                    return Err(ApiError::invalid(
-                        "from_version",
-                        "undo and redo move the head; they take no version",
-                    ));
+        (Some(text), None) => {
+            let history = lineage(&session, &base.id);
+            match state.planner.plan(text, size, &history).await {
+                Ok((Planned::Edit(plan), by)) => (text.clone(), plan, by),
+                Ok((step, _)) => {
+                    if req.from_version.is_some() {
+                        return Err(ApiError::invalid(
+                            "from_version",
+                            "undo and redo move the head; they take no version",
+                        ));
+                    }
+                    let undo = step == Planned::Undo;
+                    if req.dry_run {
+                        let action = if undo { "undo" } else { "redo" };
+                        return Ok(Json(json!({"dry_run": true, "action": action})).into_response());
+                    }
+                    let s = if undo {
+                        scoped.undo(&id).await?
+                    } else {
+                        scoped.redo(&id).await?
+                    };
+                    return Ok(Json(session_json(&s)).into_response());
                 }
-                let undo = step == Planned::Undo;
-                if req.dry_run {
-                    return Ok(
-                        Json(json!({"dry_run": true, "action": if undo { "undo" } else { "redo" }}))
-                            .into_response(),
-                    );
-                }
-                let s = if undo {
-                    scoped.undo(&id).await?
-                } else {
-                    scoped.redo(&id).await?
-                };
-                return Ok(Json(session_json(&s)).into_response());
+                Err(e) => return Err(refused(&state, &auth, &id, &e.to_string())),
             }
-            Err(e) => return Err(refused(&state, &auth, &id, &e.to_string())),
-        },
+        }
     };
     plan.validate(size, &PlanLimits::default()).map_err(|e| {
         ApiError::invalid(
@@ -299,7 +304,10 @@ pub(crate) async fn instruct(
     });
     if req.dry_run {
         crate::moderation::check_prompt(&state, &auth, &spec).await?;
-        return Ok(Json(json!({"dry_run": true, "from_version": base.id, "plan": plan})).into_response());
+        return Ok(Json(json!({
+            "dry_run": true, "from_version": base.id, "plan": plan, "planner": planned_by,
+        }))
+        .into_response());
     }
     admit(&state, &auth, &spec).await?;
     let (job, mut rx) = state
@@ -340,6 +348,7 @@ pub(crate) async fn instruct(
                 .version(&version)
                 .ok_or_else(|| ApiError::internal("the new version is not in the session"))?;
             let mut out = session_json(&s);
+            out["planner"] = json!(planned_by);
             out["version"] = json!({
                 "id": v.id, "seq": v.seq, "parent_id": v.parent_id, "image_id": v.asset_id,
                 "instruction": v.instruction, "plan": v.plan, "job_id": v.job_id,
@@ -349,6 +358,18 @@ pub(crate) async fn instruct(
         JobEvent::Failed { code, message } => Err(job_error(code, message)),
         _ => Err(job_error("cancelled", "the job was cancelled".into())),
     }
+}
+
+/// The instructions that made `version`, oldest first (the planner's history).
+fn lineage(s: &EditSession, version: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = s.version(version);
+    while let Some(v) = at {
+        out.extend(v.instruction.clone());
+        at = v.parent_id.as_deref().and_then(|p| s.version(p));
+    }
+    out.reverse();
+    out
 }
 
 /// An instruction the planner refused: 400 with the reason, and an audit event with it.

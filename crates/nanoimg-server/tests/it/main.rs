@@ -5,6 +5,7 @@ mod api;
 mod authz;
 mod common;
 mod hostile;
+mod llm_planner;
 mod provenance;
 mod safety;
 mod sessions;
