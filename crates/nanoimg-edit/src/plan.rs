@@ -44,6 +44,30 @@ pub enum Anchor {
     Right,
 }
 
+/// Where a caption goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    Top,
+    Center,
+    #[default]
+    Bottom,
+}
+
+/// Longest caption, in characters.
+pub const MAX_CAPTION_CHARS: usize = 200;
+
+/// A caption's line height as a fraction of the image's height, when the plan does not say.
+pub const CAPTION_SIZE: f32 = 0.08;
+
+fn caption_size() -> f32 {
+    CAPTION_SIZE
+}
+
+fn white() -> Rgb {
+    Rgb([255, 255, 255])
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Axis {
@@ -133,6 +157,17 @@ pub enum Op {
     Vignette {
         strength: f32,
     },
+    /// Text in the bundled font (DejaVu Sans Bold), centred at `place`, lines `size` of the
+    /// image's height (wrapped, then shrunk, to fit), outlined in the contrasting colour.
+    Caption {
+        text: String,
+        #[serde(default)]
+        place: Place,
+        #[serde(default = "caption_size")]
+        size: f32,
+        #[serde(default = "white")]
+        color: Rgb,
+    },
     // Generative (the engine): a prompt and how much may change.
     Restyle {
         prompt: String,
@@ -202,6 +237,7 @@ impl Op {
             Op::Blur { .. } => "blur",
             Op::Sharpen { .. } => "sharpen",
             Op::Vignette { .. } => "vignette",
+            Op::Caption { .. } => "caption",
             Op::Restyle { .. } => "restyle",
             Op::Inpaint { .. } => "inpaint",
             Op::Outpaint { .. } => "outpaint",
@@ -331,6 +367,22 @@ impl Op {
                 within(*strength, 0.0, 1.0, "strength")?;
                 (w, h)
             }
+            Op::Caption { text, size, .. } => {
+                within(*size, 0.02, 0.3, "size")?;
+                if text.trim().is_empty() {
+                    return Err("the caption's text is empty".into());
+                }
+                if text.chars().count() > MAX_CAPTION_CHARS {
+                    return Err(format!(
+                        "the caption is {} characters; the limit is {MAX_CAPTION_CHARS}",
+                        text.chars().count()
+                    ));
+                }
+                if text.chars().any(char::is_control) {
+                    return Err("the caption holds control characters; it is one line of text".into());
+                }
+                (w, h)
+            }
             Op::Restyle { prompt: p, strength } => {
                 prompt(p)?;
                 within(*strength, 0.05, 1.0, "strength")?;
@@ -385,7 +437,8 @@ impl EditPlan {
     }
 
     /// Parses a plan from JSON; the error names the field.
-    /// The prompts the plan gives the model: moderation checks each like a user's prompt.
+    /// The texts the plan gives the model or draws on the image (prompts and captions):
+    /// moderation checks each like a user's prompt.
     pub fn prompts(&self) -> Vec<&str> {
         self.ops
             .iter()
@@ -393,6 +446,7 @@ impl EditPlan {
                 Op::Restyle { prompt, .. } | Op::Inpaint { prompt, .. } | Op::Outpaint { prompt, .. } => {
                     Some(prompt.as_str())
                 }
+                Op::Caption { text, .. } => Some(text.as_str()),
                 _ => None,
             })
             .collect()

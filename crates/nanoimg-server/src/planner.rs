@@ -71,7 +71,7 @@ impl Planner {
         size: (u32, u32),
         history: &[String],
     ) -> Result<(Planned, Provenance), EditError> {
-        let builtin = planner::plan(instruction, size)?;
+        let builtin = planner::plan_in_context(instruction, size, history)?;
         let own = Provenance {
             source: "builtin",
             fallback_reason: None,

@@ -1,10 +1,12 @@
 //! The pixel operations, exact and deterministic: `geometry` (crop, resize, rotate, flip, pad),
-//! `tone` (brightness, contrast, colour, curves), `filter` (blur, sharpen, vignette). Resampling
+//! `tone` (brightness, contrast, colour, curves), `filter` (blur, sharpen, vignette), `text`
+//! (captions in the bundled font). Resampling
 //! is `fast_image_resize` (Lanczos3) and filtering and arbitrary rotation are `imageproc`; nothing
 //! here is a hand-rolled resampler.
 
 mod filter;
 mod geometry;
+mod text;
 mod tone;
 
 use crate::plan::Op;
@@ -50,6 +52,12 @@ pub fn apply(img: &RgbImage, op: &Op) -> Result<RgbImage, EditError> {
         Op::Blur { sigma } => filter::blur(img, *sigma),
         Op::Sharpen { amount } => filter::sharpen(img, *amount),
         Op::Vignette { strength } => filter::vignette(img, *strength),
+        Op::Caption {
+            text,
+            place,
+            size,
+            color,
+        } => text::caption(img, text, *place, *size, *color),
         op => {
             return Err(EditError::NeedsEngine(op.name()));
         }

@@ -2,7 +2,7 @@
 //! pads, identities), and measured where it is not (direction and size of a change).
 
 use image::{Rgb, RgbImage};
-use nanoimg_edit::plan::{Anchor, Axis, Rgb as Fill};
+use nanoimg_edit::plan::{Anchor, Axis, Place, Rgb as Fill};
 use nanoimg_edit::{ops, Area, EditError, EditPlan, Op, PlanLimits};
 
 /// A deterministic picture with gradients, edges and texture.
@@ -292,4 +292,54 @@ fn every_pixel_operation_ends_at_the_size_validation_predicted() {
 fn generative_operations_are_not_pixel_operations() {
     let e = ops::apply(&picture(8, 8), &Op::Variation { strength: 0.5 }).unwrap_err();
     assert_eq!(e, EditError::NeedsEngine("variation"));
+}
+
+/// A caption draws in its band only, in its colour with a contrasting outline, centred; a long
+/// one is wrapped (and shrunk) to fit inside the margin.
+#[test]
+fn captions_draw_in_their_band_and_fit_the_width() {
+    let grey = RgbImage::from_pixel(200, 100, Rgb([128, 128, 128]));
+    let changed = |a: &RgbImage, b: &RgbImage| -> Vec<(u32, u32)> {
+        a.enumerate_pixels()
+            .filter(|(x, y, p)| *p != b.get_pixel(*x, *y))
+            .map(|(x, y, _)| (x, y))
+            .collect()
+    };
+    let cap = |text: &str, place: Place| Op::Caption {
+        text: text.into(),
+        place,
+        size: 0.2,
+        color: Fill([255, 255, 0]),
+    };
+    let bottom = ops::apply(&grey, &cap("Hello", Place::Bottom)).unwrap();
+    let px = changed(&bottom, &grey);
+    assert!(px.len() > 100, "{}", px.len());
+    assert!(
+        px.iter().all(|&(_, y)| y >= 70),
+        "the bottom caption left its band"
+    );
+    assert!(bottom.pixels().any(|p| *p == Rgb([255, 255, 0])));
+    assert!(bottom.pixels().any(|p| *p == Rgb([0, 0, 0])), "no outline");
+    // Centred: as much ink left of the middle as right of it, within a glyph's width.
+    let (l, r) = px.iter().fold(
+        (0, 0),
+        |(l, r), &(x, _)| if x < 100 { (l + 1, r) } else { (l, r + 1) },
+    );
+    assert!((l as f64 / r as f64 - 1.0).abs() < 0.35, "{l} vs {r}");
+    let top = ops::apply(&grey, &cap("Hello", Place::Top)).unwrap();
+    assert!(changed(&top, &grey).iter().all(|&(_, y)| y < 30));
+    // A long text stays inside the 4 % margin, on several lines.
+    let long = ops::apply(&grey, &cap(&"wide words ".repeat(12), Place::Center)).unwrap();
+    let px = changed(&long, &grey);
+    let (lo, hi) = px
+        .iter()
+        .fold((u32::MAX, 0), |(lo, hi), &(x, _)| (lo.min(x), hi.max(x)));
+    assert!(
+        lo >= 3 && hi < 197,
+        "the caption ran off the side: x from {lo} to {hi}"
+    );
+    let rows: std::collections::BTreeSet<u32> = px.iter().map(|&(_, y)| y).collect();
+    assert!(rows.len() > 40, "one line only? {} rows", rows.len());
+    // Deterministic.
+    assert_eq!(ops::apply(&grey, &cap("Hello", Place::Bottom)).unwrap(), bottom);
 }

@@ -1,7 +1,7 @@
 //! The plan format: JSON in and out, strict parsing, and validation that names what is wrong and
 //! follows the image's size through the plan.
 
-use nanoimg_edit::plan::{Anchor, Axis, Rgb};
+use nanoimg_edit::plan::{Anchor, Axis, Place, Rgb};
 use nanoimg_edit::{Area, EditError, EditPlan, Op, PlanLimits};
 
 fn invalid(r: Result<impl std::fmt::Debug, EditError>) -> String {
@@ -250,6 +250,12 @@ fn the_published_schema_matches_the_plan_types() {
         Op::Blur { sigma: 1.0 },
         Op::Sharpen { amount: 1.0 },
         Op::Vignette { strength: 0.5 },
+        Op::Caption {
+            text: "t".into(),
+            place: Place::Top,
+            size: 0.1,
+            color: Rgb([1, 2, 3]),
+        },
         Op::Restyle {
             prompt: "p".into(),
             strength: 0.5,

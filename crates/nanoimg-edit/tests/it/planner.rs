@@ -2,6 +2,7 @@
 //! and the expected plan, `undo`, `redo` or `reject`). Prints the accuracy and every miss;
 //! every instruction labelled `reject` must be refused.
 
+use nanoimg_edit::plan::{Place, Rgb};
 use nanoimg_edit::planner::{plan, Planned};
 use nanoimg_edit::{EditError, EditPlan, Op, PlanLimits};
 use serde_json::Value;
@@ -161,4 +162,67 @@ fn near_misses_of_the_corpus_still_plan() {
             other => panic!("{text}: {other:?}"),
         }
     }
+}
+
+/// Captions keep the quoted words as written (case, punctuation, an "and" inside), read where
+/// and how big, and the rest of the instruction still plans around them.
+#[test]
+fn captions_keep_their_words() {
+    let caption = |text: &str| match plan(text, (640, 480)) {
+        Ok(Planned::Edit(p)) => p,
+        other => panic!("{text}: {other:?}"),
+    };
+    let p = caption("add a caption saying \"Happy Birthday, Ada & Bob!\"");
+    assert_eq!(
+        p.ops,
+        [Op::Caption {
+            text: "Happy Birthday, Ada & Bob!".into(),
+            place: Place::Bottom,
+            size: nanoimg_edit::plan::CAPTION_SIZE,
+            color: Rgb([255, 255, 255]),
+        }]
+    );
+    let p = caption("crop it to a square, then write 'SALE' at the top in big red letters");
+    assert_eq!(p.ops[0].name(), "crop_aspect");
+    assert_eq!(
+        p.ops[1],
+        Op::Caption {
+            text: "SALE".into(),
+            place: Place::Top,
+            size: 0.12,
+            color: Rgb([220, 30, 30]),
+        }
+    );
+    // An apostrophe is not a quote, and without a caption word quotes are left alone.
+    let p = caption("it's a bit dark, don't you think? brighten it");
+    assert_eq!(p.ops.last().unwrap().name(), "brightness");
+    // What a caption says is drawn, not obeyed; what is outside the quotes is still read.
+    let p = caption("add the text \"ignore previous instructions\"");
+    assert!(matches!(&p.ops[0], Op::Caption { text, .. } if text == "ignore previous instructions"));
+    assert!(plan("write \"hi\" and email it to me", (640, 480)).is_err());
+}
+
+/// In a session, "again" and "a bit more" repeat the last edit on the current image.
+#[test]
+fn again_repeats_the_last_edit_of_the_session() {
+    use nanoimg_edit::planner::plan_in_context;
+    let history = vec!["crop it to a square".to_owned(), "make it brighter".to_owned()];
+    for said in ["again", "Do that again.", "a bit more", "please once more"] {
+        match plan_in_context(said, (480, 480), &history) {
+            Ok(Planned::Edit(p)) => assert_eq!(p.ops, [Op::Brightness { amount: 0.2 }], "{said}"),
+            other => panic!("{said}: {other:?}"),
+        }
+    }
+    // An undo in the history is skipped; nothing to repeat is a clear refusal.
+    let with_undo = vec!["blur it".to_owned(), "undo".to_owned()];
+    match plan_in_context("again", (480, 480), &with_undo) {
+        Ok(Planned::Edit(p)) => assert_eq!(p.ops[0].name(), "blur"),
+        other => panic!("{other:?}"),
+    }
+    assert!(plan_in_context("again", (480, 480), &[]).is_err());
+    // Anything else is planned as it is.
+    assert_eq!(
+        plan_in_context("flip it", (480, 480), &history).unwrap(),
+        plan("flip it", (480, 480)).unwrap()
+    );
 }

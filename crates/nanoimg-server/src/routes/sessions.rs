@@ -365,7 +365,8 @@ fn lineage(s: &EditSession, version: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut at = s.version(version);
     while let Some(v) = at {
-        out.extend(v.instruction.clone());
+        // Plans sent as JSON have no instruction to read again.
+        out.extend(v.instruction.clone().filter(|i| i != "(plan)"));
         at = v.parent_id.as_deref().and_then(|p| s.version(p));
     }
     out.reverse();

@@ -462,3 +462,20 @@ async fn openai_edits_go_through_the_planner() {
     let r = s.generate(&key, tiny_request(json!({"dry_run": true}))).await;
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn again_repeats_the_last_instruction_of_the_branch() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let image = upload(&s, &key, scene(64, 48)).await;
+    let (_, session) = post(&s, &key, "/v1/edit-sessions", Some(json!({"image_id": image}))).await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    let (st, _) = instruct(&s, &key, &id, json!({"instruction": "again"})).await;
+    assert_eq!(st, 400, "nothing to repeat yet");
+    let (_, first) = instruct(&s, &key, &id, json!({"instruction": "blur it a little"})).await;
+    let (st, again) = instruct(&s, &key, &id, json!({"instruction": "again"})).await;
+    assert_eq!(st, 201, "{again}");
+    assert_eq!(again["version"]["plan"], first["version"]["plan"]);
+    assert_eq!(again["version"]["parent_id"], first["version"]["id"]);
+    assert_eq!(again["version"]["instruction"], "again");
+}
