@@ -6,6 +6,24 @@ use anyhow::{bail, Context, Result};
 use nanoimg_engine::{bundled, EngineError, Registry};
 use std::path::PathBuf;
 
+/// Which model to run: the flags `generate` and `edit` share.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Model folder name (in the models directories) or path. Default: the bundled nanoimg-emoji.
+    #[arg(long, env = "NANOIMG_MODEL")]
+    pub model: Option<String>,
+    /// Directory of model folders (colon-separated list). Default: $NANOIMG_MODELS, else ./models.
+    #[arg(long)]
+    pub models_dir: Option<String>,
+}
+
+impl ModelArgs {
+    /// The chosen model's folder.
+    pub fn path(&self) -> Result<PathBuf> {
+        pick_model(&registry(self.models_dir.as_deref()), self.model.as_deref())
+    }
+}
+
 /// The registry for `--models-dir` or the environment.
 pub fn registry(models_dir: Option<&str>) -> Registry {
     match models_dir {

@@ -3,7 +3,7 @@
 //! instruction and every prompt in the plan are moderated, the input is checked by the image
 //! layer, and the output is checked, watermarked and signed (the input is its C2PA parent).
 
-use crate::catalog::{pick_model, registry};
+use crate::catalog::ModelArgs;
 use crate::images;
 use crate::safety::SafetyArgs;
 use anyhow::{bail, Context, Result};
@@ -34,11 +34,9 @@ pub struct Args {
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Model for generative operations (as for `generate`).
-    #[arg(long, env = "NANOIMG_MODEL")]
-    pub model: Option<String>,
-    #[arg(long)]
-    pub models_dir: Option<String>,
+    /// The model for generative operations.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Denoising steps for generative operations (model default if omitted).
     #[arg(long)]
     pub steps: Option<u32>,
@@ -100,8 +98,7 @@ struct ModelPainter<'a> {
 impl ModelPainter<'_> {
     fn model(&mut self) -> Result<&StableDiffusion> {
         if self.model.is_none() {
-            let reg = registry(self.args.models_dir.as_deref());
-            let path = pick_model(&reg, self.args.model.as_deref())?;
+            let path = self.args.model.path()?;
             self.model = Some(StableDiffusion::load(
                 &path,
                 &LoadOptions {

@@ -1,6 +1,6 @@
 //! `nanoimg generate`: one command for txt2img, img2img, inpainting and outpainting.
 
-use crate::catalog::{pick_model, registry};
+use crate::catalog::ModelArgs;
 use crate::images;
 use crate::safety::SafetyArgs;
 use anyhow::{bail, Context, Result};
@@ -24,12 +24,8 @@ pub struct Args {
     /// Output PNG; with -n > 1, `out.png` becomes `out-1.png`, `out-2.png`, …
     #[arg(short, long, default_value = "out.png")]
     pub output: PathBuf,
-    /// Model folder name (in the models directories) or path. Default: the bundled nanoimg-emoji.
-    #[arg(long, env = "NANOIMG_MODEL")]
-    pub model: Option<String>,
-    /// Directory of model folders (colon-separated list). Default: $NANOIMG_MODELS, else ./models.
-    #[arg(long)]
-    pub models_dir: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Denoising steps (model default if omitted).
     #[arg(long)]
     pub steps: Option<u32>,
@@ -145,8 +141,7 @@ pub(crate) fn check_image(safety: &Safety, img: &image::RgbImage, what: &str) ->
 
 pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
-    let reg = registry(a.models_dir.as_deref());
-    let model_path = pick_model(&reg, a.model.as_deref())?;
+    let model_path = a.model.path()?;
     let dtype = parse_dtype(&a.dtype)?;
     let limits = Limits::default();
 
