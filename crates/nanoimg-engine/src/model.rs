@@ -4,20 +4,26 @@
 use crate::error::{EngineError, Result, TensorContext};
 use crate::folder::ModelFolder;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::models::unet::AddedConditioning;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
+use crate::reference::BankCache;
 use crate::registry::{Family, ModelDefaults, ModelInfo};
 use crate::schedulers::{NoiseSchedule, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// How to load a model: on which device, at which precision.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub device: Device,
     pub dtype: DType,
+    /// Bytes of reference banks the model keeps between requests (see [`crate::reference`]).
+    pub reference_cache_bytes: usize,
 }
 
 impl Default for LoadOptions {
@@ -25,6 +31,7 @@ impl Default for LoadOptions {
         Self {
             device: Device::Cpu,
             dtype: DType::F32,
+            reference_cache_bytes: crate::reference::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -41,21 +48,30 @@ pub struct TextConditioning {
     pub truncated: bool,
 }
 
-struct TextEncoder {
-    tokenizer: ClipTokenizer,
-    model: ClipTextModel,
+pub(crate) struct TextEncoder {
+    pub(crate) tokenizer: Arc<ClipTokenizer>,
+    pub(crate) model: ClipTextModel,
+    /// Every weight by its checkpoint name, sharing storage with `model` (for LoRA merges).
+    pub(crate) weights: Weights,
 }
+
+/// A component's weights by checkpoint name. The tensors share storage with the built modules, so
+/// keeping the map costs no memory; a LoRA merge copies only the tensors it changes.
+pub(crate) type Weights = Arc<HashMap<String, Tensor>>;
 
 /// A model ready to generate: shared read-only by every request.
 pub struct StableDiffusion {
-    info: ModelInfo,
-    encoders: Vec<TextEncoder>,
-    pub(crate) unet: UNet2DConditionModel,
-    pub(crate) vae: AutoencoderKL,
+    pub(crate) info: ModelInfo,
+    pub(crate) encoders: Vec<Arc<TextEncoder>>,
+    pub(crate) unet: Arc<UNet2DConditionModel>,
+    pub(crate) unet_weights: Weights,
+    pub(crate) vae: Arc<AutoencoderKL>,
     pub(crate) schedule: NoiseSchedule,
     pub(crate) device: Device,
     pub(crate) dtype: DType,
     pub(crate) vae_dtype: DType,
+    /// Reference banks computed with these weights.
+    pub(crate) reference_cache: BankCache,
 }
 
 impl std::fmt::Debug for StableDiffusion {
@@ -79,6 +95,24 @@ fn load_vb<'a>(
     // serving, and a model swapped on disk underneath a running process is outside its contract.
     unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
         .context(|| format!("{}: cannot read {component} weights", folder.path().display()))
+}
+
+/// Reads every tensor of a component at `dtype`, by name.
+fn load_weights(folder: &ModelFolder, component: &str, dtype: DType, device: &Device) -> Result<Weights> {
+    let files = folder.weights(component)?;
+    let what = || format!("{}: cannot read {component} weights", folder.path().display());
+    // SAFETY: as in `load_vb`; the tensors are copied out of the mapping before it is dropped.
+    let mapped = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.context(what)?;
+    let mut map = HashMap::new();
+    for (name, _) in mapped.tensors() {
+        let t = mapped
+            .load(&name, device)
+            .context(what)?
+            .to_dtype(dtype)
+            .context(what)?;
+        map.insert(name, t);
+    }
+    Ok(Arc::new(map))
 }
 
 impl StableDiffusion {
@@ -119,17 +153,27 @@ impl StableDiffusion {
                     ),
                 });
             }
-            let vb = load_vb(&folder, enc, dtype, device)?;
-            let model = ClipTextModel::new(vb, &config).map_err(|message| EngineError::IncompleteModel {
-                path: folder.component_dir(enc).unwrap_or_default(),
-                message,
-            })?;
-            encoders.push(TextEncoder { tokenizer, model });
+            let weights = load_weights(&folder, enc, dtype, device)?;
+            let model =
+                ClipTextModel::new(from_weights(&weights, dtype, device), &config).map_err(|message| {
+                    EngineError::IncompleteModel {
+                        path: folder.component_dir(enc).unwrap_or_default(),
+                        message,
+                    }
+                })?;
+            encoders.push(Arc::new(TextEncoder {
+                tokenizer: Arc::new(tokenizer),
+                model,
+                weights,
+            }));
         }
 
         let unet_config: UNetConfig = folder.config("unet")?;
-        let unet = UNet2DConditionModel::new(load_vb(&folder, "unet", dtype, device)?, &unet_config)
-            .map_err(|e| at_component(e, &at("unet")))?;
+        let unet_weights = load_weights(&folder, "unet", dtype, device)?;
+        let unet = Arc::new(
+            UNet2DConditionModel::new(from_weights(&unet_weights, dtype, device), &unet_config)
+                .map_err(|e| at_component(e, &at("unet")))?,
+        );
 
         let vae_config: VaeConfig = folder.config("vae")?;
         vae_config
@@ -143,8 +187,10 @@ impl StableDiffusion {
         } else {
             dtype
         };
-        let vae = AutoencoderKL::new(load_vb(&folder, "vae", vae_dtype, device)?, &vae_config)
-            .context(|| at("vae"))?;
+        let vae = Arc::new(
+            AutoencoderKL::new(load_vb(&folder, "vae", vae_dtype, device)?, &vae_config)
+                .context(|| at("vae"))?,
+        );
 
         let sched_config: SchedulerConfig = if folder.has("scheduler") {
             folder.config("scheduler")?
@@ -160,11 +206,13 @@ impl StableDiffusion {
             info,
             encoders,
             unet,
+            unet_weights,
             vae,
             schedule,
             device: device.clone(),
             dtype,
             vae_dtype,
+            reference_cache: BankCache::new(opts.reference_cache_bytes),
         };
         model.check_consistency()?;
         Ok(model)
@@ -235,6 +283,39 @@ impl StableDiffusion {
         &self.unet
     }
 
+    /// The reference banks this model keeps (their size, hits and misses; forgetting a set).
+    pub fn reference_cache(&self) -> &BankCache {
+        &self.reference_cache
+    }
+
+    /// SDXL's added conditioning for a batch of prompts at an output size (`None` for the other
+    /// families): the pooled text embeddings and the size/crop ids.
+    pub(crate) fn added_conditioning(
+        &self,
+        parts: &[&TextConditioning],
+        (w, h): (u32, u32),
+    ) -> Result<Option<AddedConditioning>> {
+        if self.info.family != Family::Sdxl {
+            return Ok(None);
+        }
+        let pooled: Vec<&Tensor> = parts
+            .iter()
+            .map(|c| {
+                c.pooled
+                    .as_ref()
+                    .ok_or_else(|| candle_core::Error::Msg("SDXL prompt without pooled embedding".into()))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let (h, w) = (h as f32, w as f32);
+        let ids = Tensor::new(&[h, w, 0.0, 0.0, h, w], &self.device)?
+            .unsqueeze(0)?
+            .repeat((parts.len(), 1))?;
+        Ok(Some(AddedConditioning {
+            text_embeds: Tensor::cat(&pooled, 0)?,
+            time_ids: ids,
+        }))
+    }
+
     /// The VAE.
     pub fn vae(&self) -> &AutoencoderKL {
         &self.vae
@@ -298,7 +379,16 @@ impl StableDiffusion {
     }
 }
 
-fn at_component(e: EngineError, component: &str) -> EngineError {
+/// A VarBuilder over tensors already in memory (cheap clones of shared storage).
+pub(crate) fn from_weights<'a>(
+    weights: &HashMap<String, Tensor>,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'a> {
+    VarBuilder::from_tensors(weights.clone(), dtype, device)
+}
+
+pub(crate) fn at_component(e: EngineError, component: &str) -> EngineError {
     match e {
         EngineError::Tensor { source, .. } => EngineError::Tensor {
             context: component.to_owned(),

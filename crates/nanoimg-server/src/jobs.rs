@@ -665,6 +665,7 @@ impl Jobs {
                     seed: spec.seed,
                     n: spec.n,
                     init,
+                    reference: None,
                     hooks: None,
                 };
                 model
@@ -877,6 +878,7 @@ impl Painter for JobPainter<'_> {
                 strength,
                 mask: mask.cloned(),
             }),
+            reference: None,
             hooks: None,
         };
         self.passes += 1;

@@ -104,6 +104,7 @@ impl ModelPainter<'_> {
                 &LoadOptions {
                     device: nanoimg_engine::default_device(),
                     dtype: candle_core::DType::F32,
+                    ..Default::default()
                 },
             )?);
         }
@@ -143,6 +144,7 @@ impl Painter for ModelPainter<'_> {
                 strength,
                 mask: mask.cloned(),
             }),
+            reference: None,
             hooks: None,
         };
         let limits = Limits::default();

@@ -182,6 +182,7 @@ pub fn run(a: Args) -> Result<()> {
         &LoadOptions {
             device: nanoimg_engine::default_device(),
             dtype,
+            ..Default::default()
         },
     )?;
     let d = model.defaults().clone();
@@ -202,6 +203,7 @@ pub fn run(a: Args) -> Result<()> {
         seed,
         n: a.n,
         init,
+        reference: None,
         hooks: None,
     };
     model.validate(&req, &limits)?;

@@ -12,7 +12,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{StableDiffusion, TextConditioning};
 use crate::models::unet::hooks::UNetHooks;
 use crate::models::unet::AddedConditioning;
-use crate::registry::Family;
+use crate::reference::{Reference, ReferenceRun};
 use crate::schedulers::{Sampler, SchedulerName};
 use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
@@ -48,7 +48,9 @@ pub struct GenerateRequest {
     pub seed: u64,
     pub n: u32,
     pub init: Option<InitImage>,
-    /// Per-request UNet hooks (reference attention, AdaIN, IP-Adapter).
+    /// Reference images that condition every step (a character), see [`crate::reference`].
+    pub reference: Option<Arc<Reference>>,
+    /// Per-request UNet hooks of the caller's own (cannot be combined with `reference`).
     pub hooks: Option<Arc<dyn UNetHooks>>,
 }
 
@@ -70,6 +72,13 @@ impl std::fmt::Debug for GenerateRequest {
                     .as_ref()
                     .map(|i| (i.image.dimensions(), i.strength, i.mask.is_some())),
             )
+            .field(
+                "reference",
+                &self
+                    .reference
+                    .as_ref()
+                    .map(|r| (&r.key, r.images.len(), r.settings)),
+            )
             .field("hooks", &self.hooks.is_some())
             .finish()
     }
@@ -89,6 +98,7 @@ impl GenerateRequest {
             seed: 0,
             n: 1,
             init: None,
+            reference: None,
             hooks: None,
         }
     }
@@ -106,6 +116,7 @@ struct Conditioning {
     context: Tensor,
     added: Option<AddedConditioning>,
     guided: bool,
+    guidance: f64,
 }
 
 /// What inpainting needs each step.
@@ -176,6 +187,15 @@ impl StableDiffusion {
                 "this is an inpainting model: it needs an image and a mask",
             ));
         }
+        if let Some(r) = &req.reference {
+            r.validate(limits)?;
+            if req.hooks.is_some() {
+                return Err(InvalidParam::new(
+                    "references",
+                    "reference conditioning cannot be combined with custom UNet hooks",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -187,30 +207,12 @@ impl StableDiffusion {
             .transpose()?;
         let parts: Vec<&TextConditioning> = uncond.iter().chain(std::iter::once(&cond)).collect();
         let context = Tensor::cat(&parts.iter().map(|c| &c.context).collect::<Vec<_>>(), 0)?;
-        let added = if self.info().family == Family::Sdxl {
-            let pooled: Vec<&Tensor> = parts
-                .iter()
-                .map(|c| {
-                    c.pooled
-                        .as_ref()
-                        .ok_or_else(|| candle_core::Error::Msg("SDXL prompt without pooled embedding".into()))
-                })
-                .collect::<candle_core::Result<_>>()?;
-            let (h, w) = (req.size.height as f32, req.size.width as f32);
-            let ids = Tensor::new(&[h, w, 0.0, 0.0, h, w], &self.device)?
-                .unsqueeze(0)?
-                .repeat((parts.len(), 1))?;
-            Some(AddedConditioning {
-                text_embeds: Tensor::cat(&pooled, 0)?,
-                time_ids: ids,
-            })
-        } else {
-            None
-        };
+        let added = self.added_conditioning(&parts, (req.size.width, req.size.height))?;
         Ok(Conditioning {
             context,
             added,
             guided,
+            guidance: req.guidance,
         })
     }
 
@@ -314,6 +316,10 @@ impl StableDiffusion {
             None => full_plan,
         };
         let total = plan.timesteps.len();
+        let mut reference = req.reference.as_deref().filter(|r| r.settings.active()).map(|r| {
+            let sampler = Sampler::new(req.scheduler, plan.clone(), self.schedule.prediction);
+            ReferenceRun::new(self, r, (w, h), &sampler, cond.guided)
+        });
         let mut out = Vec::with_capacity(req.n as usize);
         for i in 0..req.n as usize {
             let seed = req.seed.wrapping_add(i as u64);
@@ -329,7 +335,19 @@ impl StableDiffusion {
                 if cancel.is_cancelled() {
                     return Err(EngineError::Cancelled);
                 }
-                let model_out = self.predict(&sampler, step, &x, &cond, inpaint.as_ref(), req)?;
+                let bank = reference
+                    .as_mut()
+                    .map(|r| r.step(self, &sampler, step))
+                    .transpose()?;
+                let reader = match (&reference, &bank) {
+                    (Some(r), Some(b)) => Some(r.reader(self, b)?),
+                    _ => None,
+                };
+                let hooks = match &reader {
+                    Some(r) => Some(r as &dyn UNetHooks),
+                    None => req.hooks.as_deref(),
+                };
+                let model_out = self.predict(&sampler, step, &x, &cond, inpaint.as_ref(), hooks)?;
                 let denoised = sampler.denoised(step, &x, &model_out)?;
                 let step_noise = sampler
                     .needs_noise()
@@ -360,6 +378,9 @@ impl StableDiffusion {
             }
             out.push(GeneratedImage { image, seed });
         }
+        if let Some(r) = reference {
+            r.finish(self, total);
+        }
         Ok(out)
     }
 
@@ -371,7 +392,7 @@ impl StableDiffusion {
         x: &Tensor,
         cond: &Conditioning,
         inpaint: Option<&InpaintState>,
-        req: &GenerateRequest,
+        hooks: Option<&dyn UNetHooks>,
     ) -> Result<Tensor> {
         let mut input = (x * sampler.input_scale(step))?;
         if let Some(extra) = inpaint.and_then(|s| s.native_extra.as_ref()) {
@@ -382,16 +403,12 @@ impl StableDiffusion {
             input = Tensor::cat(&[&input, &input], 0)?;
         }
         let t = Tensor::full(sampler.plan().timesteps[step] as f32, batch, &self.device)?;
-        let out = self.unet.forward(
-            &input,
-            &t,
-            &cond.context,
-            cond.added.as_ref(),
-            req.hooks.as_deref(),
-        )?;
+        let out = self
+            .unet
+            .forward(&input, &t, &cond.context, cond.added.as_ref(), hooks)?;
         if cond.guided {
             let (uncond, text) = (out.get(0)?.unsqueeze(0)?, out.get(1)?.unsqueeze(0)?);
-            Ok((&uncond + ((text - &uncond)? * req.guidance)?)?)
+            Ok((&uncond + ((text - &uncond)? * cond.guidance)?)?)
         } else {
             Ok(out)
         }

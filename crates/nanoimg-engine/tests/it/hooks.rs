@@ -4,7 +4,9 @@
 use crate::common;
 
 use candle_core::{DType, Result, Tensor};
-use nanoimg_engine::models::unet::hooks::{BlockKind, ExtraCrossAttention, Site, Stage, UNetHooks};
+use nanoimg_engine::models::unet::hooks::{
+    BlockKind, ExtraCrossAttention, SelfAttentionExtra, Site, Stage, UNetHooks,
+};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
@@ -29,7 +31,7 @@ struct Recorder {
 }
 
 impl UNetHooks for Recorder {
-    fn self_attention_context(&self, site: Site, _h: &Tensor) -> Result<Option<Tensor>> {
+    fn self_attention_context(&self, site: Site, _h: &Tensor) -> Result<Option<SelfAttentionExtra>> {
         self.attn_sites.lock().unwrap().insert(site);
         Ok(None)
     }
@@ -68,13 +70,16 @@ struct ReferenceBank {
 }
 
 impl UNetHooks for ReferenceBank {
-    fn self_attention_context(&self, site: Site, h: &Tensor) -> Result<Option<Tensor>> {
+    fn self_attention_context(&self, site: Site, h: &Tensor) -> Result<Option<SelfAttentionExtra>> {
         let mut bank = self.bank.lock().unwrap();
         if self.write {
             bank.insert(site, h.clone());
             Ok(None)
         } else {
-            Ok(bank.get(&site).cloned())
+            Ok(bank.get(&site).map(|tokens| SelfAttentionExtra {
+                tokens: tokens.clone(),
+                weights: None,
+            }))
         }
     }
 }

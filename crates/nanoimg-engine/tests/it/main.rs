@@ -5,5 +5,7 @@ mod codec_mutations;
 mod common;
 mod hooks;
 mod loading;
+mod lora;
 mod parity;
 mod pipelines;
+mod reference;

@@ -133,16 +133,31 @@ impl BasicTransformerBlock {
         hooks: Option<&dyn UNetHooks>,
     ) -> Result<Tensor> {
         let normed = self.norm1.forward(x)?;
-        let self_ctx = match hooks {
-            Some(h) => h
-                .self_attention_context(site, &normed)?
-                .map(|extra| Tensor::cat(&[&normed, &extra], 1))
-                .transpose()?,
+        let reference = match hooks {
+            Some(h) => h.self_attention_context(site, &normed)?,
             None => None,
         };
-        let x = (x + self
-            .attn1
-            .forward(&normed, self_ctx.as_ref().or(Some(&normed)), None)?)?;
+        let attended = match reference {
+            None => self.attn1.forward(&normed, None, None)?,
+            Some(r) => {
+                let b = normed.dim(0)?;
+                let tokens = if r.tokens.dim(0)? == b {
+                    r.tokens
+                } else {
+                    r.tokens.repeat((b, 1, 1))?
+                };
+                let ctx = Tensor::cat(&[&normed, &tokens], 1)?;
+                let with = self.attn1.forward(&normed, Some(&ctx), None)?;
+                match r.weights {
+                    None => with,
+                    Some(w) => {
+                        let own = self.attn1.forward(&normed, None, None)?;
+                        (&own + (with - &own)?.broadcast_mul(&w)?)?
+                    }
+                }
+            }
+        };
+        let x = (x + attended)?;
         let extra = match hooks {
             Some(h) => h.extra_cross_attention(site)?,
             None => None,

@@ -38,7 +38,7 @@ impl fmt::Display for Site {
 }
 
 /// What kind of block output [`UNetHooks::block_output`] sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BlockKind {
     Resnet,
     Attention,
@@ -53,15 +53,26 @@ pub struct ExtraCrossAttention {
     pub scale: f64,
 }
 
+/// Extra self-attention tokens ("reference-only" attention) and how much of the attention's
+/// output should come from them.
+#[derive(Debug, Clone)]
+pub struct SelfAttentionExtra {
+    /// `[1 or b, extra_tokens, channels]`; one set is shared by the whole batch.
+    pub tokens: Tensor,
+    /// `[b, 1, 1]`: per batch element, the weight `w` of the attention over own ⊕ extra tokens;
+    /// the output is `(1 − w)·attn(own) + w·attn(own ⊕ extra)`. `None` means `w = 1` everywhere.
+    pub weights: Option<Tensor>,
+}
+
 /// Per-request conditioning hooks. Every method has a do-nothing default; implementors override
 /// the ones they need. Methods take `&self`: implementations that record (a reference "write"
 /// pass) use interior mutability.
 pub trait UNetHooks: Send + Sync {
     /// Called with the normalised input of every self-attention (`[b, tokens, channels]`).
-    /// Returning `Some(extra)` appends `extra` (`[b, extra_tokens, channels]`) to the tokens the
-    /// keys and values are computed from ("reference-only" attention). Recording passes store
-    /// `hidden` and return `None`.
-    fn self_attention_context(&self, _site: Site, _hidden: &Tensor) -> Result<Option<Tensor>> {
+    /// Returning `Some(extra)` appends `extra.tokens` to the tokens the keys and values are
+    /// computed from ("reference-only" attention). Recording passes store `hidden` and return
+    /// `None`.
+    fn self_attention_context(&self, _site: Site, _hidden: &Tensor) -> Result<Option<SelfAttentionExtra>> {
         Ok(None)
     }
 

@@ -1,0 +1,423 @@
+//! The names LoRA files give their layers, and the checkpoint module each one changes.
+//!
+//! Three families of names are read:
+//! - kohya (`lora_unet_…`, `lora_te_…`, `lora_te1_…`/`lora_te2_…` for SDXL): the module path
+//!   with every `.` written `_`, so it is resolved against the model's own module names. SDXL
+//!   files from kohya's trainer use the original (LDM/SGM) UNet layout — `input_blocks_4_1_…`,
+//!   `middle_block_…`, `output_blocks_…` — which is translated to diffusers' blocks first.
+//! - diffusers/PEFT (`unet.….lora_A.weight`, `text_encoder.…`, `text_encoder_2.…`, with or
+//!   without `base_model.model.`), and diffusers' older `….lora.down.weight` and attention
+//!   processor (`attn1.processor.to_q_lora.down.weight`) forms: dotted paths.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// Which part of the model a LoRA layer changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Component {
+    Unet,
+    /// The first (0) or second (1, SDXL) text encoder.
+    TextEncoder(usize),
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Component::Unet => write!(f, "unet"),
+            Component::TextEncoder(0) => write!(f, "text_encoder"),
+            Component::TextEncoder(i) => write!(f, "text_encoder_{}", i + 1),
+        }
+    }
+}
+
+/// Which tensor of a LoRA pair, or its alpha.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Down,
+    Up,
+    Alpha,
+}
+
+/// A file's key split into the layer it belongs to and the part it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// The layer as the file names it, without the part suffix.
+    pub layer: String,
+    pub part: Part,
+}
+
+/// Splits a key, or says why it is not one this engine reads.
+pub fn split_key(key: &str) -> Result<Key, String> {
+    const SUFFIXES: [(&str, Part); 10] = [
+        (".lora_down.weight", Part::Down),
+        (".lora_up.weight", Part::Up),
+        (".lora_A.weight", Part::Down),
+        (".lora_B.weight", Part::Up),
+        (".lora_A.default.weight", Part::Down),
+        (".lora_B.default.weight", Part::Up),
+        (".lora.down.weight", Part::Down),
+        (".lora.up.weight", Part::Up),
+        ("_lora.down.weight", Part::Down),
+        ("_lora.up.weight", Part::Up),
+    ];
+    for (suffix, part) in SUFFIXES {
+        if let Some(layer) = key.strip_suffix(suffix) {
+            return Ok(Key {
+                layer: layer.to_owned(),
+                part,
+            });
+        }
+    }
+    if let Some(layer) = key.strip_suffix(".alpha") {
+        return Ok(Key {
+            layer: layer.to_owned(),
+            part: Part::Alpha,
+        });
+    }
+    let unsupported = [
+        ("hada_", "LyCORIS LoHa"),
+        ("lokr_", "LyCORIS LoKr"),
+        (".lora_mid.", "LoCon with a Tucker middle (lora_mid)"),
+        ("dora_scale", "DoRA"),
+        (".oft_", "OFT"),
+    ];
+    for (needle, what) in unsupported {
+        if key.contains(needle) {
+            return Err(format!(
+                "{key:?}: {what} layers are not supported; use a plain LoRA"
+            ));
+        }
+    }
+    Err(format!(
+        "{key:?} is not a LoRA tensor (expected lora_down/lora_up/alpha or lora_A/lora_B)"
+    ))
+}
+
+/// The module names of one component (weight names without `.weight`), and the same names with
+/// `.` written `_`, for kohya's flat names.
+#[derive(Debug, Default)]
+pub struct ModuleIndex {
+    modules: BTreeSet<String>,
+    flat: HashMap<String, String>,
+    ldm: Option<LdmLayout>,
+}
+
+impl ModuleIndex {
+    /// Indexes the `.weight` tensors among `names`. `unet` adds the LDM → diffusers layout.
+    pub fn new<'a>(names: impl Iterator<Item = &'a String>, unet: bool) -> Self {
+        let modules: BTreeSet<String> = names
+            .filter_map(|n| n.strip_suffix(".weight"))
+            .map(str::to_owned)
+            .collect();
+        let flat = modules.iter().map(|m| (m.replace('.', "_"), m.clone())).collect();
+        let ldm = unet.then(|| LdmLayout::from_modules(&modules));
+        Self { modules, flat, ldm }
+    }
+
+    /// The module a dotted path names, if there is one.
+    pub fn dotted(&self, path: &str) -> Option<String> {
+        let path = path.replace(".processor.", ".");
+        let path = fix_processor_out(&path);
+        if self.modules.contains(&path) {
+            return Some(path);
+        }
+        self.flat(&path.replace('.', "_"))
+    }
+
+    /// The module a kohya flat name names, if there is one.
+    pub fn flat(&self, flat: &str) -> Option<String> {
+        if let Some(m) = self.flat.get(flat) {
+            return Some(m.clone());
+        }
+        let translated = self.ldm.as_ref()?.translate(flat)?;
+        self.flat.get(&translated).cloned()
+    }
+}
+
+/// diffusers' attention processors name the output projection `to_out` (the module is
+/// `to_out.0`).
+fn fix_processor_out(path: &str) -> String {
+    match path.strip_suffix(".to_out") {
+        Some(head) => format!("{head}.to_out.0"),
+        None => path.to_owned(),
+    }
+}
+
+/// Where a LoRA layer's name points: the component and the name within the file's naming.
+pub fn component_of(layer: &str) -> (Component, Naming<'_>) {
+    for (prefix, c) in [
+        ("lora_unet_", Component::Unet),
+        ("lora_te1_", Component::TextEncoder(0)),
+        ("lora_te2_", Component::TextEncoder(1)),
+        ("lora_te_", Component::TextEncoder(0)),
+    ] {
+        if let Some(rest) = layer.strip_prefix(prefix) {
+            return (c, Naming::Flat(rest));
+        }
+    }
+    let layer = layer.strip_prefix("base_model.model.").unwrap_or(layer);
+    for (prefix, c) in [
+        ("unet.", Component::Unet),
+        ("text_encoder_2.", Component::TextEncoder(1)),
+        ("text_encoder.", Component::TextEncoder(0)),
+    ] {
+        if let Some(rest) = layer.strip_prefix(prefix) {
+            return (c, Naming::Dotted(rest));
+        }
+    }
+    (Component::Unet, Naming::Dotted(layer))
+}
+
+/// How a layer name spells its module path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming<'a> {
+    Flat(&'a str),
+    Dotted(&'a str),
+}
+
+/// The original UNet layout's numbered blocks, as diffusers module prefixes (flat).
+#[derive(Debug, Default)]
+struct LdmLayout {
+    /// `input_blocks.{i}.{j}` → prefix.
+    input: Vec<Vec<String>>,
+    /// `output_blocks.{i}.{j}` → prefix.
+    output: Vec<Vec<String>>,
+}
+
+impl LdmLayout {
+    /// Reads the block structure from diffusers module names: resnets per block, which blocks
+    /// have attentions, downsamplers and upsamplers.
+    fn from_modules(modules: &BTreeSet<String>) -> Self {
+        let count = |prefix: &str| -> usize {
+            (0..)
+                .take_while(|k| {
+                    let p = format!("{prefix}.{k}.");
+                    modules.iter().any(|m| m.starts_with(&p))
+                })
+                .count()
+        };
+        let has = |prefix: &str| {
+            let p = format!("{prefix}.");
+            modules.iter().any(|m| m.starts_with(&p))
+        };
+        let mut layout = LdmLayout {
+            input: vec![vec!["conv_in".into()]],
+            output: Vec::new(),
+        };
+        for d in 0..count("down_blocks") {
+            for k in 0..count(&format!("down_blocks.{d}.resnets")) {
+                let mut entry = vec![format!("down_blocks_{d}_resnets_{k}")];
+                if has(&format!("down_blocks.{d}.attentions.{k}")) {
+                    entry.push(format!("down_blocks_{d}_attentions_{k}"));
+                }
+                layout.input.push(entry);
+            }
+            if has(&format!("down_blocks.{d}.downsamplers.0")) {
+                layout.input.push(vec![format!("down_blocks_{d}_downsamplers_0")]);
+            }
+        }
+        for u in 0..count("up_blocks") {
+            let resnets = count(&format!("up_blocks.{u}.resnets"));
+            for k in 0..resnets {
+                let mut entry = vec![format!("up_blocks_{u}_resnets_{k}")];
+                if has(&format!("up_blocks.{u}.attentions.{k}")) {
+                    entry.push(format!("up_blocks_{u}_attentions_{k}"));
+                }
+                if k + 1 == resnets && has(&format!("up_blocks.{u}.upsamplers.0")) {
+                    entry.push(format!("up_blocks_{u}_upsamplers_0"));
+                }
+                layout.output.push(entry);
+            }
+        }
+        layout
+    }
+
+    /// An LDM flat name as a diffusers flat name.
+    fn translate(&self, flat: &str) -> Option<String> {
+        let fixed = [
+            ("time_embed_0", "time_embedding_linear_1"),
+            ("time_embed_2", "time_embedding_linear_2"),
+            ("label_emb_0_0", "add_embedding_linear_1"),
+            ("label_emb_0_2", "add_embedding_linear_2"),
+            ("out_0", "conv_norm_out"),
+            ("out_2", "conv_out"),
+        ];
+        if let Some((_, d)) = fixed.iter().find(|(l, _)| *l == flat) {
+            return Some((*d).to_owned());
+        }
+        let (prefix, rest) = if let Some(r) = flat.strip_prefix("input_blocks_") {
+            let (i, j, rest) = two_numbers(r)?;
+            (self.input.get(i)?.get(j)?.clone(), rest)
+        } else if let Some(r) = flat.strip_prefix("output_blocks_") {
+            let (i, j, rest) = two_numbers(r)?;
+            (self.output.get(i)?.get(j)?.clone(), rest)
+        } else if let Some(r) = flat.strip_prefix("middle_block_") {
+            let (i, rest) = r.split_once('_').map_or((r, ""), |(a, b)| (a, b));
+            let prefix = match i.parse::<usize>().ok()? {
+                0 => "mid_block_resnets_0",
+                1 => "mid_block_attentions_0",
+                2 => "mid_block_resnets_1",
+                _ => return None,
+            };
+            (prefix.to_owned(), rest)
+        } else {
+            return None;
+        };
+        if rest.is_empty() {
+            // `input_blocks_0_0` is conv_in itself.
+            return Some(prefix);
+        }
+        let rest = if prefix.contains("_resnets_") {
+            match rest {
+                "in_layers_0" => "norm1",
+                "in_layers_2" => "conv1",
+                "emb_layers_1" => "time_emb_proj",
+                "out_layers_0" => "norm2",
+                "out_layers_3" => "conv2",
+                "skip_connection" => "conv_shortcut",
+                _ => return None,
+            }
+        } else if prefix.contains("samplers_0") {
+            match rest {
+                "op" | "conv" => "conv",
+                _ => return None,
+            }
+        } else {
+            rest
+        };
+        Some(format!("{prefix}_{rest}"))
+    }
+}
+
+/// `"4_1_rest"` → `(4, 1, "rest")`; `"0_0"` → `(0, 0, "")`.
+fn two_numbers(s: &str) -> Option<(usize, usize, &str)> {
+    let (i, r) = s.split_once('_')?;
+    let (j, rest) = r.split_once('_').unwrap_or((r, ""));
+    Some((i.parse().ok()?, j.parse().ok()?, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdxl_like() -> ModuleIndex {
+        // SDXL's shape in miniature: block 0 without attention, block 1 with; two resnets each.
+        let names: Vec<String> = [
+            "conv_in",
+            "down_blocks.0.resnets.0.conv1",
+            "down_blocks.0.resnets.1.conv1",
+            "down_blocks.0.downsamplers.0.conv",
+            "down_blocks.1.resnets.0.conv1",
+            "down_blocks.1.resnets.0.conv_shortcut",
+            "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+            "down_blocks.1.resnets.1.conv1",
+            "down_blocks.1.attentions.1.proj_in",
+            "mid_block.resnets.0.time_emb_proj",
+            "mid_block.attentions.0.transformer_blocks.1.attn2.to_out.0",
+            "mid_block.resnets.1.conv2",
+            "up_blocks.0.resnets.0.conv1",
+            "up_blocks.0.attentions.0.proj_out",
+            "up_blocks.0.resnets.1.conv1",
+            "up_blocks.0.resnets.2.conv1",
+            "up_blocks.0.attentions.2.proj_out",
+            "up_blocks.0.upsamplers.0.conv",
+            "up_blocks.1.resnets.0.conv1",
+            "up_blocks.1.resnets.1.conv1",
+            "up_blocks.1.resnets.2.conv1",
+            "time_embedding.linear_1",
+            "add_embedding.linear_2",
+            "conv_out",
+        ]
+        .iter()
+        .map(|m| format!("{m}.weight"))
+        .collect();
+        ModuleIndex::new(names.iter(), true)
+    }
+
+    #[test]
+    fn ldm_names_translate_to_diffusers_modules() {
+        let idx = sdxl_like();
+        let cases = [
+            ("input_blocks_0_0", "conv_in"),
+            ("input_blocks_1_0_in_layers_2", "down_blocks.0.resnets.0.conv1"),
+            ("input_blocks_3_0_op", "down_blocks.0.downsamplers.0.conv"),
+            (
+                "input_blocks_4_0_skip_connection",
+                "down_blocks.1.resnets.0.conv_shortcut",
+            ),
+            (
+                "input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+                "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+            ),
+            ("input_blocks_5_1_proj_in", "down_blocks.1.attentions.1.proj_in"),
+            ("middle_block_0_emb_layers_1", "mid_block.resnets.0.time_emb_proj"),
+            (
+                "middle_block_1_transformer_blocks_1_attn2_to_out_0",
+                "mid_block.attentions.0.transformer_blocks.1.attn2.to_out.0",
+            ),
+            ("middle_block_2_out_layers_3", "mid_block.resnets.1.conv2"),
+            ("output_blocks_0_1_proj_out", "up_blocks.0.attentions.0.proj_out"),
+            ("output_blocks_2_1_proj_out", "up_blocks.0.attentions.2.proj_out"),
+            ("output_blocks_2_2_conv", "up_blocks.0.upsamplers.0.conv"),
+            ("output_blocks_5_0_in_layers_2", "up_blocks.1.resnets.2.conv1"),
+            ("time_embed_0", "time_embedding.linear_1"),
+            ("label_emb_0_2", "add_embedding.linear_2"),
+            ("out_2", "conv_out"),
+        ];
+        for (ldm, diffusers) in cases {
+            assert_eq!(idx.flat(ldm).as_deref(), Some(diffusers), "{ldm}");
+        }
+        for bad in [
+            "input_blocks_9_0_in_layers_2",
+            "middle_block_3_conv",
+            "output_blocks_0_0_bogus",
+        ] {
+            assert_eq!(idx.flat(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn flat_and_dotted_names_resolve() {
+        let idx = sdxl_like();
+        assert_eq!(
+            idx.flat("down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q")
+                .as_deref(),
+            Some("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q")
+        );
+        assert_eq!(
+            idx.dotted("mid_block.attentions.0.transformer_blocks.1.attn2.processor.to_out")
+                .as_deref(),
+            Some("mid_block.attentions.0.transformer_blocks.1.attn2.to_out.0")
+        );
+        assert_eq!(idx.dotted("mid_block.nothing"), None);
+    }
+
+    #[test]
+    fn keys_split_or_are_refused_with_the_reason() {
+        let k = split_key("lora_unet_a_b.lora_down.weight").unwrap();
+        assert_eq!((k.layer.as_str(), k.part), ("lora_unet_a_b", Part::Down));
+        let k = split_key("unet.a.b.lora_B.weight").unwrap();
+        assert_eq!((k.layer.as_str(), k.part), ("unet.a.b", Part::Up));
+        let k = split_key("unet.x.attn1.processor.to_q_lora.up.weight").unwrap();
+        assert_eq!(k.layer, "unet.x.attn1.processor.to_q");
+        assert_eq!(split_key("lora_te_x.alpha").unwrap().part, Part::Alpha);
+        assert!(split_key("lora_unet_x.hada_w1_a").unwrap_err().contains("LoHa"));
+        assert!(split_key("lora_unet_x.dora_scale").unwrap_err().contains("DoRA"));
+        assert!(split_key("model.diffusion_model.x.weight")
+            .unwrap_err()
+            .contains("not a LoRA"));
+    }
+
+    #[test]
+    fn components_come_from_prefixes() {
+        assert_eq!(component_of("lora_te2_text_model_x").0, Component::TextEncoder(1));
+        assert_eq!(component_of("lora_te_text_model_x").0, Component::TextEncoder(0));
+        assert_eq!(
+            component_of("base_model.model.text_encoder_2.text_model.x"),
+            (Component::TextEncoder(1), Naming::Dotted("text_model.x"))
+        );
+        assert_eq!(
+            component_of("down_blocks.0.x"),
+            (Component::Unet, Naming::Dotted("down_blocks.0.x"))
+        );
+    }
+}
