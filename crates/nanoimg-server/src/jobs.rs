@@ -6,6 +6,7 @@
 //! the store are written at every transition, so a restart finds every job in a true state.
 
 use crate::audit::Auditor;
+use crate::conditioning;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::models::ModelCatalog;
@@ -578,10 +579,19 @@ impl Jobs {
         }
         job.emit(JobEvent::Started);
         let spec = &job.spec;
-        let model = self.catalog.load(&spec.model).map_err(|m| RunError::Failed {
+        let base = self.catalog.load(&spec.model).map_err(|m| RunError::Failed {
             code: "model_unavailable",
             message: m,
         })?;
+        let sources = conditioning::Sources {
+            store: &self.store,
+            rt: &self.rt,
+            catalog: &self.catalog,
+            upload_limits: &self.settings.upload_limits,
+        };
+        let conditioning::Conditioned { model, reference } =
+            conditioning::prepare(&sources, &job.tenant_id, spec, base)
+                .map_err(|(code, message)| RunError::Failed { code, message })?;
         // The mark an edit's input carried, taken out before the edit so the output carries
         // one mark (its own), not a new one over what survives of the old.
         let mut replaced_mark = None;
@@ -637,6 +647,7 @@ impl Jobs {
                         limits: &self.settings.limits,
                         sink: &sink,
                         cancel: &job.cancel,
+                        reference: reference.clone(),
                         seed,
                         passes: 0,
                     };
@@ -656,7 +667,7 @@ impl Jobs {
             }
             (None, init) => {
                 let req = GenerateRequest {
-                    prompt: spec.prompt.clone(),
+                    prompt: spec.model_prompt(&spec.prompt),
                     negative_prompt: spec.negative_prompt.clone(),
                     size: spec.size,
                     steps: spec.steps,
@@ -665,7 +676,7 @@ impl Jobs {
                     seed: spec.seed,
                     n: spec.n,
                     init,
-                    reference: None,
+                    reference: reference.clone(),
                     hooks: None,
                 };
                 model
@@ -845,6 +856,7 @@ struct JobPainter<'a> {
     limits: &'a Limits,
     sink: &'a EventSink<'a>,
     cancel: &'a CancelToken,
+    reference: Option<Arc<nanoimg_engine::reference::Reference>>,
     seed: u64,
     passes: u64,
 }
@@ -865,7 +877,7 @@ impl Painter for JobPainter<'_> {
         mask: Option<&image::GrayImage>,
     ) -> Result<image::RgbImage, RunError> {
         let req = GenerateRequest {
-            prompt: prompt.to_owned(),
+            prompt: self.spec.model_prompt(prompt),
             negative_prompt: self.spec.negative_prompt.clone(),
             size: ImageSize::new(img.width(), img.height()),
             steps: self.spec.steps,
@@ -878,7 +890,7 @@ impl Painter for JobPainter<'_> {
                 strength,
                 mask: mask.cloned(),
             }),
-            reference: None,
+            reference: self.reference.clone(),
             hooks: None,
         };
         self.passes += 1;

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod conditioning;
 pub mod config;
 pub mod error;
 pub mod jobs;

@@ -21,6 +21,25 @@ pub struct ModelCatalog {
     loaded: Mutex<Vec<(String, Arc<StableDiffusion>)>>,
     /// Held while loading, so two workers never load the same weights twice at once.
     loading: Mutex<()>,
+    /// LoRA-merged copies of loaded models, most recently used last (see [`Self::derived`]).
+    derived: Mutex<Vec<Derived>>,
+}
+
+/// A loaded model with characters' LoRAs merged in.
+struct Derived {
+    key: String,
+    characters: Vec<String>,
+    model: Arc<StableDiffusion>,
+}
+
+/// How many LoRA-merged models are kept: each holds copies of the weights its LoRAs change.
+const MAX_DERIVED: usize = 2;
+
+/// What forgetting a character dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    pub banks: usize,
+    pub models: usize,
 }
 
 impl std::fmt::Debug for ModelCatalog {
@@ -51,6 +70,7 @@ impl ModelCatalog {
             max_loaded: max_loaded.max(1),
             loaded: Mutex::new(Vec::new()),
             loading: Mutex::new(()),
+            derived: Mutex::new(Vec::new()),
         })
     }
 
@@ -100,6 +120,57 @@ impl ModelCatalog {
             loaded.remove(0);
         }
         Ok(model)
+    }
+
+    /// A model derived from a loaded one (characters' LoRAs merged in), made by `make` on first
+    /// use and kept under `key` (which must name the base model, the LoRAs and their
+    /// strengths) among the [`MAX_DERIVED`] most recent. Blocking: call from a worker thread.
+    pub fn derived(
+        &self,
+        key: &str,
+        characters: &[String],
+        make: impl FnOnce() -> Result<StableDiffusion, String>,
+    ) -> Result<Arc<StableDiffusion>, String> {
+        {
+            let mut d = self.derived.lock().map_err(|_| "model cache poisoned")?;
+            if let Some(i) = d.iter().position(|x| x.key == key) {
+                let entry = d.remove(i);
+                let m = entry.model.clone();
+                d.push(entry);
+                return Ok(m);
+            }
+        }
+        let model = Arc::new(make()?);
+        let mut d = self.derived.lock().map_err(|_| "model cache poisoned")?;
+        d.push(Derived {
+            key: key.to_owned(),
+            characters: characters.to_vec(),
+            model: model.clone(),
+        });
+        while d.len() > MAX_DERIVED {
+            d.remove(0);
+        }
+        Ok(model)
+    }
+
+    /// Drops everything computed from a deleted character: its reference banks in every loaded
+    /// model, and the models its LoRA was merged into.
+    pub fn forget_character(&self, id: &str) -> Forgotten {
+        let mut out = Forgotten::default();
+        if let Ok(mut d) = self.derived.lock() {
+            for x in d.iter() {
+                out.banks += x.model.reference_cache().forget(id);
+            }
+            let before = d.len();
+            d.retain(|x| !x.characters.iter().any(|c| c == id));
+            out.models = before - d.len();
+        }
+        if let Ok(loaded) = self.loaded.lock() {
+            for (_, m) in loaded.iter() {
+                out.banks += m.reference_cache().forget(id);
+            }
+        }
+        out
     }
 
     fn touch(&self, name: &str) -> Option<Arc<StableDiffusion>> {

@@ -66,17 +66,32 @@ pub fn blocked(param: &str, categories: &[&str]) -> ApiError {
     .with_extra("categories", serde_json::json!(categories))
 }
 
-/// Refuses `spec` with 400 `moderation_blocked` if its texts (prompts, and a plan's instruction
-/// and prompts) are blocked at the strictness it
-/// gets. The check runs off the async threads (the semantic layer is a transformer).
+/// Refuses `spec` with 400 `moderation_blocked` if its texts (prompts, a plan's instruction and
+/// prompts, the characters' descriptions) are blocked at the strictness it gets. Descriptions are
+/// checked with the prompt, so that rules about combinations (a public figure and a framing) see
+/// both.
 pub async fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
-    let level = strictness(auth, spec.moderation);
-    let moderator = state.safety.prompt.clone();
     let mut texts = vec![spec.prompt.clone(), spec.negative_prompt.clone()];
     if let Some(p) = &spec.plan {
         texts.push(p.instruction.clone());
         texts.extend(p.plan.prompts().into_iter().map(str::to_owned));
     }
+    texts.extend(spec.characters.iter().map(|c| c.description.clone()));
+    check_texts(state, auth, texts, spec.moderation, "prompt").await
+}
+
+/// Refuses `texts` with 400 `moderation_blocked` naming `param` if they are blocked at the
+/// strictness the caller gets. The check runs off the async threads (the semantic layer is a
+/// transformer).
+pub async fn check_texts(
+    state: &AppState,
+    auth: &Auth,
+    texts: Vec<String>,
+    asked: Strictness,
+    param: &str,
+) -> ApiResult<()> {
+    let level = strictness(auth, asked);
+    let moderator = state.safety.prompt.clone();
     let verdict = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         moderator.check(&refs, level)
@@ -94,13 +109,14 @@ pub async fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiR
         None,
         Outcome::Rejected,
         serde_json::json!({
+            "input": param,
             "strictness": level,
-            "asked": spec.moderation,
+            "asked": asked,
             "categories": categories,
             "flags": verdict.flags.iter().filter(|f| f.blocks).collect::<Vec<_>>(),
         }),
     ));
-    Err(blocked("prompt", &categories))
+    Err(blocked(param, &categories))
 }
 
 /// Runs the image layer on an uploaded image (off the async threads); refuses it with 400

@@ -208,6 +208,35 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     r(
         "post",
+        "/v1/characters",
+        Some("characters"),
+        "multipart",
+        "Create a character: name, description, strength, seed, consent, 1-8 `reference` \
+         images and an optional `lora` (.safetensors)",
+    ),
+    r(
+        "get",
+        "/v1/characters",
+        Some("characters"),
+        "none",
+        "Your characters, newest first",
+    ),
+    r(
+        "get",
+        "/v1/characters/{id}",
+        Some("characters"),
+        "none",
+        "A character and its reference images",
+    ),
+    r(
+        "delete",
+        "/v1/characters/{id}",
+        Some("characters"),
+        "none",
+        "Delete a character, its reference images, its LoRA and every bank computed from them",
+    ),
+    r(
+        "post",
         "/v1/admin/tenants",
         Some("admin"),
         "json",
@@ -317,7 +346,17 @@ pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
     (
         "character_id",
         "string",
-        "NanoImg: a character to keep consistent",
+        "NanoImg: a character (chr_…) to keep consistent",
+    ),
+    (
+        "character_ids",
+        "array",
+        "NanoImg: up to 4 characters (JSON bodies only)",
+    ),
+    (
+        "character_strength",
+        "number",
+        "NanoImg: how strongly the characters' references condition the images, 0-1",
     ),
     (
         "dry_run",

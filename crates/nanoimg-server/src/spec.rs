@@ -32,6 +32,37 @@ pub struct JobSpec {
     /// and edit-session instructions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanSpec>,
+    /// Characters that condition every model pass (references, LoRA, description).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub characters: Vec<CharacterUse>,
+}
+
+/// A character as a job uses it, resolved when the job is admitted: the description and
+/// strength are fixed then; the references and LoRA are read when the job runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CharacterUse {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Reference strength (the request's `character_strength`, else the character's own).
+    pub strength: f64,
+    pub seed: u64,
+}
+
+impl JobSpec {
+    /// The prompt the model sees: the user's, then each character's description.
+    pub fn model_prompt(&self, prompt: &str) -> String {
+        let mut out = prompt.to_owned();
+        for c in self
+            .characters
+            .iter()
+            .filter(|c| !c.description.trim().is_empty())
+        {
+            out.push_str(", ");
+            out.push_str(c.description.trim());
+        }
+        out
+    }
 }
 
 /// An edit plan and where its result goes.

@@ -167,8 +167,21 @@ impl Scoped<'_> {
         rows.iter().map(asset_from).collect()
     }
 
-    /// Deletes an asset: the row, then the bytes.
+    /// Deletes an asset: the row, then the bytes. A character's reference image is deleted with
+    /// its character, not alone.
     pub async fn delete_asset(&self, id: &str) -> Result<()> {
+        let asset = self.asset(id).await?;
+        if asset.kind == "reference" {
+            return Err(StoreError::Conflict(format!(
+                "image {id} is a reference image of character {}; delete the character instead",
+                asset.metadata["character_id"].as_str().unwrap_or("?")
+            )));
+        }
+        self.delete_asset_unchecked(id).await
+    }
+
+    /// Deletes any asset of the tenant's, reference images included.
+    pub(crate) async fn delete_asset_unchecked(&self, id: &str) -> Result<()> {
         let asset = self.asset(id).await?;
         sqlx::query("DELETE FROM assets WHERE id = $1 AND tenant_id = $2")
             .bind(&asset.id)

@@ -13,6 +13,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_tenant_limits.sql")),
     (3, include_str!("../migrations/sqlite/0003_tenant_moderation.sql")),
     (4, include_str!("../migrations/sqlite/0004_edit_sessions.sql")),
+    (5, include_str!("../migrations/sqlite/0005_characters.sql")),
 ];
 
 #[derive(Clone, Debug)]

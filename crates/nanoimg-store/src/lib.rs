@@ -1,4 +1,4 @@
-//! NanoImg's storage: tenants, API keys, assets, jobs, edit sessions and the audit log in a SQL database (an
+//! NanoImg's storage: tenants, API keys, assets, characters, jobs, edit sessions and the audit log in a SQL database (an
 //! embedded SQLite file by default), image bytes in a blob store (files on disk by default).
 //!
 //! Tenant isolation lives here, not in the handlers: everything a tenant owns is reached through
@@ -8,6 +8,7 @@
 pub mod assets;
 pub mod audit;
 pub mod blobs;
+pub mod characters;
 mod db;
 pub mod error;
 pub mod ids;
@@ -18,6 +19,7 @@ pub mod tenants;
 
 pub use assets::{Asset, NewAsset};
 pub use audit::{AuditEvent, AuditRecord, Outcome};
+pub use characters::{Character, CharacterReference, NewCharacter, NewReference};
 pub use error::{Result, StoreError};
 pub use jobs::{Job, JobStatus, Recovery};
 pub use keys::{Scope, SecretKey};

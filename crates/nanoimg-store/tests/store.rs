@@ -413,3 +413,134 @@ async fn edit_sessions_keep_a_tree_an_undo_stack_and_their_tenant() {
     assert!(matches!(sa.session(&sess.id).await, Err(StoreError::NotFound(_))));
     assert_eq!(sa.sessions(10).await.unwrap().len(), 1);
 }
+
+fn character(name: &str, refs: usize, lora: Option<Vec<u8>>) -> nanoimg_store::NewCharacter {
+    nanoimg_store::NewCharacter {
+        name: name.into(),
+        description: "a small red robot with round eyes".into(),
+        strength: 0.7,
+        seed: u64::MAX - 3,
+        references: (0..refs)
+            .map(|i| nanoimg_store::NewReference {
+                png: vec![i as u8; 10 + i],
+                width: 4,
+                height: 4,
+                faces: (i == 0).then_some(0),
+                consent: i == 1,
+            })
+            .collect(),
+        lora,
+    }
+}
+
+/// Every file under the blob directory.
+fn blob_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(blob_files(&e.path()));
+            } else {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn characters_keep_their_references_and_lora_and_go_with_them() {
+    let (d, s) = open().await;
+    let t = s.create_tenant("acme", false).await.unwrap();
+    let other = s.create_tenant("other", false).await.unwrap();
+    let scoped = s.scoped(&t.id);
+    let c = scoped
+        .create_character(character("Robo", 3, Some(b"lora-bytes".to_vec())))
+        .await
+        .unwrap();
+    assert_eq!(c.references.len(), 3);
+    assert_eq!(c.seed, u64::MAX - 3, "u64 seeds survive the i64 column");
+    assert_eq!(c.lora_bytes, Some(10));
+    assert_eq!(c.references[0].faces, Some(0));
+    assert_eq!(c.references[2].faces, None);
+    assert!(c.references[1].consent && !c.references[0].consent);
+    for (i, r) in c.references.iter().enumerate() {
+        let (a, bytes) = scoped.asset_bytes(&r.asset_id).await.unwrap();
+        assert_eq!(a.kind, "reference");
+        assert_eq!(bytes, vec![i as u8; 10 + i]);
+    }
+    assert_eq!(scoped.character_lora(&c).await.unwrap().unwrap(), b"lora-bytes");
+    assert_eq!(scoped.characters(10).await.unwrap(), vec![c.clone()]);
+
+    // A reference image cannot be deleted alone.
+    let e = scoped.delete_asset(&c.references[0].asset_id).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Conflict(ref m) if m.contains(&c.id)),
+        "{e}"
+    );
+    // Names are unique per tenant, not across tenants.
+    let e = scoped
+        .create_character(character("Robo", 1, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    s.scoped(&other.id)
+        .create_character(character("Robo", 1, None))
+        .await
+        .unwrap();
+    // The other tenant sees none of it.
+    assert!(matches!(
+        s.scoped(&other.id).character(&c.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.scoped(&other.id).delete_character(&c.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.scoped(&other.id).asset(&c.references[0].asset_id).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // A failed create leaves no files: the duplicate above wrote a reference and removed it.
+    let before = blob_files(&d.path().join("blobs"));
+    assert_eq!(before.len(), 3 + 1 + 1, "{before:?}");
+    // Invalid input is refused before anything is written.
+    for bad in [
+        character("", 1, None),
+        character("x", 0, None),
+        character("y", 9, None),
+    ] {
+        assert!(matches!(
+            scoped.create_character(bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    let mut weird = character("z", 1, None);
+    weird.strength = 1.5;
+    assert!(matches!(
+        scoped.create_character(weird).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(blob_files(&d.path().join("blobs")), before);
+
+    // Deleting removes rows, reference images and the LoRA.
+    let gone = scoped.delete_character(&c.id).await.unwrap();
+    assert_eq!(gone.id, c.id);
+    assert!(matches!(
+        scoped.character(&c.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    for r in &c.references {
+        assert!(matches!(
+            scoped.asset(&r.asset_id).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    assert_eq!(
+        blob_files(&d.path().join("blobs")).len(),
+        1,
+        "only the other tenant's reference is left"
+    );
+    assert!(scoped.characters(10).await.unwrap().is_empty());
+}

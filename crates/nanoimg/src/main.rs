@@ -4,12 +4,14 @@
 mod admin;
 mod bench;
 mod catalog;
+mod character;
 mod edit;
 mod fetch;
 mod generate;
 mod images;
 mod models;
 mod moderation;
+mod remote;
 mod safety;
 mod serve;
 mod session;
@@ -39,6 +41,8 @@ enum Command {
     Edit(edit::Args),
     /// Edit sessions on a running server: start, edit turn by turn, undo, redo, branch.
     Session(session::Args),
+    /// Characters on a running server: create from reference images, list, show, delete.
+    Character(character::Args),
     /// List, inspect and create model folders.
     #[command(subcommand)]
     Models(models::Command),
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a).map(ok),
         Command::Edit(a) => edit::run(a).map(ok),
         Command::Session(a) => session::run(a).map(ok),
+        Command::Character(a) => character::run(a).map(ok),
         Command::Models(c) => models::run(c).map(ok),
         Command::Bench(a) => bench::run(a).map(ok),
         Command::Serve(a) => serve::run(a).map(ok),

@@ -2,26 +2,15 @@
 //! planner, moderation, provenance and tenant scoping are the server's, exactly as for any
 //! client). `--server` and `--key` (or `NANOIMG_URL`, `NANOIMG_API_KEY`) say where and who.
 
-use anyhow::{bail, Context, Result};
+use crate::remote::{Client, Remote};
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The server's address.
-    #[arg(
-        long,
-        env = "NANOIMG_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub server: String,
-    /// An API key with the `images:edit` and `assets:*` scopes.
-    #[arg(long, env = "NANOIMG_API_KEY", hide_env_values = true, global = true)]
-    pub key: Option<String>,
-    /// Print the server's JSON answer instead of a summary.
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,66 +57,9 @@ pub enum Command {
     Delete { session: String },
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Client {
-    /// Sends a request; the JSON answer, or the server's error message.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
-        let r = req
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = r.status();
-        let body = r.bytes().await?;
-        let v: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .with_context(|| format!("the server answered {status} with non-JSON"))?
-        };
-        if !status.is_success() {
-            let msg = v["error"]["message"].as_str().unwrap_or("no message");
-            bail!("{msg} ({status})");
-        }
-        Ok(v)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base.trim_end_matches('/'))
-    }
-
-    async fn post(&self, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut req = self.http.post(self.url(path));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        self.send(req).await
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        self.send(self.http.get(self.url(path))).await
-    }
-}
-
 pub fn run(a: Args) -> Result<()> {
-    let key = a
-        .key
-        .clone()
-        .context("an API key is needed: --key or NANOIMG_API_KEY")?;
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: a.server.clone(),
-        key,
-    };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(run_async(&client, &a))
+    let client = a.remote.client()?;
+    crate::remote::runtime()?.block_on(run_async(&client, &a))
 }
 
 async fn run_async(c: &Client, a: &Args) -> Result<()> {
@@ -198,7 +130,7 @@ async fn run_async(c: &Client, a: &Args) -> Result<()> {
             return Ok(());
         }
     };
-    if a.json {
+    if a.remote.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if let Command::List = a.command {
         for s in v["data"].as_array().into_iter().flatten() {

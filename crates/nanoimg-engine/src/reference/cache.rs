@@ -137,10 +137,16 @@ impl BankCache {
         inner.stats.entries = inner.entries.len();
     }
 
-    /// Drops every bank of the reference set `key` (a deleted character); returns how many.
+    /// Drops every bank of the reference set `key` (a deleted character), also where it was
+    /// combined with others (keys joined by `+`); returns how many.
     pub fn forget(&self, key: &str) -> usize {
         let mut inner = self.lock();
-        let doomed: Vec<BankKey> = inner.entries.keys().filter(|k| k.key == key).cloned().collect();
+        let doomed: Vec<BankKey> = inner
+            .entries
+            .keys()
+            .filter(|k| k.key.split('+').any(|part| part == key))
+            .cloned()
+            .collect();
         for k in &doomed {
             if let Some(e) = inner.entries.remove(k) {
                 inner.stats.bytes -= e.bank.bytes;

@@ -99,7 +99,8 @@ impl ReferenceSettings {
 /// Reference images for one request.
 #[derive(Debug, Clone)]
 pub struct Reference {
-    /// The caller's name for this reference set (a character id); banks are forgotten by it.
+    /// The caller's name for this reference set (a character id, or several joined by `+`);
+    /// banks are forgotten by it.
     pub key: String,
     /// 1–[`MAX_REFERENCES`] images; each is cropped to the request's aspect and resized.
     pub images: Vec<RgbImage>,

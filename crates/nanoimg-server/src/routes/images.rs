@@ -55,7 +55,12 @@ pub(crate) struct ImageRequest {
     pub guidance: Option<f64>,
     pub scheduler: Option<String>,
     pub strength: Option<f64>,
+    /// A character (`chr_…`) that conditions the images; `character_ids` takes several.
     pub character_id: Option<String>,
+    pub character_ids: Option<Vec<String>>,
+    /// How strongly the characters' references condition the images (0–1); each character's
+    /// own default otherwise.
+    pub character_strength: Option<f64>,
     /// Edits: answer with the plan the prompt makes, without running it.
     pub dry_run: Option<bool>,
 }
@@ -71,6 +76,7 @@ const TYPED_FIELDS: &[&str] = &[
     "guidance",
     "strength",
     "dry_run",
+    "character_strength",
 ];
 
 /// How the client wants its images.
@@ -247,12 +253,7 @@ pub(crate) fn build_spec(
     if req.dry_run.is_some() && kind != JobKind::Edit {
         return Err(ApiError::invalid("dry_run", "dry_run applies to edits"));
     }
-    if let Some(id) = &req.character_id {
-        return Err(ApiError::invalid(
-            "character_id",
-            format!("no character {id:?}: this server has no characters yet"),
-        ));
-    }
+    let characters = super::characters::requested(req)?;
     let init = match (init, req.strength) {
         (Some((mut i, _)), s) => {
             if let Some(s) = s {
@@ -292,6 +293,7 @@ pub(crate) fn build_spec(
             partial_images,
             moderation,
             plan: None,
+            characters,
         },
         Delivery {
             url: response_format == "url",
@@ -305,9 +307,26 @@ pub(crate) fn build_spec(
 
 /// The door every validated request passes before it is queued: moderation first (a blocked
 /// prompt costs nothing), then the key's image budget.
-pub(crate) async fn admit(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
-    crate::moderation::check_prompt(state, auth, spec).await?;
+pub(crate) async fn admit(
+    state: &AppState,
+    auth: &Auth,
+    spec: &mut JobSpec,
+    req: &ImageRequest,
+) -> ApiResult<()> {
+    vet(state, auth, spec, req).await?;
     charge_images(state, auth, spec.n)
+}
+
+/// The checks a dry run makes too: the characters exist and are the caller's, and every text
+/// (prompts, instruction, plan, character descriptions) passes moderation.
+pub(crate) async fn vet(
+    state: &AppState,
+    auth: &Auth,
+    spec: &mut JobSpec,
+    req: &ImageRequest,
+) -> ApiResult<()> {
+    super::characters::resolve(state, auth, spec, req.character_strength).await?;
+    crate::moderation::check_prompt(state, auth, spec).await
 }
 
 /// Takes `n` images from the key's per-minute image budget.
@@ -648,8 +667,8 @@ pub(crate) async fn generations(
 ) -> ApiResult<Response> {
     auth.require(&state, Scope::ImagesGenerate)?;
     let req: ImageRequest = body::json(&body)?;
-    let (spec, delivery) = build_spec(&state, &req, JobKind::Generation, None, &headers)?;
-    admit(&state, &auth, &spec).await?;
+    let (mut spec, delivery) = build_spec(&state, &req, JobKind::Generation, None, &headers)?;
+    admit(&state, &auth, &mut spec, &req).await?;
     run(state, auth, JobKind::Generation, spec, delivery).await
 }
 
@@ -773,7 +792,7 @@ async fn edit_like(
             });
     }
     if req.dry_run == Some(true) {
-        crate::moderation::check_prompt(&state, &auth, &spec).await?;
+        vet(&state, &auth, &mut spec, &req).await?;
         let strength = spec.init.as_ref().map_or(1.0, |i| i.strength);
         let plan = match &spec.plan {
             Some(p) => p.plan.clone(),
@@ -787,7 +806,7 @@ async fn edit_like(
         }))
         .into_response());
     }
-    admit(&state, &auth, &spec).await?;
+    admit(&state, &auth, &mut spec, &req).await?;
     let init = spec.init.as_mut().expect("edits have a starting image");
     init.image = store_upload(&state, &auth, &image, "image").await?;
     if let Some(m) = mask {

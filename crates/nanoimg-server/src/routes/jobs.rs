@@ -105,8 +105,8 @@ pub(crate) async fn create(
             (JobKind::Edit, Some((init, (img.width as u32, img.height as u32))))
         }
     };
-    let (spec, _) = build_spec(&state, &req.request, kind, init, &headers)?;
-    admit(&state, &auth, &spec).await?;
+    let (mut spec, _) = build_spec(&state, &req.request, kind, init, &headers)?;
+    admit(&state, &auth, &mut spec, &req.request).await?;
     let (job, _rx) = state.jobs.submit(auth.job_owner(), kind, spec, true).await?;
     state
         .audit

@@ -3,6 +3,7 @@
 mod admin;
 mod assets;
 mod body;
+mod characters;
 mod images;
 mod jobs;
 mod provenance;
@@ -32,6 +33,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/assets/{id}/content", get(assets::content))
         .route("/v1/files/{id}", get(assets::signed_file))
         .route("/v1/provenance/verify", post(provenance::verify))
+        .route("/v1/characters", post(characters::create).get(characters::list))
+        .route(
+            "/v1/characters/{id}",
+            get(characters::get).delete(characters::delete),
+        )
         .route("/v1/edit-sessions", post(sessions::create).get(sessions::list))
         .route(
             "/v1/edit-sessions/{id}",

@@ -4,7 +4,7 @@
 //! head. The instruction is data: all it can ever produce is a plan of edits to that one image.
 
 use super::body;
-use super::images::{admit, build_spec, finish, job_error, CancelOnDrop, ImageRequest};
+use super::images::{admit, build_spec, finish, job_error, vet, CancelOnDrop, ImageRequest};
 use super::jobs::ListQuery;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
@@ -196,6 +196,10 @@ pub(crate) struct InstructionRequest {
     steps: Option<u32>,
     seed: Option<u64>,
     moderation: Option<String>,
+    /// A character whose references condition the instruction's generative steps ("put Ada on
+    /// a beach").
+    character_id: Option<String>,
+    character_strength: Option<f64>,
 }
 
 /// `POST /v1/edit-sessions/{id}/instructions`: plan → validate → moderate → run → new version
@@ -286,6 +290,8 @@ pub(crate) async fn instruct(
         steps: req.steps,
         seed: req.seed,
         moderation: req.moderation.clone(),
+        character_id: req.character_id.clone(),
+        character_strength: req.character_strength,
         ..ImageRequest::default()
     };
     let init = InitSpec {
@@ -303,13 +309,13 @@ pub(crate) async fn instruct(
         }),
     });
     if req.dry_run {
-        crate::moderation::check_prompt(&state, &auth, &spec).await?;
+        vet(&state, &auth, &mut spec, &image_req).await?;
         return Ok(Json(json!({
             "dry_run": true, "from_version": base.id, "plan": plan, "planner": planned_by,
         }))
         .into_response());
     }
-    admit(&state, &auth, &spec).await?;
+    admit(&state, &auth, &mut spec, &image_req).await?;
     let (job, mut rx) = state
         .jobs
         .submit(auth.job_owner(), JobKind::Edit, spec, false)

@@ -16,6 +16,7 @@ struct Objects {
     session: String,
     /// The session's root version.
     version: String,
+    character: String,
 }
 
 async fn request(
@@ -47,6 +48,15 @@ async fn request(
             "image",
             reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
         )),
+        ("/v1/characters", "multipart") => req.multipart(
+            reqwest::multipart::Form::new()
+                .text("name", nanoimg_store::ids::new_id("c"))
+                .text("consent", "true")
+                .part(
+                    "reference",
+                    reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
+                ),
+        ),
         ("/v1/assets", "multipart") => req.multipart(reqwest::multipart::Form::new().part(
             "file",
             reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
@@ -78,6 +88,8 @@ fn fill(path: &str, o: &Objects) -> String {
         &o.tenant
     } else if path.starts_with("/v1/edit-sessions/") {
         &o.session
+    } else if path.starts_with("/v1/characters/") {
+        &o.character
     } else {
         return path.to_owned();
     };
@@ -128,6 +140,21 @@ async fn every_route_refuses_every_wrong_caller() {
             .json(&json!({"image_id": asset["id"]})),
     )
     .await;
+    let character = json_of(
+        s.http
+            .post(s.url("/v1/characters"))
+            .bearer_auth(&owner)
+            .multipart(
+                reqwest::multipart::Form::new()
+                    .text("name", "Robo")
+                    .text("consent", "true")
+                    .part(
+                        "reference",
+                        reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
+                    ),
+            ),
+    )
+    .await;
     // A spare key: the newest, so the key routes (revoke, rotate) act on it last.
     let (spare_id, _) = s.key_with_id(&tenant_a, &["assets:read"], None).await;
     let objects = Objects {
@@ -137,6 +164,7 @@ async fn every_route_refuses_every_wrong_caller() {
         tenant: tenant_a.clone(),
         session: session["id"].as_str().unwrap().to_owned(),
         version: session["head"].as_str().unwrap().to_owned(),
+        character: character["id"].as_str().unwrap().to_owned(),
     };
     let malformed = "nimg_thisisnotarealkeyatallnotatall0_000000";
 
@@ -186,7 +214,8 @@ async fn every_route_refuses_every_wrong_caller() {
                 let missing = path
                     .replace(&objects.asset, "img_00000000000000000000000000")
                     .replace(&objects.job, "job_00000000000000000000000000")
-                    .replace(&objects.session, "ses_00000000000000000000000000");
+                    .replace(&objects.session, "ses_00000000000000000000000000")
+                    .replace(&objects.character, "chr_00000000000000000000000000");
                 let (st2, body2) = request(&s, r.method, &missing, r.body, Some(&owner), &objects).await;
                 assert_eq!(
                     (st2, &body2["error"]["message"]),

@@ -3,6 +3,7 @@
 
 mod api;
 mod authz;
+mod characters;
 mod common;
 mod hostile;
 mod llm_planner;

@@ -433,3 +433,63 @@ fn edit_sessions_from_the_command_line() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("cannot be carried out"), "{err}");
 }
+
+#[test]
+fn characters_from_the_command_line() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path());
+    let key = s.key.clone().unwrap();
+    let refs: Vec<String> = (0..2)
+        .map(|i| {
+            let p = home.path().join(format!("ref{i}.png"));
+            image::RgbImage::from_fn(64, 64, |x, _| image::Rgb([((x + i * 8) * 4) as u8, 40, 200]))
+                .save(&p)
+                .unwrap();
+            p.to_string_lossy().into_owned()
+        })
+        .collect();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nanoimg"))
+            .arg("character")
+            .args(args)
+            .env("NANOIMG_URL", &s.base)
+            .env("NANOIMG_API_KEY", &key)
+            .output()
+            .unwrap()
+    };
+    // Without the consent attestation the server refuses, and says why.
+    let refused = run(&["create", "Robo", &refs[0]]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("consent"), "{err}");
+
+    let out = run(&[
+        "create",
+        "Robo",
+        &refs[0],
+        &refs[1],
+        "--description",
+        "a blue robot",
+        "--consent",
+        "--strength",
+        "0.6",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(c["references"].as_array().unwrap().len(), 2);
+    assert_eq!(c["strength"], 0.6);
+
+    let listed = run(&["list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(&id) && text.contains("2 references"), "{text}");
+    let shown = run(&["show", &id]);
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).lines().count(), 3);
+
+    let gone = run(&["delete", &id]);
+    assert!(gone.status.success(), "{}", String::from_utf8_lossy(&gone.stderr));
+    let missing = run(&["show", &id]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+}

@@ -1,0 +1,322 @@
+//! `/v1/characters`: a character is created from 1–8 reference images, a description and an
+//! optional LoRA, and then named by `character_id` on generations, edits, jobs and edit-session
+//! instructions.
+//!
+//! Every reference is decoded with the upload limits, checked by the image safety layer and
+//! re-encoded; the description passes prompt moderation like a prompt. A reference that may show
+//! a real person needs the uploader's consent attestation (`consent=true`), recorded in the audit
+//! log: with no face detector installed every reference may, so every reference needs it.
+
+use super::body::{self, Form};
+use super::images::{accept_upload, ImageRequest};
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::spec::{CharacterUse, JobSpec};
+use crate::state::AppState;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nanoimg_engine::codec::{self, OutputFormat};
+use nanoimg_store::characters::{MAX_DESCRIPTION_BYTES, MAX_REFERENCES};
+use nanoimg_store::{Character, NewCharacter, NewReference, Outcome, Scope, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Most characters one request may use.
+pub const MAX_PER_REQUEST: usize = 4;
+
+/// Default reference strength of a new character.
+const DEFAULT_STRENGTH: f64 = 0.8;
+
+pub(crate) fn character_json(c: &Character) -> Value {
+    json!({
+        "id": c.id,
+        "object": "character",
+        "name": c.name,
+        "description": c.description,
+        "strength": c.strength,
+        "seed": c.seed,
+        "lora": c.lora_bytes.map(|b| json!({"bytes": b})),
+        "references": c.references.iter().map(|r| json!({
+            "image_id": r.asset_id, "position": r.position, "faces": r.faces, "consent": r.consent,
+        })).collect::<Vec<_>>(),
+        "created_at": c.created_at,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateFields {
+    name: String,
+    #[serde(default)]
+    description: String,
+    strength: Option<f64>,
+    seed: Option<u64>,
+    /// The uploader attests that every person shown in the references agreed to this use.
+    #[serde(default)]
+    consent: bool,
+}
+
+/// Whether a reference needs the consent attestation: when a face was found, or when no face
+/// detector could look (`None`).
+fn needs_consent(faces: Option<u32>) -> bool {
+    faces.is_none_or(|n| n > 0)
+}
+
+/// `POST /v1/characters` (multipart): `name`, `description`, `strength` (0–1), `seed`,
+/// `consent`, 1–8 files named `reference`, and optionally a `.safetensors` file named `lora`.
+/// 201 with the character.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    multipart: Multipart,
+) -> ApiResult<Response> {
+    auth.require(&state, Scope::Characters)?;
+    let form = Form::read(multipart).await?;
+    let fields: CreateFields =
+        body::form_fields(&form, &["reference", "lora"], &["strength", "seed", "consent"])?;
+    if fields.description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(ApiError::invalid(
+            "description",
+            format!(
+                "{} bytes; the limit is {MAX_DESCRIPTION_BYTES}",
+                fields.description.len()
+            ),
+        ));
+    }
+    let strength = fields.strength.unwrap_or(DEFAULT_STRENGTH);
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(ApiError::invalid(
+            "strength",
+            format!("{strength} is outside 0..=1"),
+        ));
+    }
+    let files = form.files_named("reference");
+    if files.is_empty() || files.len() > MAX_REFERENCES {
+        return Err(ApiError::invalid(
+            "reference",
+            format!("send 1 to {MAX_REFERENCES} reference images; got {}", files.len()),
+        ));
+    }
+    let loras = form.files_named("lora");
+    if loras.len() > 1 {
+        return Err(ApiError::invalid("lora", "send at most one LoRA file"));
+    }
+    // The texts first: a refused description costs no decoding.
+    let texts = vec![fields.name.clone(), fields.description.clone()];
+    crate::moderation::check_texts(&state, &auth, texts, Default::default(), "description").await?;
+    let mut references = Vec::with_capacity(files.len());
+    for bytes in files {
+        let img = accept_upload(&state, &auth, bytes, "reference").await?.to_rgb8();
+        let faces = None;
+        if needs_consent(faces) && !fields.consent {
+            return Err(ApiError::bad_request(
+                "consent_required",
+                "reference images that may show a real person need consent=true: it attests that \
+                 everyone shown agreed to this use (no face detector is installed on this server, \
+                 so every reference needs it)",
+            )
+            .with_param("consent"));
+        }
+        let png = codec::encode(&img, OutputFormat::Png, None, &[]).map_err(ApiError::internal)?;
+        references.push(NewReference {
+            png,
+            width: img.width(),
+            height: img.height(),
+            faces,
+            consent: fields.consent,
+        });
+    }
+    let lora = match loras.first() {
+        None => None,
+        Some(bytes) => {
+            let data = bytes.to_vec();
+            let checked = tokio::task::spawn_blocking(move || {
+                nanoimg_engine::lora::Lora::from_safetensors(&data).map(|l| (l.layers().len(), data))
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            match checked {
+                Ok((_, data)) => Some(data),
+                Err(e) => return Err(ApiError::invalid("lora", e.to_string())),
+            }
+        }
+    };
+    let new = NewCharacter {
+        name: fields.name.clone(),
+        description: fields.description,
+        strength,
+        seed: fields
+            .seed
+            .unwrap_or_else(|| getrandom::u64().unwrap_or(0) & ((1 << 53) - 1)),
+        references,
+        lora,
+    };
+    let c = state
+        .store
+        .scoped(auth.tenant_id())
+        .create_character(new)
+        .await
+        .map_err(|e| match e {
+            StoreError::Invalid(m) => {
+                let param = m.split(':').next().unwrap_or("name").trim().to_owned();
+                ApiError::invalid(param, m)
+            }
+            e => e.into(),
+        })?;
+    state
+        .audit
+        .record(auth.event(
+            "character.create",
+            Some(c.id.clone()),
+            Outcome::Success,
+            json!({
+                "references": c.references.len(),
+                "faces": c.references.iter().map(|r| r.faces).collect::<Vec<_>>(),
+                "consent_attested": fields.consent,
+                "lora_bytes": c.lora_bytes,
+            }),
+        ))
+        .await;
+    Ok((StatusCode::CREATED, Json(character_json(&c))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /v1/characters`: newest first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&state, Scope::Characters)?;
+    let cs = state
+        .store
+        .scoped(auth.tenant_id())
+        .characters(q.limit.unwrap_or(20))
+        .await?;
+    Ok(Json(
+        json!({"object": "list", "data": cs.iter().map(character_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `GET /v1/characters/{id}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&state, Scope::Characters)?;
+    let c = state.store.scoped(auth.tenant_id()).character(&id).await?;
+    Ok(Json(character_json(&c)))
+}
+
+/// `DELETE /v1/characters/{id}`: the character, its reference images, its LoRA, and every
+/// reference bank and LoRA-merged model computed from them.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    auth.require(&state, Scope::Characters)?;
+    let c = state.store.scoped(auth.tenant_id()).delete_character(&id).await?;
+    let dropped = state.catalog.forget_character(&c.id);
+    state
+        .audit
+        .record(auth.event(
+            "character.delete",
+            Some(c.id.clone()),
+            Outcome::Success,
+            json!({"references": c.references.len(), "banks_dropped": dropped.banks, "models_dropped": dropped.models}),
+        ))
+        .await;
+    Ok(Json(json!({
+        "id": c.id, "object": "character", "deleted": true,
+        "banks_dropped": dropped.banks, "models_dropped": dropped.models,
+    }))
+    .into_response())
+}
+
+/// The characters a request names (`character_id` or `character_ids`), not yet looked up.
+pub(crate) fn requested(req: &ImageRequest) -> ApiResult<Vec<CharacterUse>> {
+    let ids: Vec<String> = match (&req.character_id, &req.character_ids) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "character_ids",
+                "send character_id or character_ids, not both",
+            ))
+        }
+        (Some(one), None) => vec![one.clone()],
+        (None, Some(many)) => many.clone(),
+        (None, None) => Vec::new(),
+    };
+    if ids.len() > MAX_PER_REQUEST {
+        return Err(ApiError::invalid(
+            "character_ids",
+            format!("at most {MAX_PER_REQUEST} characters per request"),
+        ));
+    }
+    if let Some(s) = req.character_strength {
+        if ids.is_empty() {
+            return Err(ApiError::invalid(
+                "character_strength",
+                "name a character_id first",
+            ));
+        }
+        if !(0.0..=1.0).contains(&s) {
+            return Err(ApiError::invalid(
+                "character_strength",
+                format!("{s} is outside 0..=1"),
+            ));
+        }
+    }
+    let mut out: Vec<CharacterUse> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if out.iter().any(|c| c.id == id) {
+            return Err(ApiError::invalid(
+                "character_ids",
+                format!("{id:?} is named twice"),
+            ));
+        }
+        out.push(CharacterUse {
+            id,
+            name: String::new(),
+            description: String::new(),
+            strength: 0.0,
+            seed: 0,
+        });
+    }
+    Ok(out)
+}
+
+/// Looks up the spec's characters in the caller's tenant and fixes their description, strength
+/// and seed; an unknown id (or another tenant's) is a 400 naming it.
+pub(crate) async fn resolve(
+    state: &AppState,
+    auth: &Auth,
+    spec: &mut JobSpec,
+    strength: Option<f64>,
+) -> ApiResult<()> {
+    let param = if spec.characters.len() > 1 {
+        "character_ids"
+    } else {
+        "character_id"
+    };
+    let scoped = state.store.scoped(auth.tenant_id());
+    for use_ in &mut spec.characters {
+        let c = scoped.character(&use_.id).await.map_err(|e| match e {
+            StoreError::NotFound(_) => ApiError::invalid(param, format!("no character {:?}", use_.id)),
+            e => e.into(),
+        })?;
+        use_.name = c.name;
+        use_.description = c.description;
+        use_.strength = strength.unwrap_or(c.strength);
+        use_.seed = c.seed;
+    }
+    Ok(())
+}
