@@ -30,6 +30,28 @@ def png_size(data):
     return struct.unpack(">II", data[16:24])
 
 
+def post_multipart(url, key, fields, files):
+    """POSTs a multipart form with urllib; returns the JSON answer (status 201 expected)."""
+    import json
+    import urllib.request
+    boundary = "nanoimg-test-boundary"
+    body = b""
+    for name, value in fields.items():
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+                 f"{value}\r\n").encode()
+    for name, filename, data in files:
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                 f"filename=\"{filename}\"\r\nContent-Type: image/png\r\n\r\n").encode()
+        body += data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url, data=body, method="POST", headers={
+        "Authorization": "Bearer " + key,
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 201, r.status
+        return json.loads(r.read())
+
+
 def main():
     base, key = sys.argv[1], sys.argv[2]  # then --semantic when the server has the safety models
     client = OpenAI(base_url=base + "/v1", api_key=key)
@@ -66,6 +88,26 @@ def main():
     assert kinds[-1] == "image_generation.completed", kinds
     assert png_size(base64.b64decode(events[-1].b64_json)) == (64, 64)
     print("stream:", kinds)
+
+    # A character (NanoImg's own API, through the standard library's urllib: the SDK does not
+    # know the route), then used through the SDK's extra_body on a generation and on an edit
+    # (a multipart field).
+    c = post_multipart(base + "/v1/characters", key,
+                       fields={"name": "Sunny", "description": "a yellow smiling face", "consent": "true"},
+                       files=[("reference", "ref.png", png(64, 64, (240, 200, 30, 255)))])
+    cid = c["id"]
+    r = client.images.generate(prompt="a face", size="64x64",
+                               extra_body={"character_id": cid, "character_strength": 0.7, "steps": 2})
+    assert png_size(base64.b64decode(r.data[0].b64_json)) == (64, 64)
+    r = client.images.edit(image=("in.png", image, "image/png"), prompt="a smiling face",
+                           extra_body={"character_id": cid, "steps": 2})
+    assert png_size(base64.b64decode(r.data[0].b64_json)) == (64, 64)
+    try:
+        client.images.generate(prompt="a face", size="64x64", extra_body={"character_id": "chr_nope"})
+        raise AssertionError("an unknown character was accepted")
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "character_id", e.body
+    print("characters: character_id through extra_body works")
 
     try:
         client.images.generate(prompt="x", size="13x13")

@@ -46,6 +46,53 @@ pub struct Config {
     pub provenance: ProvenanceConfig,
     /// The optional LLM planner for edit instructions.
     pub planner: PlannerConfig,
+    /// The audit log's signed checkpoints.
+    pub audit: AuditConfig,
+    /// Encryption at rest.
+    pub encryption: EncryptionConfig,
+}
+
+/// Encryption at rest: the master key that wraps every tenant's data key. Set one of
+/// `master_key` (best from the environment, `NANOIMG_MASTER_KEY`) or `master_key_file`; with
+/// neither, a key is made on first start in `<data_dir>/secrets/master.key`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// The key itself: 64 hex digits, or 32 bytes in base64. Never logged.
+    pub master_key: Option<Secret>,
+    /// A file holding the key (same forms).
+    pub master_key_file: Option<PathBuf>,
+    /// The master key before a rotation (a file): tenant keys it wrapped are re-wrapped under
+    /// the new one at start; remove it afterwards.
+    pub previous_master_key_file: Option<PathBuf>,
+}
+
+/// The audit log's tamper evidence: where the checkpoint signing key and the witness file are,
+/// and how often the chain's head is signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Ed25519 private key, PKCS#8 PEM; made on first start when missing [default:
+    /// `<data_dir>/audit/signing-key.pem`].
+    pub signing_key: Option<PathBuf>,
+    /// File every checkpoint is appended to [default: `<data_dir>/audit/checkpoints.jsonl`];
+    /// put it on another volume to survive someone who can rewrite the data directory.
+    pub witness: Option<PathBuf>,
+    /// Sign the head after this many events.
+    pub checkpoint_every: u32,
+    /// ... and at least this often (seconds) while there are new events, and at shutdown.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            witness: None,
+            checkpoint_every: nanoimg_store::audit::checkpoint::DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval_secs: 60,
+        }
+    }
 }
 
 /// The optional LLM planner: any OpenAI-compatible chat-completions endpoint with tool calling.
@@ -138,6 +185,50 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("provenance"))
     }
 
+    /// The store's audit settings: the configured paths, else the data directory's.
+    pub fn audit_options(&self) -> nanoimg_store::AuditOptions {
+        let default = nanoimg_store::AuditOptions::in_data_dir(&self.data_dir);
+        nanoimg_store::AuditOptions {
+            signing_key: self.audit.signing_key.clone().unwrap_or(default.signing_key),
+            witness: self.audit.witness.clone().or(default.witness),
+            checkpoint_every: self.audit.checkpoint_every.max(1),
+        }
+    }
+
+    /// Everything the store needs to open: the audit settings and the master keys.
+    pub fn store_options(&self) -> Result<nanoimg_store::StoreOptions, ConfigError> {
+        use nanoimg_store::MasterKey;
+        let bad = |e: nanoimg_store::StoreError| ConfigError(e.to_string());
+        let read = |path: &std::path::Path| -> Result<MasterKey, ConfigError> {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            MasterKey::parse(&text, &path.display().to_string()).map_err(bad)
+        };
+        let master_key = match (&self.encryption.master_key, &self.encryption.master_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "set encryption.master_key or encryption.master_key_file, not both".into(),
+                ))
+            }
+            (Some(k), None) => MasterKey::parse(&k.0, "encryption.master_key").map_err(bad)?,
+            (None, Some(f)) => read(f)?,
+            (None, None) => {
+                MasterKey::load_or_create(&self.data_dir.join("secrets").join("master.key")).map_err(bad)?
+            }
+        };
+        let previous_master_key = self
+            .encryption
+            .previous_master_key_file
+            .as_deref()
+            .map(read)
+            .transpose()?;
+        Ok(nanoimg_store::StoreOptions {
+            audit: self.audit_options(),
+            master_key,
+            previous_master_key,
+        })
+    }
+
     /// Where the safety models are looked for.
     pub fn safety_models_dir(&self) -> PathBuf {
         self.safety
@@ -196,6 +287,8 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             provenance: ProvenanceConfig::default(),
             planner: PlannerConfig::default(),
+            audit: AuditConfig::default(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -242,6 +335,19 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_PLANNER_LLM_MODEL", "planner.llm_model"),
     ("NANOIMG_PLANNER_LLM_API_KEY", "planner.llm_api_key"),
     ("NANOIMG_PLANNER_LLM_TIMEOUT_SECS", "planner.llm_timeout_secs"),
+    ("NANOIMG_MASTER_KEY", "encryption.master_key"),
+    ("NANOIMG_MASTER_KEY_FILE", "encryption.master_key_file"),
+    (
+        "NANOIMG_PREVIOUS_MASTER_KEY_FILE",
+        "encryption.previous_master_key_file",
+    ),
+    ("NANOIMG_AUDIT_SIGNING_KEY", "audit.signing_key"),
+    ("NANOIMG_AUDIT_WITNESS", "audit.witness"),
+    ("NANOIMG_AUDIT_CHECKPOINT_EVERY", "audit.checkpoint_every"),
+    (
+        "NANOIMG_AUDIT_CHECKPOINT_INTERVAL_SECS",
+        "audit.checkpoint_interval_secs",
+    ),
 ];
 
 impl Config {
@@ -415,7 +521,18 @@ mod tests {
         let mut keys = vec![];
         for (k, v) in v.as_table().unwrap() {
             match v.as_table() {
-                Some(t) if ["rate", "limits", "safety", "provenance", "planner"].contains(&k.as_str()) => {
+                Some(t)
+                    if [
+                        "rate",
+                        "limits",
+                        "safety",
+                        "provenance",
+                        "planner",
+                        "audit",
+                        "encryption",
+                    ]
+                    .contains(&k.as_str()) =>
+                {
                     keys.extend(t.keys().map(|s| format!("{k}.{s}")))
                 }
                 _ => keys.push(k.clone()),

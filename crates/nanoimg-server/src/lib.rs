@@ -65,7 +65,8 @@ pub async fn start(
     config: Config,
     catalog: ModelCatalog,
 ) -> Result<(Server, Option<FirstStart>), StartError> {
-    let store = Store::open(&config.data_dir).await?;
+    let options = config.store_options().map_err(|e| StartError(e.0))?;
+    let store = Store::open_in(&config.data_dir, options).await?;
     let first = bootstrap(&store).await?;
     let metrics = Arc::new(Metrics::default());
     let catalog = Arc::new(catalog);
@@ -75,7 +76,11 @@ pub async fn start(
             .await
             .map_err(|e| StartError(e.to_string()))??
     };
-    let audit = audit::Auditor::start(store.clone(), metrics.clone());
+    let audit = audit::Auditor::start(
+        store.clone(),
+        metrics.clone(),
+        Duration::from_secs(config.audit.checkpoint_interval_secs.max(1)),
+    );
     let jobs = Jobs::start(
         store.clone(),
         catalog.clone(),
@@ -139,6 +144,7 @@ impl Server {
         self.state.jobs.shutdown(grace).await;
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.serve).await;
+        self.state.audit.checkpoint().await;
         self.state.store.close().await;
     }
 }
@@ -211,6 +217,9 @@ pub fn router(state: AppState) -> axum::Router {
 pub(crate) struct RateSlot(pub Arc<Mutex<Option<RateHeaders>>>);
 
 /// Request ids, the log line, metrics, security and rate headers, for every request.
+/// Bodies up to this size (by `Content-Length`) are read before the handler runs.
+const SMALL_BODY: usize = 64 * 1024;
+
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = req
@@ -233,7 +242,34 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
             .is_some_and(|v| v != "0");
     // Notes when the handler has read the body to its end.
     let body_read = Arc::new(std::sync::atomic::AtomicBool::new(!has_body));
-    if has_body {
+    // A small body is read in full first: a handler that refuses without reading it then
+    // leaves a clean connection, and the client (still sending) gets the answer rather than a
+    // broken pipe.
+    let small = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .filter(|n| (1..=SMALL_BODY).contains(n));
+    if let Some(len) = small {
+        let (parts, body) = req.into_parts();
+        match axum::body::to_bytes(body, len).await {
+            Ok(bytes) => {
+                req = Request::from_parts(parts, axum::body::Body::from(bytes));
+                body_read.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                use axum::response::IntoResponse;
+                let e = error::ApiError::bad_request(
+                    "invalid_body",
+                    format!("the request body could not be read: {e}"),
+                );
+                let mut res = e.into_response();
+                res.headers_mut()
+                    .insert("connection", HeaderValue::from_static("close"));
+                return res;
+            }
+        }
+    } else if has_body {
         use futures_util::StreamExt;
         let flag = body_read.clone();
         let (parts, body) = req.into_parts();

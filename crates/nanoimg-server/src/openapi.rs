@@ -294,6 +294,13 @@ pub const ROUTES: &[RouteDoc] = &[
         "Replace a key with a new one",
     ),
     r("get", "/v1/admin/audit", Some("admin"), "none", "Audit events"),
+    r(
+        "get",
+        "/v1/admin/audit/verify",
+        Some("admin"),
+        "none",
+        "Walk the audit hash chain and its signed checkpoints; the first bad entry if any",
+    ),
 ];
 
 /// The image request fields: (name, JSON type, description).

@@ -77,11 +77,7 @@ impl Scoped<'_> {
             metadata: new.metadata,
             created_at: now_ms(),
         };
-        let blobs = self.store.blobs.clone();
-        let (tenant, id, data) = (asset.tenant_id.clone(), asset.id.clone(), bytes.to_vec());
-        tokio::task::spawn_blocking(move || blobs.put(&tenant, &id, &data))
-            .await
-            .map_err(|e| StoreError::Invalid(format!("blob writer stopped: {e}")))??;
+        self.put_blob(&asset.id, bytes).await?;
         let r = sqlx::query(&format!(
             "INSERT INTO assets ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
@@ -126,11 +122,7 @@ impl Scoped<'_> {
     /// One asset's record and bytes.
     pub async fn asset_bytes(&self, id: &str) -> Result<(Asset, Vec<u8>)> {
         let asset = self.asset(id).await?;
-        let blobs = self.store.blobs.clone();
-        let (tenant, aid) = (asset.tenant_id.clone(), asset.id.clone());
-        let bytes = tokio::task::spawn_blocking(move || blobs.get(&tenant, &aid))
-            .await
-            .map_err(|e| StoreError::Invalid(format!("blob reader stopped: {e}")))??;
+        let bytes = self.get_blob(&asset.id).await?;
         Ok((asset, bytes))
     }
 

@@ -61,6 +61,37 @@ impl BlobStore {
         })
     }
 
+    fn list(&self, dir: &Path) -> Result<Vec<String>> {
+        let err = |source| StoreError::Blob {
+            path: dir.display().to_string(),
+            source,
+        };
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(err(e)),
+        };
+        for e in entries {
+            let name = e.map_err(err)?.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The tenants that have blobs.
+    pub(crate) fn tenants(&self) -> Result<Vec<String>> {
+        self.list(&self.root)
+    }
+
+    /// The names of a tenant's blobs (temporary files left out).
+    pub(crate) fn names(&self, tenant: &str) -> Result<Vec<String>> {
+        self.list(&self.root.join(tenant))
+    }
+
     pub(crate) fn delete(&self, tenant: &str, id: &str) -> Result<()> {
         let path = self.path(tenant, id);
         match std::fs::remove_file(&path) {

@@ -160,7 +160,7 @@ impl Scoped<'_> {
             }
         }
         if let Some(lora) = &new.lora {
-            if let Err(e) = self.store.blobs.put(self.tenant_id, &lora_name, lora) {
+            if let Err(e) = self.put_blob(&lora_name, lora).await {
                 cleanup(assets).await;
                 return Err(e);
             }
@@ -279,12 +279,7 @@ impl Scoped<'_> {
         if c.lora_bytes.is_none() || c.tenant_id != self.tenant_id {
             return Ok(None);
         }
-        let blobs = self.store.blobs.clone();
-        let (tenant, name) = (self.tenant_id.to_owned(), lora_blob(&c.id));
-        let bytes = tokio::task::spawn_blocking(move || blobs.get(&tenant, &name))
-            .await
-            .map_err(|e| StoreError::Invalid(format!("blob reader stopped: {e}")))??;
-        Ok(Some(bytes))
+        Ok(Some(self.get_blob(&lora_blob(&c.id)).await?))
     }
 
     /// Deletes a character: its rows, then its reference images and LoRA. Returns the deleted

@@ -14,7 +14,13 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_tenant_moderation.sql")),
     (4, include_str!("../migrations/sqlite/0004_edit_sessions.sql")),
     (5, include_str!("../migrations/sqlite/0005_characters.sql")),
+    (6, include_str!("../migrations/sqlite/0006_audit_chain.sql")),
+    (7, include_str!("../migrations/sqlite/0007_encryption.sql")),
 ];
+
+/// The migration that adds the audit chain; the events before it are chained in its
+/// transaction.
+pub(crate) const AUDIT_CHAIN: i64 = 6;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Db {
@@ -58,6 +64,11 @@ impl Db {
     }
 
     pub(crate) async fn migrate(&self) -> Result<()> {
+        self.migrate_to(SQLITE_MIGRATIONS.last().map_or(0, |m| m.0)).await
+    }
+
+    /// Applies the migrations up to `last` (tests build older databases with it).
+    pub(crate) async fn migrate_to(&self, last: i64) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         conn.execute(
             "CREATE TABLE IF NOT EXISTS nanoimg_migrations \
@@ -75,9 +86,12 @@ impl Db {
                  upgrade NanoImg"
             )));
         }
-        for (version, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 > have) {
+        for (version, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 > have && m.0 <= last) {
             let mut tx = conn.begin().await?;
             tx.execute(sqlx::raw_sql(sql)).await?;
+            if *version == AUDIT_CHAIN {
+                crate::audit::chain::chain_existing(&mut tx).await?;
+            }
             sqlx::query("INSERT INTO nanoimg_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(*version)
                 .bind(crate::ids::now_ms())

@@ -3,60 +3,113 @@
 //!
 //! Tenant isolation lives here, not in the handlers: everything a tenant owns is reached through
 //! [`Store::scoped`], whose every query carries `tenant_id`, so another tenant's object is simply
-//! not found. Ids are 128-bit random. The audit log has one writer, [`Store::audit`].
+//! not found. Ids are 128-bit random. The audit log has one writer, [`Store::audit`], and is a
+//! hash chain with signed checkpoints ([`Store::verify_audit`]).
 
 pub mod assets;
 pub mod audit;
 pub mod blobs;
 pub mod characters;
+pub mod crypto;
 mod db;
 pub mod error;
 pub mod ids;
 pub mod jobs;
 pub mod keys;
+mod keys_at_rest;
 pub mod sessions;
 pub mod tenants;
 
 pub use assets::{Asset, NewAsset};
+pub use audit::chain::{ChainBreak, ChainReport, Problem};
+pub use audit::checkpoint::{read_witness, AuditOptions, Checkpoint, CheckpointKey};
 pub use audit::{AuditEvent, AuditRecord, Outcome};
 pub use characters::{Character, CharacterReference, NewCharacter, NewReference};
+pub use crypto::MasterKey;
 pub use error::{Result, StoreError};
 pub use jobs::{Job, JobStatus, Recovery};
 pub use keys::{Scope, SecretKey};
 pub use sessions::{EditSession, EditVersion, NewVersion};
 pub use tenants::{AuthFailure, KeyRecord, NewKey, Principal, Tenant, TenantLimits};
 
+use audit::checkpoint::AuditSigner;
+use audit::AuditLog;
 use blobs::BlobStore;
 use db::Db;
+use keys_at_rest::Keyring;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Handle to the database and the blob store. Cheap to clone; share one per process.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
     blobs: BlobStore,
+    audit_log: Arc<AuditLog>,
+    keys: Arc<Keyring>,
+}
+
+/// How to open a store: the audit log's key and witness, and the master key.
+#[derive(Debug)]
+pub struct StoreOptions {
+    pub audit: AuditOptions,
+    /// Wraps every tenant's data key (encryption at rest).
+    pub master_key: MasterKey,
+    /// The master key before a rotation: tenant keys it wrapped are re-wrapped under
+    /// `master_key` when the store opens.
+    pub previous_master_key: Option<MasterKey>,
+}
+
+impl StoreOptions {
+    /// The defaults for a data directory: the audit files in `audit/`, and the master key in
+    /// `secrets/master.key` (made when missing). Keep that key off the data's backups, or give
+    /// the server one from elsewhere (docs/data-protection.md).
+    pub fn in_data_dir(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            audit: AuditOptions::in_data_dir(dir),
+            master_key: MasterKey::load_or_create(&dir.join("secrets").join("master.key"))?,
+            previous_master_key: None,
+        })
+    }
 }
 
 /// The SQLite file inside a data directory.
 pub const SQLITE_FILE: &str = "nanoimg.db";
 
 impl Store {
-    /// Opens (creating if needed) the default store in `data_dir`: `nanoimg.db` and `blobs/`.
-    /// The directory is made private to the user (0700).
+    /// Opens (creating if needed) the default store in `data_dir`: `nanoimg.db`, `blobs/` and
+    /// the audit signing key and witness in `audit/`. The directory is made private to the
+    /// user (0700).
     pub async fn open(data_dir: &Path) -> Result<Self> {
         blobs::create_private_dir(data_dir)?;
-        let db_path = data_dir.join(SQLITE_FILE);
-        Self::open_with(&db::sqlite_url(&db_path), data_dir.join("blobs")).await
+        Self::open_in(data_dir, StoreOptions::in_data_dir(data_dir)?).await
     }
 
-    /// Opens a store from a database URL (`sqlite://…`) and a blob directory.
-    pub async fn open_with(database_url: &str, blob_dir: PathBuf) -> Result<Self> {
+    /// Like [`Store::open`], with the keys and files `options` name.
+    pub async fn open_in(data_dir: &Path, options: StoreOptions) -> Result<Self> {
+        blobs::create_private_dir(data_dir)?;
+        let db_path = data_dir.join(SQLITE_FILE);
+        Self::open_with(&db::sqlite_url(&db_path), data_dir.join("blobs"), options).await
+    }
+
+    /// Opens a store from a database URL (`sqlite://…`), a blob directory and the options.
+    /// Re-wraps tenant keys if the master key was rotated, and encrypts any blob written
+    /// before encryption existed.
+    pub async fn open_with(database_url: &str, blob_dir: PathBuf, options: StoreOptions) -> Result<Self> {
+        let signer = AuditSigner::load(&options.audit)?;
         let db = Db::connect(database_url).await?;
         db.migrate().await?;
-        Ok(Self {
+        let store = Self {
             db,
             blobs: BlobStore::new(blob_dir)?,
-        })
+            audit_log: Arc::new(AuditLog::new(signer)),
+            keys: Arc::new(Keyring::new(options.master_key)),
+        };
+        if let Some(old) = &options.previous_master_key {
+            store.rewrap_keys(old).await?;
+        }
+        store.encrypt_legacy_blobs().await?;
+        Ok(store)
     }
 
     /// Everything owned by one tenant. Every query made through it is limited to that tenant.

@@ -4,8 +4,9 @@
 use crate::serve::data_dir;
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use nanoimg_store::{AuditEvent, NewKey, Outcome, Scope, Store, TenantLimits};
+use nanoimg_store::{AuditEvent, CheckpointKey, NewKey, Outcome, Scope, Store, TenantLimits};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
@@ -117,9 +118,40 @@ impl LimitArg {
     }
 }
 
-/// `nanoimg audit`: the audit log, oldest first.
+/// `nanoimg audit`: the audit log, oldest first; `nanoimg audit verify` checks it.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    command: Option<AuditCommand>,
+    #[command(flatten)]
+    list: AuditListArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AuditCommand {
+    /// Walk the hash chain and check every signed checkpoint; exit 1 at the first bad entry.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AuditVerifyArgs {
+    /// Check checkpoint signatures against this Ed25519 public key (hex) instead of the data
+    /// directory's signing key (an auditor's copy of the key, kept elsewhere, is stronger).
+    #[arg(long)]
+    public_key: Option<String>,
+    /// The witness file of checkpoints [default: the server's, `<data dir>/audit/checkpoints.jsonl`].
+    #[arg(long)]
+    witness: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct AuditListArgs {
     /// Only events of this tenant (name or id).
     #[arg(long)]
     tenant: Option<String>,
@@ -178,11 +210,12 @@ where
     Fut: std::future::Future<Output = Result<()>>,
 {
     let dir = data_dir(dir.as_deref())?;
+    let options = crate::serve::config_for(&dir)?.store_options()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let store = Store::open(&dir).await?;
+        let store = Store::open_in(&dir, options).await?;
         let r = f(store.clone()).await;
         store.close().await;
         r
@@ -383,7 +416,68 @@ fn set_moderation(tenant: String, allow_low: bool, data_dir: Option<PathBuf>) ->
     })
 }
 
-pub fn audit(args: AuditArgs) -> Result<()> {
+pub fn audit(args: AuditArgs) -> Result<ExitCode> {
+    match args.command {
+        Some(AuditCommand::Verify(v)) => verify_audit(v),
+        None => list_audit(args.list).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn verify_audit(args: AuditVerifyArgs) -> Result<ExitCode> {
+    let dir = data_dir(args.data_dir.as_deref())?;
+    let witness_path = match args.witness {
+        Some(w) => Some(w),
+        None => crate::serve::config_for(&dir)?.audit_options().witness,
+    };
+    let witness = match &witness_path {
+        Some(p) => nanoimg_store::read_witness(p)?,
+        None => Vec::new(),
+    };
+    let key = args
+        .public_key
+        .as_deref()
+        .map(CheckpointKey::from_hex)
+        .transpose()?;
+    let mut ok = true;
+    with_store(args.data_dir, |s| {
+        let ok = &mut ok;
+        async move {
+            let key = key.unwrap_or_else(|| s.audit_public_key());
+            let r = s.verify_audit(&key, &witness).await?;
+            *ok = r.ok();
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            let checkpoints = match r.last_checkpoint {
+                Some(seq) => format!(
+                    "{} signed checkpoints verified (the newest covers event {seq})",
+                    r.checkpoints_verified
+                ),
+                None => "no signed checkpoints yet".into(),
+            };
+            match &r.first_break {
+                None => {
+                    println!(
+                        "audit log OK: {} events, head {}, {checkpoints}, {} redacted by erasure",
+                        r.events,
+                        r.head.as_deref().unwrap_or("-"),
+                        r.redacted
+                    );
+                    println!("key {}", key.to_hex());
+                }
+                Some(b) => println!(
+                    "audit log TAMPERED at event {} ({:?}): {}\n{} events verified before it",
+                    b.seq, b.problem, b.message, r.events
+                ),
+            }
+            Ok(())
+        }
+    })?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn list_audit(args: AuditListArgs) -> Result<()> {
     with_store(args.data_dir, |s| async move {
         let tenant = match &args.tenant {
             Some(t) => Some(s.tenant(t).await?.id),

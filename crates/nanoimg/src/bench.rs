@@ -28,12 +28,17 @@ pub struct Args {
     pub models_dir: Option<String>,
     /// Operations: clip, unet (batch 1), unet-cfg (batch 2), vae, and generate (one whole image
     /// at the model's default steps, guidance and scheduler; opt-in, as it is slow for 30-step
-    /// models).
+    /// models); reference-cold / reference-warm (generate with one reference image, its bank
+    /// computed afresh / taken from the cache; the bank's size is printed); lora-merge (merging
+    /// a rank-16 LoRA on every attention projection).
     #[arg(long, value_delimiter = ',', default_value = "clip,unet,unet-cfg,vae")]
     pub ops: Vec<String>,
     /// Image side in pixels (the model's default size when omitted).
     #[arg(long)]
     pub size: Option<usize>,
+    /// Denoising steps for generate and reference-* (the model's default when omitted).
+    #[arg(long)]
+    pub steps: Option<u32>,
     /// Timed runs per operation (the median is reported), after one untimed warm-up.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
@@ -102,6 +107,52 @@ fn ensure_model(work_dir: &std::path::Path, arch: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// One striped reference picture, as a character would bring.
+fn bench_reference(size: u32) -> std::sync::Arc<nanoimg_engine::reference::Reference> {
+    let img = image::RgbImage::from_fn(size, size, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    std::sync::Arc::new(nanoimg_engine::reference::Reference {
+        key: "bench".into(),
+        images: vec![img],
+        prompt: "a character".into(),
+        seed: 1,
+        settings: Default::default(),
+    })
+}
+
+/// A rank-16 LoRA (kohya names) on every attention projection of the UNet.
+fn bench_lora(model: &StableDiffusion) -> Result<nanoimg_engine::lora::Lora> {
+    use nanoimg_engine::lora::names::Component;
+    let weights = model
+        .component_weights(Component::Unet)
+        .context("the model has no UNet weights")?;
+    let mut noise = SeededNoise::new(2);
+    let mut tensors = std::collections::HashMap::new();
+    for (name, w) in weights {
+        let Some(module) = name.strip_suffix(".weight") else {
+            continue;
+        };
+        let attn = [".to_q", ".to_k", ".to_v", ".to_out.0"]
+            .iter()
+            .any(|s| module.ends_with(s));
+        if !attn || w.rank() != 2 {
+            continue;
+        }
+        let (out, inp) = w.dims2()?;
+        let key = format!("lora_unet_{}", module.replace('.', "_"));
+        tensors.insert(
+            format!("{key}.lora_down.weight"),
+            noise.sample(&[16, inp], &Device::Cpu, DType::F32)?,
+        );
+        tensors.insert(
+            format!("{key}.lora_up.weight"),
+            noise.sample(&[out, 16], &Device::Cpu, DType::F32)?,
+        );
+    }
+    Ok(nanoimg_engine::lora::Lora::from_tensors(tensors)?)
+}
+
 pub fn run(a: Args) -> Result<()> {
     if let Some(t) = a.threads {
         // Read by rayon and the gemm kernels when their pools start, which is after this.
@@ -147,6 +198,7 @@ pub fn run(a: Args) -> Result<()> {
         let unet_in = model.unet().config().in_channels;
         let ctx = model.encode_text(prompt, false)?.context;
         for op in &a.ops {
+            let mut bank_bytes = None;
             let t = match op.as_str() {
                 "clip" => time(a.runs, || {
                     model.encode_text(prompt, false)?;
@@ -169,29 +221,55 @@ pub fn run(a: Args) -> Result<()> {
                         Ok(())
                     })?
                 }
-                "generate" => {
-                    let req = GenerateRequest {
+                "generate" | "reference-cold" | "reference-warm" => {
+                    let mut req = GenerateRequest {
                         size: ImageSize::new(size as u32, size as u32),
                         ..GenerateRequest::new(&model, prompt)
                     };
+                    if let Some(s) = a.steps {
+                        req.steps = s;
+                    }
+                    if op != "generate" {
+                        req.reference = Some(bench_reference(size as u32));
+                    }
+                    let cold = op == "reference-cold";
                     let limits = Limits::default();
-                    time(a.runs, || {
+                    let t = time(a.runs, || {
+                        if cold {
+                            model.reference_cache().forget("bench");
+                        }
                         model.generate(&req, &limits, &NoProgress, &CancelToken::new())?;
+                        Ok(())
+                    })?;
+                    bank_bytes = (op != "generate").then(|| model.reference_cache().stats().bytes);
+                    t
+                }
+                "lora-merge" => {
+                    let lora = bench_lora(&model)?;
+                    time(a.runs, || {
+                        model.with_loras(&[(&lora, 0.8)])?;
                         Ok(())
                     })?
                 }
-                other => bail!("unknown operation {other:?}; use clip, unet, unet-cfg, vae, generate"),
+                other => bail!(
+                    "unknown operation {other:?}; use clip, unet, unet-cfg, vae, generate, \
+                     reference-cold, reference-warm, lora-merge"
+                ),
             };
             if a.json {
                 println!(
                     "{}",
                     json!({"arch": label, "op": op, "size": size, "threads": threads,
-                           "median_s": t.median_s, "runs_s": t.runs, "peak_rss_mib": t.peak_mib})
+                           "median_s": t.median_s, "runs_s": t.runs, "peak_rss_mib": t.peak_mib,
+                           "bank_mib": bank_bytes.map(|b| b as f64 / 1048576.0)})
                 );
             } else {
                 let runs: Vec<String> = t.runs.iter().map(|r| format!("{r:.2}")).collect();
+                let bank = bank_bytes.map_or(String::new(), |b| {
+                    format!("  (bank {:.1} MiB)", b as f64 / 1048576.0)
+                });
                 println!(
-                    "{:<12} {:<18} {:>10.3} {:>12}  {}",
+                    "{:<12} {:<18} {:>10.3} {:>12}  {}{bank}",
                     label,
                     format!("{op} @{size}"),
                     t.median_s,

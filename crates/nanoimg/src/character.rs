@@ -1,6 +1,7 @@
 //! `nanoimg character …`: characters on a running NanoImg server, through its API (moderation,
 //! consent, storage and scoping are the server's). `--server` and `--key` (or `NANOIMG_URL`,
-//! `NANOIMG_API_KEY`) say where and who; the key needs the `characters` scope.
+//! `NANOIMG_API_KEY`) say where and who; the key needs the `characters` scope. `eval` runs on
+//! the local model instead (see `character_eval`).
 
 use crate::remote::{Client, Remote};
 use anyhow::{Context, Result};
@@ -47,9 +48,15 @@ pub enum Command {
     Show { id: String },
     /// Delete a character, its reference images, its LoRA and every bank computed from them.
     Delete { id: String },
+    /// Measure consistency on the local model: identity and prompt retention with and without
+    /// reference conditioning (no server needed).
+    Eval(Box<crate::character_eval::EvalArgs>),
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Command::Eval(e) = a.command {
+        return crate::character_eval::run(*e);
+    }
     let client = a.remote.client()?;
     crate::remote::runtime()?.block_on(run_async(&client, &a))
 }
@@ -99,6 +106,7 @@ async fn run_async(c: &Client, a: &Args) -> Result<()> {
             c.send(c.http.delete(c.url(&format!("/v1/characters/{id}"))))
                 .await?
         }
+        Command::Eval(_) => unreachable!("eval runs locally"),
     };
     if a.remote.json {
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod catalog;
 mod character;
+mod character_eval;
 mod edit;
 mod fetch;
 mod generate;
@@ -54,7 +55,7 @@ enum Command {
     /// Create and list tenants, and set their limits.
     #[command(subcommand)]
     Tenants(admin::TenantsCommand),
-    /// Read the audit log.
+    /// Read the audit log, or verify its hash chain and signed checkpoints (`audit verify`).
     Audit(admin::AuditArgs),
     /// Check prompts against moderation, or measure it on a labelled set.
     #[command(subcommand)]
@@ -77,7 +78,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a).map(ok),
         Command::Keys(c) => admin::keys(c).map(ok),
         Command::Tenants(c) => admin::tenants(c).map(ok),
-        Command::Audit(a) => admin::audit(a).map(ok),
+        Command::Audit(a) => admin::audit(a),
         Command::Moderation(c) => moderation::run(c),
         Command::Verify(a) => safety::verify(a),
     };

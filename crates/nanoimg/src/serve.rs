@@ -65,6 +65,15 @@ pub fn config(args: &Args) -> Result<Config> {
     Ok(cfg)
 }
 
+/// The server's settings for the data directory `dir` (its `nanoimg.toml` and the
+/// environment), so that admin commands use the server's keys.
+pub fn config_for(dir: &Path) -> Result<Config> {
+    let file = Some(dir.join("nanoimg.toml")).filter(|f| f.is_file());
+    let mut cfg = Config::load(file.as_deref(), |k| std::env::var(k).ok())?;
+    cfg.data_dir = dir.to_owned();
+    Ok(cfg)
+}
+
 /// The built-in model plus every usable model in the models directories.
 fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
     let registry = catalog::registry(args.models_dir.as_deref());

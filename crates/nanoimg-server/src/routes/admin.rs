@@ -261,3 +261,26 @@ pub(crate) async fn audit(
         .await?;
     Ok(Json(serde_json::json!({"object": "list", "data": ev})))
 }
+
+/// `GET /v1/admin/audit/verify`: walks the chain and checks every checkpoint (the database's and
+/// the witness file's) under this server's key. 200 with `ok: false` and the first bad entry
+/// when it does not verify.
+pub(crate) async fn verify_audit(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> ApiResult<Json<serde_json::Value>> {
+    auth.require(&state, Scope::Admin)?;
+    let witness = match state.config.audit_options().witness {
+        Some(path) => tokio::task::spawn_blocking(move || nanoimg_store::read_witness(&path))
+            .await
+            .map_err(|e| crate::error::ApiError::internal(e.to_string()))??,
+        None => Vec::new(),
+    };
+    let key = state.store.audit_public_key();
+    let report = state.store.verify_audit(&key, &witness).await?;
+    Ok(Json(serde_json::json!({
+        "ok": report.ok(),
+        "public_key": key.to_hex(),
+        "report": report,
+    })))
+}

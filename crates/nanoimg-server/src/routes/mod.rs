@@ -67,5 +67,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/v1/admin/keys/{id}/rotate", post(admin::rotate_key))
         .route("/v1/admin/audit", get(admin::audit))
+        .route("/v1/admin/audit/verify", get(admin::verify_audit))
         .fallback(system::not_found)
 }

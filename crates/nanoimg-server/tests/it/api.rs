@@ -738,3 +738,53 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     assert_eq!(blocked[5]["detail"]["strictness"], "auto");
     assert!(!audit.to_string().contains(&key));
 }
+
+#[tokio::test]
+async fn the_audit_log_verifies_over_http_signs_its_head_at_shutdown_and_reports_tampering() {
+    let mut s = start(|c| c.audit.checkpoint_every = 3).await;
+    for t in 0..4 {
+        s.tenant(&format!("audited-{t}"), &["images:generate"]).await;
+    }
+    let v = s.get_json(&s.admin_key, "/v1/admin/audit/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let events = v["report"]["events"].as_i64().unwrap();
+    assert!(events >= 8, "tenants and keys are audited: {v}");
+    assert_eq!(
+        v["report"]["checkpoints_verified"].as_i64().unwrap(),
+        events / 3,
+        "{v}"
+    );
+
+    // Only an admin may ask.
+    let (_, user) = s.tenant("nosy", &["images:generate"]).await;
+    let r = s
+        .http
+        .get(s.url("/v1/admin/audit/verify"))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // A shutdown signs the head, so nothing written before it can be cut off unseen.
+    s.restart().await;
+    let v = s.get_json(&s.admin_key, "/v1/admin/audit/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["report"]["last_checkpoint"], v["report"]["last_seq"], "{v}");
+
+    // Someone with the database file drops the guard and edits an event.
+    sqlx::any::install_default_drivers();
+    let db = format!("sqlite://{}", s.config.data_dir.join("nanoimg.db").display());
+    let pool = sqlx::AnyPool::connect(&db).await.unwrap();
+    for q in [
+        "DROP TRIGGER audit_events_no_update",
+        "UPDATE audit_events SET outcome = 'rejected' WHERE seq = 2",
+    ] {
+        sqlx::query(q).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let v = s.get_json(&s.admin_key, "/v1/admin/audit/verify").await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["report"]["first_break"]["seq"], 2, "{v}");
+    assert_eq!(v["report"]["first_break"]["problem"], "modified", "{v}");
+}

@@ -331,6 +331,31 @@ fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--limit must be 1 to 1000"));
+
+    // The chain verifies from the shell; the shell's events chain onto the server's, and with
+    // a checkpoint after every event the head is signed with the server's key.
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nanoimg"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(home.path().join("data"))
+            .env("NANOIMG_AUDIT_CHECKPOINT_EVERY", "1")
+            .output()
+            .unwrap()
+    };
+    assert!(cli(&["tenants", "create", "signed-co"]).status.success());
+    let verified = nanoimg(&["audit", "verify"]);
+    assert!(verified.starts_with("audit log OK:"), "{verified}");
+    assert!(verified.contains("signed checkpoints verified"), "{verified}");
+    // Against a key that did not sign it (the Ed25519 base point): exit 1, and why.
+    let wrong = "5866666666666666666666666666666666666666666666666666666666666666";
+    let out = cli(&["audit", "verify", "--public-key", wrong]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TAMPERED") && text.contains("signed with another key"),
+        "{text}"
+    );
 }
 
 #[test]

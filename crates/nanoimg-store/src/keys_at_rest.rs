@@ -1,0 +1,228 @@
+//! Tenant data keys: made on first use, stored wrapped by the master key, cached unwrapped in
+//! memory, destroyed by erasure. And the tenant's blobs, sealed with its key.
+
+use crate::crypto::{blob_aad, Key, MasterKey};
+use crate::error::{Result, StoreError};
+use crate::ids::now_ms;
+use crate::{Scoped, Store};
+use sqlx::Row;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The master key and the data keys unwrapped so far.
+#[derive(Debug)]
+pub(crate) struct Keyring {
+    pub(crate) master: MasterKey,
+    cache: Mutex<HashMap<String, Arc<Key>>>,
+}
+
+impl Keyring {
+    pub(crate) fn new(master: MasterKey) -> Self {
+        Self {
+            master,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Store {
+    /// The tenant's data key, made (and stored wrapped) on first use.
+    pub(crate) async fn data_key(&self, tenant: &str) -> Result<Arc<Key>> {
+        if let Some(k) = self.keys.cache.lock().expect("key cache").get(tenant) {
+            return Ok(k.clone());
+        }
+        let master = &self.keys.master;
+        let mut row = self.wrapped_key(tenant).await?;
+        if row.is_none() {
+            let (_, wrapped) = master.new_data_key(tenant)?;
+            // Two first uses at once: one insert wins and both read it back.
+            sqlx::query(
+                "INSERT INTO tenant_keys (tenant_id, master_key_id, wrapped, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(master.id())
+            .bind(hex::encode(&wrapped))
+            .bind(now_ms())
+            .execute(&self.db.pool)
+            .await?;
+            row = self.wrapped_key(tenant).await?;
+        }
+        let (master_id, wrapped) = row.ok_or(StoreError::NotFound("tenant key"))?;
+        if master_id != master.id() {
+            return Err(StoreError::Invalid(format!(
+                "the data key of tenant {tenant} is wrapped by master key {master_id}, and this \
+                 server has {}: start once with the old key as encryption.previous_master_key \
+                 to re-wrap",
+                master.id()
+            )));
+        }
+        let key = Arc::new(master.unwrap(tenant, wrapped)?);
+        self.keys
+            .cache
+            .lock()
+            .expect("key cache")
+            .insert(tenant.to_owned(), key.clone());
+        Ok(key)
+    }
+
+    async fn wrapped_key(&self, tenant: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let row = sqlx::query("SELECT master_key_id, wrapped FROM tenant_keys WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| {
+            let wrapped: String = r.try_get("wrapped")?;
+            Ok((
+                r.try_get("master_key_id")?,
+                hex::decode(wrapped).map_err(|_| crate::error::corrupt("a wrapped tenant key"))?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Re-wraps every data key wrapped by `old` under the current master key; returns how many.
+    pub(crate) async fn rewrap_keys(&self, old: &MasterKey) -> Result<u64> {
+        let rows = sqlx::query("SELECT tenant_id, wrapped FROM tenant_keys WHERE master_key_id = $1")
+            .bind(old.id())
+            .fetch_all(&self.db.pool)
+            .await?;
+        let mut n = 0;
+        for r in &rows {
+            let tenant: String = r.try_get("tenant_id")?;
+            let wrapped: String = r.try_get("wrapped")?;
+            let wrapped = hex::decode(wrapped).map_err(|_| crate::error::corrupt("a wrapped tenant key"))?;
+            let new = self.keys.master.rewrap(old, &tenant, wrapped)?;
+            n += sqlx::query(
+                "UPDATE tenant_keys SET master_key_id = $1, wrapped = $2 \
+                 WHERE tenant_id = $3 AND master_key_id = $4",
+            )
+            .bind(self.keys.master.id())
+            .bind(hex::encode(new))
+            .bind(&tenant)
+            .bind(old.id())
+            .execute(&self.db.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(n)
+    }
+}
+
+fn stopped(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Invalid(format!("blob worker stopped: {e}"))
+}
+
+impl Scoped<'_> {
+    /// Encrypts `bytes` with the tenant's key and stores them as blob `name`.
+    pub(crate) async fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let key = self.store.data_key(self.tenant_id).await?;
+        let blobs = self.store.blobs.clone();
+        let (tenant, name, data) = (self.tenant_id.to_owned(), name.to_owned(), bytes.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let sealed = key.seal(&blob_aad(&tenant, &name), &data)?;
+            blobs.put(&tenant, &name, &sealed)
+        })
+        .await
+        .map_err(stopped)?
+    }
+
+    /// Reads and decrypts blob `name`; a changed, moved or truncated blob is an error.
+    pub(crate) async fn get_blob(&self, name: &str) -> Result<Vec<u8>> {
+        let key = self.store.data_key(self.tenant_id).await?;
+        let blobs = self.store.blobs.clone();
+        let (tenant, name) = (self.tenant_id.to_owned(), name.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let sealed = blobs.get(&tenant, &name)?;
+            key.open(
+                &blob_aad(&tenant, &name),
+                sealed,
+                &format!("blob {tenant}/{name}"),
+            )
+        })
+        .await
+        .map_err(stopped)?
+    }
+}
+
+impl Store {
+    /// Encrypts, once, the blobs written before encryption at rest existed (plaintext files).
+    /// Safe to stop half-way: a blob that already opens with its tenant's key is left alone,
+    /// and the task is marked done only at the end.
+    pub(crate) async fn encrypt_legacy_blobs(&self) -> Result<u64> {
+        let pending = sqlx::query("SELECT done_at FROM store_tasks WHERE name = 'encrypt_blobs'")
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|r| r.try_get::<Option<i64>, _>("done_at"))
+            .transpose()?
+            .is_some_and(|done| done.is_none());
+        if !pending {
+            return Ok(0);
+        }
+        let mut encrypted = 0;
+        for tenant in self.blobs.tenants()? {
+            let known = sqlx::query("SELECT 1 AS one FROM tenants WHERE id = $1")
+                .bind(&tenant)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .is_some();
+            if !known {
+                continue;
+            }
+            let key = self.data_key(&tenant).await?;
+            for name in self.blobs.names(&tenant)? {
+                let bytes = self.blobs.get(&tenant, &name)?;
+                let aad = blob_aad(&tenant, &name);
+                if bytes.starts_with(crate::crypto::MAGIC) && key.open(&aad, bytes.clone(), "").is_ok() {
+                    continue;
+                }
+                self.blobs.put(&tenant, &name, &key.seal(&aad, &bytes)?)?;
+                encrypted += 1;
+            }
+        }
+        sqlx::query("UPDATE store_tasks SET done_at = $1 WHERE name = 'encrypt_blobs'")
+            .bind(now_ms())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(encrypted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{NewAsset, Store};
+
+    /// A blob written before encryption existed is encrypted in place when the store opens.
+    #[tokio::test]
+    async fn blobs_from_before_encryption_are_encrypted_once_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).await.unwrap();
+        let t = s.create_tenant("acme", false).await.unwrap();
+        let new = NewAsset {
+            kind: "upload",
+            media_type: "image/png".into(),
+            width: 1,
+            height: 1,
+            job_id: None,
+            metadata: serde_json::json!({}),
+        };
+        let a = s.scoped(&t.id).put_asset(new, b"old").await.unwrap();
+        // As an older version left it: plaintext on disk, the task not done.
+        s.blobs.put(&t.id, &a.id, b"plaintext from before").unwrap();
+        sqlx::query("UPDATE store_tasks SET done_at = NULL")
+            .execute(&s.db.pool)
+            .await
+            .unwrap();
+        s.close().await;
+        let s = Store::open(d.path()).await.unwrap();
+        let raw = s.blobs.get(&t.id, &a.id).unwrap();
+        assert!(raw.starts_with(crate::crypto::MAGIC));
+        let (_, bytes) = s.scoped(&t.id).asset_bytes(&a.id).await.unwrap();
+        assert_eq!(bytes, b"plaintext from before");
+        // Done once: a plaintext file appearing later is refused, not adopted.
+        s.blobs.put(&t.id, &a.id, b"planted").unwrap();
+        s.close().await;
+        let s = Store::open(d.path()).await.unwrap();
+        assert!(s.scoped(&t.id).asset_bytes(&a.id).await.is_err());
+    }
+}

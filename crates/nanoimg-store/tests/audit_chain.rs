@@ -1,0 +1,252 @@
+//! The audit log's tamper evidence, against a real SQLite file: someone with write access to the
+//! database (the append-only triggers dropped) edits, deletes, reorders and truncates events,
+//! and `verify_audit` names the first bad entry each time.
+
+use nanoimg_store::{
+    read_witness, AuditEvent, AuditOptions, CheckpointKey, Outcome, Problem, Store, StoreOptions,
+};
+use std::path::Path;
+
+fn options(dir: &Path, every: u32) -> StoreOptions {
+    StoreOptions {
+        audit: AuditOptions {
+            checkpoint_every: every,
+            ..AuditOptions::in_data_dir(dir)
+        },
+        ..StoreOptions::in_data_dir(dir).unwrap()
+    }
+}
+
+fn event(i: usize, tenant: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        request_id: Some(format!("req-{i}")),
+        tenant_id: tenant.map(str::to_string),
+        key_id: None,
+        action: "image.generate",
+        target: Some(format!("job-{i}")),
+        outcome: Outcome::Success,
+        detail: serde_json::json!({"i": i, "prompt": "a red fox"}),
+    }
+}
+
+/// A store with `n` events, a checkpoint every `every`.
+async fn log_with(n: usize, every: u32) -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open_in(d.path(), options(d.path(), every)).await.unwrap();
+    for i in 1..=n {
+        s.audit(event(i, None)).await.unwrap();
+    }
+    (d, s)
+}
+
+/// A direct connection to the database file with the append-only triggers dropped, as an
+/// attacker with write access to the file would have.
+async fn raw(dir: &Path) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", dir.join("nanoimg.db").display());
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    for t in [
+        "audit_events_no_update",
+        "audit_events_no_delete",
+        "audit_checkpoints_no_update",
+        "audit_checkpoints_no_delete",
+    ] {
+        sqlx::query(&format!("DROP TRIGGER {t}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool
+}
+
+async fn tamper(dir: &Path, sql: &[&str]) {
+    let pool = raw(dir).await;
+    for q in sql {
+        sqlx::query(q).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
+async fn verify(s: &Store, dir: &Path) -> nanoimg_store::ChainReport {
+    let witness = read_witness(&dir.join("audit").join("checkpoints.jsonl")).unwrap();
+    s.verify_audit(&s.audit_public_key(), &witness).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_writers() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open_in(d.path(), options(d.path(), 5)).await.unwrap();
+    // Writers in parallel tasks still form one chain: no two events share a predecessor.
+    let tasks: Vec<_> = (1..=12)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.audit(event(i, Some("t1"))).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let r = verify(&s, d.path()).await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.events, r.last_seq, r.checkpoints_verified), (12, 12, 2));
+    assert_eq!(r.last_checkpoint, Some(10));
+
+    // A checkpoint on demand covers the head; a second one has nothing new to sign.
+    let c = s
+        .audit_checkpoint()
+        .await
+        .unwrap()
+        .expect("a checkpoint of event 12");
+    assert_eq!(c.seq, 12);
+    assert!(s.audit_checkpoint().await.unwrap().is_none());
+    let witness = read_witness(&d.path().join("audit").join("checkpoints.jsonl")).unwrap();
+    assert_eq!(witness.iter().map(|c| c.seq).collect::<Vec<_>>(), [5, 10, 12]);
+    let r = verify(&s, d.path()).await;
+    assert!(r.ok() && r.checkpoints_verified == 3, "{r:?}");
+
+    // The key persists across opens, readable only by its owner; another key verifies nothing.
+    s.close().await;
+    let s = Store::open_in(d.path(), options(d.path(), 5)).await.unwrap();
+    assert_eq!(
+        s.audit_public_key(),
+        CheckpointKey::from_hex(&c.public_key).unwrap()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = d.path().join("audit").join("signing-key.pem");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the signing key is private");
+    }
+    let other = tempfile::tempdir().unwrap();
+    let stranger = Store::open(other.path()).await.unwrap().audit_public_key();
+    let r = s.verify_audit(&stranger, &[]).await.unwrap();
+    let b = r.first_break.expect("checkpoints under another key");
+    assert_eq!(b.problem, Problem::BadCheckpoint);
+    assert!(b.message.contains("another key"), "{}", b.message);
+}
+
+/// Each kind of tampering, on its own copy of a 10-event log with checkpoints at 4 and 8.
+#[tokio::test]
+async fn edits_deletions_reordering_and_truncation_are_each_found() {
+    let cases: &[(&str, &[&str], i64, Problem)] = &[
+        (
+            "a field edited",
+            &["UPDATE audit_events SET outcome = 'failure' WHERE seq = 3"],
+            3,
+            Problem::Modified,
+        ),
+        (
+            "a detail edited",
+            &[r#"UPDATE audit_events SET detail = '{"i":6,"prompt":"something else"}' WHERE seq = 6"#],
+            6,
+            Problem::Modified,
+        ),
+        (
+            "a detail edited and marked redacted",
+            &[r#"UPDATE audit_events SET detail = '{"redacted":true}', action = 'x' WHERE seq = 6"#],
+            6,
+            Problem::Modified,
+        ),
+        (
+            "an event deleted",
+            &["DELETE FROM audit_events WHERE seq = 5"],
+            6,
+            Problem::Missing,
+        ),
+        (
+            "the first events deleted",
+            &["DELETE FROM audit_events WHERE seq <= 2"],
+            3,
+            Problem::Missing,
+        ),
+        (
+            "two events swapped",
+            &[
+                "UPDATE audit_events SET seq = -1 WHERE seq = 3",
+                "UPDATE audit_events SET seq = 3 WHERE seq = 4",
+                "UPDATE audit_events SET seq = 4 WHERE seq = -1",
+            ],
+            3,
+            Problem::OutOfChain,
+        ),
+        (
+            "an event inserted",
+            &[
+                "INSERT INTO audit_events (seq, at, action, outcome, detail, detail_hash, prev_hash, hash) \
+               SELECT 11, at, action, outcome, detail, detail_hash, prev_hash, hash \
+               FROM audit_events WHERE seq = 10",
+            ],
+            11,
+            Problem::OutOfChain,
+        ),
+        (
+            "the newest events removed",
+            &["DELETE FROM audit_events WHERE seq > 6"],
+            8,
+            Problem::Truncated,
+        ),
+        (
+            "the newest events and their checkpoints removed (the witness file remembers)",
+            &[
+                "DELETE FROM audit_events WHERE seq > 6",
+                "DELETE FROM audit_checkpoints WHERE seq > 6",
+            ],
+            8,
+            Problem::Truncated,
+        ),
+        (
+            "a checkpoint forged",
+            &["UPDATE audit_checkpoints SET at = at + 1 WHERE seq = 4"],
+            4,
+            Problem::BadCheckpoint,
+        ),
+    ];
+    for (what, sql, seq, problem) in cases {
+        let (d, s) = log_with(10, 4).await;
+        assert!(verify(&s, d.path()).await.ok(), "{what}: clean before");
+        s.close().await;
+        tamper(d.path(), sql).await;
+        let s = Store::open_in(d.path(), options(d.path(), 4)).await.unwrap();
+        let r = verify(&s, d.path()).await;
+        let b = r.first_break.unwrap_or_else(|| panic!("{what}: not detected"));
+        assert_eq!((b.seq, &b.problem), (*seq, problem), "{what}: {}", b.message);
+        s.close().await;
+    }
+}
+
+#[tokio::test]
+async fn erasure_redacts_details_and_the_chain_still_verifies() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open_in(d.path(), options(d.path(), 3)).await.unwrap();
+    for i in 1..=6 {
+        s.audit(event(i, Some(if i % 2 == 0 { "gone" } else { "stays" })))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.redact_audit("gone").await.unwrap(), 3);
+    assert_eq!(s.redact_audit("gone").await.unwrap(), 0, "idempotent");
+    let r = verify(&s, d.path()).await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.events, r.redacted, r.checkpoints_verified), (6, 3, 2));
+    let events = s.audit_events(None, 0, 10).await.unwrap();
+    for e in &events {
+        let redacted = e.detail == serde_json::json!({"redacted": true});
+        assert_eq!(redacted, e.tenant_id.as_deref() == Some("gone"), "{e:?}");
+        // Who did what, and when, stays.
+        assert_eq!(e.action, "image.generate");
+    }
+    // The database still refuses any other change, redaction of another field included.
+    s.close().await;
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", d.path().join("nanoimg.db").display());
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    for q in [
+        r#"UPDATE audit_events SET detail = '{"i":1}' WHERE seq = 1"#,
+        r#"UPDATE audit_events SET detail = '{"redacted":true}', target = NULL WHERE seq = 1"#,
+        "DELETE FROM audit_checkpoints",
+    ] {
+        let e = sqlx::query(q).execute(&pool).await.unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{q}: {e}");
+    }
+}
