@@ -414,6 +414,31 @@ impl Jobs {
         Ok(true)
     }
 
+    /// Cancels every live job of a tenant (erasure) and waits, up to 30 s, for the running ones
+    /// to stop, so none writes after. Returns how many were cancelled.
+    pub async fn stop_tenant(&self, tenant_id: &str) -> usize {
+        let live_ids = |st: &QueueState| -> Vec<String> {
+            st.live
+                .values()
+                .filter(|j| j.tenant_id == tenant_id)
+                .map(|j| j.id.clone())
+                .collect()
+        };
+        let ids = live_ids(&self.state.lock().expect("queue lock"));
+        for id in &ids {
+            if let Err(e) = self.cancel(tenant_id, id).await {
+                tracing::warn!(job = %id, error = ?e, "cancelling a job of an erased tenant");
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !live_ids(&self.state.lock().expect("queue lock")).is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ids.len()
+    }
+
     /// The settings outputs are sealed with (for partial images, which the handlers send).
     pub fn settings(&self) -> &JobSettings {
         &self.settings

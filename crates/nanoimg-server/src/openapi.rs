@@ -251,6 +251,13 @@ pub const ROUTES: &[RouteDoc] = &[
         "One tenant, by id or name, with its limit overrides",
     ),
     r(
+        "delete",
+        "/v1/admin/tenants/{id}",
+        Some("admin"),
+        "none",
+        "Erase a tenant: its key destroyed first, then its rows, blobs and audit details",
+    ),
+    r(
         "put",
         "/v1/admin/tenants/{id}/limits",
         Some("admin"),

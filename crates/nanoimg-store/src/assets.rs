@@ -2,6 +2,7 @@
 
 use crate::error::{Result, StoreError};
 use crate::ids::{looks_like_id, new_id, now_ms};
+use crate::keys_at_rest::FieldKey;
 use crate::Scoped;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -42,10 +43,14 @@ pub struct NewAsset {
 const COLUMNS: &str =
     "id, tenant_id, kind, media_type, bytes, width, height, sha256, job_id, metadata, created_at";
 
-fn asset_from(row: &AnyRow) -> Result<Asset> {
-    let metadata: String = row.try_get("metadata")?;
+const METADATA: &str = "assets.metadata";
+
+/// An asset row; `key` is its tenant's (the metadata is sealed with it).
+fn asset_from(row: &AnyRow, key: &FieldKey) -> Result<Asset> {
+    let id: String = row.try_get("id")?;
+    let metadata = key.open(METADATA, &id, &row.try_get::<String, _>("metadata")?)?;
     Ok(Asset {
-        id: row.try_get("id")?,
+        id,
         tenant_id: row.try_get("tenant_id")?,
         kind: row.try_get("kind")?,
         media_type: row.try_get("media_type")?,
@@ -90,7 +95,11 @@ impl Scoped<'_> {
         .bind(asset.height)
         .bind(&asset.sha256)
         .bind(&asset.job_id)
-        .bind(asset.metadata.to_string())
+        .bind(self.store.field_key(self.tenant_id).await?.seal(
+            METADATA,
+            &asset.id,
+            &asset.metadata.to_string(),
+        )?)
         .bind(asset.created_at)
         .execute(&self.store.db.pool)
         .await;
@@ -113,8 +122,9 @@ impl Scoped<'_> {
         .bind(self.tenant_id)
         .fetch_optional(&self.store.db.pool)
         .await?;
+        let key = self.store.field_key(self.tenant_id).await?;
         row.as_ref()
-            .map(asset_from)
+            .map(|r| asset_from(r, &key))
             .transpose()?
             .ok_or(StoreError::NotFound("image"))
     }
@@ -156,7 +166,8 @@ impl Scoped<'_> {
                 .await?
             }
         };
-        rows.iter().map(asset_from).collect()
+        let key = self.store.field_key(self.tenant_id).await?;
+        rows.iter().map(|r| asset_from(r, &key)).collect()
     }
 
     /// Deletes an asset: the row, then the bytes. A character's reference image is deleted with

@@ -92,6 +92,27 @@ impl BlobStore {
         self.list(&self.root.join(tenant))
     }
 
+    /// Deletes every blob of a tenant and its folder; returns how many files there were.
+    pub(crate) fn delete_tenant(&self, tenant: &str) -> Result<u64> {
+        debug_assert!(!tenant.contains(['/', '.']));
+        let dir = self.root.join(tenant);
+        let files = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.count() as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(StoreError::Blob {
+                    path: dir.display().to_string(),
+                    source,
+                })
+            }
+        };
+        std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Blob {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(files)
+    }
+
     pub(crate) fn delete(&self, tenant: &str, id: &str) -> Result<()> {
         let path = self.path(tenant, id);
         match std::fs::remove_file(&path) {

@@ -9,6 +9,7 @@
 use crate::assets::NewAsset;
 use crate::error::{Result, StoreError};
 use crate::ids::{looks_like_id, new_id, now_ms};
+use crate::keys_at_rest::FieldKey;
 use crate::Scoped;
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -104,13 +105,18 @@ fn lora_blob(id: &str) -> String {
     format!("{id}_lora")
 }
 
-fn character_from(row: &AnyRow) -> Result<Character> {
+const DESCRIPTION: &str = "characters.description";
+
+/// A character row; `key` is its tenant's (the description is sealed with it).
+fn character_from(row: &AnyRow, key: &FieldKey) -> Result<Character> {
     let seed: i64 = row.try_get("seed")?;
+    let id: String = row.try_get("id")?;
+    let description = key.open(DESCRIPTION, &id, &row.try_get::<String, _>("description")?)?;
     Ok(Character {
-        id: row.try_get("id")?,
+        id,
         tenant_id: row.try_get("tenant_id")?,
         name: row.try_get("name")?,
-        description: row.try_get("description")?,
+        description,
         strength: row.try_get("strength")?,
         seed: seed as u64,
         lora_bytes: row.try_get("lora_bytes")?,
@@ -174,6 +180,11 @@ impl Scoped<'_> {
     }
 
     async fn insert_character(&self, id: &str, new: &NewCharacter, assets: &[String]) -> Result<()> {
+        let description =
+            self.store
+                .field_key(self.tenant_id)
+                .await?
+                .seal(DESCRIPTION, id, &new.description)?;
         let mut tx = self.store.db.pool.begin().await?;
         let r = sqlx::query(&format!(
             "INSERT INTO characters ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -181,7 +192,7 @@ impl Scoped<'_> {
         .bind(id)
         .bind(self.tenant_id)
         .bind(&new.name)
-        .bind(&new.description)
+        .bind(description)
         .bind(new.strength)
         .bind(new.seed as i64)
         .bind(new.lora.as_ref().map(|l| l.len() as i64))
@@ -251,9 +262,20 @@ impl Scoped<'_> {
         .fetch_optional(&self.store.db.pool)
         .await?
         .ok_or(NOT_FOUND)?;
-        let mut c = character_from(&row)?;
+        let mut c = character_from(&row, &self.store.field_key(self.tenant_id).await?)?;
         self.references(&mut c).await?;
         Ok(c)
+    }
+
+    /// The ids of all the tenant's characters.
+    pub async fn character_ids(&self) -> Result<Vec<String>> {
+        sqlx::query("SELECT id FROM characters WHERE tenant_id = $1")
+            .bind(self.tenant_id)
+            .fetch_all(&self.store.db.pool)
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get("id")?))
+            .collect()
     }
 
     /// The tenant's characters, newest first.
@@ -265,9 +287,10 @@ impl Scoped<'_> {
         .bind(i64::from(limit.clamp(1, 100)))
         .fetch_all(&self.store.db.pool)
         .await?;
+        let key = self.store.field_key(self.tenant_id).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let mut c = character_from(row)?;
+            let mut c = character_from(row, &key)?;
             self.references(&mut c).await?;
             out.push(c);
         }

@@ -51,7 +51,7 @@ impl Db {
                     // while one writes.
                     conn.execute(
                         "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                         PRAGMA synchronous = NORMAL;",
+                         PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;",
                     )
                     .await?;
                     Ok(())
@@ -61,6 +61,15 @@ impl Db {
             .await?;
         sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// Copies the write-ahead log into the database file and empties it, so that nothing
+    /// deleted lingers in the log.
+    pub(crate) async fn compact_log(&self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn migrate(&self) -> Result<()> {

@@ -3,6 +3,7 @@
 
 use crate::error::{corrupt, Result, StoreError};
 use crate::ids::{looks_like_id, new_id, now_ms};
+use crate::keys_at_rest::FieldKey;
 use crate::{Scoped, Store};
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -97,13 +98,18 @@ pub struct Recovery {
 const COLUMNS: &str = "id, tenant_id, key_id, kind, detached, status, params, result, error, \
                        created_at, started_at, finished_at";
 
-fn job_from(row: &AnyRow) -> Result<Job> {
-    let params: String = row.try_get("params")?;
-    let result: Option<String> = row.try_get("result")?;
+const PARAMS: &str = "jobs.params";
+const RESULT: &str = "jobs.result";
+
+/// A job row; `key` is its tenant's (params and result are sealed with it).
+fn job_from(row: &AnyRow, key: &FieldKey) -> Result<Job> {
+    let id: String = row.try_get("id")?;
+    let params = key.open(PARAMS, &id, &row.try_get::<String, _>("params")?)?;
+    let result = key.open_opt(RESULT, &id, row.try_get("result")?)?;
     let status: String = row.try_get("status")?;
     let json = |s: &str| serde_json::from_str(s).map_err(|e| corrupt(format!("job json: {e}")));
     Ok(Job {
-        id: row.try_get("id")?,
+        id,
         tenant_id: row.try_get("tenant_id")?,
         key_id: row.try_get("key_id")?,
         kind: row.try_get("kind")?,
@@ -151,7 +157,12 @@ impl Scoped<'_> {
         .bind(&job.kind)
         .bind(i64::from(detached))
         .bind(job.status.as_str())
-        .bind(job.params.to_string())
+        .bind(
+            self.store
+                .field_key(self.tenant_id)
+                .await?
+                .seal(PARAMS, &job.id, &job.params.to_string())?,
+        )
         .bind(job.created_at)
         .execute(&self.store.db.pool)
         .await?;
@@ -170,14 +181,16 @@ impl Scoped<'_> {
         .bind(self.tenant_id)
         .fetch_optional(&self.store.db.pool)
         .await?;
+        let key = self.store.field_key(self.tenant_id).await?;
         row.as_ref()
-            .map(job_from)
+            .map(|r| job_from(r, &key))
             .transpose()?
             .ok_or(StoreError::NotFound("job"))
     }
 
     /// The tenant's most recent jobs, newest first.
     pub async fn jobs(&self, limit: u32) -> Result<Vec<Job>> {
+        let key = self.store.field_key(self.tenant_id).await?;
         sqlx::query(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE tenant_id = $1 \
              ORDER BY created_at DESC, id DESC LIMIT $2"
@@ -187,7 +200,7 @@ impl Scoped<'_> {
         .fetch_all(&self.store.db.pool)
         .await?
         .iter()
-        .map(job_from)
+        .map(|r| job_from(r, &key))
         .collect()
     }
 }
@@ -214,12 +227,24 @@ impl Store {
         error: Option<&str>,
     ) -> Result<bool> {
         debug_assert!(status.is_final());
+        let result = match result {
+            Some(r) => {
+                let tenant: String = sqlx::query("SELECT tenant_id FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.db.pool)
+                    .await?
+                    .ok_or(StoreError::NotFound("job"))?
+                    .try_get("tenant_id")?;
+                Some(self.field_key(&tenant).await?.seal(RESULT, id, &r.to_string())?)
+            }
+            None => None,
+        };
         let r = sqlx::query(
             "UPDATE jobs SET status = $1, result = $2, error = $3, finished_at = $4 \
              WHERE id = $5 AND status IN ('queued', 'running')",
         )
         .bind(status.as_str())
-        .bind(result.map(|r| r.to_string()))
+        .bind(result)
         .bind(error)
         .bind(now_ms())
         .bind(id)
@@ -249,14 +274,15 @@ impl Store {
         .bind(now)
         .execute(&self.db.pool)
         .await?;
-        let requeue = sqlx::query(&format!(
+        let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY created_at, id"
         ))
         .fetch_all(&self.db.pool)
-        .await?
-        .iter()
-        .map(job_from)
-        .collect::<Result<_>>()?;
+        .await?;
+        let mut requeue = Vec::with_capacity(rows.len());
+        for r in &rows {
+            requeue.push(self.job_any_tenant_from(r).await?);
+        }
         Ok(Recovery {
             requeue,
             failed: running.rows_affected() + orphaned.rows_affected(),
@@ -269,9 +295,14 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.db.pool)
             .await?;
-        row.as_ref()
-            .map(job_from)
-            .transpose()?
-            .ok_or(StoreError::NotFound("job"))
+        match &row {
+            Some(r) => self.job_any_tenant_from(r).await,
+            None => Err(StoreError::NotFound("job")),
+        }
+    }
+
+    async fn job_any_tenant_from(&self, row: &AnyRow) -> Result<Job> {
+        let tenant: String = row.try_get("tenant_id")?;
+        job_from(row, &self.field_key(&tenant).await?)
     }
 }

@@ -23,6 +23,11 @@ impl Keyring {
             cache: Mutex::new(HashMap::new()),
         }
     }
+
+    /// Drops a tenant's unwrapped key from memory (erasure).
+    pub(crate) fn forget(&self, tenant: &str) {
+        self.cache.lock().expect("key cache").remove(tenant);
+    }
 }
 
 impl Store {
@@ -146,17 +151,31 @@ impl Scoped<'_> {
 }
 
 impl Store {
-    /// Encrypts, once, the blobs written before encryption at rest existed (plaintext files).
-    /// Safe to stop half-way: a blob that already opens with its tenant's key is left alone,
-    /// and the task is marked done only at the end.
-    pub(crate) async fn encrypt_legacy_blobs(&self) -> Result<u64> {
-        let pending = sqlx::query("SELECT done_at FROM store_tasks WHERE name = 'encrypt_blobs'")
+    /// Whether the one-off task `name` (a row of `store_tasks`) has still to run.
+    async fn task_pending(&self, name: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT done_at FROM store_tasks WHERE name = $1")
+            .bind(name)
             .fetch_optional(&self.db.pool)
             .await?
             .map(|r| r.try_get::<Option<i64>, _>("done_at"))
             .transpose()?
-            .is_some_and(|done| done.is_none());
-        if !pending {
+            .is_some_and(|done| done.is_none()))
+    }
+
+    async fn task_done(&self, name: &str) -> Result<()> {
+        sqlx::query("UPDATE store_tasks SET done_at = $1 WHERE name = $2")
+            .bind(now_ms())
+            .bind(name)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Encrypts, once, the blobs written before encryption at rest existed (plaintext files).
+    /// Safe to stop half-way: a blob that already opens with its tenant's key is left alone,
+    /// and the task is marked done only at the end.
+    pub(crate) async fn encrypt_legacy_blobs(&self) -> Result<u64> {
+        if !self.task_pending("encrypt_blobs").await? {
             return Ok(0);
         }
         let mut encrypted = 0;
@@ -180,11 +199,114 @@ impl Store {
                 encrypted += 1;
             }
         }
-        sqlx::query("UPDATE store_tasks SET done_at = $1 WHERE name = 'encrypt_blobs'")
-            .bind(now_ms())
-            .execute(&self.db.pool)
-            .await?;
+        self.task_done("encrypt_blobs").await?;
         Ok(encrypted)
+    }
+}
+
+/// Marks a sealed text field: `enc1:` and the base64 of the sealed bytes.
+const FIELD_PREFIX: &str = "enc1:";
+
+/// The text columns that hold what a tenant wrote or made (prompts, instructions, plans,
+/// descriptions, parameters): (table, column). Each is sealed with the tenant's key, bound to
+/// its table, column and row.
+pub(crate) const SEALED_FIELDS: &[(&str, &str)] = &[
+    ("jobs", "params"),
+    ("jobs", "result"),
+    ("assets", "metadata"),
+    ("edit_versions", "instruction"),
+    ("edit_versions", "plan"),
+    ("characters", "description"),
+];
+
+/// A tenant's key, for its text fields.
+pub(crate) struct FieldKey {
+    key: Arc<Key>,
+    tenant: String,
+}
+
+fn field_aad(tenant: &str, column: &str, row: &str) -> Vec<u8> {
+    [
+        b"nanoimg.field.v1\0",
+        tenant.as_bytes(),
+        b"\0",
+        column.as_bytes(),
+        b"\0",
+        row.as_bytes(),
+    ]
+    .concat()
+}
+
+impl FieldKey {
+    /// `column` is `table.column`; `row` the row's id.
+    pub(crate) fn seal(&self, column: &str, row: &str, text: &str) -> Result<String> {
+        use base64::Engine;
+        let sealed = self
+            .key
+            .seal(&field_aad(&self.tenant, column, row), text.as_bytes())?;
+        Ok(format!(
+            "{FIELD_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(sealed)
+        ))
+    }
+
+    pub(crate) fn open(&self, column: &str, row: &str, stored: &str) -> Result<String> {
+        use base64::Engine;
+        let what = format!("{column} of {row}");
+        let sealed = stored
+            .strip_prefix(FIELD_PREFIX)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .ok_or_else(|| crate::error::corrupt(format!("{what}: not encrypted by NanoImg")))?;
+        let plain = self
+            .key
+            .open(&field_aad(&self.tenant, column, row), sealed, &what)?;
+        String::from_utf8(plain).map_err(|_| crate::error::corrupt(format!("{what}: not UTF-8")))
+    }
+
+    pub(crate) fn open_opt(&self, column: &str, row: &str, stored: Option<String>) -> Result<Option<String>> {
+        stored.map(|s| self.open(column, row, &s)).transpose()
+    }
+}
+
+impl Store {
+    /// `tenant`'s key for its text fields.
+    pub(crate) async fn field_key(&self, tenant: &str) -> Result<FieldKey> {
+        Ok(FieldKey {
+            key: self.data_key(tenant).await?,
+            tenant: tenant.to_owned(),
+        })
+    }
+
+    /// Seals, once, the text fields written before encryption at rest existed.
+    pub(crate) async fn encrypt_legacy_fields(&self) -> Result<u64> {
+        if !self.task_pending("encrypt_fields").await? {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for (table, column) in SEALED_FIELDS {
+            let rows = sqlx::query(&format!(
+                "SELECT id, tenant_id, {column} AS v FROM {table} \
+                 WHERE {column} IS NOT NULL AND {column} NOT LIKE 'enc1:%'"
+            ))
+            .fetch_all(&self.db.pool)
+            .await?;
+            for r in &rows {
+                let (id, tenant, v): (String, String, String) =
+                    (r.try_get("id")?, r.try_get("tenant_id")?, r.try_get("v")?);
+                let sealed = self
+                    .field_key(&tenant)
+                    .await?
+                    .seal(&format!("{table}.{column}"), &id, &v)?;
+                sqlx::query(&format!("UPDATE {table} SET {column} = $1 WHERE id = $2"))
+                    .bind(sealed)
+                    .bind(&id)
+                    .execute(&self.db.pool)
+                    .await?;
+                n += 1;
+            }
+        }
+        self.task_done("encrypt_fields").await?;
+        Ok(n)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod blobs;
 pub mod characters;
 pub mod crypto;
 mod db;
+pub mod erasure;
 pub mod error;
 pub mod ids;
 pub mod jobs;
@@ -26,6 +27,7 @@ pub use audit::checkpoint::{read_witness, AuditOptions, Checkpoint, CheckpointKe
 pub use audit::{AuditEvent, AuditRecord, Outcome};
 pub use characters::{Character, CharacterReference, NewCharacter, NewReference};
 pub use crypto::MasterKey;
+pub use erasure::Erasure;
 pub use error::{Result, StoreError};
 pub use jobs::{Job, JobStatus, Recovery};
 pub use keys::{Scope, SecretKey};
@@ -109,6 +111,7 @@ impl Store {
             store.rewrap_keys(old).await?;
         }
         store.encrypt_legacy_blobs().await?;
+        store.encrypt_legacy_fields().await?;
         Ok(store)
     }
 

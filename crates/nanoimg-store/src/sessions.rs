@@ -9,6 +9,7 @@
 
 use crate::error::{corrupt, Result, StoreError};
 use crate::ids::{looks_like_id, new_id, now_ms};
+use crate::keys_at_rest::FieldKey;
 use crate::Scoped;
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -76,14 +77,20 @@ pub struct NewVersion {
 
 const VERSION_COLUMNS: &str = "id, seq, parent_id, asset_id, instruction, plan, job_id, created_at";
 
-fn version_from(row: &AnyRow) -> Result<EditVersion> {
-    let plan: Option<String> = row.try_get("plan")?;
+const INSTRUCTION: &str = "edit_versions.instruction";
+const PLAN: &str = "edit_versions.plan";
+
+/// A version row; `key` is its tenant's (instruction and plan are sealed with it).
+fn version_from(row: &AnyRow, key: &FieldKey) -> Result<EditVersion> {
+    let id: String = row.try_get("id")?;
+    let plan = key.open_opt(PLAN, &id, row.try_get("plan")?)?;
+    let instruction = key.open_opt(INSTRUCTION, &id, row.try_get("instruction")?)?;
     Ok(EditVersion {
-        id: row.try_get("id")?,
+        id,
         seq: row.try_get("seq")?,
         parent_id: row.try_get("parent_id")?,
         asset_id: row.try_get("asset_id")?,
-        instruction: row.try_get("instruction")?,
+        instruction,
         plan: plan
             .as_deref()
             .map(serde_json::from_str)
@@ -150,6 +157,7 @@ impl Scoped<'_> {
         .fetch_optional(&self.store.db.pool)
         .await?
         .ok_or(NOT_FOUND)?;
+        let key = self.store.field_key(self.tenant_id).await?;
         let versions = sqlx::query(&format!(
             "SELECT {VERSION_COLUMNS} FROM edit_versions WHERE session_id = $1 AND tenant_id = $2 \
              ORDER BY seq"
@@ -159,7 +167,7 @@ impl Scoped<'_> {
         .fetch_all(&self.store.db.pool)
         .await?
         .iter()
-        .map(version_from)
+        .map(|r| version_from(r, &key))
         .collect::<Result<Vec<_>>>()?;
         let redo: String = row.try_get("redo")?;
         Ok(EditSession {
@@ -200,6 +208,10 @@ impl Scoped<'_> {
             return Err(NOT_FOUND);
         }
         let (vid, now) = (new_id("ver"), now_ms());
+        // The key before the transaction: making it writes, and the transaction holds the lock.
+        let key = self.store.field_key(self.tenant_id).await?;
+        let instruction = key.seal(INSTRUCTION, &vid, &new.instruction)?;
+        let plan = key.seal(PLAN, &vid, &new.plan.to_string())?;
         let mut tx = self.store.db.pool.begin().await?;
         // Writing first takes the write lock, so the checks below cannot go stale.
         let moved = sqlx::query(
@@ -245,8 +257,8 @@ impl Scoped<'_> {
         .bind(self.tenant_id)
         .bind(&new.parent_id)
         .bind(&new.asset_id)
-        .bind(&new.instruction)
-        .bind(new.plan.to_string())
+        .bind(instruction)
+        .bind(plan)
         .bind(&new.job_id)
         .bind(now)
         .bind(session_id)
@@ -258,7 +270,7 @@ impl Scoped<'_> {
         .bind(&vid)
         .fetch_one(&mut *tx)
         .await?;
-        let version = version_from(&row)?;
+        let version = version_from(&row, &key)?;
         tx.commit().await?;
         Ok(version)
     }

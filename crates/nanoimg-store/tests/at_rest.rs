@@ -139,3 +139,176 @@ async fn the_default_master_key_lives_in_the_data_directory_and_is_never_in_the_
         SECRET
     );
 }
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for f in files(from) {
+        let dest = to.join(f.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+}
+
+/// The markers found in any file under `dir` (raw bytes: the database, its WAL, blobs).
+fn markers_in(dir: &Path, markers: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for f in files(dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        for m in markers {
+            if contains(&bytes, m.as_bytes()) {
+                found.push(format!("{m} in {}", f.display()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn erasure_leaves_no_plaintext_in_the_database_its_log_the_blobs_or_a_backup() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    // The master key lives outside the data directory (and so outside its backups).
+    let s = Store::open_in(&data, options(&data, [1; 32], None))
+        .await
+        .unwrap();
+    let t = s.create_tenant("erased-co", false).await.unwrap();
+    let keep = s.create_tenant("keeper", false).await.unwrap();
+    let markers = [
+        "PLAINTEXT-MARKER",
+        "MARKER-PROMPT",
+        "MARKER-META",
+        "MARKER-DESC",
+        "MARKER-INSTRUCTION",
+        "MARKER-LORA",
+    ];
+    // Everything a tenant can leave behind, each with a marker.
+    let sc = s.scoped(&t.id);
+    let a = sc
+        .put_asset(
+            NewAsset {
+                metadata: serde_json::json!({"prompt": "MARKER-META a fox"}),
+                ..asset()
+            },
+            SECRET,
+        )
+        .await
+        .unwrap();
+    let job = sc
+        .insert_job(
+            "generate",
+            true,
+            None,
+            serde_json::json!({"prompt": "MARKER-PROMPT a fox"}),
+        )
+        .await
+        .unwrap();
+    s.job_finished(
+        &job.id,
+        nanoimg_store::JobStatus::Succeeded,
+        Some(&serde_json::json!({"revised_prompt": "MARKER-PROMPT"})),
+        None,
+    )
+    .await
+    .unwrap();
+    let session = sc.create_session(&a.id).await.unwrap();
+    sc.add_version(
+        &session.id,
+        nanoimg_store::NewVersion {
+            parent_id: session.head.clone(),
+            asset_id: a.id.clone(),
+            instruction: "MARKER-INSTRUCTION make it brighter".into(),
+            plan: serde_json::json!({"ops": []}),
+            job_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    sc.create_character(nanoimg_store::NewCharacter {
+        name: "Ada".into(),
+        description: "MARKER-DESC a red robot".into(),
+        strength: 0.8,
+        seed: 1,
+        references: vec![nanoimg_store::NewReference {
+            png: SECRET.to_vec(),
+            width: 1,
+            height: 1,
+            faces: None,
+            consent: true,
+        }],
+        lora: Some(b"MARKER-LORA weights".to_vec()),
+    })
+    .await
+    .unwrap();
+    s.audit(nanoimg_store::AuditEvent {
+        request_id: None,
+        tenant_id: Some(t.id.clone()),
+        key_id: None,
+        action: "image.generate",
+        target: Some(job.id.clone()),
+        outcome: nanoimg_store::Outcome::Success,
+        detail: serde_json::json!({"n": 1}),
+    })
+    .await
+    .unwrap();
+    let kept = s
+        .scoped(&keep.id)
+        .put_asset(asset(), b"kept bytes")
+        .await
+        .unwrap();
+    // Encrypted at rest already: no marker anywhere, before erasure too.
+    assert_eq!(markers_in(&data, &markers), Vec::<String>::new());
+    // A backup: the files as they are now, the write-ahead log included.
+    let backup = d.path().join("backup");
+    copy_tree(&data, &backup);
+
+    let e = s.erase_tenant("erased-co").await.unwrap();
+    assert!(e.rows >= 8 && e.blobs >= 3 && e.audit_redacted >= 1, "{e:?}");
+    assert_eq!(markers_in(&data, &markers), Vec::<String>::new());
+    assert_eq!(markers_in(&backup, &markers), Vec::<String>::new());
+    // Gone from the store; the other tenant untouched; the audit chain still whole.
+    assert!(matches!(s.tenant(&t.id).await, Err(StoreError::NotFound(_))));
+    assert!(!data.join("blobs").join(&t.id).exists());
+    assert_eq!(
+        s.scoped(&keep.id).asset_bytes(&kept.id).await.unwrap().1,
+        b"kept bytes"
+    );
+    let r = s.verify_audit(&s.audit_public_key(), &[]).await.unwrap();
+    assert!(r.ok() && r.redacted >= 1, "{r:?}");
+    // The backup still holds the tenant's wrapped key: with the master key it could be
+    // restored. Rotating the master key after an erasure (and destroying the old one) puts
+    // every backup made before it out of reach; the live data reads on.
+    s.close().await;
+    let s = Store::open_in(&data, options(&data, [2; 32], Some([1; 32])))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.scoped(&keep.id).asset_bytes(&kept.id).await.unwrap().1,
+        b"kept bytes"
+    );
+    s.close().await;
+    let restored = Store::open_in(&backup, options(&backup, [2; 32], None))
+        .await
+        .unwrap();
+    assert!(restored.scoped(&t.id).asset_bytes(&a.id).await.is_err());
+    restored.close().await;
+    let s = Store::open_in(&data, options(&data, [2; 32], None))
+        .await
+        .unwrap();
+    // The operator's tenant is refused.
+    let admin = s.create_tenant("operator", true).await.unwrap();
+    let err = s.erase_tenant(&admin.id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+}

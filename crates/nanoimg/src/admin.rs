@@ -87,6 +87,18 @@ pub enum TenantsCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Erase a tenant and everything it owns, for real: its data key first, then its rows,
+    /// images and the detail of its audit events. Cannot be undone. While the server runs,
+    /// prefer `DELETE /v1/admin/tenants/{id}`, which also cancels the tenant's jobs.
+    Erase {
+        /// Tenant name or id.
+        tenant: String,
+        /// Confirm: nothing is erased without it.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// A limit given on the command line: a number, or `default`.
@@ -367,6 +379,33 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
             allow_low,
             data_dir,
         } => set_moderation(tenant, allow_low, data_dir),
+        TenantsCommand::Erase {
+            tenant,
+            yes,
+            data_dir,
+        } => with_store(data_dir, |s| async move {
+            let t = s.tenant(&tenant).await?;
+            if !yes {
+                bail!(
+                    "this erases tenant {} ({}) and everything it owns, for good; add --yes to do it",
+                    t.name,
+                    t.id
+                );
+            }
+            let e = s.erase_tenant(&t.id).await?;
+            s.audit(cli_event(
+                "tenant.erase",
+                None,
+                e.tenant_id.clone(),
+                serde_json::json!({"rows": e.rows, "blobs": e.blobs, "audit_redacted": e.audit_redacted}),
+            ))
+            .await?;
+            println!(
+                "erased {}: {} rows, {} files, {} audit details redacted",
+                e.tenant_id, e.rows, e.blobs, e.audit_redacted
+            );
+            Ok(())
+        }),
         TenantsCommand::Limits {
             tenant,
             requests_per_minute,

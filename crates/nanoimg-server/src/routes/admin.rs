@@ -73,6 +73,46 @@ pub(crate) async fn get_tenant(
     Ok(Json(state.store.tenant(&tenant).await?))
 }
 
+/// `DELETE /v1/admin/tenants/{id}` (id or name): erases the tenant for real
+/// (docs/data-protection.md). Its jobs are cancelled and its characters' cached banks and
+/// merged models dropped; then the store destroys its data key, its rows and blobs, and the
+/// detail of its audit events. The erasure itself is audited, without the erased content.
+pub(crate) async fn erase_tenant(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    auth.require(&state, Scope::Admin)?;
+    let t = state.store.tenant(&tenant).await?;
+    if t.is_admin {
+        return Err(ApiError::conflict(
+            "tenant_protected",
+            format!("{} is the operator's tenant and cannot be erased", t.name),
+        ));
+    }
+    let jobs_cancelled = state.jobs.stop_tenant(&t.id).await;
+    let mut characters = 0;
+    for id in state.store.scoped(&t.id).character_ids().await? {
+        state.catalog.forget_character(&id);
+        characters += 1;
+    }
+    let e = state.store.erase_tenant(&t.id).await?;
+    let detail = serde_json::json!({
+        "rows": e.rows,
+        "blobs": e.blobs,
+        "audit_redacted": e.audit_redacted,
+        "jobs_cancelled": jobs_cancelled,
+        "characters": characters,
+    });
+    admin_done(&state, &auth, "tenant.erase", e.tenant_id.clone(), detail.clone()).await;
+    Ok(Json(serde_json::json!({
+        "object": "tenant.erasure",
+        "id": e.tenant_id,
+        "erased": true,
+        "removed": detail,
+    })))
+}
+
 /// `PUT /v1/admin/tenants/{id}/limits` `{"requests_per_minute"?, "images_per_minute"?,
 /// "concurrent_jobs"?}`: replaces the overrides; a missing or null field means the server's
 /// default. Takes effect on the tenant's next request.

@@ -51,7 +51,10 @@ pub(crate) fn routes() -> Router<AppState> {
             "/v1/admin/tenants",
             post(admin::create_tenant).get(admin::list_tenants),
         )
-        .route("/v1/admin/tenants/{id}", get(admin::get_tenant))
+        .route(
+            "/v1/admin/tenants/{id}",
+            get(admin::get_tenant).delete(admin::erase_tenant),
+        )
         .route(
             "/v1/admin/tenants/{id}/limits",
             axum::routing::put(admin::set_limits),

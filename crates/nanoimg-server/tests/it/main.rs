@@ -5,6 +5,7 @@ mod api;
 mod authz;
 mod characters;
 mod common;
+mod erasure;
 mod hostile;
 mod llm_planner;
 mod provenance;

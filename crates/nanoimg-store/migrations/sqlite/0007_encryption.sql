@@ -8,10 +8,11 @@ CREATE TABLE tenant_keys (
     created_at     INTEGER NOT NULL
 );
 
--- One-off tasks the store runs when it opens, until they are done: blobs written before
--- encryption are encrypted in place.
+-- One-off tasks the store runs when it opens, until they are done: blobs and text fields
+-- written before encryption are encrypted in place.
 CREATE TABLE store_tasks (
     name     TEXT PRIMARY KEY,
     done_at  INTEGER
 );
 INSERT INTO store_tasks (name, done_at) VALUES ('encrypt_blobs', NULL);
+INSERT INTO store_tasks (name, done_at) VALUES ('encrypt_fields', NULL);

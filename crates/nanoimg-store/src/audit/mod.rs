@@ -221,15 +221,19 @@ impl Store {
         chain::verify(&mut conn, key, witness).await
     }
 
-    /// Replaces the detail of every event of `tenant_id` with `{"redacted":true}` (erasure).
-    /// Who did what and when stays, and the chain still verifies. Returns how many changed.
+    /// Replaces the detail of every event of `tenant_id`, or about it, with
+    /// `{"redacted":true}` (erasure). Who did what and when stays, and the chain still
+    /// verifies. Returns how many changed.
     pub async fn redact_audit(&self, tenant_id: &str) -> Result<u64> {
-        let r = sqlx::query("UPDATE audit_events SET detail = $1 WHERE tenant_id = $2 AND detail <> $3")
-            .bind(REDACTED)
-            .bind(tenant_id)
-            .bind(REDACTED)
-            .execute(&self.db.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE audit_events SET detail = $1 WHERE (tenant_id = $2 OR target = $3) AND detail <> $4",
+        )
+        .bind(REDACTED)
+        .bind(tenant_id)
+        .bind(tenant_id)
+        .bind(REDACTED)
+        .execute(&self.db.pool)
+        .await?;
         Ok(r.rows_affected())
     }
 
