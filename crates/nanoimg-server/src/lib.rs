@@ -112,6 +112,7 @@ pub async fn start(
         metrics,
         signer,
     }));
+    housekeeping(state.clone());
     let listener = tokio::net::TcpListener::bind(state.config.bind).await?;
     let addr = listener.local_addr()?;
     let app = router(state.clone());
@@ -147,6 +148,38 @@ impl Server {
         self.state.audit.checkpoint().await;
         self.state.store.close().await;
     }
+}
+
+/// Applies every tenant's retention setting now and then every hour, auditing what each pass
+/// deleted.
+fn housekeeping(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match state.store.apply_retention(nanoimg_store::ids::now_ms()).await {
+                Ok(done) => {
+                    for r in done {
+                        tracing::info!(tenant = %r.tenant_id, jobs = r.jobs, sessions = r.sessions, assets = r.assets, "retention applied");
+                        state
+                            .audit
+                            .record(nanoimg_store::AuditEvent {
+                                request_id: None,
+                                tenant_id: Some(r.tenant_id.clone()),
+                                key_id: None,
+                                action: "retention.apply",
+                                target: Some(r.tenant_id.clone()),
+                                outcome: nanoimg_store::Outcome::Success,
+                                detail: serde_json::json!({"jobs": r.jobs, "sessions": r.sessions, "assets": r.assets}),
+                            })
+                            .await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "retention pass failed"),
+            }
+        }
+    });
 }
 
 /// Limits on uploaded images.

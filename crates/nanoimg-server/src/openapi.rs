@@ -57,6 +57,13 @@ pub const ROUTES: &[RouteDoc] = &[
         "The caller's tenant, key, scopes and limits",
     ),
     r(
+        "get",
+        "/v1/me/export",
+        Some("assets:read"),
+        "none",
+        "Everything the caller's tenant has, as a zip: records (JSON), images and LoRA files",
+    ),
+    r(
         "post",
         "/v1/images/generations",
         Some("images:generate"),
@@ -249,6 +256,13 @@ pub const ROUTES: &[RouteDoc] = &[
         Some("admin"),
         "none",
         "One tenant, by id or name, with its limit overrides",
+    ),
+    r(
+        "put",
+        "/v1/admin/tenants/{id}/retention",
+        Some("admin"),
+        "json",
+        "Set a tenant's retention in days (days: 1-3650, or null to keep everything)",
     ),
     r(
         "delete",

@@ -16,6 +16,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_characters.sql")),
     (6, include_str!("../migrations/sqlite/0006_audit_chain.sql")),
     (7, include_str!("../migrations/sqlite/0007_encryption.sql")),
+    (8, include_str!("../migrations/sqlite/0008_retention.sql")),
 ];
 
 /// The migration that adds the audit chain; the events before it are chained in its

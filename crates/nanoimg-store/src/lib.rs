@@ -14,10 +14,12 @@ pub mod crypto;
 mod db;
 pub mod erasure;
 pub mod error;
+pub mod export;
 pub mod ids;
 pub mod jobs;
 pub mod keys;
 mod keys_at_rest;
+pub mod retention;
 pub mod sessions;
 pub mod tenants;
 
@@ -29,8 +31,10 @@ pub use characters::{Character, CharacterReference, NewCharacter, NewReference};
 pub use crypto::MasterKey;
 pub use erasure::Erasure;
 pub use error::{Result, StoreError};
+pub use export::ExportRecords;
 pub use jobs::{Job, JobStatus, Recovery};
 pub use keys::{Scope, SecretKey};
+pub use retention::Retained;
 pub use sessions::{EditSession, EditVersion, NewVersion};
 pub use tenants::{AuthFailure, KeyRecord, NewKey, Principal, Tenant, TenantLimits};
 

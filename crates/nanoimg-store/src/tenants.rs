@@ -21,6 +21,9 @@ pub struct Tenant {
     pub limits: TenantLimits,
     /// Whether requests may ask for `moderation: low` (otherwise they get `auto`).
     pub allow_low_moderation: bool,
+    /// Days after which outputs, uploads, finished jobs and edit sessions are deleted; `None`
+    /// keeps them (see [`crate::retention`]).
+    pub retention_days: Option<u32>,
 }
 
 /// A tenant's own limits; `None` = the server's default.
@@ -169,6 +172,7 @@ fn tenant_from(row: &AnyRow, prefix: &str) -> Result<Tenant> {
         is_admin: row.try_get::<i64, _>(col("is_admin").as_str())? != 0,
         created_at: row.try_get(col("created_at").as_str())?,
         allow_low_moderation: row.try_get::<i64, _>(col("allow_low_moderation").as_str())? != 0,
+        retention_days: limit("retention_days")?,
         limits: TenantLimits {
             requests_per_minute: limit("requests_per_minute")?,
             images_per_minute: limit("images_per_minute")?,
@@ -177,7 +181,7 @@ fn tenant_from(row: &AnyRow, prefix: &str) -> Result<Tenant> {
     })
 }
 
-const TENANT_COLUMNS: [&str; 8] = [
+const TENANT_COLUMNS: [&str; 9] = [
     "id",
     "name",
     "is_admin",
@@ -186,6 +190,7 @@ const TENANT_COLUMNS: [&str; 8] = [
     "images_per_minute",
     "concurrent_jobs",
     "allow_low_moderation",
+    "retention_days",
 ];
 
 /// `SELECT` list of the tenant columns of table alias `t`, each renamed `{prefix}{column}`.
@@ -236,6 +241,7 @@ impl Store {
             created_at: now_ms(),
             limits: TenantLimits::default(),
             allow_low_moderation: false,
+            retention_days: None,
         };
         let r = sqlx::query("INSERT INTO tenants (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&t.id)

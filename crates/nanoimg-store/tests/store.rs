@@ -544,3 +544,93 @@ async fn characters_keep_their_references_and_lora_and_go_with_them() {
     );
     assert!(scoped.characters(10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_else() {
+    let (d, s) = open().await;
+    let t = s.create_tenant("short", false).await.unwrap();
+    let forever = s.create_tenant("forever", false).await.unwrap();
+    let sc = s.scoped(&t.id);
+    let old = sc.put_asset(png_asset(), b"old").await.unwrap();
+    let new = sc.put_asset(png_asset(), b"new").await.unwrap();
+    let root = sc.put_asset(png_asset(), b"session root").await.unwrap();
+    let session = sc.create_session(&root.id).await.unwrap();
+    let done = sc
+        .insert_job("generate", true, None, serde_json::json!({"prompt": "old"}))
+        .await
+        .unwrap();
+    s.job_finished(&done.id, JobStatus::Succeeded, None, None)
+        .await
+        .unwrap();
+    let waiting = sc
+        .insert_job("generate", true, None, serde_json::json!({"prompt": "w"}))
+        .await
+        .unwrap();
+    let theirs = s
+        .scoped(&forever.id)
+        .put_asset(png_asset(), b"theirs")
+        .await
+        .unwrap();
+
+    // Forty days pass for some of them.
+    let url = format!("sqlite://{}", d.path().join("nanoimg.db").display());
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+    let age = |sql: String| {
+        let raw = raw.clone();
+        async move { sqlx::query(&sql).execute(&raw).await.unwrap() }
+    };
+    let days40 = 40 * 86_400_000i64;
+    for id in [&old.id, &root.id, &theirs.id] {
+        age(format!(
+            "UPDATE assets SET created_at = created_at - {days40} WHERE id = '{id}'"
+        ))
+        .await;
+    }
+    for id in [&done.id, &waiting.id] {
+        age(format!(
+            "UPDATE jobs SET created_at = created_at - {days40}, \
+             finished_at = finished_at - {days40} WHERE id = '{id}'"
+        ))
+        .await;
+    }
+
+    for bad in [0, 3651] {
+        assert!(matches!(
+            s.set_tenant_retention("short", Some(bad)).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    assert_eq!(
+        s.set_tenant_retention("short", Some(30))
+            .await
+            .unwrap()
+            .retention_days,
+        Some(30)
+    );
+    let now = nanoimg_store::ids::now_ms();
+    let r = s.apply_retention(now).await.unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!((r[0].jobs, r[0].sessions, r[0].assets), (1, 0, 1), "{r:?}");
+    // Gone: the old image (row and file) and the finished job with its prompt.
+    assert!(matches!(sc.asset(&old.id).await, Err(StoreError::NotFound(_))));
+    assert!(!d.path().join("blobs").join(&t.id).join(&old.id).exists());
+    assert!(matches!(sc.job(&done.id).await, Err(StoreError::NotFound(_))));
+    // Kept: new images, a job not finished, an old image a live session uses, other tenants.
+    sc.asset(&new.id).await.unwrap();
+    sc.job(&waiting.id).await.unwrap();
+    sc.asset(&root.id).await.unwrap();
+    s.scoped(&forever.id).asset(&theirs.id).await.unwrap();
+    // Once the session itself is old, it goes, and its image with it.
+    age(format!(
+        "UPDATE edit_sessions SET updated_at = updated_at - {days40} WHERE id = '{}'",
+        session.id
+    ))
+    .await;
+    let r = s.apply_retention(now).await.unwrap();
+    assert_eq!((r[0].jobs, r[0].sessions, r[0].assets), (0, 1, 1), "{r:?}");
+    assert!(matches!(sc.asset(&root.id).await, Err(StoreError::NotFound(_))));
+    // Cleared: nothing more is deleted.
+    s.set_tenant_retention("short", None).await.unwrap();
+    assert!(s.apply_retention(now + days40 * 10).await.unwrap().is_empty());
+}

@@ -87,6 +87,17 @@ pub enum TenantsCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Set how long a tenant's outputs, uploads, finished jobs (and their prompts) and edit
+    /// sessions are kept: a number of days, or `off` to keep them. Applied hourly by the server.
+    Retention {
+        /// Tenant name or id.
+        tenant: String,
+        /// Days (1 to 3650) or `off`.
+        #[arg(long)]
+        days: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Erase a tenant and everything it owns, for real: its data key first, then its rows,
     /// images and the detail of its audit events. Cannot be undone. While the server runs,
     /// prefer `DELETE /v1/admin/tenants/{id}`, which also cancels the tenant's jobs.
@@ -379,6 +390,34 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
             allow_low,
             data_dir,
         } => set_moderation(tenant, allow_low, data_dir),
+        TenantsCommand::Retention {
+            tenant,
+            days,
+            data_dir,
+        } => {
+            let days =
+                match days.as_str() {
+                    "off" => None,
+                    d => Some(d.parse::<u32>().map_err(|_| {
+                        anyhow::anyhow!("--days {d:?}: a number of days (1 to 3650) or `off`")
+                    })?),
+                };
+            with_store(data_dir, |s| async move {
+                let t = s.set_tenant_retention(&tenant, days).await?;
+                s.audit(cli_event(
+                    "tenant.retention",
+                    Some(t.id.clone()),
+                    t.id.clone(),
+                    serde_json::json!({"days": days}),
+                ))
+                .await?;
+                match t.retention_days {
+                    Some(d) => println!("{}: retention {d} days", t.name),
+                    None => println!("{}: retention off (kept until deleted)", t.name),
+                }
+                Ok(())
+            })
+        }
         TenantsCommand::Erase {
             tenant,
             yes,

@@ -169,6 +169,35 @@ pub(crate) async fn set_moderation(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RetentionSetting {
+    /// Days, 1 to 3650; null keeps everything.
+    days: Option<u32>,
+}
+
+/// `PUT /v1/admin/tenants/{id}/retention` `{"days": N | null}`: outputs, uploads, finished
+/// jobs (with their prompts) and edit sessions older than N days are deleted, hourly.
+pub(crate) async fn set_retention(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Tenant>> {
+    auth.require(&state, Scope::Admin)?;
+    let req: RetentionSetting = body::json(&body)?;
+    let t = state.store.set_tenant_retention(&tenant, req.days).await?;
+    admin_done(
+        &state,
+        &auth,
+        "tenant.retention",
+        t.id.clone(),
+        serde_json::json!({"days": req.days}),
+    )
+    .await;
+    Ok(Json(t))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct NewKeyRequest {
     name: String,
     /// Scope names; default: every scope but `admin`.

@@ -4,6 +4,7 @@ mod admin;
 mod assets;
 mod body;
 mod characters;
+mod export;
 mod images;
 mod jobs;
 mod provenance;
@@ -22,6 +23,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/openapi.json", get(system::openapi))
         .route("/v1/models", get(system::models))
         .route("/v1/me", get(system::me))
+        .route("/v1/me/export", get(export::export))
         .route("/v1/images/generations", post(images::generations))
         .route("/v1/images/edits", post(images::edits))
         .route("/v1/images/variations", post(images::variations))
@@ -62,6 +64,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/v1/admin/tenants/{id}/moderation",
             axum::routing::put(admin::set_moderation),
+        )
+        .route(
+            "/v1/admin/tenants/{id}/retention",
+            axum::routing::put(admin::set_retention),
         )
         .route(
             "/v1/admin/tenants/{id}/keys",

@@ -68,6 +68,7 @@ async fn request(
         (p, "json") if p.ends_with("/keys") => req.json(&json!({"name": "k"})),
         (p, "json") if p.ends_with("/limits") => req.json(&json!({"images_per_minute": 1000})),
         (p, "json") if p.ends_with("/moderation") => req.json(&json!({"allow_low": false})),
+        (p, "json") if p.ends_with("/retention") => req.json(&json!({"days": 30})),
         (_, "json") => req.json(&tiny_request(json!({}))),
         _ => req,
     };

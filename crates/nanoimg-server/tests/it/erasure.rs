@@ -168,3 +168,107 @@ async fn an_erased_tenant_leaves_no_plaintext_and_its_jobs_and_keys_stop() {
         assert_eq!(ev["detail"], json!({"redacted": true}), "{ev}");
     }
 }
+
+#[tokio::test]
+async fn a_tenant_exports_everything_it_has_and_nothing_of_anyone_else() {
+    let s = start(|_| {}).await;
+    let (tenant, key) = s.tenant("exporter", ALL_SCOPES).await;
+    let (_, other) = s.tenant("bystander", ALL_SCOPES).await;
+    let r = s
+        .generate(&key, tiny_request(json!({"prompt": "an exported fox"})))
+        .await;
+    assert_eq!(r.status(), 200);
+    let (st, up) = s
+        .post_form(
+            &key,
+            "/v1/assets",
+            TestServer::file_form("file", png(40, 30, None)),
+        )
+        .await;
+    assert_eq!(st, 201, "{up}");
+    let form = reqwest::multipart::Form::new()
+        .text("name", "Robo")
+        .text("description", "an exported robot")
+        .text("consent", "true")
+        .part(
+            "reference",
+            reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("r.png"),
+        );
+    let (st, c) = s.post_form(&key, "/v1/characters", form).await;
+    assert_eq!(st, 201, "{c}");
+    let r = s
+        .generate(&other, tiny_request(json!({"prompt": "a bystander's secret"})))
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let r = s
+        .http
+        .get(s.url("/v1/me/export"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/zip");
+    let bytes = r.bytes().await.unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut read = |name: &str| -> Vec<u8> {
+        let mut f = zip
+            .by_name(name)
+            .unwrap_or_else(|_| panic!("{name} in the export"));
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut out).unwrap();
+        out
+    };
+    let manifest: Value = serde_json::from_slice(&read("manifest.json")).unwrap();
+    assert_eq!(manifest["tenant_id"], tenant.as_str());
+    // One generated image, one upload, one reference image.
+    assert_eq!(manifest["counts"]["assets"], 3, "{manifest}");
+    assert_eq!(manifest["counts"]["characters"], 1, "{manifest}");
+    let jobs = String::from_utf8(read("jobs.json")).unwrap();
+    assert!(jobs.contains("an exported fox"), "the prompts are in the export");
+    let characters = String::from_utf8(read("characters.json")).unwrap();
+    assert!(characters.contains("an exported robot"));
+    let upload = read(&format!("assets/{}.png", up["id"].as_str().unwrap()));
+    assert_eq!(image::load_from_memory(&upload).unwrap().width(), 40);
+    let keys = String::from_utf8(read("keys.json")).unwrap();
+    assert!(!keys.contains(&key), "no key secret in the export");
+    let everything: String = (0..zip.len())
+        .map(|i| {
+            let mut f = zip.by_index(i).unwrap();
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut out).unwrap();
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .collect();
+    assert!(
+        !everything.contains("bystander"),
+        "another tenant's data in the export"
+    );
+
+    // Retention is set by an admin, within bounds.
+    let put = |body: Value| {
+        s.http
+            .put(s.url(&format!("/v1/admin/tenants/{tenant}/retention")))
+            .bearer_auth(&s.admin_key)
+            .json(&body)
+    };
+    let r = put(json!({"days": 0})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let t: Value = put(json!({"days": 30}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["retention_days"], 30, "{t}");
+    let t: Value = put(json!({"days": null}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["retention_days"], Value::Null, "{t}");
+}
