@@ -21,6 +21,9 @@ pub struct Config {
     pub workers: usize,
     /// Models kept loaded at once (least recently used is dropped).
     pub max_loaded_models: usize,
+    /// MiB of character reference banks each loaded model keeps between requests (a 20-step
+    /// SD 1.5 bank at 512² is about 0.9 GiB; see docs/characters.md).
+    pub reference_cache_mib: usize,
     /// Jobs waiting in the global queue before new ones get 503.
     pub queue_capacity: usize,
     /// Largest request body in bytes (uploads included).
@@ -268,6 +271,7 @@ impl Default for Config {
             default_model: None,
             workers: 1,
             max_loaded_models: 2,
+            reference_cache_mib: 1024,
             queue_capacity: 64,
             max_body_bytes: 32 * 1024 * 1024,
             max_upload_side: 4096,
@@ -305,6 +309,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_DEFAULT_MODEL", "default_model"),
     ("NANOIMG_WORKERS", "workers"),
     ("NANOIMG_MAX_LOADED_MODELS", "max_loaded_models"),
+    ("NANOIMG_REFERENCE_CACHE_MIB", "reference_cache_mib"),
     ("NANOIMG_QUEUE_CAPACITY", "queue_capacity"),
     ("NANOIMG_MAX_BODY_BYTES", "max_body_bytes"),
     ("NANOIMG_MAX_UPLOAD_SIDE", "max_upload_side"),

@@ -23,6 +23,8 @@ pub struct ModelCatalog {
     loading: Mutex<()>,
     /// LoRA-merged copies of loaded models, most recently used last (see [`Self::derived`]).
     derived: Mutex<Vec<Derived>>,
+    /// Bytes of character reference banks each loaded model keeps.
+    reference_cache_bytes: usize,
 }
 
 /// A loaded model with characters' LoRAs merged in.
@@ -71,7 +73,15 @@ impl ModelCatalog {
             loaded: Mutex::new(Vec::new()),
             loading: Mutex::new(()),
             derived: Mutex::new(Vec::new()),
+            reference_cache_bytes: nanoimg_engine::reference::DEFAULT_CACHE_BYTES,
         })
+    }
+
+    /// Sets how many bytes of character reference banks each loaded model keeps (computing a
+    /// bank costs an extra UNet pass per step; see docs/characters.md).
+    pub fn with_reference_cache(mut self, bytes: usize) -> Self {
+        self.reference_cache_bytes = bytes;
+        self
     }
 
     pub fn entries(&self) -> &[ModelEntry] {
@@ -109,6 +119,7 @@ impl ModelCatalog {
             .ok_or_else(|| format!("no model named {name:?}"))?;
         let opts = LoadOptions {
             device: nanoimg_engine::default_device(),
+            reference_cache_bytes: self.reference_cache_bytes,
             ..LoadOptions::default()
         };
         let started = std::time::Instant::now();

@@ -94,7 +94,9 @@ fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
         .default_model
         .clone()
         .unwrap_or_else(|| bundled::NAME.to_owned());
-    ModelCatalog::new(list, &default, cfg.max_loaded_models).map_err(anyhow::Error::msg)
+    Ok(ModelCatalog::new(list, &default, cfg.max_loaded_models)
+        .map_err(anyhow::Error::msg)?
+        .with_reference_cache(cfg.reference_cache_mib.saturating_mul(1 << 20)))
 }
 
 pub fn run(args: Args) -> Result<()> {
