@@ -356,6 +356,22 @@ fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
         text.contains("TAMPERED") && text.contains("signed with another key"),
         "{text}"
     );
+
+    // Retention and erasure from the shell.
+    let shown = nanoimg(&["tenants", "retention", "shell-co", "--days", "30"]);
+    assert_eq!(shown.trim(), "shell-co: retention 30 days");
+    let out = cli(&["tenants", "retention", "shell-co", "--days", "forever"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`off`"));
+    let out = cli(&["tenants", "erase", "signed-co"]);
+    assert!(!out.status.success(), "nothing is erased without --yes");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let erased = nanoimg(&["tenants", "erase", "signed-co", "--yes"]);
+    assert!(erased.starts_with("erased ten_"), "{erased}");
+    assert!(!nanoimg(&["tenants", "list"]).contains("signed-co"));
+    let out = cli(&["tenants", "erase", "admin", "--yes"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be erased"));
+    assert!(nanoimg(&["audit", "verify"]).starts_with("audit log OK:"));
 }
 
 #[test]
