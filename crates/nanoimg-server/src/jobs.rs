@@ -357,23 +357,50 @@ impl Jobs {
             .scoped(tenant_id)
             .insert_job(kind.as_str(), detached, Some(key_id), params)
             .await;
-        let mut st = self.state.lock().expect("queue lock");
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
+        let (job, rx, stopped) = {
+            let mut st = self.state.lock().expect("queue lock");
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    st.queued -= 1;
+                    st.release(tenant_id);
+                    return Err(e.into());
+                }
+            };
+            let job = LiveJob::new(rec.id, tenant_id.to_owned(), kind, detached, spec);
+            let rx = job.subscribe();
+            if st.stopping {
+                // Shutdown began while the job was being recorded: it missed the shutdown's
+                // sweep of the queue, and no worker will take it now.
                 st.queued -= 1;
                 st.release(tenant_id);
-                return Err(e.into());
+            } else {
+                st.live.insert(job.id.clone(), job.clone());
+                st.push(job.clone());
+                self.metrics.queue_depth.set(st.queued as i64);
             }
+            (job, rx, st.stopping)
         };
-        let job = LiveJob::new(rec.id, tenant_id.to_owned(), kind, detached, spec);
-        let rx = job.subscribe();
-        st.live.insert(job.id.clone(), job.clone());
-        st.push(job.clone());
-        self.metrics.queue_depth.set(st.queued as i64);
-        drop(st);
-        self.wake.notify_one();
-        Ok((job, rx))
+        if !stopped {
+            self.wake.notify_one();
+            return Ok((job, rx));
+        }
+        // A detached job stays queued in the store and runs after the restart; a waiting
+        // client is told to retry.
+        if detached {
+            return Ok((job, rx));
+        }
+        let msg = "interrupted: the server shut down before this job started";
+        let _ = self
+            .store
+            .job_finished(&job.id, JobStatus::Failed, None, Some(msg))
+            .await;
+        self.metrics.reject("shutting_down");
+        Err(ApiError::overloaded(
+            "shutting_down",
+            "the server is shutting down; try again shortly",
+            5,
+        ))
     }
 
     /// The live job with this id, if it belongs to `tenant_id` and is queued or running.
