@@ -270,7 +270,7 @@ impl Jobs {
                 Err(e) => {
                     let msg = format!("cannot resume this job after a restart: {e}");
                     store
-                        .job_finished(&rec.id, JobStatus::Failed, None, Some(&msg))
+                        .job_finished(&rec.tenant_id, &rec.id, JobStatus::Failed, None, Some(&msg))
                         .await?;
                 }
             }
@@ -393,7 +393,7 @@ impl Jobs {
         let msg = "interrupted: the server shut down before this job started";
         let _ = self
             .store
-            .job_finished(&job.id, JobStatus::Failed, None, Some(msg))
+            .job_finished(&job.tenant_id, &job.id, JobStatus::Failed, None, Some(msg))
             .await;
         self.metrics.reject("shutting_down");
         Err(ApiError::overloaded(
@@ -433,7 +433,13 @@ impl Jobs {
         };
         if let Some(job) = removed {
             self.store
-                .job_finished(id, JobStatus::Cancelled, None, Some("cancelled by the client"))
+                .job_finished(
+                    tenant_id,
+                    id,
+                    JobStatus::Cancelled,
+                    None,
+                    Some("cancelled by the client"),
+                )
                 .await?;
             self.count(job.kind, "cancelled");
             job.emit(JobEvent::Cancelled);
@@ -508,7 +514,7 @@ impl Jobs {
             let msg = "interrupted: the server shut down before this job started";
             let _ = self
                 .store
-                .job_finished(&job.id, JobStatus::Failed, None, Some(msg))
+                .job_finished(&job.tenant_id, &job.id, JobStatus::Failed, None, Some(msg))
                 .await;
             job.emit(JobEvent::Failed {
                 code: "shutting_down",
@@ -601,12 +607,13 @@ impl Jobs {
                 })),
                 _ => None,
             };
-            if let Err(e) =
-                self.rt.block_on(
-                    self.store
-                        .job_finished(&job.id, status, result.as_ref(), error.as_deref()),
-                )
-            {
+            if let Err(e) = self.rt.block_on(self.store.job_finished(
+                &job.tenant_id,
+                &job.id,
+                status,
+                result.as_ref(),
+                error.as_deref(),
+            )) {
                 tracing::error!(job = %job.id, error = %e, "recording a finished job failed");
             }
             self.count(job.kind, status.as_str());

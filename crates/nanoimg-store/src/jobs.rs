@@ -218,9 +218,11 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Ends a job that is not final yet. Returns false if it already was.
+    /// Ends a job of `tenant_id` that is not final yet. Returns false if it already was (or is
+    /// not that tenant's). The result is sealed with the tenant's key.
     pub async fn job_finished(
         &self,
+        tenant_id: &str,
         id: &str,
         status: JobStatus,
         result: Option<&serde_json::Value>,
@@ -228,26 +230,23 @@ impl Store {
     ) -> Result<bool> {
         debug_assert!(status.is_final());
         let result = match result {
-            Some(r) => {
-                let tenant: String = sqlx::query("SELECT tenant_id FROM jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.db.pool)
+            Some(r) => Some(
+                self.field_key(tenant_id)
                     .await?
-                    .ok_or(StoreError::NotFound("job"))?
-                    .try_get("tenant_id")?;
-                Some(self.field_key(&tenant).await?.seal(RESULT, id, &r.to_string())?)
-            }
+                    .seal(RESULT, id, &r.to_string())?,
+            ),
             None => None,
         };
         let r = sqlx::query(
             "UPDATE jobs SET status = $1, result = $2, error = $3, finished_at = $4 \
-             WHERE id = $5 AND status IN ('queued', 'running')",
+             WHERE id = $5 AND tenant_id = $6 AND status IN ('queued', 'running')",
         )
         .bind(status.as_str())
         .bind(result)
         .bind(error)
         .bind(now_ms())
         .bind(id)
+        .bind(tenant_id)
         .execute(&self.db.pool)
         .await?;
         Ok(r.rows_affected() == 1)

@@ -216,6 +216,7 @@ async fn erasure_leaves_no_plaintext_in_the_database_its_log_the_blobs_or_a_back
         .await
         .unwrap();
     s.job_finished(
+        &t.id,
         &job.id,
         nanoimg_store::JobStatus::Succeeded,
         Some(&serde_json::json!({"revised_prompt": "MARKER-PROMPT"})),

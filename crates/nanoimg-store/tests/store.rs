@@ -258,6 +258,7 @@ async fn jobs_survive_a_restart_as_failed_or_requeued() {
         assert!(s.job_started(&done).await.unwrap());
         assert!(s
             .job_finished(
+                sc.tenant_id(),
                 &done,
                 JobStatus::Succeeded,
                 Some(&serde_json::json!(["img"])),
@@ -267,7 +268,7 @@ async fn jobs_survive_a_restart_as_failed_or_requeued() {
             .unwrap());
         // Final is final.
         assert!(!s
-            .job_finished(&done, JobStatus::Failed, None, Some("late"))
+            .job_finished(sc.tenant_id(), &done, JobStatus::Failed, None, Some("late"))
             .await
             .unwrap());
         s.close().await;
@@ -559,7 +560,7 @@ async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_el
         .insert_job("generate", true, None, serde_json::json!({"prompt": "old"}))
         .await
         .unwrap();
-    s.job_finished(&done.id, JobStatus::Succeeded, None, None)
+    s.job_finished(&t.id, &done.id, JobStatus::Succeeded, None, None)
         .await
         .unwrap();
     let waiting = sc
