@@ -20,15 +20,24 @@ async fn events_of(s: &common::TestServer, key: &str, id: &str) -> String {
     r.send().await.unwrap().text().await.unwrap()
 }
 
-async fn audit_of(s: &common::TestServer, action: &str) -> Vec<Value> {
-    let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
-    audit["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == action)
-        .cloned()
-        .collect()
+/// The audit events of `action`, once there are `expected` of them (refusals are written by a
+/// background writer, so they land shortly after the answer) or 10 s have passed.
+async fn audit_of(s: &common::TestServer, action: &str, expected: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
+        let found: Vec<Value> = audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .cloned()
+            .collect();
+        if found.len() >= expected || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +98,7 @@ async fn the_semantic_layer_refuses_what_no_word_list_names() {
         .await;
     assert_eq!(r.status(), 200);
     // The audit event names the layer and the score.
-    let ev = audit_of(&s, "moderation.blocked").await;
+    let ev = audit_of(&s, "moderation.blocked", 1).await;
     assert_eq!(ev.len(), 1);
     let flags = ev[0]["detail"]["flags"].as_array().unwrap();
     assert!(flags.iter().all(|f| f["layer"] == "semantic"), "{flags:?}");
@@ -122,7 +131,7 @@ async fn a_refused_output_is_neither_stored_nor_returned() {
 
     let assets = s.get_json(&key, "/v1/assets").await;
     assert_eq!(assets["data"], json!([]), "{assets}");
-    let ev = audit_of(&s, "moderation.blocked").await;
+    let ev = audit_of(&s, "moderation.blocked", 2).await;
     assert_eq!(ev.len(), 2, "{ev:?}");
     assert_eq!(ev[0]["detail"]["layer"], "image");
     assert_eq!(ev[0]["detail"]["input"], "output");
@@ -165,7 +174,7 @@ async fn a_refused_upload_is_not_stored() {
     assert_eq!((st, &e["error"]["param"]), (400, &json!("image")), "{e}");
     let assets = s.get_json(&key, "/v1/assets").await;
     assert_eq!(assets["data"], json!([]), "{assets}");
-    let ev = audit_of(&s, "moderation.blocked").await;
+    let ev = audit_of(&s, "moderation.blocked", 2).await;
     assert_eq!(ev.len(), 2);
     assert_eq!(ev[0]["detail"]["input"], "file");
 }
