@@ -720,14 +720,8 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
         m.contains("nanoimg_rejections_total{reason=\"moderation\"} 7"),
         "{m}"
     );
-    let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
-    let blocked: Vec<&Value> = audit["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "moderation.blocked")
-        .collect();
-    assert_eq!(blocked.len(), 7, "{audit}");
+    let blocked = audit_of(&s, "moderation.blocked", 7).await;
+    assert_eq!(blocked.len(), 7, "{blocked:?}");
     assert_eq!(
         blocked[1]["detail"]["categories"],
         json!(["sexual", "sexual/minors"])
@@ -736,6 +730,7 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     // Asked for low before it was allowed: moderated at auto, and the record says both.
     assert_eq!(blocked[5]["detail"]["asked"], "low");
     assert_eq!(blocked[5]["detail"]["strictness"], "auto");
+    let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
     assert!(!audit.to_string().contains(&key));
 }
 

@@ -239,3 +239,23 @@ pub fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
         .sum();
     sum as f64 / a.as_raw().len() as f64
 }
+
+/// The audit events of `action`, once there are `expected` of them (refusals are written by a
+/// background writer, so they land shortly after the answer) or 10 s have passed.
+pub async fn audit_of(s: &TestServer, action: &str, expected: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
+        let found: Vec<Value> = audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .cloned()
+            .collect();
+        if found.len() >= expected || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

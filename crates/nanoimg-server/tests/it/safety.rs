@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use crate::common::{png, start, tiny_request, TestServer, ALL_SCOPES};
+use crate::common::{audit_of, png, start, tiny_request, TestServer, ALL_SCOPES};
 use serde_json::{json, Value};
 
 fn with_models(c: &mut nanoimg_server::Config) {
@@ -18,26 +18,6 @@ async fn events_of(s: &common::TestServer, key: &str, id: &str) -> String {
         .get(s.url(&format!("/v1/jobs/{id}/events")))
         .bearer_auth(key);
     r.send().await.unwrap().text().await.unwrap()
-}
-
-/// The audit events of `action`, once there are `expected` of them (refusals are written by a
-/// background writer, so they land shortly after the answer) or 10 s have passed.
-async fn audit_of(s: &common::TestServer, action: &str, expected: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
-        let found: Vec<Value> = audit["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == action)
-            .cloned()
-            .collect();
-        if found.len() >= expected || std::time::Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
