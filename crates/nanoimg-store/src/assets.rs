@@ -104,7 +104,7 @@ impl Scoped<'_> {
         .execute(&self.store.db.pool)
         .await;
         if let Err(e) = r {
-            let _ = self.store.blobs.delete(&asset.tenant_id, &asset.id);
+            let _ = self.store.blobs.delete(&asset.tenant_id, &asset.id).await;
             return Err(e.into());
         }
         Ok(asset)
@@ -191,6 +191,6 @@ impl Scoped<'_> {
             .bind(self.tenant_id)
             .execute(&self.store.db.pool)
             .await?;
-        self.store.blobs.delete(&asset.tenant_id, &asset.id)
+        self.store.blobs.delete(&asset.tenant_id, &asset.id).await
     }
 }

@@ -140,7 +140,7 @@ impl Scoped<'_> {
                 for a in assets {
                     let _ = self.delete_asset_unchecked(&a).await;
                 }
-                let _ = self.store.blobs.delete(self.tenant_id, &lora_name);
+                let _ = self.store.blobs.delete(self.tenant_id, &lora_name).await;
             }
         };
         for (i, r) in new.references.iter().enumerate() {
@@ -327,7 +327,7 @@ impl Scoped<'_> {
         for r in &c.references {
             self.delete_asset_unchecked(&r.asset_id).await?;
         }
-        self.store.blobs.delete(self.tenant_id, &lora_blob(&c.id))?;
+        self.store.blobs.delete(self.tenant_id, &lora_blob(&c.id)).await?;
         Ok(c)
     }
 }

@@ -1,7 +1,8 @@
 //! Erasing a tenant for real: its data key first (crypto-shredding: every blob and sealed field
 //! of the tenant, wherever a copy of it lies, becomes unreadable), then its rows and blobs, then
 //! the detail of its audit events (who did what and when stays, and the chain still verifies).
-//! SQLite overwrites freed pages (`secure_delete`) and the write-ahead log is emptied after.
+//! SQLite overwrites freed pages (`secure_delete`) and the write-ahead log is emptied after;
+//! PostgreSQL vacuums the tables the tenant had rows in.
 
 use crate::error::{Result, StoreError};
 use crate::Store;
@@ -67,11 +68,14 @@ impl Store {
             .rows_affected();
         tx.commit().await?;
         // 3. The blobs.
-        let blobs = self.blobs.delete_tenant(id)?;
+        let blobs = self.blobs.delete_tenant(id).await?;
         // 4. What the audit log said of it.
         let audit_redacted = self.redact_audit(id).await?;
-        // 5. Freed pages were overwritten (secure_delete); empty the write-ahead log too.
-        self.db.compact_log().await?;
+        // 5. Freed pages were overwritten (SQLite's secure_delete); empty the write-ahead log
+        //    too, or vacuum (PostgreSQL).
+        let mut vacuum = TABLES.to_vec();
+        vacuum.extend(["tenants", "tenant_keys", "audit_events"]);
+        self.db.compact_log(&vacuum).await?;
         Ok(Erasure {
             tenant_id: tenant.id,
             tenant_name: tenant.name,

@@ -13,6 +13,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The object store (S3) refused or failed a request.
+    #[error("object store: {path}: {source}")]
+    Object {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
     /// A uniqueness rule was broken (a tenant name already taken, …).
     #[error("{0}")]
     Conflict(String),

@@ -122,31 +122,24 @@ impl Scoped<'_> {
     /// Encrypts `bytes` with the tenant's key and stores them as blob `name`.
     pub(crate) async fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let key = self.store.data_key(self.tenant_id).await?;
-        let blobs = self.store.blobs.clone();
-        let (tenant, name, data) = (self.tenant_id.to_owned(), name.to_owned(), bytes.to_vec());
-        tokio::task::spawn_blocking(move || {
-            let sealed = key.seal(&blob_aad(&tenant, &name), &data)?;
-            blobs.put(&tenant, &name, &sealed)
-        })
-        .await
-        .map_err(stopped)?
+        let (aad, data) = (blob_aad(self.tenant_id, name), bytes.to_vec());
+        let sealed = tokio::task::spawn_blocking(move || key.seal(&aad, &data))
+            .await
+            .map_err(stopped)??;
+        self.store.blobs.put(self.tenant_id, name, sealed).await
     }
 
     /// Reads and decrypts blob `name`; a changed, moved or truncated blob is an error.
     pub(crate) async fn get_blob(&self, name: &str) -> Result<Vec<u8>> {
         let key = self.store.data_key(self.tenant_id).await?;
-        let blobs = self.store.blobs.clone();
-        let (tenant, name) = (self.tenant_id.to_owned(), name.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let sealed = blobs.get(&tenant, &name)?;
-            key.open(
-                &blob_aad(&tenant, &name),
-                sealed,
-                &format!("blob {tenant}/{name}"),
-            )
-        })
-        .await
-        .map_err(stopped)?
+        let sealed = self.store.blobs.get(self.tenant_id, name).await?;
+        let (aad, what) = (
+            blob_aad(self.tenant_id, name),
+            format!("blob {}/{name}", self.tenant_id),
+        );
+        tokio::task::spawn_blocking(move || key.open(&aad, sealed, &what))
+            .await
+            .map_err(stopped)?
     }
 }
 
@@ -179,7 +172,7 @@ impl Store {
             return Ok(0);
         }
         let mut encrypted = 0;
-        for tenant in self.blobs.tenants()? {
+        for tenant in self.blobs.tenants().await? {
             let known = sqlx::query("SELECT 1 AS one FROM tenants WHERE id = $1")
                 .bind(&tenant)
                 .fetch_optional(&self.db.pool)
@@ -189,13 +182,13 @@ impl Store {
                 continue;
             }
             let key = self.data_key(&tenant).await?;
-            for name in self.blobs.names(&tenant)? {
-                let bytes = self.blobs.get(&tenant, &name)?;
+            for name in self.blobs.names(&tenant).await? {
+                let bytes = self.blobs.get(&tenant, &name).await?;
                 let aad = blob_aad(&tenant, &name);
                 if bytes.starts_with(crate::crypto::MAGIC) && key.open(&aad, bytes.clone(), "").is_ok() {
                     continue;
                 }
-                self.blobs.put(&tenant, &name, &key.seal(&aad, &bytes)?)?;
+                self.blobs.put(&tenant, &name, key.seal(&aad, &bytes)?).await?;
                 encrypted += 1;
             }
         }
@@ -330,19 +323,22 @@ mod tests {
         };
         let a = s.scoped(&t.id).put_asset(new, b"old").await.unwrap();
         // As an older version left it: plaintext on disk, the task not done.
-        s.blobs.put(&t.id, &a.id, b"plaintext from before").unwrap();
+        s.blobs
+            .put(&t.id, &a.id, b"plaintext from before".to_vec())
+            .await
+            .unwrap();
         sqlx::query("UPDATE store_tasks SET done_at = NULL")
             .execute(&s.db.pool)
             .await
             .unwrap();
         s.close().await;
         let s = Store::open(d.path()).await.unwrap();
-        let raw = s.blobs.get(&t.id, &a.id).unwrap();
+        let raw = s.blobs.get(&t.id, &a.id).await.unwrap();
         assert!(raw.starts_with(crate::crypto::MAGIC));
         let (_, bytes) = s.scoped(&t.id).asset_bytes(&a.id).await.unwrap();
         assert_eq!(bytes, b"plaintext from before");
         // Done once: a plaintext file appearing later is refused, not adopted.
-        s.blobs.put(&t.id, &a.id, b"planted").unwrap();
+        s.blobs.put(&t.id, &a.id, b"planted".to_vec()).await.unwrap();
         s.close().await;
         let s = Store::open(d.path()).await.unwrap();
         assert!(s.scoped(&t.id).asset_bytes(&a.id).await.is_err());

@@ -22,6 +22,8 @@ mod keys_at_rest;
 pub mod retention;
 pub mod sessions;
 pub mod tenants;
+#[doc(hidden)]
+pub mod testing;
 
 pub use assets::{Asset, NewAsset};
 pub use audit::chain::{ChainBreak, ChainReport, Problem};
@@ -29,6 +31,7 @@ pub use audit::checkpoint::{read_witness, AuditOptions, Checkpoint, CheckpointKe
 pub use audit::{AuditEvent, AuditRecord, Outcome};
 pub use characters::{Character, CharacterReference, NewCharacter, NewReference};
 pub use crypto::MasterKey;
+pub use db::Backend;
 pub use erasure::Erasure;
 pub use error::{Result, StoreError};
 pub use export::ExportRecords;
@@ -55,9 +58,16 @@ pub struct Store {
     keys: Arc<Keyring>,
 }
 
-/// How to open a store: the audit log's key and witness, and the master key.
+/// How to open a store: where the metadata lives, the audit log's key and witness, and the
+/// master key.
 #[derive(Debug)]
 pub struct StoreOptions {
+    /// The metadata database: `sqlite://PATH` or `postgres://…`. `None` is the SQLite file
+    /// `nanoimg.db` in the data directory.
+    pub database_url: Option<String>,
+    /// Where blobs go: `s3://BUCKET[/PREFIX]` (endpoint and credentials from the `AWS_*`
+    /// environment variables) or a directory. `None` is `blobs/` in the data directory.
+    pub blob_url: Option<String>,
     pub audit: AuditOptions,
     /// Wraps every tenant's data key (encryption at rest).
     pub master_key: MasterKey,
@@ -72,6 +82,8 @@ impl StoreOptions {
     /// the server one from elsewhere (docs/data-protection.md).
     pub fn in_data_dir(dir: &Path) -> Result<Self> {
         Ok(Self {
+            database_url: None,
+            blob_url: None,
             audit: AuditOptions::in_data_dir(dir),
             master_key: MasterKey::load_or_create(&dir.join("secrets").join("master.key"))?,
             previous_master_key: None,
@@ -91,23 +103,32 @@ impl Store {
         Self::open_in(data_dir, StoreOptions::in_data_dir(data_dir)?).await
     }
 
-    /// Like [`Store::open`], with the keys and files `options` name.
+    /// Like [`Store::open`], with the database, keys and files `options` name.
     pub async fn open_in(data_dir: &Path, options: StoreOptions) -> Result<Self> {
         blobs::create_private_dir(data_dir)?;
-        let db_path = data_dir.join(SQLITE_FILE);
-        Self::open_with(&db::sqlite_url(&db_path), data_dir.join("blobs"), options).await
+        Self::open_with(data_dir.join("blobs"), options).await
     }
 
-    /// Opens a store from a database URL (`sqlite://…`), a blob directory and the options.
-    /// Re-wraps tenant keys if the master key was rotated, and encrypts any blob written
-    /// before encryption existed.
-    pub async fn open_with(database_url: &str, blob_dir: PathBuf, options: StoreOptions) -> Result<Self> {
+    /// Opens a store from the options and a blob directory (used when the options name no
+    /// blob URL; the SQLite file, when they name no database, is beside it). Re-wraps tenant keys if the master key was rotated, and
+    /// encrypts any blob or field written before encryption existed.
+    pub async fn open_with(blob_dir: PathBuf, options: StoreOptions) -> Result<Self> {
         let signer = AuditSigner::load(&options.audit)?;
-        let db = Db::connect(database_url).await?;
+        let url = match &options.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let parent = blob_dir.parent().unwrap_or(Path::new("."));
+                db::sqlite_url(&parent.join(SQLITE_FILE))
+            }
+        };
+        let db = Db::connect(&url).await?;
         db.migrate().await?;
         let store = Self {
             db,
-            blobs: BlobStore::new(blob_dir)?,
+            blobs: match &options.blob_url {
+                Some(url) => BlobStore::from_url(url)?,
+                None => BlobStore::new(blob_dir)?,
+            },
             audit_log: Arc::new(AuditLog::new(signer)),
             keys: Arc::new(Keyring::new(options.master_key)),
         };
@@ -130,6 +151,11 @@ impl Store {
     /// Closes the connection pool, waiting for queries in flight.
     pub async fn close(&self) {
         self.db.pool.close().await;
+    }
+
+    /// Which database holds the metadata.
+    pub fn backend(&self) -> Backend {
+        self.db.backend
     }
 
     /// Whether the database answers.

@@ -1,19 +1,22 @@
-//! The audit log's tamper evidence, against a real SQLite file: someone with write access to the
-//! database (the append-only triggers dropped) edits, deletes, reorders and truncates events,
-//! and `verify_audit` names the first bad entry each time.
+//! The audit log's tamper evidence, against a real SQLite file and a real PostgreSQL server:
+//! someone with write access to the database (the append-only triggers dropped) edits, deletes,
+//! reorders and truncates events, and `verify_audit` names the first bad entry each time.
+
+mod common;
+use common::TestDb;
 
 use nanoimg_store::{
     read_witness, AuditEvent, AuditOptions, CheckpointKey, Outcome, Problem, Store, StoreOptions,
 };
 use std::path::Path;
 
-fn options(dir: &Path, every: u32) -> StoreOptions {
+fn options(db: &TestDb, every: u32) -> StoreOptions {
     StoreOptions {
         audit: AuditOptions {
             checkpoint_every: every,
-            ..AuditOptions::in_data_dir(dir)
+            ..AuditOptions::in_data_dir(db.path())
         },
-        ..StoreOptions::in_data_dir(dir).unwrap()
+        ..db.options()
     }
 }
 
@@ -30,37 +33,18 @@ fn event(i: usize, tenant: Option<&str>) -> AuditEvent {
 }
 
 /// A store with `n` events, a checkpoint every `every`.
-async fn log_with(n: usize, every: u32) -> (tempfile::TempDir, Store) {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open_in(d.path(), options(d.path(), every)).await.unwrap();
+async fn log_with(d: TestDb, n: usize, every: u32) -> (TestDb, Store) {
+    let s = Store::open_in(d.path(), options(&d, every)).await.unwrap();
     for i in 1..=n {
         s.audit(event(i, None)).await.unwrap();
     }
     (d, s)
 }
 
-/// A direct connection to the database file with the append-only triggers dropped, as an
-/// attacker with write access to the file would have.
-async fn raw(dir: &Path) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}", dir.join("nanoimg.db").display());
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    for t in [
-        "audit_events_no_update",
-        "audit_events_no_delete",
-        "audit_checkpoints_no_update",
-        "audit_checkpoints_no_delete",
-    ] {
-        sqlx::query(&format!("DROP TRIGGER {t}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    pool
-}
-
-async fn tamper(dir: &Path, sql: &[&str]) {
-    let pool = raw(dir).await;
+/// Changes the database directly, as an attacker with write access to it would, the
+/// append-only triggers dropped first.
+async fn tamper(db: &TestDb, sql: &[&str]) {
+    let pool = db.raw_without_guards().await;
     for q in sql {
         sqlx::query(q).execute(&pool).await.unwrap();
     }
@@ -72,10 +56,8 @@ async fn verify(s: &Store, dir: &Path) -> nanoimg_store::ChainReport {
     s.verify_audit(&s.audit_public_key(), &witness).await.unwrap()
 }
 
-#[tokio::test]
-async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_writers() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open_in(d.path(), options(d.path(), 5)).await.unwrap();
+async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_writers(d: TestDb) {
+    let s = Store::open_in(d.path(), options(&d, 5)).await.unwrap();
     // Writers in parallel tasks still form one chain: no two events share a predecessor.
     let tasks: Vec<_> = (1..=12)
         .map(|i| {
@@ -106,7 +88,7 @@ async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_wri
 
     // The key persists across opens, readable only by its owner; another key verifies nothing.
     s.close().await;
-    let s = Store::open_in(d.path(), options(d.path(), 5)).await.unwrap();
+    let s = Store::open_in(d.path(), options(&d, 5)).await.unwrap();
     assert_eq!(
         s.audit_public_key(),
         CheckpointKey::from_hex(&c.public_key).unwrap()
@@ -118,8 +100,8 @@ async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_wri
         let mode = std::fs::metadata(&key).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the signing key is private");
     }
-    let other = tempfile::tempdir().unwrap();
-    let stranger = Store::open(other.path()).await.unwrap().audit_public_key();
+    let other = d.fresh().await;
+    let stranger = other.open().await.audit_public_key();
     let r = s.verify_audit(&stranger, &[]).await.unwrap();
     let b = r.first_break.expect("checkpoints under another key");
     assert_eq!(b.problem, Problem::BadCheckpoint);
@@ -127,8 +109,7 @@ async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_wri
 }
 
 /// Each kind of tampering, on its own copy of a 10-event log with checkpoints at 4 and 8.
-#[tokio::test]
-async fn edits_deletions_reordering_and_truncation_are_each_found() {
+async fn edits_deletions_reordering_and_truncation_are_each_found(d: TestDb) {
     let cases: &[(&str, &[&str], i64, Problem)] = &[
         (
             "a field edited",
@@ -203,11 +184,11 @@ async fn edits_deletions_reordering_and_truncation_are_each_found() {
         ),
     ];
     for (what, sql, seq, problem) in cases {
-        let (d, s) = log_with(10, 4).await;
+        let (d, s) = log_with(d.fresh().await, 10, 4).await;
         assert!(verify(&s, d.path()).await.ok(), "{what}: clean before");
         s.close().await;
-        tamper(d.path(), sql).await;
-        let s = Store::open_in(d.path(), options(d.path(), 4)).await.unwrap();
+        tamper(&d, sql).await;
+        let s = Store::open_in(d.path(), options(&d, 4)).await.unwrap();
         let r = verify(&s, d.path()).await;
         let b = r.first_break.unwrap_or_else(|| panic!("{what}: not detected"));
         assert_eq!((b.seq, &b.problem), (*seq, problem), "{what}: {}", b.message);
@@ -215,10 +196,8 @@ async fn edits_deletions_reordering_and_truncation_are_each_found() {
     }
 }
 
-#[tokio::test]
-async fn erasure_redacts_details_and_the_chain_still_verifies() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open_in(d.path(), options(d.path(), 3)).await.unwrap();
+async fn erasure_redacts_details_and_the_chain_still_verifies(d: TestDb) {
+    let s = Store::open_in(d.path(), options(&d, 3)).await.unwrap();
     for i in 1..=6 {
         s.audit(event(i, Some(if i % 2 == 0 { "gone" } else { "stays" })))
             .await
@@ -238,9 +217,7 @@ async fn erasure_redacts_details_and_the_chain_still_verifies() {
     }
     // The database still refuses any other change, redaction of another field included.
     s.close().await;
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}", d.path().join("nanoimg.db").display());
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let pool = d.raw().await;
     for q in [
         r#"UPDATE audit_events SET detail = '{"i":1}' WHERE seq = 1"#,
         r#"UPDATE audit_events SET detail = '{"redacted":true}', target = NULL WHERE seq = 1"#,
@@ -250,3 +227,9 @@ async fn erasure_redacts_details_and_the_chain_still_verifies() {
         assert!(e.to_string().contains("append-only"), "{q}: {e}");
     }
 }
+
+on_both_backends!(
+    an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_writers,
+    edits_deletions_reordering_and_truncation_are_each_found,
+    erasure_redacts_details_and_the_chain_still_verifies,
+);

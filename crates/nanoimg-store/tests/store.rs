@@ -1,15 +1,18 @@
-//! The store against a real SQLite file: tenants and keys, tenant isolation, assets, jobs across a
-//! restart, edit sessions, and the append-only audit table.
+//! The store against a real SQLite file and a real PostgreSQL server (each test runs on both):
+//! tenants and keys, tenant isolation, assets, jobs across a restart, edit sessions,
+//! characters, retention, and the append-only audit table.
+
+mod common;
+use common::TestDb;
 
 use nanoimg_store::{
     AuditEvent, AuthFailure, JobStatus, NewAsset, NewKey, NewVersion, Outcome, Scope, Store, StoreError,
     TenantLimits,
 };
 
-async fn open() -> (tempfile::TempDir, Store) {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).await.unwrap();
-    (d, s)
+async fn open(db: TestDb) -> (TestDb, Store) {
+    let s = db.open().await;
+    (db, s)
 }
 
 fn key(name: &str, scopes: &[Scope]) -> NewKey {
@@ -31,9 +34,8 @@ fn png_asset() -> NewAsset {
     }
 }
 
-#[tokio::test]
-async fn keys_authenticate_until_revoked_or_expired() {
-    let (_d, s) = open().await;
+async fn keys_authenticate_until_revoked_or_expired(db: TestDb) {
+    let (_d, s) = open(db).await;
     let t = s.create_tenant("acme", false).await.unwrap();
     let (rec, secret) = s.create_key(&t.id, &key("ci", &Scope::defaults())).await.unwrap();
     let p = s.authenticate(secret.expose()).await.unwrap().unwrap();
@@ -85,9 +87,8 @@ async fn keys_authenticate_until_revoked_or_expired() {
     );
 }
 
-#[tokio::test]
-async fn tenant_limits_are_stored_checked_and_reach_the_principal() {
-    let (d, s) = open().await;
+async fn tenant_limits_are_stored_checked_and_reach_the_principal(db: TestDb) {
+    let (d, s) = open(db).await;
     let t = s.create_tenant("acme", false).await.unwrap();
     assert_eq!(t.limits, TenantLimits::default());
     let (_, secret) = s.create_key(&t.id, &key("ci", &Scope::defaults())).await.unwrap();
@@ -127,15 +128,14 @@ async fn tenant_limits_are_stored_checked_and_reach_the_principal() {
     );
     // Unchanged by the refused updates, and kept across a reopen.
     s.close().await;
-    let s = Store::open(d.path()).await.unwrap();
+    let s = d.open().await;
     let t = s.tenant(&t.id).await.unwrap();
     assert_eq!(t.limits, limits);
     assert!(t.allow_low_moderation);
 }
 
-#[tokio::test]
-async fn rotation_replaces_a_key_and_admin_scope_is_for_the_operator_only() {
-    let (_d, s) = open().await;
+async fn rotation_replaces_a_key_and_admin_scope_is_for_the_operator_only(db: TestDb) {
+    let (_d, s) = open(db).await;
     let ops = s.create_tenant("ops", true).await.unwrap();
     let t = s.create_tenant("acme", false).await.unwrap();
     let e = s.create_key(&t.id, &key("x", &[Scope::Admin])).await.unwrap_err();
@@ -166,9 +166,8 @@ async fn rotation_replaces_a_key_and_admin_scope_is_for_the_operator_only() {
     assert!(s.create_tenant("", false).await.is_err());
 }
 
-#[tokio::test]
-async fn another_tenants_assets_and_jobs_are_not_found() {
-    let (_d, s) = open().await;
+async fn another_tenants_assets_and_jobs_are_not_found(db: TestDb) {
+    let (_d, s) = open(db).await;
     let a = s.create_tenant("a", false).await.unwrap();
     let b = s.create_tenant("b", false).await.unwrap();
     let asset = s
@@ -206,9 +205,8 @@ async fn another_tenants_assets_and_jobs_are_not_found() {
     assert!(s.scoped(&a.id).asset("../../etc/passwd").await.is_err());
 }
 
-#[tokio::test]
-async fn asset_listing_pages_newest_first() {
-    let (_d, s) = open().await;
+async fn asset_listing_pages_newest_first(db: TestDb) {
+    let (_d, s) = open(db).await;
     let t = s.create_tenant("t", false).await.unwrap();
     let sc = s.scoped(&t.id);
     let mut ids = vec![];
@@ -229,12 +227,11 @@ async fn asset_listing_pages_newest_first() {
     assert_eq!(got.len(), 5);
 }
 
-#[tokio::test]
-async fn jobs_survive_a_restart_as_failed_or_requeued() {
-    let d = tempfile::tempdir().unwrap();
+async fn jobs_survive_a_restart_as_failed_or_requeued(db: TestDb) {
+    let d = db;
     let (running, waiting_sync, waiting_detached, done);
     {
-        let s = Store::open(d.path()).await.unwrap();
+        let s = d.open().await;
         let t = s.create_tenant("t", false).await.unwrap();
         let sc = s.scoped(&t.id);
         let p = serde_json::json!({"prompt": "x"});
@@ -273,7 +270,7 @@ async fn jobs_survive_a_restart_as_failed_or_requeued() {
             .unwrap());
         s.close().await;
     }
-    let s = Store::open(d.path()).await.unwrap();
+    let s = d.open().await;
     let r = s.recover_jobs().await.unwrap();
     assert_eq!(r.failed, 2);
     assert_eq!(
@@ -296,9 +293,8 @@ async fn jobs_survive_a_restart_as_failed_or_requeued() {
     );
 }
 
-#[tokio::test]
-async fn the_audit_table_is_append_only() {
-    let (d, s) = open().await;
+async fn the_audit_table_is_append_only(db: TestDb) {
+    let (d, s) = open(db).await;
     for i in 0..3 {
         s.audit(AuditEvent {
             request_id: Some(format!("req-{i}")),
@@ -316,10 +312,8 @@ async fn the_audit_table_is_append_only() {
     assert_eq!(ev.len(), 3);
     assert_eq!(s.audit_events(None, ev[0].seq, 100).await.unwrap().len(), 2);
     s.close().await;
-    // Even a direct connection to the file cannot change or remove events.
-    let url = format!("sqlite://{}", d.path().join("nanoimg.db").display());
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    // Even a direct connection to the database cannot change or remove events.
+    let pool = d.raw().await;
     let e = sqlx::query("UPDATE audit_events SET outcome = 'x'")
         .execute(&pool)
         .await
@@ -342,9 +336,8 @@ fn version(parent: &str, asset: &str) -> NewVersion {
     }
 }
 
-#[tokio::test]
-async fn edit_sessions_keep_a_tree_an_undo_stack_and_their_tenant() {
-    let (_d, s) = open().await;
+async fn edit_sessions_keep_a_tree_an_undo_stack_and_their_tenant(db: TestDb) {
+    let (_d, s) = open(db).await;
     let a = s.create_tenant("a", false).await.unwrap();
     let b = s.create_tenant("b", false).await.unwrap();
     let (sa, sb) = (s.scoped(&a.id), s.scoped(&b.id));
@@ -449,9 +442,8 @@ fn blob_files(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-#[tokio::test]
-async fn characters_keep_their_references_and_lora_and_go_with_them() {
-    let (d, s) = open().await;
+async fn characters_keep_their_references_and_lora_and_go_with_them(db: TestDb) {
+    let (d, s) = open(db).await;
     let t = s.create_tenant("acme", false).await.unwrap();
     let other = s.create_tenant("other", false).await.unwrap();
     let scoped = s.scoped(&t.id);
@@ -546,9 +538,8 @@ async fn characters_keep_their_references_and_lora_and_go_with_them() {
     assert!(scoped.characters(10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_else() {
-    let (d, s) = open().await;
+async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_else(db: TestDb) {
+    let (d, s) = open(db).await;
     let t = s.create_tenant("short", false).await.unwrap();
     let forever = s.create_tenant("forever", false).await.unwrap();
     let sc = s.scoped(&t.id);
@@ -574,9 +565,7 @@ async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_el
         .unwrap();
 
     // Forty days pass for some of them.
-    let url = format!("sqlite://{}", d.path().join("nanoimg.db").display());
-    sqlx::any::install_default_drivers();
-    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+    let raw = d.raw().await;
     let age = |sql: String| {
         let raw = raw.clone();
         async move { sqlx::query(&sql).execute(&raw).await.unwrap() }
@@ -635,3 +624,16 @@ async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_el
     s.set_tenant_retention("short", None).await.unwrap();
     assert!(s.apply_retention(now + days40 * 10).await.unwrap().is_empty());
 }
+
+on_both_backends!(
+    keys_authenticate_until_revoked_or_expired,
+    tenant_limits_are_stored_checked_and_reach_the_principal,
+    rotation_replaces_a_key_and_admin_scope_is_for_the_operator_only,
+    another_tenants_assets_and_jobs_are_not_found,
+    asset_listing_pages_newest_first,
+    jobs_survive_a_restart_as_failed_or_requeued,
+    the_audit_table_is_append_only,
+    edit_sessions_keep_a_tree_an_undo_stack_and_their_tenant,
+    characters_keep_their_references_and_lora_and_go_with_them,
+    retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_else,
+);

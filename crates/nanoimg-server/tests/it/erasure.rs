@@ -8,19 +8,6 @@ use std::path::{Path, PathBuf};
 
 const MARKER: &str = "QUARTZMARKER";
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// The files under `dir` whose raw bytes contain the marker.
 fn with_marker(dir: &Path) -> Vec<PathBuf> {
     files(dir)

@@ -11,3 +11,4 @@ mod llm_planner;
 mod provenance;
 mod safety;
 mod sessions;
+mod shared_services;
