@@ -60,6 +60,53 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Encryption at rest.
     pub encryption: EncryptionConfig,
+    /// What this process does: `all` (serve and run jobs), `api` (serve; separate workers run
+    /// the jobs) or `worker` (run jobs from the shared queue; set by `nanoimg worker`).
+    pub role: Role,
+    /// The shared queue between API and worker processes.
+    pub queue: QueueConfig,
+}
+
+/// What a process does with jobs (docs/deploy.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// One process serves the API and runs jobs on its own workers (the default).
+    #[default]
+    All,
+    /// Serves the API; jobs go to the shared queue in the database, for worker processes.
+    Api,
+    /// Runs jobs from the shared queue; serves no API.
+    Worker,
+}
+
+/// Timing of the shared queue (roles `api` and `worker`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Seconds between a worker's heartbeats (and between reaper passes).
+    pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a worker is presumed dead and its jobs are
+    /// handed on (or failed, once they have had `max_attempts`).
+    pub worker_timeout_secs: u64,
+    /// Times a job is started before a lost worker makes it fail instead of retrying.
+    pub max_attempts: u32,
+    /// Milliseconds between an API node's reads of a job it is streaming or waiting for.
+    pub poll_ms: u64,
+    /// This worker's name in the queue [default: `wkr_` and random characters].
+    pub worker_id: Option<String>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 2,
+            worker_timeout_secs: 30,
+            max_attempts: 2,
+            poll_ms: 250,
+            worker_id: None,
+        }
+    }
 }
 
 /// Encryption at rest: the master key that wraps every tenant's data key. Set one of
@@ -304,6 +351,8 @@ impl Default for Config {
             planner: PlannerConfig::default(),
             audit: AuditConfig::default(),
             encryption: EncryptionConfig::default(),
+            role: Role::All,
+            queue: QueueConfig::default(),
         }
     }
 }
@@ -359,6 +408,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "NANOIMG_PREVIOUS_MASTER_KEY_FILE",
         "encryption.previous_master_key_file",
     ),
+    ("NANOIMG_ROLE", "role"),
+    ("NANOIMG_HEARTBEAT_SECS", "queue.heartbeat_secs"),
+    ("NANOIMG_WORKER_TIMEOUT_SECS", "queue.worker_timeout_secs"),
+    ("NANOIMG_MAX_ATTEMPTS", "queue.max_attempts"),
+    ("NANOIMG_QUEUE_POLL_MS", "queue.poll_ms"),
+    ("NANOIMG_WORKER_ID", "queue.worker_id"),
     ("NANOIMG_AUDIT_SIGNING_KEY", "audit.signing_key"),
     ("NANOIMG_AUDIT_WITNESS", "audit.witness"),
     ("NANOIMG_AUDIT_CHECKPOINT_EVERY", "audit.checkpoint_every"),
@@ -548,6 +603,7 @@ mod tests {
                         "planner",
                         "audit",
                         "encryption",
+                        "queue",
                     ]
                     .contains(&k.as_str()) =>
                 {

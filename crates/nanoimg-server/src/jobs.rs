@@ -4,9 +4,15 @@
 //! One owner: [`Jobs`] holds the queue, the live jobs and the counters under one lock, so
 //! admission (per-tenant cap, global capacity) and dequeuing can never disagree. Job records in
 //! the store are written at every transition, so a restart finds every job in a true state.
+//!
+//! With separate processes (`role = api` / `worker`, [`shared`]) the queue is the database's:
+//! an API node records jobs and watches them there; a worker claims them into its own queue.
+
+mod shared;
 
 use crate::audit::Auditor;
 use crate::conditioning;
+use crate::config::{QueueConfig, Role};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::models::ModelCatalog;
@@ -61,6 +67,15 @@ pub enum JobEvent {
     Cancelled,
 }
 
+/// The kind a job record names.
+fn job_kind(kind: &str) -> JobKind {
+    match kind {
+        "edit" => JobKind::Edit,
+        "variation" => JobKind::Variation,
+        _ => JobKind::Generation,
+    }
+}
+
 impl JobEvent {
     pub fn is_final(&self) -> bool {
         matches!(
@@ -82,6 +97,8 @@ pub struct LiveJob {
     /// The input image's stored file and media type, once the worker has read it: the C2PA
     /// parent of every image (and partial image) the job makes.
     input: OnceLock<(Arc<Vec<u8>>, String)>,
+    /// The attempt, for a job this worker claimed from the shared queue.
+    attempt: Option<i64>,
 }
 
 impl LiveJob {
@@ -95,6 +112,7 @@ impl LiveJob {
             cancel: CancelToken::new(),
             events: broadcast::channel(64).0,
             input: OnceLock::new(),
+            attempt: None,
         })
     }
 
@@ -201,6 +219,10 @@ pub struct JobSettings {
     pub watermark: Arc<Watermarker>,
     /// Signs every output once it is encoded.
     pub provenance: Arc<Provenance>,
+    /// Whether jobs run here, on workers elsewhere, or here from the shared queue.
+    pub role: Role,
+    /// The shared queue's timing and this worker's name.
+    pub queue: QueueConfig,
 }
 
 impl JobSettings {
@@ -257,6 +279,10 @@ impl Jobs {
             rt: Handle::current(),
             workers: Mutex::new(Vec::new()),
         });
+        if jobs.settings.role != Role::All {
+            shared::start(&jobs);
+            return Ok(jobs);
+        }
         let recovery = store.recover_jobs().await?;
         if recovery.failed > 0 {
             tracing::warn!(
@@ -275,6 +301,13 @@ impl Jobs {
                 }
             }
         }
+        jobs.spawn_workers();
+        Ok(jobs)
+    }
+
+    /// Starts the worker threads.
+    fn spawn_workers(self: &Arc<Self>) {
+        let jobs = self;
         let mut handles = jobs.workers.lock().expect("workers lock");
         for i in 0..jobs.settings.workers {
             let me = jobs.clone();
@@ -285,17 +318,15 @@ impl Jobs {
                     .expect("spawning a worker thread"),
             );
         }
-        drop(handles);
-        Ok(jobs)
     }
 
     fn requeue(&self, rec: Job, spec: JobSpec) {
-        let kind = match rec.kind.as_str() {
-            "edit" => JobKind::Edit,
-            "variation" => JobKind::Variation,
-            _ => JobKind::Generation,
-        };
-        let job = LiveJob::new(rec.id, rec.tenant_id, kind, true, spec);
+        let job = LiveJob::new(rec.id, rec.tenant_id, job_kind(&rec.kind), true, spec);
+        self.enqueue(job);
+    }
+
+    /// Puts a job this process will run in the local queue.
+    fn enqueue(&self, job: Arc<LiveJob>) {
         let mut st = self.state.lock().expect("queue lock");
         *st.active.entry(job.tenant_id.clone()).or_default() += 1;
         st.queued += 1;
@@ -307,45 +338,27 @@ impl Jobs {
     /// Admits a job: checks the tenant's cap and the queue's capacity, records it, queues it.
     /// The returned job can be watched; subscribe before anything can happen to it.
     pub async fn submit(
-        &self,
+        self: &Arc<Self>,
         owner: JobOwner<'_>,
         kind: JobKind,
         spec: JobSpec,
         detached: bool,
     ) -> Result<(Arc<LiveJob>, broadcast::Receiver<JobEvent>), ApiError> {
+        if self.settings.role == Role::Api {
+            return self.submit_shared(owner, kind, spec, detached).await;
+        }
         let (tenant_id, key_id) = (owner.tenant_id, owner.key_id);
         {
             let mut st = self.state.lock().expect("queue lock");
             if st.stopping {
-                self.metrics.reject("shutting_down");
-                return Err(ApiError::overloaded(
-                    "shutting_down",
-                    "the server is shutting down; try again shortly",
-                    5,
-                ));
+                return Err(self.refuse_shutting_down());
             }
             let active = st.active.get(tenant_id).copied().unwrap_or(0);
             if active >= owner.max_concurrent {
-                self.metrics.reject("concurrent_jobs");
-                return Err(ApiError::rate_limited(
-                    "concurrent_jobs_exceeded",
-                    format!(
-                        "this account already has {active} jobs queued or running; the limit is {}",
-                        owner.max_concurrent
-                    ),
-                    2.0,
-                ));
+                return Err(self.refuse_concurrent(active, owner.max_concurrent));
             }
             if st.queued >= self.settings.queue_capacity {
-                self.metrics.reject("queue_full");
-                return Err(ApiError::overloaded(
-                    "queue_full",
-                    format!(
-                        "the server's queue is full ({} jobs waiting); try again shortly",
-                        st.queued
-                    ),
-                    5,
-                ));
+                return Err(self.refuse_queue_full(st.queued));
             }
             // Reserve the slot before the await, so concurrent admissions cannot overshoot.
             *st.active.entry(tenant_id.to_owned()).or_default() += 1;
@@ -395,12 +408,34 @@ impl Jobs {
             .store
             .job_finished(&job.tenant_id, &job.id, JobStatus::Failed, None, Some(msg))
             .await;
+        Err(self.refuse_shutting_down())
+    }
+
+    fn refuse_shutting_down(&self) -> ApiError {
         self.metrics.reject("shutting_down");
-        Err(ApiError::overloaded(
+        ApiError::overloaded(
             "shutting_down",
             "the server is shutting down; try again shortly",
             5,
-        ))
+        )
+    }
+
+    fn refuse_concurrent(&self, active: usize, max: usize) -> ApiError {
+        self.metrics.reject("concurrent_jobs");
+        ApiError::rate_limited(
+            "concurrent_jobs_exceeded",
+            format!("this account already has {active} jobs queued or running; the limit is {max}"),
+            2.0,
+        )
+    }
+
+    fn refuse_queue_full(&self, queued: usize) -> ApiError {
+        self.metrics.reject("queue_full");
+        ApiError::overloaded(
+            "queue_full",
+            format!("the server's queue is full ({queued} jobs waiting); try again shortly"),
+            5,
+        )
     }
 
     /// The live job with this id, if it belongs to `tenant_id` and is queued or running.
@@ -409,9 +444,21 @@ impl Jobs {
         st.live.get(id).filter(|j| j.tenant_id == tenant_id).cloned()
     }
 
+    /// The live job to stream events of: one this process holds, or on an API node any job
+    /// still queued or running in the shared queue (watched from now on).
+    pub async fn watch(self: &Arc<Self>, tenant_id: &str, id: &str) -> Option<Arc<LiveJob>> {
+        if self.settings.role == Role::Api {
+            return self.watch_shared(tenant_id, id).await;
+        }
+        self.live(tenant_id, id)
+    }
+
     /// Cancels a job: a waiting one is removed at once, a running one stops at its next step.
     /// Returns false if the job is not live (unknown, another tenant's, or already final).
     pub async fn cancel(&self, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
+        if self.settings.role == Role::Api {
+            return self.cancel_shared(tenant_id, id).await;
+        }
         let removed = {
             let mut st = self.state.lock().expect("queue lock");
             let Some(job) = st.live.get(id).filter(|j| j.tenant_id == tenant_id).cloned() else {
@@ -450,6 +497,9 @@ impl Jobs {
     /// Cancels every live job of a tenant (erasure) and waits, up to 30 s, for the running ones
     /// to stop, so none writes after. Returns how many were cancelled.
     pub async fn stop_tenant(&self, tenant_id: &str) -> usize {
+        if self.settings.role == Role::Api {
+            return self.stop_tenant_shared(tenant_id).await;
+        }
         let live_ids = |st: &QueueState| -> Vec<String> {
             st.live
                 .values()
@@ -492,6 +542,11 @@ impl Jobs {
     /// ones stay queued in the store and resume at the next start); running jobs get `grace` to
     /// finish, then are cancelled and recorded as failed. Returns when the workers have stopped.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        if self.settings.role == Role::Api {
+            // The jobs belong to the workers; only this node's watchers stop.
+            self.state.lock().expect("queue lock").stopping = true;
+            return;
+        }
         let dropped: Vec<Arc<LiveJob>> = {
             let mut st = self.state.lock().expect("queue lock");
             st.stopping = true;
@@ -507,6 +562,11 @@ impl Jobs {
         };
         self.wake.notify_all();
         for job in dropped {
+            if let Some(attempt) = job.attempt {
+                // Back to the shared queue, for another worker.
+                let _ = self.store.release_claim(self.worker_id(), attempt, &job.id).await;
+                continue;
+            }
             if job.detached {
                 // Still `queued` in the store: picked up again at the next start.
                 continue;
@@ -598,16 +658,24 @@ impl Jobs {
             let result = match &event {
                 JobEvent::Succeeded(outs) => Some(serde_json::json!({
                     "images": outs.iter().map(|o| {
-                        let mut item = serde_json::json!({"id": o.asset.id, "seed": o.seed});
+                        let mut item = serde_json::json!({
+                            "id": o.asset.id, "seed": o.seed, "text_tokens": o.text_tokens,
+                        });
                         if let Some(v) = &o.version {
                             item["version"] = v.clone().into();
                         }
                         item
                     }).collect::<Vec<_>>(),
                 })),
+                // The code, for an API node that reads the outcome from the store.
+                JobEvent::Failed { code, .. } if job.attempt.is_some() => {
+                    Some(serde_json::json!({"code": code}))
+                }
                 _ => None,
             };
-            if let Err(e) = self.rt.block_on(self.store.job_finished(
+            if job.attempt.is_some() {
+                self.finish_shared(&job, status, &event, result.as_ref(), error.as_deref());
+            } else if let Err(e) = self.rt.block_on(self.store.job_finished(
                 &job.tenant_id,
                 &job.id,
                 status,
@@ -625,14 +693,20 @@ impl Jobs {
                 self.metrics.jobs_running.set(st.running as i64);
             }
             job.emit(event);
+            if job.attempt.is_some() {
+                // A slot is free: the feeder may claim the next job.
+                self.wake.notify_all();
+            }
         }
     }
 
     fn run(&self, job: &LiveJob) -> Result<Vec<Output>, RunError> {
-        let started = self
-            .rt
-            .block_on(self.store.job_started(&job.id))
-            .map_err(RunError::internal)?;
+        // A claimed job is running already (the claim said so).
+        let started = job.attempt.is_some()
+            || self
+                .rt
+                .block_on(self.store.job_started(&job.id))
+                .map_err(RunError::internal)?;
         if !started {
             return Err(RunError::Cancelled);
         }
@@ -691,9 +765,11 @@ impl Jobs {
         };
         let sink = EventSink {
             job,
-            previews: job.detached || spec.partial_images > 0,
+            // A claimed job's watchers are on the API node, which previews do not reach.
+            previews: job.attempt.is_none() && (job.detached || spec.partial_images > 0),
             check: self.settings.image_check.as_deref(),
             sent: Mutex::new((0, 0)),
+            report: job.attempt.map(|_| shared::ProgressReport::new(self)),
         };
         let images = match (&spec.plan, init) {
             (Some(p), Some(init)) => {
@@ -987,6 +1063,8 @@ struct EventSink<'a> {
     check: Option<&'a NsfwClassifier>,
     /// (image, previews checked for it).
     sent: Mutex<(usize, usize)>,
+    /// For a claimed job: progress written to the shared queue, for the API node.
+    report: Option<shared::ProgressReport<'a>>,
 }
 
 impl EventSink<'_> {
@@ -1017,6 +1095,9 @@ impl EventSink<'_> {
 
 impl ProgressSink for EventSink<'_> {
     fn on_step(&self, p: &Progress<'_>) {
+        if let Some(r) = &self.report {
+            r.step(self.job, p);
+        }
         self.job.emit(JobEvent::Progress {
             image: p.image,
             images: p.images,

@@ -74,7 +74,15 @@ pub async fn start(
         blobs = blobs.as_deref().unwrap_or("data directory"),
         "store open"
     );
-    let first = bootstrap(&store).await?;
+    // Workers make nothing: the API node's first start does.
+    let first = match config.role {
+        config::Role::Worker => None,
+        _ => bootstrap(&store).await?,
+    };
+    let mut queue = config.queue.clone();
+    if config.role == config::Role::Worker && queue.worker_id.is_none() {
+        queue.worker_id = Some(nanoimg_store::ids::new_id("wkr"));
+    }
     let metrics = Arc::new(Metrics::default());
     let catalog = Arc::new(catalog);
     let safety = {
@@ -101,6 +109,8 @@ pub async fn start(
             audit: audit.clone(),
             watermark: safety.watermark.clone(),
             provenance: safety.provenance.clone(),
+            role: config.role,
+            queue,
         },
     )
     .await?;
@@ -119,7 +129,9 @@ pub async fn start(
         metrics,
         signer,
     }));
-    housekeeping(state.clone());
+    if state.config.role != config::Role::Worker {
+        housekeeping(state.clone());
+    }
     let listener = tokio::net::TcpListener::bind(state.config.bind).await?;
     let addr = listener.local_addr()?;
     let app = router(state.clone());
@@ -144,6 +156,14 @@ pub async fn start(
 }
 
 impl Server {
+    /// This process's name in the shared queue, when it is a worker.
+    pub fn worker_id(&self) -> Option<&str> {
+        match self.state.config.role {
+            config::Role::Worker => self.state.jobs.settings().queue.worker_id.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Stops accepting connections, lets running jobs finish within the grace period (then
     /// cancels them, recording why), and waits for the last responses.
     pub async fn shutdown(self) {
@@ -237,7 +257,11 @@ pub fn router(state: AppState) -> axum::Router {
     use tower_http::limit::RequestBodyLimitLayer;
     let body_limit = state.config.max_body_bytes;
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    routes::routes()
+    let routes = match state.config.role {
+        config::Role::Worker => routes::worker_routes(),
+        _ => routes::routes(),
+    };
+    routes
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -18,6 +18,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_audit_chain.sql")),
     (7, include_str!("../migrations/sqlite/0007_encryption.sql")),
     (8, include_str!("../migrations/sqlite/0008_retention.sql")),
+    (9, include_str!("../migrations/sqlite/0009_shared_queue.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -32,6 +33,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_audit_chain.sql")),
     (7, include_str!("../migrations/postgres/0007_encryption.sql")),
     (8, include_str!("../migrations/postgres/0008_retention.sql")),
+    (9, include_str!("../migrations/postgres/0009_shared_queue.sql")),
 ];
 
 /// The migration that adds the audit chain; the events before it are chained in its

@@ -95,7 +95,7 @@ pub struct Recovery {
     pub failed: u64,
 }
 
-const COLUMNS: &str = "id, tenant_id, key_id, kind, detached, status, params, result, error, \
+pub(crate) const COLUMNS: &str = "id, tenant_id, key_id, kind, detached, status, params, result, error, \
                        created_at, started_at, finished_at";
 
 const PARAMS: &str = "jobs.params";
@@ -228,6 +228,20 @@ impl Store {
         result: Option<&serde_json::Value>,
         error: Option<&str>,
     ) -> Result<bool> {
+        self.finish_job(tenant_id, id, status, result, error, None).await
+    }
+
+    /// Ends a job that is not final yet, and with `claim` only while that worker holds it in
+    /// that attempt (the shared queue's fencing).
+    pub(crate) async fn finish_job(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        status: JobStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+        claim: Option<(&str, i64)>,
+    ) -> Result<bool> {
         debug_assert!(status.is_final());
         let result = match result {
             Some(r) => Some(
@@ -237,19 +251,25 @@ impl Store {
             ),
             None => None,
         };
-        let r = sqlx::query(
+        let fence = match claim {
+            Some(_) => "AND status = 'running' AND worker_id = $7 AND attempts = $8",
+            None => "AND status IN ('queued', 'running')",
+        };
+        let query = format!(
             "UPDATE jobs SET status = $1, result = $2, error = $3, finished_at = $4 \
-             WHERE id = $5 AND tenant_id = $6 AND status IN ('queued', 'running')",
-        )
-        .bind(status.as_str())
-        .bind(result)
-        .bind(error)
-        .bind(now_ms())
-        .bind(id)
-        .bind(tenant_id)
-        .execute(&self.db.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+             WHERE id = $5 AND tenant_id = $6 {fence}"
+        );
+        let mut q = sqlx::query(&query)
+            .bind(status.as_str())
+            .bind(result)
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .bind(tenant_id);
+        if let Some((worker, attempt)) = claim {
+            q = q.bind(worker).bind(attempt);
+        }
+        Ok(q.execute(&self.db.pool).await?.rows_affected() == 1)
     }
 
     /// After a restart: jobs that were running failed (their work is lost); waiting jobs whose
@@ -300,7 +320,7 @@ impl Store {
         }
     }
 
-    async fn job_any_tenant_from(&self, row: &AnyRow) -> Result<Job> {
+    pub(crate) async fn job_any_tenant_from(&self, row: &AnyRow) -> Result<Job> {
         let tenant: String = row.try_get("tenant_id")?;
         job_from(row, &self.field_key(&tenant).await?)
     }

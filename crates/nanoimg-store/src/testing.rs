@@ -41,3 +41,17 @@ fn skip_or_fail(var: &str, what: &str) {
     );
     eprintln!("skipped: {var} is not set (scripts/test.sh starts {what})");
 }
+
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

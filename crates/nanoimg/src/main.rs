@@ -49,6 +49,8 @@ enum Command {
     Models(models::Command),
     /// Run the HTTP API server.
     Serve(serve::Args),
+    /// Run jobs from the shared queue, for `serve --role api` (docs/deploy.md).
+    Worker(serve::Args),
     /// Create, list, revoke and rotate API keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Models(c) => models::run(c).map(ok),
         Command::Bench(a) => bench::run(a).map(ok),
         Command::Serve(a) => serve::run(a).map(ok),
+        Command::Worker(a) => serve::worker(a).map(ok),
         Command::Keys(c) => admin::keys(c).map(ok),
         Command::Tenants(c) => admin::tenants(c).map(ok),
         Command::Audit(a) => admin::audit(a),

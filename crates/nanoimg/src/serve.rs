@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
 use nanoimg_engine::registry::Listing;
 use nanoimg_engine::{bundled, ModelInfo};
+use nanoimg_server::config::Role;
 use nanoimg_server::{Config, ModelCatalog};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,10 @@ pub struct Args {
     /// Model directories to offer besides the built-in model (colon-separated).
     #[arg(long)]
     pub models_dir: Option<String>,
+    /// `all`: serve and run jobs here [default]; `api`: serve only, with `nanoimg worker`
+    /// processes on the shared database running the jobs (docs/deploy.md).
+    #[arg(long, value_parser = ["all", "api"])]
+    pub role: Option<String>,
 }
 
 /// The data directory for `serve`, `keys` and `tenants`.
@@ -61,6 +66,11 @@ pub fn config(args: &Args) -> Result<Config> {
         cfg.bind = b
             .parse()
             .with_context(|| format!("--bind {b:?}: expected HOST:PORT"))?;
+    }
+    match args.role.as_deref() {
+        Some("api") => cfg.role = Role::Api,
+        Some(_) => cfg.role = Role::All,
+        None => {}
     }
     Ok(cfg)
 }
@@ -101,6 +111,28 @@ fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = config(&args)?;
+    if cfg.role == Role::Worker {
+        anyhow::bail!("role = worker is for `nanoimg worker`; `serve` takes all or api");
+    }
+    serve(args, cfg)
+}
+
+/// `nanoimg worker`: runs jobs from the shared queue (a PostgreSQL or SQLite database that a
+/// `serve --role api` process writes), with `/healthz`, `/readyz` and `/metrics` on `--bind`.
+pub fn worker(args: Args) -> Result<()> {
+    if args.role.is_some() {
+        anyhow::bail!("--role is for `serve`; a worker is a worker");
+    }
+    let mut cfg = config(&args)?;
+    cfg.role = Role::Worker;
+    if args.bind.is_none() && cfg.bind == Config::default().bind {
+        // Beside a server on the default port.
+        cfg.bind = "127.0.0.1:0".parse().expect("a valid address");
+    }
+    serve(args, cfg)
+}
+
+fn serve(args: Args, cfg: Config) -> Result<()> {
     init_logging(&cfg.log_format);
     let catalog = models(&args, &cfg)?;
     let rt = tokio::runtime::Runtime::new()?;
@@ -112,7 +144,10 @@ pub fn run(args: Args) -> Result<()> {
             println!("Created the admin tenant. Its API key (shown once, keep it safe):");
             println!("  {}", first.admin_key);
         }
-        println!("NanoImg listening on http://{}", server.addr);
+        match server.worker_id() {
+            Some(id) => println!("NanoImg worker {id} (health on http://{})", server.addr),
+            None => println!("NanoImg listening on http://{}", server.addr),
+        }
         println!("data directory: {}", cfg.data_dir.display());
         shutdown_signal().await;
         server.shutdown().await;

@@ -233,7 +233,7 @@ pub(crate) async fn events(
 ) -> ApiResult<Response> {
     auth.require(&state, Scope::AssetsRead)?;
     // Subscribe before reading the record, so nothing falls between the two.
-    let live = state.jobs.live(auth.tenant_id(), &id);
+    let live = state.jobs.watch(auth.tenant_id(), &id).await;
     let rx = live.as_ref().map(|j| j.subscribe());
     let rec = state.store.scoped(auth.tenant_id()).job(&id).await?;
     let s = async_stream(move |tx| async move {

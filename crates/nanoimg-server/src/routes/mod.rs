@@ -15,6 +15,15 @@ use crate::state::AppState;
 use axum::routing::{get, post};
 use axum::Router;
 
+/// A worker's routes: health and metrics only (it serves no API).
+pub(crate) fn worker_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .fallback(system::not_found)
+}
+
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(system::healthz))

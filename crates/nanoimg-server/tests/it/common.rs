@@ -260,16 +260,4 @@ pub async fn audit_of(s: &TestServer, action: &str, expected: usize) -> Vec<Valu
     }
 }
 
-/// Every file under `dir`, recursively.
-pub fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
+pub use nanoimg_store::testing::files;

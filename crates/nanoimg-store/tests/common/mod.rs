@@ -94,19 +94,8 @@ impl TestDb {
     }
 }
 
-/// Every file under `dir`, recursively.
-pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
+#[allow(unused_imports)]
+pub use nanoimg_store::testing::files;
 
 /// Runs each named `async fn(TestDb)` against SQLite (`sqlite::name`) and PostgreSQL
 /// (`postgres::name`).

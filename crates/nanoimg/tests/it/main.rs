@@ -5,4 +5,5 @@ mod bundled;
 mod cli;
 mod common;
 mod fetch;
+mod scale_out;
 mod server;

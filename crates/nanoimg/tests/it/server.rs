@@ -7,10 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Serve {
-    child: Child,
-    base: String,
-    key: Option<String>,
+pub(crate) struct Serve {
+    pub child: Child,
+    pub base: String,
+    pub key: Option<String>,
 }
 
 impl Drop for Serve {
@@ -24,11 +24,18 @@ fn serve(home: &std::path::Path) -> Serve {
     serve_with(home, &[])
 }
 
+fn serve_with(home: &std::path::Path, env: &[(&str, &str)]) -> Serve {
+    start(&["serve"], home, env)
+}
+
+/// Starts `nanoimg ARGS --bind 127.0.0.1:0 --data-dir HOME/data` and waits until it says where
+/// it listens (`serve`) or where its health routes are (`worker`).
 // The child is killed and waited for when `Serve` drops.
 #[allow(clippy::zombie_processes)]
-fn serve_with(home: &std::path::Path, env: &[(&str, &str)]) -> Serve {
+pub(crate) fn start(args: &[&str], home: &std::path::Path, env: &[(&str, &str)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nanoimg"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .args(args)
+        .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(home.join("data"))
         .envs(env.iter().copied())
         .env("NANOIMG_HOME", home)
@@ -45,7 +52,11 @@ fn serve_with(home: &std::path::Path, env: &[(&str, &str)]) -> Serve {
         if let Some(k) = line.trim().strip_prefix("nimg_") {
             key = Some(format!("nimg_{k}"));
         }
-        if let Some(addr) = line.strip_prefix("NanoImg listening on ") {
+        let worker = line
+            .strip_prefix("NanoImg worker ")
+            .and_then(|l| l.split_once("(health on "))
+            .map(|(_, addr)| addr.trim_end_matches(')'));
+        if let Some(addr) = line.strip_prefix("NanoImg listening on ").or(worker) {
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
             return Serve {
@@ -58,7 +69,7 @@ fn serve_with(home: &std::path::Path, env: &[(&str, &str)]) -> Serve {
 }
 
 /// One HTTP/1.1 request over a plain socket (no client library, no curl), JSON back.
-fn request(method: &str, url: &str, key: &str, content_type: &str, body: &[u8]) -> Value {
+pub(crate) fn request(method: &str, url: &str, key: &str, content_type: &str, body: &[u8]) -> Value {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
@@ -78,7 +89,7 @@ fn request(method: &str, url: &str, key: &str, content_type: &str, body: &[u8]) 
 }
 
 /// A JSON request.
-fn curl(method: &str, url: &str, key: &str, body: Option<&str>) -> Value {
+pub(crate) fn curl(method: &str, url: &str, key: &str, body: Option<&str>) -> Value {
     request(
         method,
         url,
