@@ -39,5 +39,14 @@ eval "$S3_ENV"
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== The studio in a real browser (Debian's chromium; playwright-core pinned in tests/studio)"
+if [ ! -x /usr/bin/chromium ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium
+fi
+npm ci --prefix tests/studio --no-audit --no-fund --silent
+(cd tests/studio && NANOIMG_BIN="$OLDPWD/target/debug/nanoimg" node --test)
+
 echo "== disk used by the build"
 du -sh target 2>/dev/null || true

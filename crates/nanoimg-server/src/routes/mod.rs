@@ -9,6 +9,7 @@ mod images;
 mod jobs;
 mod provenance;
 mod sessions;
+mod studio;
 mod system;
 
 use crate::state::AppState;
@@ -26,6 +27,9 @@ pub(crate) fn worker_routes() -> Router<AppState> {
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(studio::index))
+        .route("/studio/studio.js", get(studio::script))
+        .route("/studio/studio.css", get(studio::style))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

@@ -12,3 +12,4 @@ mod provenance;
 mod safety;
 mod sessions;
 mod shared_services;
+mod studio;

@@ -1,0 +1,59 @@
+//! The studio's files as served: from the binary, with a strict CSP and the usual security
+//! headers, nothing inline and nothing from another origin. (The browser tests drive it in
+//! Chromium: `tests/studio`.)
+
+use crate::common::*;
+
+#[tokio::test]
+async fn the_studio_is_served_from_the_binary_with_a_strict_policy() {
+    let s = start(|_| {}).await;
+    let mut bodies = Vec::new();
+    for (path, ty) in [
+        ("/", "text/html"),
+        ("/studio/studio.js", "text/javascript"),
+        ("/studio/studio.css", "text/css"),
+    ] {
+        let r = reqwest::get(s.url(path)).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers().clone();
+        assert!(h["content-type"].to_str().unwrap().starts_with(ty), "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for rule in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(rule), "{path}: {csp}");
+        }
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        bodies.push(r.text().await.unwrap());
+    }
+    let html = &bodies[0];
+    // Every script is a file of ours; no inline script, style or handler; no other origin.
+    assert_eq!(html.matches("<script").count(), 1);
+    assert!(html.contains(r#"<script src="/studio/studio.js" defer></script>"#));
+    assert!(!html.contains("<style") && !html.contains(" style=") && !html.contains(" onclick="));
+    for b in &bodies {
+        assert!(
+            !b.contains("http://") && !b.contains("https://"),
+            "no other origin"
+        );
+    }
+    // The key is kept in session storage only, and sent as a header.
+    let js = &bodies[1];
+    assert!(js.contains("sessionStorage") && !js.contains("localStorage"));
+    assert!(js.contains("Authorization"));
+}
+
+#[tokio::test]
+async fn a_worker_serves_no_studio() {
+    let s = start(|c| c.role = nanoimg_server::config::Role::Worker).await;
+    assert_eq!(reqwest::get(s.url("/")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(s.url("/healthz")).await.unwrap().status(), 200);
+}
