@@ -81,24 +81,6 @@ fn blobs_of(s: &TestServer, tenant: &str) -> Vec<String> {
     out
 }
 
-async fn audit_actions(s: &TestServer, action: &str) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
-        let found: Vec<Value> = audit["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == action)
-            .cloned()
-            .collect();
-        if !found.is_empty() || std::time::Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 fn image_of(v: &Value) -> image::RgbImage {
     image::load_from_memory(&b64(&v["data"][0]["b64_json"]))
         .unwrap()
@@ -138,7 +120,7 @@ async fn a_character_is_created_used_three_ways_and_deleted_with_everything_it_m
     let listed = s.get_json(&key, "/v1/characters").await;
     assert_eq!(listed["data"][0]["id"], id.as_str());
     // The consent attestation is in the audit log.
-    let created = audit_actions(&s, "character.create").await;
+    let created = audit_of(&s, "character.create", 1).await;
     assert_eq!(created.len(), 1);
     assert_eq!(created[0]["detail"]["consent_attested"], true);
     assert_eq!(created[0]["target"], id.as_str());
@@ -250,7 +232,7 @@ async fn a_character_is_created_used_three_ways_and_deleted_with_everything_it_m
     assert_eq!(r.status(), 400);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["param"], "character_id", "{e}");
-    assert_eq!(audit_actions(&s, "character.delete").await.len(), 1);
+    assert_eq!(audit_of(&s, "character.delete", 1).await.len(), 1);
 }
 
 #[tokio::test]
