@@ -27,6 +27,7 @@ pub mod state;
 
 pub use config::Config;
 pub use models::ModelCatalog;
+pub use routes::studio::FILES as STUDIO_FILES;
 
 use crate::auth::{RateHeaders, RequestId};
 use crate::jobs::{JobSettings, Jobs};
@@ -225,7 +226,7 @@ async fn bootstrap(store: &Store) -> nanoimg_store::Result<Option<FirstStart>> {
     }
     let tenant = store.create_tenant(ADMIN_TENANT, true).await?;
     let mut scopes = Scope::defaults();
-    scopes.push(Scope::Admin);
+    scopes.extend([Scope::Account, Scope::Admin]);
     let (key, secret) = store
         .create_key(
             &tenant.id,

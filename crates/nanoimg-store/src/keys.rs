@@ -31,18 +31,22 @@ pub enum Scope {
     AssetsWrite,
     /// Manage characters.
     Characters,
+    /// Manage this tenant's own keys (never with more scopes than the caller has) and erase
+    /// its data. Not a default: a key handed to an app cannot mint keys or erase the account.
+    Account,
     /// Manage tenants and keys (only on the operator tenant).
     Admin,
 }
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::ImagesGenerate,
         Scope::ImagesEdit,
         Scope::AssetsRead,
         Scope::AssetsWrite,
         Scope::Characters,
+        Scope::Account,
         Scope::Admin,
     ];
 
@@ -54,13 +58,17 @@ impl Scope {
             Scope::AssetsRead => "assets:read",
             Scope::AssetsWrite => "assets:write",
             Scope::Characters => "characters",
+            Scope::Account => "account",
             Scope::Admin => "admin",
         }
     }
 
-    /// The scopes a new key gets when none are named: everything but `admin`.
+    /// The scopes a new key gets when none are named: everything but `account` and `admin`.
     pub fn defaults() -> Vec<Scope> {
-        Scope::ALL.into_iter().filter(|s| *s != Scope::Admin).collect()
+        Scope::ALL
+            .into_iter()
+            .filter(|s| !matches!(s, Scope::Account | Scope::Admin))
+            .collect()
     }
 
     /// Parses a comma- or space-separated list; an empty list is an error.

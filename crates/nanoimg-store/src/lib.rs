@@ -25,6 +25,7 @@ pub mod sessions;
 pub mod tenants;
 #[doc(hidden)]
 pub mod testing;
+pub mod usage;
 
 pub use assets::{Asset, NewAsset};
 pub use audit::chain::{ChainBreak, ChainReport, Problem};
@@ -42,6 +43,7 @@ pub use queue::{Claimed, Reaped, WORKER_LOST};
 pub use retention::Retained;
 pub use sessions::{EditSession, EditVersion, NewVersion};
 pub use tenants::{AuthFailure, KeyRecord, NewKey, Principal, Tenant, TenantLimits};
+pub use usage::Usage;
 
 use audit::checkpoint::AuditSigner;
 use audit::AuditLog;

@@ -18,7 +18,8 @@ pub enum KeysCommand {
         /// A name to tell the key apart.
         #[arg(long, default_value = "cli")]
         name: String,
-        /// Comma-separated scopes [default: every scope but admin].
+        /// Comma-separated scopes [default: images:generate, images:edit, assets:read, assets:write,
+        /// characters; add `account` for the tenant's owner, `admin` on the operator's tenant].
         #[arg(long)]
         scopes: Option<String>,
         /// Lifetime, such as 30d, 12h, 90m or 3600 (seconds).

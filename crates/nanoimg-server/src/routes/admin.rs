@@ -20,7 +20,7 @@ pub(crate) struct NewTenant {
 }
 
 /// Records a successful admin action before it is answered.
-async fn admin_done(
+pub(crate) async fn admin_done(
     state: &AppState,
     auth: &Auth,
     action: &'static str,
@@ -84,6 +84,12 @@ pub(crate) async fn erase_tenant(
 ) -> ApiResult<Json<serde_json::Value>> {
     auth.require(&state, Scope::Admin)?;
     let t = state.store.tenant(&tenant).await?;
+    erase(&state, &auth, &t).await.map(Json)
+}
+
+/// Erases `t` (the operator's tenant refuses) and audits it; shared by the admin route and
+/// `DELETE /v1/me`.
+pub(crate) async fn erase(state: &AppState, auth: &Auth, t: &Tenant) -> ApiResult<serde_json::Value> {
     if t.is_admin {
         return Err(ApiError::conflict(
             "tenant_protected",
@@ -104,13 +110,13 @@ pub(crate) async fn erase_tenant(
         "jobs_cancelled": jobs_cancelled,
         "characters": characters,
     });
-    admin_done(&state, &auth, "tenant.erase", e.tenant_id.clone(), detail.clone()).await;
-    Ok(Json(serde_json::json!({
+    admin_done(state, auth, "tenant.erase", e.tenant_id.clone(), detail.clone()).await;
+    Ok(serde_json::json!({
         "object": "tenant.erasure",
         "id": e.tenant_id,
         "erased": true,
         "removed": detail,
-    })))
+    }))
 }
 
 /// `PUT /v1/admin/tenants/{id}/limits` `{"requests_per_minute"?, "images_per_minute"?,
@@ -207,7 +213,7 @@ pub(crate) struct NewKeyRequest {
 }
 
 /// A new key with its secret, shown this once.
-fn key_created(rec: &KeyRecord, secret: &SecretKey) -> serde_json::Value {
+pub(crate) fn key_created(rec: &KeyRecord, secret: &SecretKey) -> serde_json::Value {
     let mut v = serde_json::to_value(rec).unwrap_or_default();
     v["key"] = secret.expose().into();
     v
@@ -222,12 +228,42 @@ pub(crate) async fn create_key(
 ) -> ApiResult<Response> {
     auth.require(&state, Scope::Admin)?;
     let req: NewKeyRequest = body::json(&body)?;
-    let scopes = match &req.scopes {
-        None => Scope::defaults(),
-        Some(list) => {
+    let tenant = state.store.tenant(&tenant).await?;
+    mint_key(&state, &auth, &tenant, req, None).await
+}
+
+/// Makes a key for `tenant` and audits it. With a `ceiling` (self-service), the key may carry
+/// only scopes the caller has, and by default gets the defaults the caller has.
+pub(crate) async fn mint_key(
+    state: &AppState,
+    auth: &Auth,
+    tenant: &Tenant,
+    req: NewKeyRequest,
+    ceiling: Option<&[Scope]>,
+) -> ApiResult<Response> {
+    let scopes = match (&req.scopes, ceiling) {
+        (None, None) => Scope::defaults(),
+        (None, Some(c)) => Scope::defaults().into_iter().filter(|s| c.contains(s)).collect(),
+        (Some(list), _) => {
             Scope::parse_list(&list.join(",")).map_err(|e| ApiError::invalid("scopes", e.to_string()))?
         }
     };
+    if let Some(c) = ceiling {
+        let over: Vec<&str> = scopes
+            .iter()
+            .filter(|s| !c.contains(s))
+            .map(|s| s.as_str())
+            .collect();
+        if !over.is_empty() {
+            return Err(ApiError::invalid(
+                "scopes",
+                format!("a key cannot grant scopes it does not have: {}", over.join(", ")),
+            ));
+        }
+        if scopes.is_empty() {
+            return Err(ApiError::invalid("scopes", "name at least one scope"));
+        }
+    }
     let expires_at = match req.expires_in {
         None => None,
         Some(0) => return Err(ApiError::invalid("expires_in", "must be at least 1 second")),
@@ -236,7 +272,6 @@ pub(crate) async fn create_key(
                 .saturating_add(i64::try_from(s.min(100 * 365 * 86400)).unwrap_or(i64::MAX / 2) * 1000),
         ),
     };
-    let tenant = state.store.tenant(&tenant).await?;
     let (rec, secret) = state
         .store
         .create_key(
@@ -249,8 +284,8 @@ pub(crate) async fn create_key(
         )
         .await?;
     admin_done(
-        &state,
-        &auth,
+        state,
+        auth,
         "key.create",
         rec.id.clone(),
         serde_json::json!({"tenant": tenant.id, "prefix": rec.prefix, "scopes": Scope::join(&rec.scopes)}),

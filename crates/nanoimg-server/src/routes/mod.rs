@@ -1,5 +1,6 @@
 //! The route table. Each module is one resource; handlers parse, authorise, and delegate.
 
+mod account;
 mod admin;
 mod assets;
 mod body;
@@ -9,7 +10,7 @@ mod images;
 mod jobs;
 mod provenance;
 mod sessions;
-mod studio;
+pub mod studio;
 mod system;
 
 use crate::state::AppState;
@@ -28,15 +29,17 @@ pub(crate) fn worker_routes() -> Router<AppState> {
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(studio::index))
-        .route("/studio/studio.js", get(studio::script))
-        .route("/studio/studio.css", get(studio::style))
+        .route("/studio/{name}", get(studio::asset))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
         .route("/v1/models", get(system::models))
-        .route("/v1/me", get(system::me))
+        .route("/v1/me", get(system::me).delete(account::erase))
         .route("/v1/me/export", get(export::export))
+        .route("/v1/me/usage", get(account::usage))
+        .route("/v1/me/keys", post(account::create_key).get(account::list_keys))
+        .route("/v1/me/keys/{id}", axum::routing::delete(account::revoke_key))
         .route("/v1/images/generations", post(images::generations))
         .route("/v1/images/edits", post(images::edits))
         .route("/v1/images/variations", post(images::variations))

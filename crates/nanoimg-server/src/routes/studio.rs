@@ -1,13 +1,30 @@
-//! The studio: one page, one script and one style sheet, compiled into the binary (no CDN, works
-//! offline). Served with a strict Content-Security-Policy: nothing inline, nothing from another
-//! origin, images only from this server or the page's own blob:/data: URLs.
+//! The studio: one page, its script modules and a style sheet, compiled into the binary (no CDN,
+//! works offline). Served with a strict Content-Security-Policy: nothing inline, nothing from
+//! another origin, images only from this server or the page's own blob:/data: URLs.
 
+use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("../../studio/index.html");
-const SCRIPT: &str = include_str!("../../studio/studio.js");
-const STYLE: &str = include_str!("../../studio/studio.css");
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file under `/studio/`: name, content type, contents.
+pub const FILES: &[(&str, &str, &str)] = &[
+    ("studio.js", JS, include_str!("../../studio/studio.js")),
+    ("api.js", JS, include_str!("../../studio/api.js")),
+    ("generate.js", JS, include_str!("../../studio/generate.js")),
+    ("edit.js", JS, include_str!("../../studio/edit.js")),
+    ("characters.js", JS, include_str!("../../studio/characters.js")),
+    ("provenance.js", JS, include_str!("../../studio/provenance.js")),
+    ("account.js", JS, include_str!("../../studio/account.js")),
+    (
+        "studio.css",
+        "text/css; charset=utf-8",
+        include_str!("../../studio/studio.css"),
+    ),
+];
 
 /// The policy every studio file is served with.
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -42,12 +59,10 @@ pub(crate) async fn index() -> Response {
     file(INDEX, "text/html; charset=utf-8")
 }
 
-/// `GET /studio/studio.js`.
-pub(crate) async fn script() -> Response {
-    file(SCRIPT, "text/javascript; charset=utf-8")
-}
-
-/// `GET /studio/studio.css`.
-pub(crate) async fn style() -> Response {
-    file(STYLE, "text/css; charset=utf-8")
+/// `GET /studio/{name}`: one of [`FILES`]; anything else is the API's 404.
+pub(crate) async fn asset(Path(name): Path<String>) -> Response {
+    match FILES.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, body)) => file(body, content_type),
+        None => super::system::not_found().await.into_response(),
+    }
 }

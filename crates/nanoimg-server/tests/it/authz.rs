@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+#[derive(Clone)]
 struct Objects {
     asset: String,
     job: String,
@@ -17,6 +18,8 @@ struct Objects {
     /// The session's root version.
     version: String,
     character: String,
+    /// Tenant A's name, which `DELETE /v1/me` must be sent to confirm.
+    tenant_name: String,
 }
 
 async fn request(
@@ -61,6 +64,7 @@ async fn request(
             "file",
             reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
         )),
+        ("/v1/me", "json") => req.json(&json!({"confirm": o.tenant_name})),
         ("/v1/edit-sessions", "json") => req.json(&json!({"image_id": o.asset})),
         (p, "json") if p.ends_with("/instructions") => req.json(&json!({"instruction": "make it brighter"})),
         (p, "json") if p.ends_with("/checkout") => req.json(&json!({"version": o.version})),
@@ -83,7 +87,7 @@ fn fill(path: &str, o: &Objects) -> String {
         &o.job
     } else if path.starts_with("/v1/assets/") {
         &o.asset
-    } else if path.starts_with("/v1/admin/keys/") {
+    } else if path.starts_with("/v1/admin/keys/") || path.starts_with("/v1/me/keys/") {
         &o.key
     } else if path.starts_with("/v1/admin/tenants/") {
         &o.tenant
@@ -100,8 +104,9 @@ fn fill(path: &str, o: &Objects) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_refuses_every_wrong_caller() {
     let s = start(|c| c.rate.images_per_minute = 1000).await;
-    let (tenant_a, owner) = s.tenant("a", ALL_SCOPES).await;
-    let (_, other) = s.tenant("b", ALL_SCOPES).await;
+    let owner_scopes = [ALL_SCOPES, &["account"]].concat();
+    let (tenant_a, owner) = s.tenant("a", &owner_scopes).await;
+    let (_, other) = s.tenant("b", &owner_scopes).await;
     // Keys made in the same second list in no particular order: take the id from the answer.
     let (revoked_id, revoked) = s.key_with_id(&tenant_a, ALL_SCOPES, None).await;
     let expired = s.key(&tenant_a, ALL_SCOPES, Some(1)).await;
@@ -166,6 +171,7 @@ async fn every_route_refuses_every_wrong_caller() {
         session: session["id"].as_str().unwrap().to_owned(),
         version: session["head"].as_str().unwrap().to_owned(),
         character: character["id"].as_str().unwrap().to_owned(),
+        tenant_name: "a".into(),
     };
     let malformed = "nimg_thisisnotarealkeyatallnotatall0_000000";
 
@@ -192,6 +198,7 @@ async fn every_route_refuses_every_wrong_caller() {
                 "assets:read",
                 "assets:write",
                 "characters",
+                "account",
             ]
             .into_iter()
             .filter(|x| *x != scope)
@@ -216,7 +223,8 @@ async fn every_route_refuses_every_wrong_caller() {
                     .replace(&objects.asset, "img_00000000000000000000000000")
                     .replace(&objects.job, "job_00000000000000000000000000")
                     .replace(&objects.session, "ses_00000000000000000000000000")
-                    .replace(&objects.character, "chr_00000000000000000000000000");
+                    .replace(&objects.character, "chr_00000000000000000000000000")
+                    .replace(&objects.key, "key_00000000000000000000000000");
                 let (st2, body2) = request(&s, r.method, &missing, r.body, Some(&owner), &objects).await;
                 assert_eq!(
                     (st2, &body2["error"]["message"]),
@@ -235,12 +243,18 @@ async fn every_route_refuses_every_wrong_caller() {
     owned.sort_by_key(|r| (r.method == "delete", r.path == "/v1/admin/tenants/{id}"));
     for r in owned {
         let path = fill(r.path, &objects);
-        let key = if r.scope == Some("admin") {
-            &s.admin_key
+        // Erasing one's own account is tried on a tenant of its own: A is erased by the admin.
+        let (key, objects) = if (r.method, r.path) == ("delete", "/v1/me") {
+            let (_, k) = s.tenant("erasable", &["account"]).await;
+            let mut o = objects.clone();
+            o.tenant_name = "erasable".into();
+            (k, o)
+        } else if r.scope == Some("admin") {
+            (s.admin_key.clone(), objects.clone())
         } else {
-            &owner
+            (owner.clone(), objects.clone())
         };
-        let (st, body) = request(&s, r.method, &path, r.body, Some(key), &objects).await;
+        let (st, body) = request(&s, r.method, &path, r.body, Some(&key), &objects).await;
         assert!(
             (200..300).contains(&st) || st == 409,
             "{} {path} as owner: {st} {body}",

@@ -8,15 +8,16 @@ use crate::common::*;
 async fn the_studio_is_served_from_the_binary_with_a_strict_policy() {
     let s = start(|_| {}).await;
     let mut bodies = Vec::new();
-    for (path, ty) in [
-        ("/", "text/html"),
-        ("/studio/studio.js", "text/javascript"),
-        ("/studio/studio.css", "text/css"),
-    ] {
+    let mut files = vec![("/".to_owned(), "text/html")];
+    for (name, ty, _) in nanoimg_server::STUDIO_FILES {
+        files.push((format!("/studio/{name}"), ty.split(';').next().unwrap()));
+    }
+    for (path, ty) in &files {
+        let path = path.as_str();
         let r = reqwest::get(s.url(path)).await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let h = r.headers().clone();
-        assert!(h["content-type"].to_str().unwrap().starts_with(ty), "{path}");
+        assert!(h["content-type"].to_str().unwrap().starts_with(*ty), "{path}");
         let csp = h["content-security-policy"].to_str().unwrap();
         for rule in [
             "default-src 'none'",
@@ -37,7 +38,7 @@ async fn the_studio_is_served_from_the_binary_with_a_strict_policy() {
     let html = &bodies[0];
     // Every script is a file of ours; no inline script, style or handler; no other origin.
     assert_eq!(html.matches("<script").count(), 1);
-    assert!(html.contains(r#"<script src="/studio/studio.js" defer></script>"#));
+    assert!(html.contains(r#"<script type="module" src="/studio/studio.js"></script>"#));
     assert!(!html.contains("<style") && !html.contains(" style=") && !html.contains(" onclick="));
     for b in &bodies {
         assert!(
@@ -45,10 +46,42 @@ async fn the_studio_is_served_from_the_binary_with_a_strict_policy() {
             "no other origin"
         );
     }
-    // The key is kept in session storage only, and sent as a header.
-    let js = &bodies[1];
+    // The key is kept in session storage only, and sent as a header; no script evaluates
+    // strings or writes HTML.
+    let js = bodies[1..].join("\n");
     assert!(js.contains("sessionStorage") && !js.contains("localStorage"));
     assert!(js.contains("Authorization"));
+    for banned in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "eval(",
+        "new Function",
+        "document.write",
+    ] {
+        assert!(!js.contains(banned), "{banned} in the studio's scripts");
+    }
+    // Every module the page imports is served, and nothing else answers under /studio/.
+    for b in &bodies[1..] {
+        for line in b.lines().filter(|l| l.contains(" from './")) {
+            let name = line.split("from './").nth(1).unwrap().split('\'').next().unwrap();
+            assert!(
+                files.iter().any(|(p, _)| p == &format!("/studio/{name}")),
+                "{name} is not served"
+            );
+        }
+    }
+    assert_eq!(
+        reqwest::get(s.url("/studio/../Cargo.toml"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        reqwest::get(s.url("/studio/nope.js")).await.unwrap().status(),
+        404
+    );
 }
 
 #[tokio::test]

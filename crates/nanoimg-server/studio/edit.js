@@ -1,0 +1,352 @@
+// The Edit screen: an edit session (`/v1/edit-sessions`). Instructions go in a chat-like panel;
+// "Preview plan" shows the plan a dry run would run, "Apply" runs it and adds a version. The
+// versions form a strip: undo, redo, and picking any version (the next instruction branches
+// from it). A rectangle drawn on the image is an inpainting area.
+import { $, api, emit, explain, h, imageUrl, on, show } from './api.js';
+
+let current = null; // the session, as the API answers it
+let area = null; // the selected rectangle, in fractions of the image
+let preview = null; // the instruction the shown plan was made for
+
+export function wire() {
+  on('edit-image', async (imageId) => {
+    emit('open-tab', 'edit');
+    await start(imageId);
+  });
+  $('edit-upload').addEventListener('change', async () => {
+    const file = $('edit-upload').files[0];
+    if (!file) return;
+    await guarded(async () => {
+      const form = new FormData();
+      form.append('file', file, file.name);
+      const asset = await api('/v1/assets', { method: 'POST', form });
+      await start(asset.id);
+    });
+    $('edit-upload').value = '';
+  });
+  $('instruct-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    planPreview();
+  });
+  $('instruction').addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Enter' || ev.shiftKey) return;
+    ev.preventDefault();
+    if (ev.ctrlKey || ev.metaKey) apply();
+    else planPreview();
+  });
+  $('instruction').addEventListener('input', () => {
+    if ($('instruction').value.trim() !== preview) $('plan').hidden = true;
+  });
+  $('apply').addEventListener('click', () => apply());
+  $('undo').addEventListener('click', () => move('undo'));
+  $('redo').addEventListener('click', () => move('redo'));
+  $('show-before').addEventListener('change', render);
+  $('edit-close').addEventListener('click', () => {
+    reset();
+    open();
+  });
+  $('select-area').addEventListener('click', () => {
+    const on = $('select-area').getAttribute('aria-pressed') !== 'true';
+    $('select-area').setAttribute('aria-pressed', String(on));
+    $('edit-stage').classList.toggle('selecting', on);
+    if (!on) {
+      clearArea();
+      return;
+    }
+    // A first area in the middle: drag to draw another, or move it from the keyboard.
+    area = { x: 0.25, y: 0.25, width: 0.5, height: 0.5 };
+    drawArea();
+    $('area-form').hidden = false;
+    $('edit-stage').tabIndex = 0;
+    $('edit-stage').focus();
+  });
+  wireArea();
+  $('area-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    fillArea();
+  });
+}
+
+/** Opening the screen with no session lists recent ones to resume. */
+export async function open() {
+  if (current) return;
+  const list = await api('/v1/edit-sessions?limit=8');
+  const ul = $('edit-sessions');
+  ul.replaceChildren();
+  for (const s of list.data) {
+    const n = s.versions.length;
+    ul.append(h('li', {},
+      h('button', { type: 'button', class: 'quiet', onclick: () => resume(s.id) },
+        `Resume the session of ${new Date(s.updated_at).toLocaleString()} (${n} version${n === 1 ? '' : 's'})`)));
+  }
+}
+
+export function reset() {
+  current = null;
+  preview = null;
+  clearArea();
+  $('edit-work').hidden = true;
+  $('chat-card').hidden = true;
+  $('edit-start').hidden = false;
+  $('chat-log').replaceChildren();
+  $('versions').replaceChildren();
+  $('plan').hidden = true;
+  show($('edit-error'), '');
+  $('edit-status').textContent = '';
+}
+
+/** Runs `fn`, showing a failure in the panel; the buttons are off meanwhile. */
+async function guarded(fn, busy = '') {
+  show($('edit-error'), '');
+  $('edit-status').textContent = busy;
+  const buttons = document.querySelectorAll('#view-edit button');
+  for (const b of buttons) b.disabled = true;
+  try {
+    await fn();
+    $('edit-status').textContent = '';
+  } catch (e) {
+    $('edit-status').textContent = '';
+    show($('edit-error'), explain(e));
+  } finally {
+    for (const b of buttons) b.disabled = false;
+    if (current) {
+      $('undo').disabled = !current.can_undo;
+      $('redo').disabled = !current.can_redo;
+    }
+  }
+}
+
+async function start(imageId) {
+  await guarded(async () => {
+    reset();
+    current = await api('/v1/edit-sessions', { method: 'POST', json: { image_id: imageId } });
+    await render();
+  });
+  $('instruction').focus();
+}
+
+async function resume(id) {
+  await guarded(async () => {
+    current = await api(`/v1/edit-sessions/${encodeURIComponent(id)}`);
+    await render();
+  });
+}
+
+const version = (id) => current.versions.find((v) => v.id === id);
+
+/** The versions from the root to `id`. */
+function lineage(id) {
+  const out = [];
+  for (let v = version(id); v; v = v.parent_id ? version(v.parent_id) : null) out.unshift(v);
+  return out;
+}
+
+/** One line per operation, in words a person can check. */
+function describe(op) {
+  const { op: name, ...args } = op;
+  const parts = Object.entries(args).map(([k, v]) => {
+    if (v && typeof v === 'object') {
+      return `${k} ${Object.entries(v).map(([a, b]) => `${a} ${typeof b === 'number' ? +b.toFixed(3) : b}`).join(', ')}`;
+    }
+    return `${k} ${typeof v === 'number' ? +v.toFixed(3) : JSON.stringify(v)}`;
+  });
+  return parts.length ? `${name}: ${parts.join('; ')}` : name;
+}
+
+async function render() {
+  if (!current) return;
+  $('edit-start').hidden = true;
+  $('edit-work').hidden = false;
+  $('chat-card').hidden = false;
+  const head = version(current.head);
+  const seq = (v) => `v${v.seq}`;
+  $('edit-image').src = (await imageUrl(head.image_id)).url;
+  $('edit-head-label').textContent = `Current: ${seq(head)}`;
+  $('edit-stage').dataset.head = head.id;
+  $('edit-stage').dataset.seq = String(head.seq);
+  const parent = head.parent_id && version(head.parent_id);
+  $('edit-before').hidden = !($('show-before').checked && parent);
+  if (parent && $('show-before').checked) {
+    $('edit-before-img').src = (await imageUrl(parent.image_id)).url;
+    $('edit-before').querySelector('figcaption').textContent = `Before: ${seq(parent)}`;
+  }
+  $('undo').disabled = !current.can_undo;
+  $('redo').disabled = !current.can_redo;
+
+  // The strip: every version, oldest first; the head is marked.
+  const strip = $('versions');
+  strip.replaceChildren();
+  for (const v of [...current.versions].sort((a, b) => a.seq - b.seq)) {
+    const from = v.parent_id ? version(v.parent_id) : null;
+    const label = v.parent_id ? (v.instruction || 'edit') : 'original';
+    const pic = h('img', { alt: '' });
+    imageUrl(v.image_id).then((x) => { pic.src = x.url; }).catch(() => {});
+    const b = h('button', {
+      type: 'button', class: 'version', 'aria-current': v.id === current.head ? 'true' : null,
+      'aria-label': `${seq(v)}: ${label}${v.id === current.head ? ' (current)' : ''}`,
+      title: label, onclick: () => checkout(v.id),
+    }, pic, h('span', {}, seq(v)),
+    from && from.seq !== v.seq - 1 ? h('small', {}, `from ${seq(from)}`) : null);
+    strip.append(h('li', {}, b));
+  }
+
+  // The conversation that led to the head.
+  const log = $('chat-log');
+  log.replaceChildren();
+  for (const v of lineage(head.id)) {
+    if (!v.parent_id) {
+      log.append(h('li', { class: 'system' }, `Started from the original (${seq(v)}).`));
+      continue;
+    }
+    log.append(h('li', { class: 'you' }, v.instruction === '(plan)' ? 'A drawn area' : v.instruction));
+    const ops = (v.plan && v.plan.ops) || [];
+    log.append(h('li', { class: 'system' }, `${ops.map(describe).join(' → ')} ⇒ ${seq(v)}`));
+  }
+}
+
+async function planPreview() {
+  const text = $('instruction').value.trim();
+  if (!text || !current) return;
+  await guarded(async () => {
+    const r = await api(`/v1/edit-sessions/${encodeURIComponent(current.id)}/instructions`, {
+      method: 'POST', json: { instruction: text, dry_run: true },
+    });
+    const ol = $('plan-ops');
+    ol.replaceChildren();
+    if (r.action) {
+      ol.append(h('li', {}, r.action === 'undo' ? 'Undo: go back one version' : 'Redo: go forward again'));
+      $('plan-by').textContent = '';
+    } else {
+      for (const op of r.plan.ops) ol.append(h('li', {}, describe(op)));
+      const by = r.planner && r.planner.source;
+      $('plan-by').textContent = by ? `Planned by the ${by} planner.` : '';
+    }
+    preview = text;
+    $('plan').hidden = false;
+  }, 'Planning…');
+}
+
+async function apply() {
+  const text = $('instruction').value.trim();
+  if (!text || !current) return;
+  await instruct({ instruction: text }, 'Applying…');
+}
+
+/** Sends an instruction or plan; on success the instruction box is emptied. */
+async function instruct(body, busy) {
+  let done = false;
+  await guarded(async () => {
+    const r = await api(`/v1/edit-sessions/${encodeURIComponent(current.id)}/instructions`, {
+      method: 'POST', json: body,
+    });
+    current = r;
+    done = true;
+    await render();
+  }, busy);
+  if (done) {
+    $('instruction').value = '';
+    $('plan').hidden = true;
+    preview = null;
+  }
+  return done;
+}
+
+async function move(action) {
+  await guarded(async () => {
+    current = await api(`/v1/edit-sessions/${encodeURIComponent(current.id)}/${action}`, { method: 'POST' });
+    await render();
+  });
+}
+
+async function checkout(id) {
+  if (id === current.head) return;
+  await guarded(async () => {
+    current = await api(`/v1/edit-sessions/${encodeURIComponent(current.id)}/checkout`, {
+      method: 'POST', json: { version: id },
+    });
+    await render();
+  });
+}
+
+// ---- the inpainting area ----
+
+function clearArea() {
+  area = null;
+  $('edit-area').hidden = true;
+  $('area-form').hidden = true;
+  $('edit-stage').removeAttribute('tabindex');
+}
+
+function drawArea() {
+  const box = $('edit-area');
+  box.style.left = `${area.x * 100}%`;
+  box.style.top = `${area.y * 100}%`;
+  box.style.width = `${area.width * 100}%`;
+  box.style.height = `${area.height * 100}%`;
+  box.hidden = false;
+}
+
+function wireArea() {
+  const stage = $('edit-stage');
+  let from = null;
+  const at = (ev) => {
+    const r = $('edit-image').getBoundingClientRect();
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return { x: clamp((ev.clientX - r.left) / r.width), y: clamp((ev.clientY - r.top) / r.height) };
+  };
+  const update = (ev) => {
+    const p = at(ev);
+    area = {
+      x: Math.min(from.x, p.x), y: Math.min(from.y, p.y),
+      width: Math.abs(p.x - from.x), height: Math.abs(p.y - from.y),
+    };
+    drawArea();
+  };
+  stage.addEventListener('pointerdown', (ev) => {
+    if (!stage.classList.contains('selecting')) return;
+    ev.preventDefault();
+    stage.setPointerCapture(ev.pointerId);
+    from = at(ev);
+  });
+  stage.addEventListener('pointermove', (ev) => { if (from) update(ev); });
+  // Arrow keys move the area by 5% of the image; with Shift they resize it.
+  stage.addEventListener('keydown', (ev) => {
+    const step = { ArrowLeft: [-0.05, 0], ArrowRight: [0.05, 0], ArrowUp: [0, -0.05], ArrowDown: [0, 0.05] }[ev.key];
+    if (!area || !step) return;
+    ev.preventDefault();
+    const [dx, dy] = step;
+    if (ev.shiftKey) {
+      area.width = Math.min(1 - area.x, Math.max(0.05, area.width + dx));
+      area.height = Math.min(1 - area.y, Math.max(0.05, area.height + dy));
+    } else {
+      area.x = Math.min(1 - area.width, Math.max(0, area.x + dx));
+      area.y = Math.min(1 - area.height, Math.max(0, area.y + dy));
+    }
+    drawArea();
+  });
+  stage.addEventListener('pointerup', (ev) => {
+    if (!from) return;
+    update(ev);
+    from = null;
+    if (area.width < 0.02 || area.height < 0.02) {
+      clearArea();
+      return;
+    }
+    $('area-form').hidden = false;
+    $('area-prompt').focus();
+  });
+}
+
+async function fillArea() {
+  const prompt = $('area-prompt').value.trim();
+  if (!area || !prompt) return;
+  const round = (v) => Math.round(v * 1000) / 1000;
+  const a = { x: round(area.x), y: round(area.y), width: round(area.width), height: round(area.height) };
+  const plan = { version: 1, ops: [{ op: 'inpaint', area: a, prompt }] };
+  if (await instruct({ plan }, 'Painting the area…')) {
+    $('area-prompt').value = '';
+    clearArea();
+    $('select-area').setAttribute('aria-pressed', 'false');
+    $('edit-stage').classList.remove('selecting');
+  }
+}
