@@ -160,6 +160,8 @@ test('sign in, generate with the bundled model while watching progress, download
   assert.ok(await page.getByRole('button', { name: 'Cancel' }).isHidden(), 'no Cancel once done');
   const events = Number(await page.locator('#progress').getAttribute('data-events'));
   assert.ok(events > 0, 'progress events were shown');
+  const previews = Number(await page.locator('#progress').getAttribute('data-previews'));
+  assert.ok(previews > 0, 'step previews were shown');
   const shots = page.locator('#gallery figure');
   assert.equal(await shots.count(), 2);
   // The images are real pictures, shown from the page's own blob: URLs.
@@ -322,13 +324,49 @@ test('edit with two instructions, undo, branch from an older version with a draw
   assert.equal(await strip.count(), 4);
   assert.match(await strip.nth(3).innerText(), /v3\s*from v0/);
   assert.match(await page.locator('#chat-log li.system').last().innerText(), /inpaint: area x 0\.25, y 0\.25, width 0\.35, height 0\.25; prompt "a red balloon"/);
+  // The brush: paint over the bottom right, and only that part is repainted.
+  await page.getByRole('button', { name: 'Brush' }).click();
+  const b = await page.locator('#edit-brush').boundingBox();
+  await page.mouse.move(b.x + b.width * 0.65, b.y + b.height * 0.7);
+  await page.mouse.down();
+  await page.mouse.move(b.x + b.width * 0.95, b.y + b.height * 0.9, { steps: 8 });
+  await page.mouse.up();
+  await page.getByLabel('Paint into the selected area').fill('a blue sky');
+  await page.getByRole('button', { name: 'Fill area' }).click();
+  await page.locator('#edit-stage[data-seq="4"]').waitFor({ timeout: 120_000 });
+  assert.match(await page.locator('#chat-log li.system').last().innerText(), /restyle: prompt "a blue sky"; strength 1 ⇒ v4/);
+  const change = await page.evaluate(async () => {
+    const pixels = async (img) => {
+      const c = document.createElement('canvas');
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      const g = c.getContext('2d');
+      g.drawImage(img, 0, 0);
+      return g.getImageData(0, 0, c.width, c.height);
+    };
+    const shots = [...document.querySelectorAll('#versions .version img')];
+    const [a, b] = [await pixels(shots[3]), await pixels(shots[4])];
+    const mean = (x0, y0, x1, y1) => {
+      let sum = 0;
+      let n = 0;
+      for (let y = Math.floor(y0 * a.height); y < y1 * a.height; y++) {
+        for (let x = Math.floor(x0 * a.width); x < x1 * a.width; x++) {
+          for (let k = 0; k < 3; k++) sum += Math.abs(a.data[(y * a.width + x) * 4 + k] - b.data[(y * a.width + x) * 4 + k]);
+          n += 3;
+        }
+      }
+      return sum / n;
+    };
+    return { kept: mean(0, 0, 0.45, 0.45), painted: mean(0.7, 0.72, 0.9, 0.88) };
+  });
+  assert.ok(change.kept < 4 && change.painted > 10, `kept ${change.kept}, painted ${change.painted}`);
   await page.screenshot({ path: join(SHOTS, 'edit.png'), fullPage: true });
 
-  // The server agrees: four versions, the head is the branch.
+  // The server agrees: five versions, the head is the brushed branch.
   const sessions = await call(adminKey, '/v1/edit-sessions');
   const sess = sessions.body.data[0];
-  assert.equal(sess.versions.length, 4);
-  assert.equal(sess.versions.find((v) => v.id === sess.head).seq, 3);
+  assert.equal(sess.versions.length, 5);
+  assert.equal(sess.versions.find((v) => v.id === sess.head).seq, 4);
   await page.close();
 });
 

@@ -7,6 +7,8 @@ import { $, api, emit, explain, h, imageUrl, on, show } from './api.js';
 let current = null; // the session, as the API answers it
 let area = null; // the selected rectangle, in fractions of the image
 let preview = null; // the instruction the shown plan was made for
+let mode = null; // 'area' (a rectangle) or 'brush' while choosing where to paint
+let painted = false; // whether the brush has touched the mask
 
 export function wire() {
   on('edit-image', async (imageId) => {
@@ -45,22 +47,15 @@ export function wire() {
     reset();
     open();
   });
-  $('select-area').addEventListener('click', () => {
-    const on = $('select-area').getAttribute('aria-pressed') !== 'true';
-    $('select-area').setAttribute('aria-pressed', String(on));
-    $('edit-stage').classList.toggle('selecting', on);
-    if (!on) {
-      clearArea();
-      return;
-    }
-    // A first area in the middle: drag to draw another, or move it from the keyboard.
-    area = { x: 0.25, y: 0.25, width: 0.5, height: 0.5 };
-    drawArea();
-    $('area-form').hidden = false;
-    $('edit-stage').tabIndex = 0;
-    $('edit-stage').focus();
+  $('select-area').addEventListener('click', () => setMode(mode === 'area' ? null : 'area'));
+  $('brush').addEventListener('click', () => setMode(mode === 'brush' ? null : 'brush'));
+  $('brush-clear').addEventListener('click', () => {
+    const c = $('edit-brush');
+    c.getContext('2d').clearRect(0, 0, c.width, c.height);
+    painted = false;
   });
   wireArea();
+  wireBrush();
   $('area-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     fillArea();
@@ -84,7 +79,7 @@ export async function open() {
 export function reset() {
   current = null;
   preview = null;
-  clearArea();
+  setMode(null);
   $('edit-work').hidden = true;
   $('chat-card').hidden = true;
   $('edit-start').hidden = false;
@@ -198,10 +193,16 @@ async function render() {
       log.append(h('li', { class: 'system' }, `Started from the original (${seq(v)}).`));
       continue;
     }
-    log.append(h('li', { class: 'you' }, v.instruction === '(plan)' ? 'A drawn area' : v.instruction));
+    log.append(h('li', { class: 'you' }, v.instruction === '(plan)' ? planWords(v.plan) : v.instruction));
     const ops = (v.plan && v.plan.ops) || [];
     log.append(h('li', { class: 'system' }, `${ops.map(describe).join(' → ')} ⇒ ${seq(v)}`));
   }
+}
+
+/** What a plan sent from the studio (not typed) asked for, in words. */
+function planWords(plan) {
+  const prompts = ((plan && plan.ops) || []).map((o) => o.prompt).filter(Boolean);
+  return prompts.length ? `Paint “${prompts.join('”, “')}” into an area` : 'A plan';
 }
 
 async function planPreview() {
@@ -268,13 +269,35 @@ async function checkout(id) {
   });
 }
 
-// ---- the inpainting area ----
+// ---- where to paint: a rectangle or a brush ----
 
-function clearArea() {
+/** Enters `next` ('area', 'brush' or null), leaving the other. */
+function setMode(next) {
+  mode = next;
   area = null;
   $('edit-area').hidden = true;
-  $('area-form').hidden = true;
   $('edit-stage').removeAttribute('tabindex');
+  $('select-area').setAttribute('aria-pressed', String(next === 'area'));
+  $('brush').setAttribute('aria-pressed', String(next === 'brush'));
+  $('edit-stage').classList.toggle('selecting', next === 'area');
+  $('edit-stage').classList.toggle('brushing', next === 'brush');
+  $('brush-tools').hidden = next !== 'brush';
+  $('area-form').hidden = !next;
+  const c = $('edit-brush');
+  c.hidden = next !== 'brush';
+  painted = false;
+  if (next === 'brush') {
+    // The mask has the picture's own pixels.
+    c.width = $('edit-image').naturalWidth;
+    c.height = $('edit-image').naturalHeight;
+  }
+  if (next === 'area') {
+    // A first area in the middle: drag to draw another, or move it from the keyboard.
+    area = { x: 0.25, y: 0.25, width: 0.5, height: 0.5 };
+    drawArea();
+    $('edit-stage').tabIndex = 0;
+    $('edit-stage').focus();
+  }
 }
 
 function drawArea() {
@@ -286,14 +309,16 @@ function drawArea() {
   box.hidden = false;
 }
 
+/** Where a pointer is on the picture, in fractions of it. */
+function at(ev) {
+  const r = $('edit-image').getBoundingClientRect();
+  const clamp = (v) => Math.min(1, Math.max(0, v));
+  return { x: clamp((ev.clientX - r.left) / r.width), y: clamp((ev.clientY - r.top) / r.height) };
+}
+
 function wireArea() {
   const stage = $('edit-stage');
   let from = null;
-  const at = (ev) => {
-    const r = $('edit-image').getBoundingClientRect();
-    const clamp = (v) => Math.min(1, Math.max(0, v));
-    return { x: clamp((ev.clientX - r.left) / r.width), y: clamp((ev.clientY - r.top) / r.height) };
-  };
   const update = (ev) => {
     const p = at(ev);
     area = {
@@ -303,7 +328,7 @@ function wireArea() {
     drawArea();
   };
   stage.addEventListener('pointerdown', (ev) => {
-    if (!stage.classList.contains('selecting')) return;
+    if (mode !== 'area') return;
     ev.preventDefault();
     stage.setPointerCapture(ev.pointerId);
     from = at(ev);
@@ -312,7 +337,7 @@ function wireArea() {
   // Arrow keys move the area by 5% of the image; with Shift they resize it.
   stage.addEventListener('keydown', (ev) => {
     const step = { ArrowLeft: [-0.05, 0], ArrowRight: [0.05, 0], ArrowUp: [0, -0.05], ArrowDown: [0, 0.05] }[ev.key];
-    if (!area || !step) return;
+    if (mode !== 'area' || !area || !step) return;
     ev.preventDefault();
     const [dx, dy] = step;
     if (ev.shiftKey) {
@@ -329,24 +354,92 @@ function wireArea() {
     update(ev);
     from = null;
     if (area.width < 0.02 || area.height < 0.02) {
-      clearArea();
+      area = null;
+      $('edit-area').hidden = true;
       return;
     }
-    $('area-form').hidden = false;
     $('area-prompt').focus();
   });
 }
 
+function wireBrush() {
+  const c = $('edit-brush');
+  let last = null;
+  const dab = (ev) => {
+    const p = at(ev);
+    const pt = { x: p.x * c.width, y: p.y * c.height };
+    const g = c.getContext('2d');
+    g.strokeStyle = g.fillStyle = 'rgba(240, 180, 0, 0.55)';
+    g.lineCap = 'round';
+    g.lineWidth = (Number($('brush-size').value) / 100) * c.width;
+    g.beginPath();
+    g.moveTo((last || pt).x, (last || pt).y);
+    g.lineTo(pt.x, pt.y);
+    g.stroke();
+    g.beginPath();
+    g.arc(pt.x, pt.y, g.lineWidth / 2, 0, 2 * Math.PI);
+    g.fill();
+    last = pt;
+    painted = true;
+  };
+  c.addEventListener('pointerdown', (ev) => {
+    ev.preventDefault();
+    c.setPointerCapture(ev.pointerId);
+    last = null;
+    dab(ev);
+  });
+  c.addEventListener('pointermove', (ev) => { if (last) dab(ev); });
+  c.addEventListener('pointerup', () => {
+    last = null;
+    $('area-prompt').focus();
+  });
+}
+
+/** The brush strokes as a mask PNG (white = repaint), the picture's size. */
+function brushMask() {
+  const src = $('edit-brush');
+  const out = document.createElement('canvas');
+  out.width = src.width;
+  out.height = src.height;
+  const g = out.getContext('2d');
+  const px = src.getContext('2d').getImageData(0, 0, src.width, src.height);
+  for (let i = 0; i < px.data.length; i += 4) {
+    const v = px.data[i + 3] > 0 ? 255 : 0;
+    px.data[i] = px.data[i + 1] = px.data[i + 2] = v;
+    px.data[i + 3] = 255;
+  }
+  g.putImageData(px, 0, 0);
+  return new Promise((resolve) => out.toBlob(resolve, 'image/png'));
+}
+
 async function fillArea() {
   const prompt = $('area-prompt').value.trim();
-  if (!area || !prompt) return;
-  const round = (v) => Math.round(v * 1000) / 1000;
-  const a = { x: round(area.x), y: round(area.y), width: round(area.width), height: round(area.height) };
-  const plan = { version: 1, ops: [{ op: 'inpaint', area: a, prompt }] };
-  if (await instruct({ plan }, 'Painting the area…')) {
+  if (!prompt || !mode) return;
+  let body;
+  if (mode === 'area') {
+    if (!area) return;
+    const round = (v) => Math.round(v * 1000) / 1000;
+    const a = { x: round(area.x), y: round(area.y), width: round(area.width), height: round(area.height) };
+    body = { plan: { version: 1, ops: [{ op: 'inpaint', area: a, prompt }] } };
+  } else {
+    if (!painted) {
+      show($('edit-error'), 'Paint over the part to change first.');
+      return;
+    }
+    // The mask is uploaded as an image of this account, then named by the instruction.
+    const form = new FormData();
+    form.append('file', await brushMask(), 'mask.png');
+    let mask;
+    try {
+      mask = await api('/v1/assets', { method: 'POST', form });
+    } catch (e) {
+      show($('edit-error'), explain(e));
+      return;
+    }
+    body = { plan: { version: 1, ops: [{ op: 'restyle', prompt, strength: 1 }] }, mask_id: mask.id };
+  }
+  if (await instruct(body, 'Painting…')) {
     $('area-prompt').value = '';
-    clearArea();
-    $('select-area').setAttribute('aria-pressed', 'false');
-    $('edit-stage').classList.remove('selecting');
+    setMode(null);
   }
 }

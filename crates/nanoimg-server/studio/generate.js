@@ -122,6 +122,7 @@ function setProgress(p) {
   $('progress-bar').value = p.image * p.steps + p.step;
   $('progress-label').textContent = `Image ${p.image + 1} of ${p.images} · step ${p.step} of ${p.steps}`;
   if (p.preview_png_b64) {
+    box.dataset.previews = String(Number(box.dataset.previews || 0) + 1);
     $('preview').src = `data:image/png;base64,${p.preview_png_b64}`;
     $('preview').hidden = false;
   }
@@ -141,6 +142,7 @@ async function generate() {
   const box = $('progress');
   box.hidden = false;
   box.dataset.events = '0';
+  box.dataset.previews = '0';
   delete box.dataset.done;
   $('preview').hidden = true;
   $('progress-bar').removeAttribute('value');

@@ -192,6 +192,10 @@ pub(crate) struct InstructionRequest {
     /// Return the plan without running it.
     #[serde(default)]
     dry_run: bool,
+    /// An image of the caller's (`POST /v1/assets`) that limits the plan's repainting (restyle
+    /// and variation) to its white (or, with alpha, transparent) part: a brush mask. It is
+    /// stretched to the image's size.
+    mask_id: Option<String>,
     model: Option<String>,
     steps: Option<u32>,
     seed: Option<u64>,
@@ -235,6 +239,16 @@ pub(crate) async fn instruct(
         )
     })?;
     let size = (image.width as u32, image.height as u32);
+    let mask = match &req.mask_id {
+        Some(m) => Some(
+            scoped
+                .asset(m)
+                .await
+                .map_err(|_| ApiError::invalid("mask_id", format!("no image {m:?}")))?
+                .id,
+        ),
+        None => None,
+    };
     let (instruction, plan, planned_by) = match (&req.instruction, &req.plan) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
@@ -256,10 +270,11 @@ pub(crate) async fn instruct(
             match state.planner.plan(text, size, &history).await {
                 Ok((Planned::Edit(plan), by)) => (text.clone(), plan, by),
                 Ok((step, _)) => {
-                    if req.from_version.is_some() {
+                    if req.from_version.is_some() || mask.is_some() {
+                        let param = if mask.is_some() { "mask_id" } else { "from_version" };
                         return Err(ApiError::invalid(
-                            "from_version",
-                            "undo and redo move the head; they take no version",
+                            param,
+                            "undo and redo move the head; they take no version or mask",
                         ));
                     }
                     let undo = step == Planned::Undo;
@@ -294,9 +309,10 @@ pub(crate) async fn instruct(
         character_strength: req.character_strength,
         ..ImageRequest::default()
     };
+    let masked = mask.is_some();
     let init = InitSpec {
         image: image.id.clone(),
-        mask: None,
+        mask,
         strength: 1.0,
     };
     let (mut spec, _) = build_spec(&state, &image_req, JobKind::Edit, Some((init, size)), &headers)?;
@@ -312,6 +328,7 @@ pub(crate) async fn instruct(
         vet(&state, &auth, &mut spec, &image_req).await?;
         return Ok(Json(json!({
             "dry_run": true, "from_version": base.id, "plan": plan, "planner": planned_by,
+            "masked": masked,
         }))
         .into_response());
     }

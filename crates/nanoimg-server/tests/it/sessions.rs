@@ -479,3 +479,77 @@ async fn again_repeats_the_last_instruction_of_the_branch() {
     assert_eq!(again["version"]["parent_id"], first["version"]["id"]);
     assert_eq!(again["version"]["instruction"], "again");
 }
+
+/// The left `frac` of a `w`×`h` picture white (repaint), the rest black, as a PNG.
+fn left_mask(w: u32, h: u32, frac: f32) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(w, h, |x, _| {
+        image::Luma([if (x as f32) < w as f32 * frac { 255 } else { 0 }])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brush_mask_limits_what_an_instruction_repaints() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("brush", ALL_SCOPES).await;
+    let (_, other) = s.tenant("other", ALL_SCOPES).await;
+    let img = upload(&s, &key, scene(64, 64)).await;
+    let (st, session) = post(&s, &key, "/v1/edit-sessions", Some(json!({"image_id": img}))).await;
+    assert_eq!(st, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    // A mask at half the size: it is stretched to the image.
+    let mask = upload(&s, &key, left_mask(32, 32, 0.5)).await;
+    let plan = json!({"version": 1, "ops": [{"op": "restyle", "prompt": "a red balloon", "strength": 1.0}]});
+
+    // A dry run says it is masked; another tenant's mask (or none at all) is refused.
+    let (st, dry) = instruct(
+        &s,
+        &key,
+        &id,
+        json!({"plan": plan, "mask_id": mask, "dry_run": true}),
+    )
+    .await;
+    assert_eq!((st, &dry["masked"]), (200, &json!(true)), "{dry}");
+    let theirs = upload(&s, &other, left_mask(32, 32, 0.5)).await;
+    for bad in [theirs.as_str(), "img_00000000000000000000000000"] {
+        let (st, e) = instruct(&s, &key, &id, json!({"plan": plan, "mask_id": bad, "steps": 2})).await;
+        assert_eq!((st, e["error"]["param"].as_str()), (400, Some("mask_id")), "{e}");
+    }
+    let (st, e) = instruct(&s, &key, &id, json!({"instruction": "undo", "mask_id": mask})).await;
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("mask_id")), "{e}");
+
+    let (st, out) = instruct(
+        &s,
+        &key,
+        &id,
+        json!({"plan": plan, "mask_id": mask, "steps": 2, "seed": 1}),
+    )
+    .await;
+    assert_eq!(st, 201, "{out}");
+    let before = image_of(&s, &key, &img).await;
+    let after = image_of(&s, &key, out["version"]["image_id"].as_str().unwrap()).await;
+    // Columns well inside each half: the left is repainted, the right kept (the watermark
+    // moves every pixel a little, so "kept" is a small mean difference).
+    let diff = |x0: u32, x1: u32| {
+        let mut sum = 0f64;
+        let mut n = 0f64;
+        for y in 0..64 {
+            for x in x0..x1 {
+                for c in 0..3 {
+                    sum += (f64::from(before.get_pixel(x, y)[c]) - f64::from(after.get_pixel(x, y)[c])).abs();
+                    n += 1.0;
+                }
+            }
+        }
+        sum / n
+    };
+    let (left, right) = (diff(0, 24), diff(40, 64));
+    assert!(
+        left > 10.0 && right < 4.0,
+        "left changed {left:.1}, right {right:.1}"
+    );
+}
