@@ -93,6 +93,15 @@ async function generateOne(page, prompt, seed) {
   await page.locator('#gallery figure').nth(before).waitFor({ timeout: 120_000 });
 }
 
+/** Drags the mouse over `locator` from one point to another, in fractions of its box. */
+async function drag(page, locator, [x0, y0], [x1, y1]) {
+  const r = await locator.boundingBox();
+  await page.mouse.move(r.x + r.width * x0, r.y + r.height * y0);
+  await page.mouse.down();
+  await page.mouse.move(r.x + r.width * x1, r.y + r.height * y1, { steps: 8 });
+  await page.mouse.up();
+}
+
 /** A w×h RGB PNG with a gradient, made here (no image files in the repo for this). */
 function png(w, h) {
   const table = Array.from({ length: 256 }, (_, n) => {
@@ -313,11 +322,7 @@ test('edit with two instructions, undo, branch from an older version with a draw
   await page.keyboard.press('Shift+ArrowDown');
   const moved = await page.locator('#edit-area').evaluate((e) => [e.style.left, e.style.top, e.style.width, e.style.height]);
   assert.deepEqual(moved.map((v) => Math.round(parseFloat(v))), [30, 25, 50, 55]);
-  const r = await page.locator('#edit-image').boundingBox();
-  await page.mouse.move(r.x + r.width * 0.25, r.y + r.height * 0.25);
-  await page.mouse.down();
-  await page.mouse.move(r.x + r.width * 0.6, r.y + r.height * 0.5, { steps: 5 });
-  await page.mouse.up();
+  await drag(page, page.locator('#edit-image'), [0.25, 0.25], [0.6, 0.5]);
   await page.getByLabel('Paint into the selected area').fill('a red balloon');
   await page.getByRole('button', { name: 'Fill area' }).click();
   await page.locator('#edit-stage[data-seq="3"]').waitFor({ timeout: 120_000 });
@@ -326,11 +331,7 @@ test('edit with two instructions, undo, branch from an older version with a draw
   assert.match(await page.locator('#chat-log li.system').last().innerText(), /inpaint: area x 0\.25, y 0\.25, width 0\.35, height 0\.25; prompt "a red balloon"/);
   // The brush: paint over the bottom right, and only that part is repainted.
   await page.getByRole('button', { name: 'Brush' }).click();
-  const b = await page.locator('#edit-brush').boundingBox();
-  await page.mouse.move(b.x + b.width * 0.65, b.y + b.height * 0.7);
-  await page.mouse.down();
-  await page.mouse.move(b.x + b.width * 0.95, b.y + b.height * 0.9, { steps: 8 });
-  await page.mouse.up();
+  await drag(page, page.locator('#edit-brush'), [0.65, 0.7], [0.95, 0.9]);
   await page.getByLabel('Paint into the selected area').fill('a blue sky');
   await page.getByRole('button', { name: 'Fill area' }).click();
   await page.locator('#edit-stage[data-seq="4"]').waitFor({ timeout: 120_000 });

@@ -9,7 +9,7 @@
 //! colour, with flat shapes and gradients on top (like illustrations), at 512×512 and 768×512.
 
 use image::{imageops, Rgb, RgbImage};
-use nanoimg_safety::watermark::{fft2, Watermarker};
+use nanoimg_safety::watermark::{fft2, psnr, Watermarker};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustfft::num_complex::Complex;
@@ -95,17 +95,6 @@ fn attacks(rng: &mut ChaCha8Rng, img: &RgbImage) -> Vec<(&'static str, RgbImage)
         ("crop 10 %", imageops::crop_imm(img, x0, y0, cw, ch).to_image()),
         ("brightness +15 %", bright),
     ]
-}
-
-fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-    let mse = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum::<f64>()
-        / a.as_raw().len() as f64;
-    10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10()
 }
 
 fn env(name: &str, default: usize) -> usize {

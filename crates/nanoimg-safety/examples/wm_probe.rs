@@ -4,7 +4,7 @@
 //! `cargo run -p nanoimg-safety --example wm_probe -- a.png b.png …` (`S=3` for another
 //! strength). Give it unmarked pictures (the model's raw outputs, not files NanoImg wrote).
 
-use nanoimg_safety::watermark::Watermarker;
+use nanoimg_safety::watermark::{self, Watermarker};
 
 const PAYLOAD: u64 = 0x1234_5678_9abc_def0;
 
@@ -24,14 +24,7 @@ fn main() {
         };
         let orig = img.clone();
         wm.embed(&mut img, PAYLOAD);
-        let mse = orig
-            .as_raw()
-            .iter()
-            .zip(img.as_raw())
-            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
-            .sum::<f64>()
-            / orig.as_raw().len() as f64;
-        let psnr = 10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10();
+        let psnr = watermark::psnr(&orig, &img);
         let d = wm.detect(&img);
         n += 1;
         let ok = d.payload == Some(PAYLOAD);

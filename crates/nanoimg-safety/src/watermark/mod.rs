@@ -365,6 +365,19 @@ impl Watermarker {
     }
 }
 
+/// The peak signal-to-noise ratio of `b` against `a` (same size), in dB: how much a mark
+/// changed a picture.
+pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    let mse = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum::<f64>()
+        / a.as_raw().len() as f64;
+    10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10()
+}
+
 fn luminance(img: &RgbImage) -> Vec<f32> {
     img.pixels()
         .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
