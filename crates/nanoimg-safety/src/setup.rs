@@ -2,6 +2,7 @@
 //! are installed are on, a missing model turns its layer off (and says so), a broken one stops
 //! the start, and the watermark and C2PA signing are always on.
 
+use crate::faces::FaceDetector;
 use crate::models;
 use crate::nsfw::NsfwClassifier;
 use crate::provenance::{Credentials, Provenance};
@@ -47,6 +48,8 @@ pub struct Safety {
     pub prompt: Arc<PromptModerator>,
     /// The image layer (open_nsfw), when its model is installed.
     pub image: Option<Arc<NsfwClassifier>>,
+    /// The face detector of the consent gate on character references, when installed.
+    pub faces: Option<Arc<FaceDetector>>,
     /// The invisible watermark every output gets (built in, always on).
     pub watermark: Arc<Watermarker>,
     /// C2PA signing and verification (always on).
@@ -105,6 +108,28 @@ impl Safety {
             None
         };
 
+        let dir = models::MTCNN.path(root);
+        let faces = if models::MTCNN.installed(root) {
+            let d = FaceDetector::load(&dir)
+                .map_err(|e| SafetyError::Model(format!("the face detector cannot load: {e}")))?;
+            layers.push(LayerState {
+                layer: "faces",
+                on: true,
+                detail: format!("MTCNN from {}", dir.display()),
+            });
+            Some(Arc::new(d))
+        } else {
+            layers.push(LayerState {
+                layer: "faces",
+                on: false,
+                detail: format!(
+                    "no model in {}; every character reference needs the consent attestation; {fetch}",
+                    dir.display()
+                ),
+            });
+            None
+        };
+
         layers.push(LayerState {
             layer: "watermark",
             on: true,
@@ -131,6 +156,7 @@ impl Safety {
         Ok(Self {
             prompt: Arc::new(prompt),
             image,
+            faces,
             watermark: Arc::new(Watermarker::new()),
             provenance,
             layers,

@@ -3,6 +3,7 @@
 //! part of the API.
 
 use crate::models::{Wheel, SAFETY_WHEELS};
+use image::RgbImage;
 use std::path::PathBuf;
 
 fn workspace_cache() -> PathBuf {
@@ -50,4 +51,35 @@ pub fn models_dir() -> PathBuf {
         }
     }
     root
+}
+
+/// Photographs for the face detector's tests, from a package registry: scikit-image's bundled
+/// sample pictures (public domain or the project's own; see its `skimage/data/README.txt`).
+/// Two show a face (the astronaut Eileen Collins; the "cameraman"), three do not (coffee, a
+/// rocket, a cat). `scripts/test.sh` downloads this one wheel for any Python, by its tag.
+pub const PICTURES: Wheel = Wheel {
+    project: "scikit-image",
+    version: "0.26.0",
+    sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+    dir: "skimage-pictures",
+    files: &[
+        ("skimage/data/astronaut.png", "astronaut.png"),
+        ("skimage/data/camera.png", "camera.png"),
+        ("skimage/data/coffee.png", "coffee.png"),
+        ("skimage/data/rocket.jpg", "rocket.jpg"),
+        ("skimage/data/chelsea.png", "chelsea.png"),
+    ],
+};
+
+/// One of [`PICTURES`], decoded to RGB.
+pub fn picture(name: &str) -> RgbImage {
+    let root = workspace_cache().join("pictures");
+    if !PICTURES.installed(&root) {
+        if let Err(e) = PICTURES.install(&wheel_file(&PICTURES), &root) {
+            assert!(PICTURES.installed(&root), "installing {}: {e}", PICTURES.pin());
+        }
+    }
+    image::open(PICTURES.path(&root).join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .to_rgb8()
 }

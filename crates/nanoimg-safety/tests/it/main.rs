@@ -2,6 +2,7 @@
 //! keeps the build small and fast (see ARCHITECTURE.md, "Tests").
 
 mod dev_set;
+mod faces;
 mod nsfw;
 mod provenance;
 mod semantic;

@@ -3,9 +3,10 @@
 //! instructions.
 //!
 //! Every reference is decoded with the upload limits, checked by the image safety layer and
-//! re-encoded; the description passes prompt moderation like a prompt. A reference that may show
-//! a real person needs the uploader's consent attestation (`consent=true`), recorded in the audit
-//! log: with no face detector installed every reference may, so every reference needs it.
+//! re-encoded; the description passes prompt moderation like a prompt. A reference that shows a
+//! real person needs the uploader's consent attestation (`consent=true`), recorded in the audit
+//! log. The face detector (MTCNN, `nanoimg models fetch safety`) decides which do; without it
+//! every reference may, so every reference needs it.
 
 use super::body::{self, Form};
 use super::images::{accept_upload, ImageRequest};
@@ -56,6 +57,19 @@ struct CreateFields {
     /// The uploader attests that every person shown in the references agreed to this use.
     #[serde(default)]
     consent: bool,
+}
+
+/// How many faces the detector finds in a reference; `None` without a detector.
+async fn count_faces(state: &AppState, img: &image::RgbImage) -> ApiResult<Option<u32>> {
+    let Some(detector) = state.safety.faces.clone() else {
+        return Ok(None);
+    };
+    let img = img.clone();
+    let faces = tokio::task::spawn_blocking(move || detector.detect(&img))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Some(u32::try_from(faces.len()).unwrap_or(u32::MAX)))
 }
 
 /// Whether a reference needs the consent attestation: when a face was found, or when no face
@@ -109,13 +123,20 @@ pub(crate) async fn create(
     let mut references = Vec::with_capacity(files.len());
     for bytes in files {
         let img = accept_upload(&state, &auth, bytes, "reference").await?.to_rgb8();
-        let faces = None;
+        let faces = count_faces(&state, &img).await?;
         if needs_consent(faces) && !fields.consent {
+            let why = match faces {
+                Some(n) => format!("reference {} shows {n} face(s)", references.len() + 1),
+                None => {
+                    "no face detector is installed on this server, so every reference needs it".to_owned()
+                }
+            };
             return Err(ApiError::bad_request(
                 "consent_required",
-                "reference images that may show a real person need consent=true: it attests that \
-                 everyone shown agreed to this use (no face detector is installed on this server, \
-                 so every reference needs it)",
+                format!(
+                    "reference images that show a real person need consent=true: it attests that \
+                     everyone shown agreed to this use ({why})"
+                ),
             )
             .with_param("consent"));
         }

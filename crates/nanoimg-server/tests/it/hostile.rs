@@ -199,6 +199,19 @@ async fn footprint(s: &TestServer, key: &str, tenant: &str) -> (Value, Value, us
     )
 }
 
+/// Waits (30 s at most) until the tenant of `key` has no queued or running job.
+async fn settle(s: &TestServer, key: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let u = s.get_json(key, "/v1/me/usage").await;
+        if u["concurrent_jobs"]["active"] == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobs still running: {u}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_gets_a_4xx_and_leaves_nothing_behind() {
     let seed: u64 = std::env::var("NANOIMG_FUZZ_SEED")
@@ -328,6 +341,9 @@ async fn hostile_input_gets_a_4xx_and_leaves_nothing_behind() {
             let after = footprint(&s, &key, &tenant).await;
             assert_eq!(before, after, "{what}: a refused request left something behind");
         } else {
+            // An accepted job makes its images later: let it finish before the next footprint,
+            // or its output would be charged to whatever request comes next.
+            settle(&s, &key).await;
             before = footprint(&s, &key, &tenant).await;
         }
     }

@@ -273,3 +273,75 @@ async fn an_edit_replaces_its_inputs_mark_instead_of_stacking_a_second() {
     assert!(found.present, "{found:?}");
     assert_eq!(format!("{:016x}", found.payload.unwrap()), new_id);
 }
+
+/// A photograph as PNG bytes.
+fn png_of(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_face_detector_only_references_with_faces_need_consent() {
+    use nanoimg_safety::testing::picture;
+    let s = start(with_models).await;
+    let ready: Value = reqwest::get(s.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["safety"]["faces"]["on"], true, "{ready}");
+    let (_, key) = s.tenant("faces", ALL_SCOPES).await;
+    let form = |name: &str, pics: &[&image::RgbImage], consent: bool| {
+        let mut f = reqwest::multipart::Form::new()
+            .text("name", name.to_owned())
+            .text("consent", consent.to_string());
+        for (i, p) in pics.iter().enumerate() {
+            f = f.part(
+                "reference",
+                reqwest::multipart::Part::bytes(png_of(p)).file_name(format!("r{i}.png")),
+            );
+        }
+        f
+    };
+    let (coffee, astronaut) = (picture("coffee.png"), picture("astronaut.png"));
+    // No face: no attestation needed, and the character records 0 faces.
+    let (st, c) = s
+        .post_form(&key, "/v1/characters", form("Cup", &[&coffee], false))
+        .await;
+    assert_eq!(st, 201, "{c}");
+    assert_eq!(c["references"][0]["faces"], 0, "{c}");
+    // A face (the second reference): refused without the attestation, and the reason says which.
+    let (st, e) = s
+        .post_form(
+            &key,
+            "/v1/characters",
+            form("Eileen", &[&coffee, &astronaut], false),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("consent_required")),
+        "{e}"
+    );
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("reference 2 shows 1 face"), "{msg}");
+    let (st, c) = s
+        .post_form(
+            &key,
+            "/v1/characters",
+            form("Eileen", &[&coffee, &astronaut], true),
+        )
+        .await;
+    assert_eq!(st, 201, "{c}");
+    assert_eq!(c["references"][1]["faces"], 1, "{c}");
+    assert_eq!(c["references"][1]["consent"], true, "{c}");
+    let created = audit_of(&s, "character.create", 2).await;
+    assert!(
+        created.iter().any(|e| e["detail"]["faces"] == json!([0, 1])),
+        "{created:?}"
+    );
+}

