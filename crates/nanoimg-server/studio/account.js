@@ -2,8 +2,8 @@
 // Admin screen (tenants, the audit log and its verification).
 import { $, api, bytes, can, emit, explain, fillList, h, session, show, when } from './api.js';
 
-const SCOPES = ['images:generate', 'images:edit', 'assets:read', 'assets:write', 'characters', 'account', 'admin'];
-const DEFAULTS = ['images:generate', 'images:edit', 'assets:read', 'assets:write', 'characters'];
+/** Scopes a new key does not get unless asked for (as on the server). */
+const NOT_DEFAULT = ['account', 'admin'];
 
 export function wire() {
   $('usage-refresh').addEventListener('click', () => usage().catch(fail('account-error')));
@@ -49,10 +49,10 @@ export async function open() {
   const boxes = $('key-scopes');
   boxes.replaceChildren();
   // Only scopes this key has can be given to a new one.
-  for (const s of SCOPES.filter(can)) {
+  for (const s of session.me.key.scopes.filter(can)) {
     const id = `scope-${s.replace(':', '-')}`;
     boxes.append(h('label', { class: 'inline', for: id },
-      h('input', { type: 'checkbox', id, value: s, checked: DEFAULTS.includes(s) }), ` ${s}`));
+      h('input', { type: 'checkbox', id, value: s, checked: !NOT_DEFAULT.includes(s) }), ` ${s}`));
   }
   await Promise.all([usage().catch(fail('account-error')), allowed ? keys().catch(fail('keys-error')) : null]);
 }

@@ -4,7 +4,7 @@
 //! `onet.pt`), and the stages follow its `detect_face`: the thresholds 0.6 / 0.7 / 0.7, a
 //! pyramid factor of 0.709, "area" resampling and inputs scaled to (x − 127.5) / 128.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{conv2d, linear, prelu, Conv2d, Linear, PReLU, VarBuilder};
 
 /// Max pooling with PyTorch's `ceil_mode=True`: a last, partial window counts.
@@ -358,50 +358,49 @@ impl Mtcnn {
             .map(|w| square(&regress(w, false)))
             .collect();
         // Stage 2: R-Net on 24×24 crops.
-        let windows = self.refine(img, &windows, 24, THRESHOLDS[1], |x| self.rnet.forward(x))?;
+        let windows = refine(img, &windows, 24, THRESHOLDS[1], |x| self.rnet.forward(x))?;
         let windows: Vec<Window> = nms(&windows, 0.7, Overlap::Union)
             .iter()
             .map(|w| square(&regress(w, true)))
             .collect();
         // Stage 3: O-Net on 48×48 crops.
-        let windows = self.refine(img, &windows, 48, THRESHOLDS[2], |x| self.onet.forward(x))?;
+        let windows = refine(img, &windows, 48, THRESHOLDS[2], |x| self.onet.forward(x))?;
         let windows: Vec<Window> = windows.iter().map(|w| regress(w, true)).collect();
         Ok(nms(&windows, 0.7, Overlap::Min))
     }
+}
 
-    /// Crops each window to `side`×`side`, runs `net`, and keeps those scoring above
-    /// `threshold`, with the network's score and regression.
-    fn refine(
-        &self,
-        img: &Planar,
-        windows: &[Window],
-        side: usize,
-        threshold: f32,
-        net: impl Fn(&Tensor) -> Result<(Tensor, Tensor)>,
-    ) -> Result<Vec<Window>> {
-        let mut kept = Vec::new();
-        let mut data = Vec::new();
-        for w in windows {
-            if let Some(region) = crop_region(w, img.w, img.h) {
-                img.area_into(region, side, side, &mut data);
-                kept.push(*w);
-            }
+/// Crops each window to `side`×`side`, runs `net`, and keeps those scoring above
+/// `threshold`, with the network's score and regression.
+fn refine(
+    img: &Planar,
+    windows: &[Window],
+    side: usize,
+    threshold: f32,
+    net: impl Fn(&Tensor) -> Result<(Tensor, Tensor)>,
+) -> Result<Vec<Window>> {
+    let mut kept = Vec::new();
+    let mut data = Vec::new();
+    for w in windows {
+        if let Some(region) = crop_region(w, img.w, img.h) {
+            img.area_into(region, side, side, &mut data);
+            kept.push(*w);
         }
-        if kept.is_empty() {
-            return Ok(kept);
-        }
-        let x = Tensor::from_vec(data, (kept.len(), 3, side, side), &Device::Cpu)?;
-        let (reg, prob) = net(&x.to_dtype(DType::F32)?)?;
-        let (reg, prob) = (reg.to_vec2::<f32>()?, prob.to_vec2::<f32>()?);
-        Ok(kept
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| prob[*i][1] > threshold)
-            .map(|(i, w)| Window {
-                score: prob[i][1],
-                reg: [reg[i][0], reg[i][1], reg[i][2], reg[i][3]],
-                ..w
-            })
-            .collect())
     }
+    if kept.is_empty() {
+        return Ok(kept);
+    }
+    let x = Tensor::from_vec(data, (kept.len(), 3, side, side), &Device::Cpu)?;
+    let (reg, prob) = net(&x)?;
+    let (reg, prob) = (reg.to_vec2::<f32>()?, prob.to_vec2::<f32>()?);
+    Ok(kept
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| prob[*i][1] > threshold)
+        .map(|(i, w)| Window {
+            score: prob[i][1],
+            reg: [reg[i][0], reg[i][1], reg[i][2], reg[i][3]],
+            ..w
+        })
+        .collect())
 }

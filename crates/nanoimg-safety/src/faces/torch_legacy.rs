@@ -47,10 +47,9 @@ fn ints(o: Object) -> Result<Vec<usize>, SafetyError> {
     match o {
         Object::Tuple(v) => v
             .into_iter()
-            .map(|x| match x {
-                Object::Int(i) if i >= 0 => Ok(i as usize),
-                Object::Long(i) if i >= 0 => Ok(i as usize),
-                other => Err(err(format!("expected a size, got {other:?}"))),
+            .map(|x| match int(&x) {
+                Some(i) if i >= 0 => Ok(i as usize),
+                _ => Err(err(format!("expected a size, got {x:?}"))),
             })
             .collect(),
         other => Err(err(format!("expected a tuple, got {other:?}"))),

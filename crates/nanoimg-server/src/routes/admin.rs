@@ -213,7 +213,7 @@ pub(crate) struct NewKeyRequest {
 }
 
 /// A new key with its secret, shown this once.
-pub(crate) fn key_created(rec: &KeyRecord, secret: &SecretKey) -> serde_json::Value {
+fn key_created(rec: &KeyRecord, secret: &SecretKey) -> serde_json::Value {
     let mut v = serde_json::to_value(rec).unwrap_or_default();
     v["key"] = secret.expose().into();
     v

@@ -244,7 +244,12 @@ pub(crate) async fn instruct(
             scoped
                 .asset(m)
                 .await
-                .map_err(|_| ApiError::invalid("mask_id", format!("no image {m:?}")))?
+                .map_err(|e| match e {
+                    nanoimg_store::StoreError::NotFound(_) => {
+                        ApiError::invalid("mask_id", format!("no image {m:?}"))
+                    }
+                    e => e.into(),
+                })?
                 .id,
         ),
         None => None,
