@@ -16,6 +16,14 @@ that our code gives the same numbers. CI does not need PyTorch: only this script
 
 The bundled model (models/nanoimg-emoji, f16 weights, computed in f32 on both sides) is checked
 the same way: put a link to it in the source folder (`ln -s $PWD/models/nanoimg-emoji /tmp/parity/`).
+
+The image embedders of `nanoimg character eval` too: a folder with a transformers `config.json`
+of `model_type` dinov2 or clip gets `parity-<name>.safetensors` with transformers' outputs
+(Dinov2Model; CLIPModel's projected image and text features) and its image processor's
+pixel values for a fixed picture:
+
+    nanoimg models synth --arch tiny-dinov2 --seed 7 /tmp/parity/tiny-dinov2
+    nanoimg models synth --arch tiny-clip --seed 7 /tmp/parity/tiny-clip
 """
 
 import json
@@ -83,11 +91,63 @@ def fixture(model_dir: Path) -> dict:
     return {k: v.contiguous() for k, v in t.items()}
 
 
+def picture() -> torch.Tensor:
+    """An 80x60 RGB picture, uint8 [60, 80, 3]: gradients and a disc, not square."""
+    y, x = torch.meshgrid(torch.arange(60.0), torch.arange(80.0), indexing="ij")
+    disc = ((x - 50) ** 2 + (y - 25) ** 2 < 200).float()
+    r = 255 * (x / 79) * (1 - disc) + 240 * disc
+    g = 255 * (y / 59) * (1 - disc) + 40 * disc
+    b = 128 + 100 * torch.sin(x / 7) * torch.cos(y / 5)
+    return torch.stack([r, g, b], dim=-1).round().clamp(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def embedder_fixture(model_dir: Path) -> dict:
+    from PIL import Image
+    from transformers import BitImageProcessor, CLIPImageProcessor, CLIPModel, Dinov2Model
+
+    torch.manual_seed(0)
+    kind = json.loads((model_dir / "config.json").read_text())["model_type"]
+    pic = picture()
+    image = Image.fromarray(pic.numpy())
+    if kind == "dinov2":
+        model = Dinov2Model.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+        processor = BitImageProcessor.from_pretrained(model_dir)
+    else:
+        model = CLIPModel.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+        processor = CLIPImageProcessor.from_pretrained(model_dir)
+    processed = processor(images=image, return_tensors="pt")["pixel_values"]
+    # The batch: random pixels, then the processed picture. Stored in half precision to keep
+    # the fixture small; both sides compute on the same (half-rounded) values in f32.
+    pixels = torch.cat([torch.randn(1, 3, 224, 224), processed]).half()
+    t = {"picture": pic, "pixel_values": pixels}
+    pixels = pixels.float()
+    if kind == "dinov2":
+        out = model(pixels)
+        t.update(last_hidden_state=out.last_hidden_state, pooler_output=out.pooler_output)
+        # A 2x3-patch grid: the position embeddings resized to a non-square grid.
+        t["small_pixel_values"] = torch.randn(1, 3, 28, 42)
+        t["small_last_hidden_state"] = model(t["small_pixel_values"]).last_hidden_state
+    else:
+        t["image_embeds"] = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+        tokenizer = CLIPTokenizer.from_pretrained(model_dir)
+        ids = tokenizer(PROMPT, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        text = model.text_model(input_ids=ids).pooler_output
+        t.update(ids=ids.to(torch.int64), text_embeds=model.text_projection(text))
+    return {k: v.contiguous() for k, v in t.items()}
+
+
+def embedder_kind(p: Path):
+    cfg = p / "config.json"
+    return cfg.is_file() and json.loads(cfg.read_text()).get("model_type") in ("dinov2", "clip")
+
+
 def main():
     src, dst = Path(sys.argv[1]), Path(sys.argv[2])
     dst.mkdir(parents=True, exist_ok=True)
-    for model_dir in sorted(p for p in src.iterdir() if (p / "model_index.json").is_file()):
-        tensors = fixture(model_dir)
+    for model_dir in sorted(p for p in src.iterdir() if (p / "model_index.json").is_file() or embedder_kind(p)):
+        tensors = embedder_fixture(model_dir) if embedder_kind(model_dir) else fixture(model_dir)
         out = dst / f"parity-{model_dir.name}.safetensors"
         save_file(tensors, out)
         print(f"{out}: {', '.join(f'{k}{list(v.shape)}' for k, v in tensors.items())}")

@@ -4,7 +4,8 @@
 //! points for reference conditioning, `AutoencoderKL` — loaded from diffusers-layout folders;
 //! the schedulers; the txt2img / img2img / inpaint / outpaint pipelines; and the registry of
 //! installed models. One loaded [`StableDiffusion`] serves many requests: everything that
-//! belongs to a request (seed, hooks, progress, cancellation) is passed in.
+//! belongs to a request (seed, hooks, progress, cancellation) is passed in. [`embed`] holds the
+//! image embedders (DINOv2, CLIP) that measure pictures for `character eval`.
 //!
 //! Not here: HTTP, storage, moderation, editing plans. This crate reads model folders and
 //! writes nothing but what [`synthetic`] is asked to write.
@@ -12,6 +13,7 @@
 #[cfg(feature = "bundled")]
 pub mod bundled;
 pub mod codec;
+pub mod embed;
 pub mod error;
 pub mod folder;
 pub mod lora;

@@ -6,7 +6,8 @@
 //! the folder then runs exactly the code that loads a downloaded checkpoint.
 
 use crate::error::{EngineError, Result, TensorContext};
-use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionTransformer};
+use crate::models::dinov2::{Dinov2Config, Dinov2Model};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::registry::Family;
@@ -411,4 +412,98 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
         write_json(&dir.join("nanoimg.json"), o)?;
     }
     Ok(())
+}
+
+/// A tiny `Dinov2Model` config: DINOv2's geometry (14-px patches, learnt at 518 px, so 224-px
+/// inputs resize the position grid) with 32 channels and 2 layers.
+pub fn tiny_dinov2_config() -> Value {
+    json!({
+        "architectures": ["Dinov2Model"], "model_type": "dinov2",
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "mlp_ratio": 4,
+        "patch_size": 14, "image_size": 518, "num_channels": 3, "hidden_act": "gelu",
+        "layer_norm_eps": 1e-6, "layerscale_value": 1.0, "qkv_bias": true, "use_swiglu_ffn": false,
+    })
+}
+
+/// A tiny `CLIPModel` config: ViT-B/32's geometry at 224 px with 32 channels and 2 layers per
+/// tower, the tiny tokenizer's vocabulary, a 16-number joint space.
+pub fn tiny_clip_config() -> Value {
+    let tower = json!({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5});
+    let mut text = tower.clone();
+    text["vocab_size"] = json!(TINY_VOCAB);
+    text["max_position_embeddings"] = json!(77);
+    // BOS and EOS are the last two ids of every CLIP vocabulary; transformers pools at EOS.
+    text["bos_token_id"] = json!(TINY_VOCAB - 2);
+    text["eos_token_id"] = json!(TINY_VOCAB - 1);
+    text["pad_token_id"] = json!(TINY_VOCAB - 1);
+    let mut vision = tower;
+    vision["image_size"] = json!(224);
+    vision["patch_size"] = json!(32);
+    json!({
+        "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 16,
+        "logit_scale_init_value": 2.6592, "text_config": text, "vision_config": vision,
+    })
+}
+
+/// Writes a transformers `Dinov2Model` folder (`config.json`, `model.safetensors`,
+/// `preprocessor_config.json` as `BitImageProcessor` saves it) with random weights.
+pub fn write_dinov2(dir: &Path, config: &Value, seed: u64) -> Result<()> {
+    let cfg: Dinov2Config = parse(config, "dinov2 config")?;
+    write_component(dir, config, "model.safetensors", seed, |vb| {
+        vb.pp("embeddings").get((1, cfg.hidden_size), "mask_token")?;
+        Dinov2Model::new(vb, &cfg)
+            .map(drop)
+            .map_err(|message| EngineError::IncompleteModel {
+                path: dir.to_owned(),
+                message,
+            })
+    })?;
+    write_json(
+        &dir.join("preprocessor_config.json"),
+        &json!({
+            "image_processor_type": "BitImageProcessor", "do_resize": true,
+            "size": {"shortest_edge": 256}, "resample": 3, "do_center_crop": true,
+            "crop_size": {"height": 224, "width": 224}, "do_rescale": true,
+            "rescale_factor": 1.0 / 255.0, "do_normalize": true,
+            "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+        }),
+    )
+}
+
+/// Writes a transformers `CLIPModel` folder (`config.json`, `model.safetensors`, the tokenizer
+/// files, `preprocessor_config.json` as `CLIPImageProcessor` saves it) with random weights.
+pub fn write_clip(dir: &Path, config: &Value, seed: u64) -> Result<()> {
+    let section = |key: &str| config.get(key).cloned().unwrap_or_else(|| json!({}));
+    let vision: ClipVisionConfig = parse(&section("vision_config"), "clip vision_config")?;
+    let text: ClipTextConfig = parse(&section("text_config"), "clip text_config")?;
+    let projection = config
+        .get("projection_dim")
+        .and_then(Value::as_u64)
+        .unwrap_or(512) as usize;
+    let incomplete = |message: String| EngineError::IncompleteModel {
+        path: dir.to_owned(),
+        message,
+    };
+    write_component(dir, config, "model.safetensors", seed, |vb| {
+        ClipVisionTransformer::new(vb.pp("vision_model"), &vision).map_err(incomplete)?;
+        ClipTextModel::new(vb.clone(), &text).map_err(incomplete)?;
+        candle_nn::linear_no_bias(vision.hidden_size, projection, vb.pp("visual_projection"))?;
+        candle_nn::linear_no_bias(text.hidden_size, projection, vb.pp("text_projection"))?;
+        vb.get_with_hints((), "logit_scale", Init::Const(2.6592))?;
+        Ok(())
+    })?;
+    write_tokenizer(dir, text.max_position_embeddings, &TINY_MERGES)?;
+    let side = vision.image_size;
+    write_json(
+        &dir.join("preprocessor_config.json"),
+        &json!({
+            "image_processor_type": "CLIPImageProcessor", "do_resize": true,
+            "size": {"shortest_edge": side}, "resample": 3, "do_center_crop": true,
+            "crop_size": {"height": side, "width": side}, "do_rescale": true,
+            "rescale_factor": 1.0 / 255.0, "do_normalize": true,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+        }),
+    )
 }

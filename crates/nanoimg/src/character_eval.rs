@@ -12,9 +12,11 @@
 //!   prompt (other seeds) than to those of any other prompt. A shift toward the reference that
 //!   every prompt shares does not lower it; losing what tells the prompts apart does.
 //!
-//! Similarity is [`cl_similarity`], a colour-and-layout measure that works in the bundled emoji
-//! model's domain (centred subjects on white); see `docs/characters.md` for what it can and
-//! cannot tell.
+//! Similarity is always [`cl_similarity`], a colour-and-layout measure that works in the bundled
+//! emoji model's domain (centred subjects on white). Given model folders, identity is also
+//! scored with learnt embeddings, the papers' yardsticks: `--dinov2` (DINO score: cosine of
+//! DINOv2 class tokens) and `--clip` (CLIP-I between pictures, and CLIP-T, the cosine between a
+//! picture and its prompt, for prompt fidelity). See `docs/characters.md`.
 
 use crate::catalog::ModelArgs;
 use crate::images;
@@ -22,6 +24,7 @@ use crate::safety::SafetyArgs;
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use nanoimg_core::Limits;
+use nanoimg_engine::embed::{cosine, ClipEmbedder, Dinov2Embedder};
 use nanoimg_engine::lora::Lora;
 use nanoimg_engine::reference::{Reference, ReferenceSettings};
 use nanoimg_engine::{CancelToken, GenerateRequest, LoadOptions, NoProgress, StableDiffusion};
@@ -78,6 +81,14 @@ pub struct EvalArgs {
     /// A LoRA trained on the character, merged at strength 1 for every run (the baseline too).
     #[arg(long)]
     pub lora: Option<PathBuf>,
+    /// A DINOv2 model folder (transformers `Dinov2Model`, safetensors): identity is also scored
+    /// as DINO similarity.
+    #[arg(long, value_name = "DIR")]
+    pub dinov2: Option<PathBuf>,
+    /// A CLIP model folder (transformers `CLIPModel`, safetensors, with its tokenizer files):
+    /// identity is also scored as CLIP-I, and prompt fidelity as CLIP-T.
+    #[arg(long, value_name = "DIR")]
+    pub clip: Option<PathBuf>,
     /// Write a contact sheet: a row per prompt (first seed), the reference then each strength.
     #[arg(long)]
     pub grid: Option<PathBuf>,
@@ -145,8 +156,59 @@ struct Row {
     retention: f64,
     /// `None` with a single seed (no other seed of the same prompt to compare with).
     prompt_accuracy: Option<f64>,
+    /// Identity as DINO similarity (mean, sd), with `--dinov2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity_dino: Option<(f64, f64)>,
+    /// Identity as CLIP-I (mean, sd), with `--clip`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity_clip: Option<(f64, f64)>,
+    /// Prompt fidelity as CLIP-T (mean, sd): the picture against its prompt, with `--clip`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip_t: Option<(f64, f64)>,
     images: usize,
     seconds: f64,
+}
+
+/// The learnt measures asked for: each model with the references' embeddings, and CLIP with
+/// the prompts' text embeddings.
+struct Embedders {
+    dino: Option<(Dinov2Embedder, Embeddings)>,
+    clip: Option<(ClipEmbedder, Embeddings, Embeddings)>,
+}
+
+/// Unit-length embeddings, one per picture or text.
+type Embeddings = Vec<Vec<f32>>;
+
+/// One strength's learnt scores, an entry per image.
+#[derive(Default)]
+struct Learnt {
+    dino: Vec<f64>,
+    clip_i: Vec<f64>,
+    clip_t: Vec<f64>,
+}
+
+/// Mean cosine of `e` to each of `refs`.
+fn mean_cosine(refs: &[Vec<f32>], e: &[f32]) -> f64 {
+    refs.iter().map(|r| cosine(r, e)).sum::<f64>() / refs.len().max(1) as f64
+}
+
+impl Learnt {
+    fn add(&mut self, m: &Embedders, img: &RgbImage, prompt: usize) -> Result<()> {
+        let one = std::slice::from_ref(img);
+        if let Some((model, refs)) = &m.dino {
+            self.dino.push(mean_cosine(refs, &model.embed(one)?[0]));
+        }
+        if let Some((model, refs, prompts)) = &m.clip {
+            let e = model.embed_images(one)?.remove(0);
+            self.clip_i.push(mean_cosine(refs, &e));
+            self.clip_t.push(cosine(&prompts[prompt], &e));
+        }
+        Ok(())
+    }
+}
+
+fn stat(v: &[f64]) -> Option<(f64, f64)> {
+    (!v.is_empty()).then(|| mean_sd(v))
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -191,10 +253,20 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
 
+    // The measuring models load first, so a wrong folder fails before any generating.
+    let device = nanoimg_engine::default_device();
+    let dino = match &a.dinov2 {
+        Some(d) => Some(Dinov2Embedder::load(d, &device).context("--dinov2")?),
+        None => None,
+    };
+    let clip = match &a.clip {
+        Some(d) => Some(ClipEmbedder::load(d, &device).context("--clip")?),
+        None => None,
+    };
     let base = StableDiffusion::load(
         &a.model.path()?,
         &LoadOptions {
-            device: nanoimg_engine::default_device(),
+            device,
             ..Default::default()
         },
     )?;
@@ -236,6 +308,24 @@ pub fn run(a: EvalArgs) -> Result<()> {
             .map(|p| images::read_rgb_with_bytes(p).map(|(_, img)| img))
             .collect::<Result<_>>()?,
     };
+    let measures = Embedders {
+        dino: match dino {
+            Some(m) => {
+                let refs = m.embed(&references)?;
+                Some((m, refs))
+            }
+            None => None,
+        },
+        clip: match clip {
+            Some(m) => {
+                let refs = m.embed_images(&references)?;
+                let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+                let prompts = m.embed_texts(&texts)?;
+                Some((m, refs, prompts))
+            }
+            None => None,
+        },
+    };
     let reference_for = |strength: f64| {
         (strength > 0.0).then(|| {
             Arc::new(Reference {
@@ -261,6 +351,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     for &s in &strengths {
         let started = std::time::Instant::now();
         let (mut ident, mut kept) = (Vec::new(), Vec::new());
+        let mut learnt = Learnt::default();
         let mut outputs = Vec::new();
         let mut k = 0;
         for (pi, prompt) in prompts.iter().enumerate() {
@@ -269,6 +360,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 let id =
                     references.iter().map(|r| cl_similarity(&img, r)).sum::<f64>() / references.len() as f64;
                 ident.push(id);
+                learnt.add(&measures, &img, pi)?;
                 if s == 0.0 {
                     baseline.push(img.clone());
                 }
@@ -288,6 +380,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
             identity_sd,
             retention: mean_sd(&kept).0,
             prompt_accuracy,
+            identity_dino: stat(&learnt.dino),
+            identity_clip: stat(&learnt.clip_i),
+            clip_t: stat(&learnt.clip_t),
             images: ident.len(),
             seconds: started.elapsed().as_secs_f64(),
         });
@@ -306,19 +401,38 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&json!({
                 "measure": "cl_similarity", "prompts": prompts.len(), "seeds": a.seeds,
+                "dinov2": a.dinov2, "clip": a.clip,
                 "references": references.len(), "results": rows,
             }))?
         );
     } else {
-        println!("strength  identity (±sd)    prompt retention  prompt accuracy  images  seconds");
+        let learnt_columns = |r: &Row| {
+            [
+                (r.identity_dino, "DINO"),
+                (r.identity_clip, "CLIP-I"),
+                (r.clip_t, "CLIP-T"),
+            ]
+            .into_iter()
+            .filter_map(|(v, name)| v.map(|(m, sd)| (name, format!("{m:.3} (±{sd:.3})"))))
+            .collect::<Vec<_>>()
+        };
+        let mut head = "strength  identity (±sd)    prompt retention  prompt accuracy".to_owned();
+        for (name, _) in rows.first().map(learnt_columns).unwrap_or_default() {
+            head.push_str(&format!("  {name:>16}"));
+        }
+        println!("{head}  images  seconds");
         for r in &rows {
             let acc = r
                 .prompt_accuracy
                 .map_or("-".to_owned(), |x| format!("{:.1} %", 100.0 * x));
-            println!(
-                "{:>8.2}  {:.3} (±{:.3})    {:>16.3}  {:>15}  {:>6}  {:>7.1}",
-                r.strength, r.identity, r.identity_sd, r.retention, acc, r.images, r.seconds
+            let mut line = format!(
+                "{:>8.2}  {:.3} (±{:.3})    {:>16.3}  {:>15}",
+                r.strength, r.identity, r.identity_sd, r.retention, acc
             );
+            for (_, v) in learnt_columns(r) {
+                line.push_str(&format!("  {v:>16}"));
+            }
+            println!("{line}  {:>6}  {:>7.1}", r.images, r.seconds);
         }
     }
     Ok(())

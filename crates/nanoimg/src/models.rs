@@ -3,7 +3,7 @@
 use crate::catalog::{bundled_model, pick_model, registry};
 use anyhow::{bail, Result};
 use nanoimg_engine::registry::Listing;
-use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
+use nanoimg_engine::synthetic::{self, write_model, SyntheticSpec};
 use nanoimg_engine::{bundled, Family, ModelInfo};
 use std::path::PathBuf;
 
@@ -30,7 +30,8 @@ pub enum Command {
     Synth {
         /// Where to write the folder.
         dir: PathBuf,
-        /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo.
+        /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo; or an
+        /// image embedder for `character eval`: tiny-dinov2, tiny-clip.
         #[arg(long, default_value = "tiny-sd1")]
         arch: String,
         #[arg(long, default_value_t = 0)]
@@ -97,7 +98,9 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
         "tiny-inpaint" => SyntheticSpec::tiny_inpainting(),
         "sd15" => SyntheticSpec::sd15(),
         "sd-turbo" => SyntheticSpec::sd_turbo(),
-        other => bail!("unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15 or sd-turbo"),
+        other => bail!(
+            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo, tiny-dinov2 or tiny-clip"
+        ),
     })
 }
 
@@ -163,7 +166,11 @@ pub fn run(c: Command) -> Result<()> {
             if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
                 bail!("{} exists and is not empty", dir.display());
             }
-            write_model(&dir, &spec_named(&arch)?, seed)?;
+            match arch.as_str() {
+                "tiny-dinov2" => synthetic::write_dinov2(&dir, &synthetic::tiny_dinov2_config(), seed)?,
+                "tiny-clip" => synthetic::write_clip(&dir, &synthetic::tiny_clip_config(), seed)?,
+                _ => write_model(&dir, &spec_named(&arch)?, seed)?,
+            }
             println!("wrote {arch} with random weights to {}", dir.display());
             Ok(())
         }

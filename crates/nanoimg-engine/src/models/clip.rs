@@ -1,18 +1,26 @@
-//! CLIP text encoders as transformers saves them: `CLIPTextModel` (SD 1.x/2.x, SDXL's first
+//! CLIP as transformers saves it: the text encoders `CLIPTextModel` (SD 1.x/2.x, SDXL's first
 //! encoder) and `CLIPTextModelWithProjection` (SDXL's second encoder, whose projected pooled
-//! output conditions the UNet's `add_embedding`).
+//! output conditions the UNet's `add_embedding`), and the image tower of a `CLIPModel`
+//! (`vision_model.*`), which `crate::embed` uses to score pictures.
 
+use super::layers::Activation;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
 /// The fields of a transformers `CLIPTextConfig` that change the computation.
 #[derive(Debug, Clone, Deserialize)]
+/// Defaults are transformers' own, for a `CLIPModel`'s `text_config` that lists only what differs.
 pub struct ClipTextConfig {
+    #[serde(default = "default_vocab")]
     pub vocab_size: usize,
+    #[serde(default = "default_text_hidden")]
     pub hidden_size: usize,
+    #[serde(default = "default_text_intermediate")]
     pub intermediate_size: usize,
+    #[serde(default = "default_layers")]
     pub num_hidden_layers: usize,
+    #[serde(default = "default_text_heads")]
     pub num_attention_heads: usize,
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
@@ -27,6 +35,21 @@ pub struct ClipTextConfig {
     pub architectures: Vec<String>,
 }
 
+fn default_vocab() -> usize {
+    49408
+}
+fn default_text_hidden() -> usize {
+    512
+}
+fn default_text_intermediate() -> usize {
+    2048
+}
+fn default_layers() -> usize {
+    12
+}
+fn default_text_heads() -> usize {
+    8
+}
 fn default_max_positions() -> usize {
     77
 }
@@ -46,25 +69,22 @@ impl ClipTextConfig {
     }
 }
 
+/// The sizes an encoder layer is built from: the text and vision towers share the layer.
 #[derive(Debug, Clone, Copy)]
-enum Activation {
-    QuickGelu,
-    Gelu,
+struct Dims {
+    hidden: usize,
+    intermediate: usize,
+    heads: usize,
+    eps: f64,
 }
 
-impl Activation {
-    fn parse(name: &str) -> std::result::Result<Self, String> {
-        match name {
-            "quick_gelu" => Ok(Activation::QuickGelu),
-            "gelu" => Ok(Activation::Gelu),
-            other => Err(format!("hidden_act {other:?} (expected quick_gelu or gelu)")),
-        }
-    }
-
-    fn forward(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
-            Activation::Gelu => x.gelu_erf(),
+impl From<&ClipTextConfig> for Dims {
+    fn from(c: &ClipTextConfig) -> Self {
+        Dims {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            heads: c.num_attention_heads,
+            eps: c.layer_norm_eps,
         }
     }
 }
@@ -80,26 +100,29 @@ struct ClipAttention {
 }
 
 impl ClipAttention {
-    fn new(vb: VarBuilder, c: &ClipTextConfig) -> Result<Self> {
-        let d = c.hidden_size;
+    fn new(vb: VarBuilder, c: Dims) -> Result<Self> {
+        let d = c.hidden;
         Ok(Self {
             q_proj: candle_nn::linear(d, d, vb.pp("q_proj"))?,
             k_proj: candle_nn::linear(d, d, vb.pp("k_proj"))?,
             v_proj: candle_nn::linear(d, d, vb.pp("v_proj"))?,
             out_proj: candle_nn::linear(d, d, vb.pp("out_proj"))?,
-            heads: c.num_attention_heads,
-            scale: ((d / c.num_attention_heads) as f64).powf(-0.5),
+            heads: c.heads,
+            scale: ((d / c.heads) as f64).powf(-0.5),
         })
     }
 
-    fn forward(&self, x: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
+    /// `mask` is added to the scores: the text tower's causal mask; the vision tower has none.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         use super::layers::{merge_heads, split_heads};
         let q = split_heads(&self.q_proj.forward(x)?, self.heads)?;
         let k = split_heads(&self.k_proj.forward(x)?, self.heads)?;
         let v = split_heads(&self.v_proj.forward(x)?, self.heads)?;
         let dtype = x.dtype();
-        let scores = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * self.scale)?
-            .broadcast_add(causal_mask)?;
+        let mut scores = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * self.scale)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
         let probs = crate::models::kernels::softmax_last_dim(&scores)?.to_dtype(dtype)?;
         self.out_proj.forward(&merge_heads(&probs.matmul(&v)?)?)
     }
@@ -116,19 +139,19 @@ struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    fn new(vb: VarBuilder, c: &ClipTextConfig, act: Activation) -> Result<Self> {
-        let d = c.hidden_size;
+    fn new(vb: VarBuilder, c: Dims, act: Activation) -> Result<Self> {
+        let d = c.hidden;
         Ok(Self {
             self_attn: ClipAttention::new(vb.pp("self_attn"), c)?,
-            layer_norm1: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-            fc1: candle_nn::linear(d, c.intermediate_size, vb.pp("mlp").pp("fc1"))?,
-            fc2: candle_nn::linear(c.intermediate_size, d, vb.pp("mlp").pp("fc2"))?,
-            layer_norm2: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("layer_norm2"))?,
+            layer_norm1: candle_nn::layer_norm(d, c.eps, vb.pp("layer_norm1"))?,
+            fc1: candle_nn::linear(d, c.intermediate, vb.pp("mlp").pp("fc1"))?,
+            fc2: candle_nn::linear(c.intermediate, d, vb.pp("mlp").pp("fc2"))?,
+            layer_norm2: candle_nn::layer_norm(d, c.eps, vb.pp("layer_norm2"))?,
             act,
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let x = (x + self.self_attn.forward(&self.layer_norm1.forward(x)?, mask)?)?;
         let h = self.fc2.forward(
             &self
@@ -175,7 +198,7 @@ impl ClipTextModel {
             let emb = tm.pp("embeddings");
             let d = config.hidden_size;
             let layers = (0..config.num_hidden_layers)
-                .map(|i| ClipEncoderLayer::new(tm.pp("encoder").pp("layers").pp(i), config, act))
+                .map(|i| ClipEncoderLayer::new(tm.pp("encoder").pp("layers").pp(i), config.into(), act))
                 .collect::<Result<Vec<_>>>()?;
             let text_projection = match config.projection_dim {
                 Some(p) if config.with_projection() => {
@@ -228,7 +251,7 @@ impl ClipTextModel {
             if i + 1 == self.layers.len() {
                 penultimate = x.clone();
             }
-            x = layer.forward(&x, &mask)?;
+            x = layer.forward(&x, Some(&mask))?;
         }
         let last_hidden_state = self.final_layer_norm.forward(&x)?;
         let pooled = eos_index
@@ -245,5 +268,141 @@ impl ClipTextModel {
             penultimate,
             pooled,
         })
+    }
+}
+
+/// The fields of a transformers `CLIPVisionConfig` that change the computation (defaults are
+/// transformers' own: ViT-B/32 at 224 px).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipVisionConfig {
+    #[serde(default = "default_vision_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "default_vision_intermediate")]
+    pub intermediate_size: usize,
+    #[serde(default = "default_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "default_vision_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default = "default_image_size")]
+    pub image_size: usize,
+    #[serde(default = "default_patch")]
+    pub patch_size: usize,
+    #[serde(default = "default_channels")]
+    pub num_channels: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_vision_hidden() -> usize {
+    768
+}
+fn default_vision_intermediate() -> usize {
+    3072
+}
+fn default_vision_heads() -> usize {
+    12
+}
+fn default_image_size() -> usize {
+    224
+}
+fn default_patch() -> usize {
+    32
+}
+fn default_channels() -> usize {
+    3
+}
+
+impl From<&ClipVisionConfig> for Dims {
+    fn from(c: &ClipVisionConfig) -> Self {
+        Dims {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            heads: c.num_attention_heads,
+            eps: c.layer_norm_eps,
+        }
+    }
+}
+
+/// CLIP's image transformer (`vision_model.*` of a `CLIPModel`): patches plus a class token,
+/// `pre_layrnorm` (the checkpoint's spelling), the encoder, and `post_layernorm` on the class
+/// token's final state.
+#[derive(Debug)]
+pub struct ClipVisionTransformer {
+    class_embedding: Tensor,
+    patch_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    layers: Vec<ClipEncoderLayer>,
+    post_layernorm: LayerNorm,
+    config: ClipVisionConfig,
+}
+
+impl ClipVisionTransformer {
+    /// Loads from a VarBuilder at `vision_model`.
+    pub fn new(vb: VarBuilder, config: &ClipVisionConfig) -> std::result::Result<Self, String> {
+        let act = Activation::parse(&config.hidden_act)?;
+        if config.patch_size == 0 || !config.image_size.is_multiple_of(config.patch_size) {
+            return Err(format!(
+                "image_size {} is not a multiple of patch_size {}",
+                config.image_size, config.patch_size
+            ));
+        }
+        let build = || -> Result<Self> {
+            let (d, p) = (config.hidden_size, config.patch_size);
+            let grid = config.image_size / p;
+            let emb = vb.pp("embeddings");
+            // Hints for made-up weights; loading a checkpoint ignores them.
+            let random = candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            };
+            Ok(Self {
+                class_embedding: emb.get_with_hints(d, "class_embedding", random)?,
+                patch_embedding: emb.get_with_hints(
+                    (d, config.num_channels, p, p),
+                    "patch_embedding.weight",
+                    candle_nn::init::DEFAULT_KAIMING_NORMAL,
+                )?,
+                position_embedding: emb.get_with_hints(
+                    (grid * grid + 1, d),
+                    "position_embedding.weight",
+                    random,
+                )?,
+                pre_layrnorm: candle_nn::layer_norm(d, config.layer_norm_eps, vb.pp("pre_layrnorm"))?,
+                layers: (0..config.num_hidden_layers)
+                    .map(|i| ClipEncoderLayer::new(vb.pp("encoder").pp("layers").pp(i), config.into(), act))
+                    .collect::<Result<Vec<_>>>()?,
+                post_layernorm: candle_nn::layer_norm(d, config.layer_norm_eps, vb.pp("post_layernorm"))?,
+                config: config.clone(),
+            })
+        };
+        build().map_err(|e| e.to_string())
+    }
+
+    /// The tower's config.
+    pub fn config(&self) -> &ClipVisionConfig {
+        &self.config
+    }
+
+    /// `pixel_values` `[batch, 3, image_size, image_size]`, already normalised, to the pooled
+    /// output `[batch, hidden]` (before `visual_projection`).
+    pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let (b, _, h, w) = pixel_values.dims4()?;
+        let size = self.config.image_size;
+        if (h, w) != (size, size) {
+            candle_core::bail!("CLIP's image tower takes {size}×{size} pictures, not {w}×{h}");
+        }
+        let d = self.config.hidden_size;
+        let patches =
+            super::layers::patch_embed(pixel_values, &self.patch_embedding, None, self.config.patch_size)?;
+        let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+        let mut x = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
+        x = self.pre_layrnorm.forward(&x)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, None)?;
+        }
+        self.post_layernorm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)
     }
 }

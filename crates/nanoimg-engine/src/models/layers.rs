@@ -186,6 +186,101 @@ impl Upsample2D {
     }
 }
 
+/// A ViT patch embedding: the stride-`patch` convolution with a `patch`-sized kernel that cuts
+/// `[b, c, h, w]` into patches, computed as one matrix product over the unfolded patches.
+/// Returns `[b, (h/patch)·(w/patch), out]`, row-major over the patch grid as `flatten(2)` gives.
+pub fn patch_embed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, patch: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let out = weight.dim(0)?;
+    let (gh, gw) = (h / patch, w / patch);
+    if gh * patch != h || gw * patch != w {
+        candle_core::bail!("a {h}×{w} image is not a whole number of {patch}×{patch} patches");
+    }
+    let patches = x
+        .reshape((b, c, gh, patch, gw, patch))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .reshape((b * gh * gw, c * patch * patch))?;
+    let mut y = patches.matmul(&weight.reshape((out, c * patch * patch))?.t()?)?;
+    if let Some(bias) = bias {
+        y = y.broadcast_add(bias)?;
+    }
+    y.reshape((b, gh * gw, out))
+}
+
+/// PyTorch's `interpolate(mode="bicubic", align_corners=False)` to an output size, for a
+/// channels-last grid `[h, w, channels]`: the cubic convolution kernel with A = −0.75, source
+/// coordinates `(dst + 0.5)·in/out − 0.5`, and edge samples repeated.
+pub fn bicubic_resize(
+    src: &[f32],
+    (h, w): (usize, usize),
+    channels: usize,
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    const A: f64 = -0.75;
+    let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    // For each output coordinate: the four source indices (clamped) and their weights.
+    let taps = |n_in: usize, n_out: usize| -> Vec<([usize; 4], [f64; 4])> {
+        let scale = n_in as f64 / n_out as f64;
+        (0..n_out)
+            .map(|d| {
+                let real = scale * (d as f64 + 0.5) - 0.5;
+                let i = real.floor();
+                let t = real - i;
+                let idx = [-1.0, 0.0, 1.0, 2.0].map(|o| (i + o).clamp(0.0, (n_in - 1) as f64) as usize);
+                (idx, [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)])
+            })
+            .collect()
+    };
+    let (ty, tx) = (taps(h, oh), taps(w, ow));
+    let mut out = vec![0f32; oh * ow * channels];
+    let mut acc = vec![0f64; channels];
+    for (oy, (iy, wy)) in ty.iter().enumerate() {
+        for (ox, (ix, wx)) in tx.iter().enumerate() {
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for (&sy, &vy) in iy.iter().zip(wy) {
+                for (&sx, &vx) in ix.iter().zip(wx) {
+                    let row = &src[(sy * w + sx) * channels..][..channels];
+                    for (a, &v) in acc.iter_mut().zip(row) {
+                        *a += vy * vx * f64::from(v);
+                    }
+                }
+            }
+            let o = &mut out[(oy * ow + ox) * channels..][..channels];
+            for (o, a) in o.iter_mut().zip(&acc) {
+                *o = *a as f32;
+            }
+        }
+    }
+    out
+}
+
+/// The MLP activations of the transformers checkpoints we load, by their `hidden_act` names.
+#[derive(Debug, Clone, Copy)]
+pub enum Activation {
+    QuickGelu,
+    Gelu,
+}
+
+impl Activation {
+    /// Reads a `hidden_act` value.
+    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::Gelu),
+            other => Err(format!("hidden_act {other:?} (expected quick_gelu or gelu)")),
+        }
+    }
+
+    /// Applies the activation.
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
+            Activation::Gelu => x.gelu_erf(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +297,51 @@ mod tests {
         let blocked = attention_blocked(&q, &k, &v, 0.3, 7 * 2 * 3 * 20 * 4).unwrap();
         let d: f32 = crate::models::max_abs_diff(&whole, &blocked).unwrap();
         assert!(d < 1e-6, "{d}");
+    }
+
+    #[test]
+    fn patch_embed_equals_the_strided_convolution() {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 8, 12), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (5, 3, 4, 4), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1., 5, &dev).unwrap();
+        let conv = x
+            .conv2d(&w, 0, 4, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 5, 1, 1)).unwrap())
+            .unwrap()
+            .flatten_from(2)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap();
+        let ours = patch_embed(&x, &w, Some(&b), 4).unwrap();
+        assert_eq!(ours.dims(), &[2, 6, 5]);
+        assert!(crate::models::max_abs_diff(&conv, &ours).unwrap() < 1e-4);
+        assert!(patch_embed(&x, &w, None, 5).is_err());
+    }
+
+    #[test]
+    fn bicubic_resize_keeps_identity_constants_and_ramps() {
+        // Same size: the kernel's taps are 0, 1, 0, 0.
+        let grid: Vec<f32> = (0..5 * 4 * 2).map(|i| (i * 7 % 11) as f32).collect();
+        assert_eq!(bicubic_resize(&grid, (5, 4), 2, (5, 4)), grid);
+        // The weights sum to one: a constant stays constant.
+        let flat = vec![3.5f32; 6 * 6];
+        assert!(bicubic_resize(&flat, (6, 6), 1, (4, 9))
+            .iter()
+            .all(|v| (v - 3.5).abs() < 1e-5));
+        // Cubic convolution reproduces a linear ramp wherever no tap is clamped: 8 → 4 samples
+        // x' = 2x + 0.5, all taps in range for x' in 1..=5.
+        let ramp: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let down = bicubic_resize(&ramp, (1, 8), 1, (1, 4));
+        assert!(
+            (down[1] - 2.5).abs() < 1e-5 && (down[2] - 4.5).abs() < 1e-5,
+            "{down:?}"
+        );
+        // 2 → 3 samples of [0, 1]: sources −1/6, 1/2, 7/6. The middle is 0.5; the ends overshoot
+        // by the kernel's negative lobe, W(7/6) = −0.0868 with A = −0.75.
+        let up = bicubic_resize(&[0.0, 1.0], (1, 2), 1, (1, 3));
+        let want = [-0.086_805_6, 0.5, 1.086_805_6];
+        assert!(up.iter().zip(want).all(|(u, w)| (u - w).abs() < 1e-6), "{up:?}");
     }
 }

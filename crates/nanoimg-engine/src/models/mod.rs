@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod conv;
+pub mod dinov2;
 pub mod kernels;
 pub mod layers;
 pub mod unet;

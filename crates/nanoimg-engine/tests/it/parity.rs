@@ -5,8 +5,9 @@
 //! the same models from the same seed, run our code on the saved inputs and compare.
 
 use candle_core::{Device, Tensor};
+use nanoimg_engine::embed::{cosine, ClipEmbedder, Dinov2Embedder};
 use nanoimg_engine::models::unet::AddedConditioning;
-use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
+use nanoimg_engine::synthetic::{self, write_model, SyntheticSpec};
 use nanoimg_engine::tokenizer::ClipTokenizer;
 use nanoimg_engine::{Family, LoadOptions, StableDiffusion};
 use std::collections::HashMap;
@@ -135,4 +136,101 @@ fn nine_channel_inpainting_unet_matches_diffusers() {
 fn bundled_emoji_model_matches_diffusers() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/nanoimg-emoji");
     check_folder("nanoimg-emoji", &dir, Family::Sd1);
+}
+
+/// The fixture's picture `[h, w, 3]` as an image.
+fn picture(t: &Tensor) -> image::RgbImage {
+    let (h, w, _) = t.dims3().unwrap();
+    let bytes = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    image::RgbImage::from_raw(w as u32, h as u32, bytes).unwrap()
+}
+
+/// Our preparation of the fixture's picture against the processor's (PIL's bicubic resize
+/// against the `image` crate's Catmull-Rom; the crop and normalisation are the same): the mean
+/// absolute difference in normalised units, and the cosine of the embeddings each gives.
+fn check_preprocess(what: &str, ours: &Tensor, theirs: &Tensor) -> f32 {
+    let mean = (ours - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    if std::env::var_os("NANOIMG_PARITY_REPORT").is_some() {
+        eprintln!("{what}: preprocessing mean |difference| {mean:.4}");
+    }
+    assert!(
+        mean < 0.05,
+        "{what}: our pixel values differ from the processor's by {mean} on average"
+    );
+    mean
+}
+
+/// DINOv2 as transformers' `Dinov2Model` computes it: the 224-px batch (position grid resized
+/// from 37×37 to 16×16), the pooled class token, a non-square 2×3-patch grid, and the picture
+/// prepared as `BitImageProcessor` prepares it.
+#[test]
+fn dinov2_matches_transformers() {
+    let f = fixture("tiny-dinov2");
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::write_dinov2(dir.path(), &synthetic::tiny_dinov2_config(), 7).unwrap();
+    let e = Dinov2Embedder::load(dir.path(), &Device::Cpu).unwrap();
+    let pixels = f["pixel_values"].to_dtype(candle_core::DType::F32).unwrap();
+    check(
+        "dinov2: last_hidden_state",
+        &e.model().forward(&pixels).unwrap(),
+        &f["last_hidden_state"],
+    );
+    check(
+        "dinov2: pooler_output",
+        &e.model().embed(&pixels).unwrap(),
+        &f["pooler_output"],
+    );
+    check(
+        "dinov2: 2×3 patch grid",
+        &e.model().forward(&f["small_pixel_values"]).unwrap(),
+        &f["small_last_hidden_state"],
+    );
+    let pic = picture(&f["picture"]);
+    let ours = e.preprocess().tensor(&pic, &Device::Cpu).unwrap();
+    check_preprocess("dinov2", &ours.squeeze(0).unwrap(), &pixels.get(1).unwrap());
+    // End to end: the picture's embedding against transformers' on its own preparation.
+    let theirs = f["pooler_output"].get(1).unwrap().to_vec1::<f32>().unwrap();
+    let norm = theirs.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let theirs: Vec<f32> = theirs.iter().map(|x| x / norm).collect();
+    let c = cosine(&e.embed(&[pic]).unwrap()[0], &theirs);
+    assert!(
+        c > 0.99,
+        "dinov2: the picture's embedding has cosine {c} to transformers'"
+    );
+}
+
+/// CLIP as transformers' `CLIPModel` computes it: projected image features for the batch,
+/// the tokenizer's ids, projected text features, and `CLIPImageProcessor`'s preparation.
+#[test]
+fn clip_image_and_text_features_match_transformers() {
+    let f = fixture("tiny-clip");
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::write_clip(dir.path(), &synthetic::tiny_clip_config(), 7).unwrap();
+    let e = ClipEmbedder::load(dir.path(), &Device::Cpu).unwrap();
+    let pixels = f["pixel_values"].to_dtype(candle_core::DType::F32).unwrap();
+    check(
+        "clip: image features",
+        &e.image_features(&pixels).unwrap(),
+        &f["image_embeds"],
+    );
+    assert_eq!(
+        e.tokenizer().encode(PROMPT).ids,
+        ids(&f["ids"]),
+        "clip: token ids"
+    );
+    check(
+        "clip: text features",
+        &e.text_features(PROMPT).unwrap(),
+        &f["text_embeds"],
+    );
+    let pic = picture(&f["picture"]);
+    let ours = e.preprocess().tensor(&pic, &Device::Cpu).unwrap();
+    check_preprocess("clip", &ours.squeeze(0).unwrap(), &pixels.get(1).unwrap());
 }

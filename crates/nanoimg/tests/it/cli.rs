@@ -580,3 +580,65 @@ fn edit_refuses_what_is_not_an_edit_of_this_image_and_writes_nothing() {
     assert!(e.contains("delete_assets"), "{e}");
     assert!(!out.exists());
 }
+
+/// `character eval` with the learnt measures: DINOv2 and CLIP folders written by `models synth`
+/// (transformers' layout, random weights) are loaded and score every image; a folder of the
+/// wrong kind fails before anything is generated.
+#[test]
+fn character_eval_scores_with_dinov2_and_clip_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    for (arch, name) in [("tiny-dinov2", "dino"), ("tiny-clip", "clip")] {
+        ok(&bin()
+            .args(["models", "synth", "--arch", arch, "--seed", "5"])
+            .arg(dir.path().join(name))
+            .output()
+            .unwrap());
+    }
+    let prompts = dir.path().join("prompts.txt");
+    std::fs::write(&prompts, "a cat\n# a comment\na dog\n").unwrap();
+    let eval = |dino: &str, extra: &[&str]| {
+        let mut c = bin();
+        c.env("NANOIMG_MODEL", "tiny")
+            .args(["character", "eval", "--reference-prompt", "a cat and a dog"])
+            .arg("--prompts")
+            .arg(&prompts)
+            .args(["--seeds", "2", "--strength", "0.8", "--steps", "2", "--json"])
+            .arg("--models-dir")
+            .arg(models_dir())
+            .arg("--dinov2")
+            .arg(dir.path().join(dino))
+            .args(extra);
+        c.output().unwrap()
+    };
+    let grid = dir.path().join("grid.png");
+    let clip = dir.path().join("clip");
+    let out = eval(
+        "dino",
+        &["--clip", clip.to_str().unwrap(), "--grid", grid.to_str().unwrap()],
+    );
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["prompts"], 2);
+    let rows = report["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    for row in rows {
+        assert_eq!(row["images"], 4);
+        for key in ["identity_dino", "identity_clip", "clip_t"] {
+            let (mean, sd) = (row[key][0].as_f64().unwrap(), row[key][1].as_f64().unwrap());
+            assert!((-1.0..=1.0).contains(&mean) && sd >= 0.0, "{key}: {row}");
+        }
+    }
+    assert_eq!(rows[0]["strength"], 0.0);
+    assert!(
+        (rows[0]["retention"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{report}"
+    );
+    assert!(grid.is_file());
+
+    // The wrong kind of folder: a clear error, nothing generated, no grid written.
+    std::fs::remove_file(&grid).unwrap();
+    let out = eval("clip", &["--grid", grid.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("--dinov2") && e.contains("expected \"dinov2\""), "{e}");
+    assert!(!grid.exists());
+}
