@@ -473,12 +473,39 @@ test('account: usage, a key made with chosen scopes (shown once), revoked; expor
   await page.close();
 });
 
-test('admin: tenants and the audit log, which verifies', async () => {
+test('admin: tenants, the audit log newest first with older pages and a tenant filter; it verifies', async () => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   await signedIn(page);
   await tab(page, 'Admin').click();
   await page.locator('#tenants-table tbody tr', { hasText: 'admin' }).waitFor();
+  const rows = page.locator('#audit-table tbody tr');
+  await rows.first().waitFor();
+  const seqs = async () => (await page.locator('#audit-table tbody tr td:first-child').allInnerTexts()).map(Number);
+  // The first page is the end of the log, newest first.
+  const log = (await call(adminKey, '/v1/admin/audit?limit=1000')).body.data.map((e) => e.seq);
+  let shown = await seqs();
+  assert.equal(shown.length, Math.min(50, log.length));
+  assert.deepEqual(shown, log.slice(-shown.length).reverse());
+  // Older pages, back to the first event.
+  const older = page.getByRole('button', { name: 'Older events' });
+  for (let i = 0; i < 50 && !(await older.isDisabled()); i++) {
+    const n = shown.length;
+    await older.click();
+    await page.waitForFunction((n) => document.querySelectorAll('#audit-table tbody tr').length > n
+      || document.querySelector('#audit-older').disabled, n);
+    shown = await seqs();
+  }
+  assert.deepEqual(shown, [...log].reverse(), 'every event once, newest first');
   assert.match(await page.locator('#audit-table').innerText(), /server\.bootstrap/);
+  assert.match(await page.locator('#audit-shown').innerText(), new RegExp(`^${log.length} events, newest first: the whole log`));
+  // One tenant's events only.
+  await page.locator('#audit-tenant').selectOption({ label: 'admin' });
+  await page.locator('#audit-shown', { hasText: 'of admin' }).waitFor();
+  const tenants = await page.locator('#audit-table tbody tr td:nth-child(3)').allInnerTexts();
+  assert.ok(tenants.length > 0 && tenants.every((t) => t === 'admin'), tenants.join(', '));
+  await page.locator('#audit-tenant').selectOption({ label: 'All tenants' });
+  await page.locator('#audit-shown', { hasNotText: 'of admin' }).waitFor();
+
   await page.getByRole('button', { name: 'Verify the chain' }).click();
   const verdict = page.locator('#audit-verdict.ok');
   await verdict.waitFor();

@@ -24,6 +24,8 @@ export function wire() {
   $('erase').addEventListener('click', erase);
   $('audit-verify').addEventListener('click', verifyAudit);
   $('audit-refresh').addEventListener('click', () => openAdmin());
+  $('audit-tenant').addEventListener('change', () => loadAudit(false).catch(fail('admin-error')));
+  $('audit-older').addEventListener('click', () => loadAudit(true).catch(fail('admin-error')));
 }
 
 const fail = (id) => (e) => show($(id), explain(e));
@@ -34,6 +36,9 @@ export function reset() {
   $('new-key').hidden = true;
   $('erase-confirm').value = '';
   $('audit-verdict').hidden = true;
+  $('audit-tenant').replaceChildren(h('option', { value: '' }, 'All tenants'));
+  audit.before = null;
+  tenantNames = new Map();
   for (const id of ['usage', 'key-scopes']) $(id).replaceChildren();
   for (const id of ['keys-table', 'tenants-table', 'audit-table']) $(id).querySelector('tbody').replaceChildren();
 }
@@ -181,11 +186,16 @@ async function erase() {
 
 // ---- admin ----
 
+/** Audit events per page, newest first; `before` is the oldest `seq` shown. */
+const AUDIT_PAGE = 50;
+const audit = { before: null, shown: 0 };
+let tenantNames = new Map();
+
 export async function openAdmin() {
   show($('admin-error'), '');
   try {
-    const [tenants, audit] = await Promise.all([api('/v1/admin/tenants'), api('/v1/admin/audit?limit=1000')]);
-    const names = new Map(tenants.data.map((t) => [t.id, t.name]));
+    const tenants = await api('/v1/admin/tenants');
+    tenantNames = new Map(tenants.data.map((t) => [t.id, t.name]));
     const tb = $('tenants-table').querySelector('tbody');
     tb.replaceChildren();
     for (const t of tenants.data) {
@@ -199,21 +209,45 @@ export async function openAdmin() {
         h('td', {}, limits),
         h('td', {}, t.retention_days ? `${t.retention_days} days` : 'kept')));
     }
-    const ab = $('audit-table').querySelector('tbody');
-    ab.replaceChildren();
-    // The newest 100, newest first.
-    for (const e of audit.data.slice(-100).reverse()) {
-      ab.append(h('tr', { class: e.outcome === 'success' ? '' : 'flag' },
-        h('td', {}, String(e.seq)),
-        h('td', {}, when(e.at)),
-        h('td', {}, names.get(e.tenant_id) || e.tenant_id || '—'),
-        h('td', {}, e.action),
-        h('td', {}, e.target || ''),
-        h('td', {}, e.outcome)));
-    }
+    // The filter keeps its choice while that tenant exists.
+    const pick = $('audit-tenant');
+    const chosen = tenantNames.has(pick.value) ? pick.value : '';
+    pick.replaceChildren(h('option', { value: '' }, 'All tenants'),
+      ...tenants.data.map((t) => h('option', { value: t.id }, t.name)));
+    pick.value = chosen;
+    await loadAudit(false);
   } catch (e) {
     show($('admin-error'), explain(e));
   }
+}
+
+/** The newest page of the log (of the chosen tenant), or with `older` the page before it. */
+async function loadAudit(older) {
+  const q = new URLSearchParams({ order: 'desc', limit: String(AUDIT_PAGE) });
+  const tenant = $('audit-tenant').value;
+  if (tenant) q.set('tenant', tenant);
+  if (older && audit.before != null) q.set('before', String(audit.before));
+  const page = await api(`/v1/admin/audit?${q}`);
+  const ab = $('audit-table').querySelector('tbody');
+  if (!older) {
+    ab.replaceChildren();
+    audit.shown = 0;
+  }
+  for (const e of page.data) {
+    ab.append(h('tr', { class: e.outcome === 'success' ? '' : 'flag' },
+      h('td', {}, String(e.seq)),
+      h('td', {}, when(e.at)),
+      h('td', {}, tenantNames.get(e.tenant_id) || e.tenant_id || '—'),
+      h('td', {}, e.action),
+      h('td', {}, e.target || ''),
+      h('td', {}, e.outcome)));
+  }
+  audit.shown += page.data.length;
+  if (page.data.length) audit.before = page.data[page.data.length - 1].seq;
+  const end = page.data.length < AUDIT_PAGE;
+  $('audit-older').disabled = end;
+  const whose = tenant ? ` of ${tenantNames.get(tenant) || tenant}` : '';
+  $('audit-shown').textContent = `${audit.shown} events${whose}, newest first${end ? ': the whole log' : ''}`;
 }
 
 async function verifyAudit() {

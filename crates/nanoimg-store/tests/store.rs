@@ -311,6 +311,17 @@ async fn the_audit_table_is_append_only(db: TestDb) {
     let ev = s.audit_events(None, 0, 100).await.unwrap();
     assert_eq!(ev.len(), 3);
     assert_eq!(s.audit_events(None, ev[0].seq, 100).await.unwrap().len(), 2);
+    // From the end, newest first, and paging back from a cursor.
+    let seqs = |v: Vec<nanoimg_store::AuditRecord>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let newest = seqs(s.audit_events_newest(None, None, 2).await.unwrap());
+    assert_eq!(newest, vec![ev[2].seq, ev[1].seq]);
+    let older = seqs(s.audit_events_newest(None, Some(ev[1].seq), 2).await.unwrap());
+    assert_eq!(older, vec![ev[0].seq]);
+    assert!(s
+        .audit_events_newest(Some("no-such-tenant"), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
     s.close().await;
     // Even a direct connection to the database cannot change or remove events.
     let pool = d.raw().await;

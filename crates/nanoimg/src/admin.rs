@@ -179,9 +179,15 @@ struct AuditListArgs {
     /// Only events of this tenant (name or id).
     #[arg(long)]
     tenant: Option<String>,
-    /// Only events after this sequence number (to page on).
-    #[arg(long, default_value_t = 0)]
+    /// Only events after this sequence number (to page on, oldest first).
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["newest", "before"])]
     after: i64,
+    /// The end of the log, newest first.
+    #[arg(long)]
+    newest: bool,
+    /// Newest first, from just before this sequence number (to page back; implies --newest).
+    #[arg(long)]
+    before: Option<i64>,
     /// At most this many events (1 to 1000).
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -565,7 +571,12 @@ fn list_audit(args: AuditListArgs) -> Result<()> {
         if !(1..=1000).contains(&args.limit) {
             bail!("--limit must be 1 to 1000");
         }
-        let events = s.audit_events(tenant.as_deref(), args.after, args.limit).await?;
+        let events = if args.newest || args.before.is_some() {
+            s.audit_events_newest(tenant.as_deref(), args.before, args.limit)
+                .await?
+        } else {
+            s.audit_events(tenant.as_deref(), args.after, args.limit).await?
+        };
         if args.json {
             for e in &events {
                 println!("{}", serde_json::to_string(e)?);

@@ -349,20 +349,47 @@ pub(crate) async fn rotate_key(
 pub(crate) struct AuditQuery {
     tenant: Option<String>,
     after: Option<i64>,
+    before: Option<i64>,
+    order: Option<String>,
     limit: Option<u32>,
 }
 
-/// `GET /v1/admin/audit?tenant=&after=&limit=`.
+/// `GET /v1/admin/audit?tenant=&limit=` and either `order=asc&after=SEQ` (the default: oldest
+/// first, forward from a cursor) or `order=desc&before=SEQ` (newest first, back from a cursor).
 pub(crate) async fn audit(
     State(state): State<AppState>,
     auth: Auth,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     auth.require(&state, Scope::Admin)?;
-    let ev = state
-        .store
-        .audit_events(q.tenant.as_deref(), q.after.unwrap_or(0), q.limit.unwrap_or(100))
-        .await?;
+    let (tenant, limit) = (q.tenant.as_deref(), q.limit.unwrap_or(100));
+    let ev = match q.order.as_deref().unwrap_or("asc") {
+        "asc" if q.before.is_some() => {
+            return Err(ApiError::invalid(
+                "before",
+                "before pages newest first: use it with order=desc",
+            ))
+        }
+        "asc" => {
+            state
+                .store
+                .audit_events(tenant, q.after.unwrap_or(0), limit)
+                .await?
+        }
+        "desc" if q.after.is_some() => {
+            return Err(ApiError::invalid(
+                "after",
+                "after pages oldest first: use it with order=asc",
+            ))
+        }
+        "desc" => state.store.audit_events_newest(tenant, q.before, limit).await?,
+        other => {
+            return Err(ApiError::invalid(
+                "order",
+                format!("order {other:?}: use asc or desc"),
+            ))
+        }
+    };
     Ok(Json(serde_json::json!({"object": "list", "data": ev})))
 }
 

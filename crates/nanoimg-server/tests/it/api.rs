@@ -744,6 +744,37 @@ async fn the_audit_log_verifies_over_http_signs_its_head_at_shutdown_and_reports
     assert_eq!(v["ok"], true, "{v}");
     let events = v["report"]["events"].as_i64().unwrap();
     assert!(events >= 8, "tenants and keys are audited: {v}");
+
+    // The end of the log, newest first, and pages back from it: together the whole log.
+    let all = audit_seqs(&s, "limit=1000").await;
+    assert_eq!(all.len() as i64, events);
+    let newest = audit_seqs(&s, "order=desc&limit=3").await;
+    assert_eq!(newest, all.iter().rev().take(3).copied().collect::<Vec<_>>());
+    let (mut back, mut cursor) = (newest.clone(), *newest.last().unwrap());
+    loop {
+        let page = audit_seqs(&s, &format!("order=desc&before={cursor}&limit=3")).await;
+        let Some(&last) = page.last() else { break };
+        back.extend(page);
+        cursor = last;
+    }
+    back.reverse();
+    assert_eq!(back, all);
+    for (q, param) in [
+        ("order=sideways", "order"),
+        ("before=5", "before"),
+        ("order=desc&after=5", "after"),
+    ] {
+        let r = s
+            .http
+            .get(s.url(&format!("/v1/admin/audit?{q}")))
+            .bearer_auth(&s.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["param"], param, "{q}: {body}");
+    }
     assert_eq!(
         v["report"]["checkpoints_verified"].as_i64().unwrap(),
         events / 3,
@@ -782,4 +813,17 @@ async fn the_audit_log_verifies_over_http_signs_its_head_at_shutdown_and_reports
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["report"]["first_break"]["seq"], 2, "{v}");
     assert_eq!(v["report"]["first_break"]["problem"], "modified", "{v}");
+}
+
+/// The `seq`s of `GET /v1/admin/audit?{query}`, in the order given.
+async fn audit_seqs(s: &TestServer, query: &str) -> Vec<i64> {
+    let v = s
+        .get_json(&s.admin_key, &format!("/v1/admin/audit?{query}"))
+        .await;
+    v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{query}: {v}"))
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect()
 }

@@ -255,24 +255,45 @@ impl Store {
         .bind(i64::from(limit.clamp(1, 1000)))
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                Ok(AuditRecord {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    request_id: r.try_get("request_id")?,
-                    tenant_id: r.try_get("tenant_id")?,
-                    key_id: r.try_get("key_id")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    outcome: r.try_get("outcome")?,
-                    detail: serde_json::from_str(&detail)
-                        .map_err(|e| corrupt(format!("audit detail: {e}")))?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_record).collect()
     }
+
+    /// Events before `before_seq` (all of them when `None`), newest first, of one tenant or
+    /// all: the end of the log, and pages back from it.
+    pub async fn audit_events_newest(
+        &self,
+        tenant_id: Option<&str>,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, request_id, tenant_id, key_id, action, target, outcome, detail \
+             FROM audit_events WHERE seq < $1 AND ($2 IS NULL OR tenant_id = $3) \
+             ORDER BY seq DESC LIMIT $4",
+        )
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(tenant_id)
+        .bind(tenant_id)
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(audit_record).collect()
+    }
+}
+
+fn audit_record(r: &sqlx::any::AnyRow) -> Result<AuditRecord> {
+    let detail: String = r.try_get("detail")?;
+    Ok(AuditRecord {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        request_id: r.try_get("request_id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        key_id: r.try_get("key_id")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        outcome: r.try_get("outcome")?,
+        detail: serde_json::from_str(&detail).map_err(|e| corrupt(format!("audit detail: {e}")))?,
+    })
 }
 
 #[cfg(test)]

@@ -333,6 +333,21 @@ fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
         !log.contains(&new_key) && !log.contains(&key),
         "a key in the audit log"
     );
+    // The end of the log, newest first, and the page before it.
+    let seqs = |out: String| -> Vec<i64> {
+        out.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let all: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let newest = seqs(nanoimg(&["audit", "--newest", "--limit", "2", "--json"]));
+    assert_eq!(newest, all.iter().rev().take(2).copied().collect::<Vec<_>>());
+    let before = newest[1].to_string();
+    let back = seqs(nanoimg(&["audit", "--before", &before, "--limit", "2", "--json"]));
+    assert_eq!(
+        back,
+        all.iter().rev().skip(2).take(2).copied().collect::<Vec<_>>()
+    );
     let table = nanoimg(&["audit", "--tenant", "shell-co"]);
     assert!(table.contains("key.revoke") && table.contains("T"), "{table}");
     let out = Command::new(env!("CARGO_BIN_EXE_nanoimg"))
