@@ -276,17 +276,24 @@ test('edit with two instructions, undo, branch from an older version with a draw
   const box = page.getByLabel('What should change?');
   await box.waitFor();
 
-  // The first instruction: preview its plan, then apply it.
+  const sent = [];
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && r.url().endsWith('/instructions')) sent.push(JSON.parse(r.postData()));
+  });
+  // The first instruction: preview its plan, then apply it: the plan shown is the plan sent.
   await box.fill('brighten it');
   await page.getByRole('button', { name: 'Preview plan' }).click();
   await page.locator('#plan-ops li').first().waitFor();
   assert.match(await page.locator('#plan-ops').innerText(), /^brightness: amount 0\.\d+/);
   await page.getByRole('button', { name: 'Apply' }).click();
   await page.locator('#edit-stage[data-seq="1"]').waitFor();
-  // The second, applied straight from the keyboard.
+  assert.equal(sent.at(-1).instruction, 'brighten it');
+  assert.equal(sent.at(-1).plan.ops[0].op, 'brightness', JSON.stringify(sent.at(-1)));
+  // The second, applied straight from the keyboard, unpreviewed: the words alone.
   await box.fill('make it black and white');
   await box.press('Control+Enter');
   await page.locator('#edit-stage[data-seq="2"]').waitFor();
+  assert.deepEqual(sent.at(-1), { instruction: 'make it black and white' });
   const strip = page.locator('#versions .version');
   assert.equal(await strip.count(), 3);
   const log = await page.locator('#chat-log').innerText();

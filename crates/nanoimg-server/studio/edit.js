@@ -6,7 +6,7 @@ import { $, api, emit, explain, h, imageUrl, on, show } from './api.js';
 
 let current = null; // the session, as the API answers it
 let area = null; // the selected rectangle, in fractions of the image
-let preview = null; // the instruction the shown plan was made for
+let preview = null; // the shown plan: { text, plan, from } (the words, the plan, the version it was made on)
 let mode = null; // 'area' (a rectangle) or 'brush' while choosing where to paint
 let painted = false; // whether the brush has touched the mask
 
@@ -37,7 +37,7 @@ export function wire() {
     else planPreview();
   });
   $('instruction').addEventListener('input', () => {
-    if ($('instruction').value.trim() !== preview) $('plan').hidden = true;
+    if ($('instruction').value.trim() !== (preview && preview.text)) $('plan').hidden = true;
   });
   $('apply').addEventListener('click', () => apply());
   $('undo').addEventListener('click', () => move('undo'));
@@ -222,15 +222,19 @@ async function planPreview() {
       const by = r.planner && r.planner.source;
       $('plan-by').textContent = by ? `Planned by the ${by} planner.` : '';
     }
-    preview = text;
+    preview = { text, plan: r.plan || null, from: r.from_version || null };
     $('plan').hidden = false;
   }, 'Planning…');
 }
 
+/** Runs the instruction. When its plan was previewed on the version still checked out, that
+ * plan is sent with the words, so what runs is what was shown (an LLM planner could plan the
+ * same words differently a second time). */
 async function apply() {
   const text = $('instruction').value.trim();
   if (!text || !current) return;
-  await instruct({ instruction: text }, 'Applying…');
+  const shown = preview && preview.text === text && preview.plan && preview.from === current.head;
+  await instruct(shown ? { instruction: text, plan: preview.plan } : { instruction: text }, 'Applying…');
 }
 
 /** Sends an instruction or plan; on success the instruction box is emptied. */

@@ -185,7 +185,9 @@ pub(crate) async fn checkout(
 pub(crate) struct InstructionRequest {
     /// What to change, in plain language; "undo" and "redo" work too.
     instruction: Option<String>,
-    /// Run this plan instead of planning an instruction (it is validated the same way).
+    /// Run this plan instead of planning an instruction (it is validated the same way). With
+    /// an instruction too, the plan runs and the instruction is kept as its words: how a
+    /// client applies the plan it previewed.
     plan: Option<Value>,
     /// Apply to this version instead of the head: a branch.
     from_version: Option<String>,
@@ -255,20 +257,16 @@ pub(crate) async fn instruct(
         None => None,
     };
     let (instruction, plan, planned_by) = match (&req.instruction, &req.plan) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "plan",
-                "send an instruction or a plan, not both",
-            ))
-        }
         (None, None) => return Err(ApiError::invalid("instruction", "say what to change")),
-        (None, Some(p)) => {
+        // A plan as JSON; with an instruction, the words it was planned from (a previewed
+        // plan, applied as shown) are kept as the version's, and moderated like any.
+        (text, Some(p)) => {
             let plan: EditPlan = body::from_value(p.clone())?;
             let by = crate::planner::Provenance {
                 source: "client",
                 fallback_reason: None,
             };
-            ("(plan)".to_owned(), plan, by)
+            (text.clone().unwrap_or_else(|| "(plan)".to_owned()), plan, by)
         }
         (Some(text), None) => {
             let history = lineage(&session, &base.id);

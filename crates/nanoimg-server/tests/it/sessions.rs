@@ -231,6 +231,43 @@ async fn a_session_goes_turn_by_turn_with_undo_redo_and_branches() {
     )
     .await;
     assert_eq!(st, 201, "{p}");
+    // The previewed plan applied as shown, with the words it came from: they are the
+    // version's, and the plan is the one sent (the planner is not asked again).
+    let (st, p) = instruct(
+        &s,
+        &key,
+        &id,
+        json!({"instruction": "crop to 16:9 and sharpen it a bit", "plan": d["plan"]}),
+    )
+    .await;
+    assert_eq!(st, 201, "{p}");
+    assert_eq!(
+        p["version"]["instruction"], "crop to 16:9 and sharpen it a bit",
+        "{p}"
+    );
+    assert_eq!(p["version"]["plan"], d["plan"], "{p}");
+    // Words that do not match the plan only label it: the plan is what runs.
+    let (st, p) = instruct(
+        &s,
+        &key,
+        &id,
+        json!({"instruction": "rotate it", "plan": {"version": 1, "ops": [{"op": "invert"}]}}),
+    )
+    .await;
+    assert_eq!(st, 201, "{p}");
+    assert_eq!(p["version"]["plan"]["ops"][0]["op"], "invert", "{p}");
+    let (st, e) = instruct(
+        &s,
+        &key,
+        &id,
+        json!({"instruction": "a nude figure study", "plan": {"version": 1, "ops": [{"op": "invert"}]}}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("moderation_blocked")),
+        "{e}"
+    );
     let (st, e) = instruct(
         &s,
         &key,
