@@ -2,7 +2,8 @@
 //! the change in PSNR and the sync z-score: how the watermark fares on a model's real outputs.
 //!
 //! `cargo run -p nanoimg-safety --example wm_probe -- a.png b.png …` (`S=3` for another
-//! strength). Give it unmarked pictures (the model's raw outputs, not files NanoImg wrote).
+//! strength, `P=32` for the tile drawn at 32 px). Give it unmarked pictures (the model's raw
+//! outputs, not files NanoImg wrote: `cargo run -p nanoimg --example raw_outputs -- DIR`).
 
 use nanoimg_safety::watermark::{self, Watermarker};
 
@@ -23,7 +24,11 @@ fn main() {
             }
         };
         let orig = img.clone();
-        wm.embed(&mut img, PAYLOAD);
+        let side = std::env::var("P")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(watermark::TILE);
+        wm.embed_at(&mut img, PAYLOAD, side);
         let psnr = watermark::psnr(&orig, &img);
         let d = wm.detect(&img);
         n += 1;

@@ -147,11 +147,17 @@ impl Watermarker {
 
     /// The tile for a payload, in pixels, with unit RMS.
     fn tile(&self, payload: u64) -> Vec<f32> {
+        self.tile_at(payload, TILE)
+    }
+
+    /// The tile for a payload rendered `side` pixels a side (the same pattern in cycles per
+    /// tile), with unit RMS.
+    fn tile_at(&self, payload: u64, side: usize) -> Vec<f32> {
         let bits = code::encode(payload);
-        let mut spec = vec![C::default(); TILE * TILE];
+        let mut spec = vec![C::default(); side * side];
         let mut put = |c: &Coef, x: C| {
-            spec[wrap(c.v, TILE) * TILE + wrap(c.u, TILE)] = x;
-            spec[wrap(-c.v, TILE) * TILE + wrap(-c.u, TILE)] = x.conj();
+            spec[wrap(c.v, side) * side + wrap(c.u, side)] = x;
+            spec[wrap(-c.v, side) * side + wrap(-c.u, side)] = x.conj();
         };
         for c in &self.sync {
             put(c, c.phase);
@@ -162,7 +168,7 @@ impl Watermarker {
             put(c, c.phase * sym);
         }
         let mut planner = FftPlanner::new();
-        fft2(&mut planner, &mut spec, TILE, TILE, true);
+        fft2(&mut planner, &mut spec, side, side, true);
         let mut t: Vec<f32> = spec.iter().map(|c| c.re).collect();
         let rms = (t.iter().map(|x| x * x).sum::<f32>() / t.len() as f32).sqrt();
         t.iter_mut().for_each(|x| *x /= rms);
@@ -171,13 +177,21 @@ impl Watermarker {
 
     /// Adds the mark for `payload` to `img`, in place.
     pub fn embed(&self, img: &mut RgbImage, payload: u64) {
-        let tile = self.tile(payload);
+        self.embed_at(img, payload, TILE);
+    }
+
+    /// Adds the mark with its tile `side` pixels a side instead of [`TILE`] (at least 24, for the
+    /// ring's highest frequency): the same pattern, as if the picture had been resized. The
+    /// detector tries `TILE / 2` as a period, so a mark at 32 is found like one at 64; this is
+    /// for measuring (`examples/wm_probe.rs`, `P=32`), not what outputs get.
+    pub fn embed_at(&self, img: &mut RgbImage, payload: u64, side: usize) {
+        let tile = self.tile_at(payload, side);
         let (w, h) = (img.width() as usize, img.height() as usize);
         let luma = luminance(img);
         let mask = texture_mask(&luma, w, h);
         for (i, px) in img.pixels_mut().enumerate() {
             let (x, y) = (i % w, i / w);
-            let d = self.strength * mask[i] * tile[(y % TILE) * TILE + x % TILE];
+            let d = self.strength * mask[i] * tile[(y % side) * side + x % side];
             for c in px.0.iter_mut() {
                 *c = (f32::from(*c) + d).round().clamp(0.0, 255.0) as u8;
             }
