@@ -446,6 +446,32 @@ pub fn tiny_clip_config() -> Value {
     })
 }
 
+/// `facebook/dinov2-small`'s config (22 M parameters), for timing with random weights.
+pub fn dinov2_small_config() -> Value {
+    let mut c = tiny_dinov2_config();
+    for (k, v) in [
+        ("hidden_size", 384),
+        ("num_hidden_layers", 12),
+        ("num_attention_heads", 6),
+    ] {
+        c[k] = json!(v);
+    }
+    c
+}
+
+/// `openai/clip-vit-base-patch32`'s config (151 M parameters), for timing with random weights.
+pub fn clip_vit_b32_config() -> Value {
+    let mut c = tiny_clip_config();
+    c["projection_dim"] = json!(512);
+    for (tower, hidden, heads) in [("text_config", 512, 8), ("vision_config", 768, 12)] {
+        c[tower]["hidden_size"] = json!(hidden);
+        c[tower]["intermediate_size"] = json!(4 * hidden);
+        c[tower]["num_hidden_layers"] = json!(12);
+        c[tower]["num_attention_heads"] = json!(heads);
+    }
+    c
+}
+
 /// Writes a transformers `Dinov2Model` folder (`config.json`, `model.safetensors`,
 /// `preprocessor_config.json` as `BitImageProcessor` saves it) with random weights.
 pub fn write_dinov2(dir: &Path, config: &Value, seed: u64) -> Result<()> {

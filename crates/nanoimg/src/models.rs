@@ -31,7 +31,8 @@ pub enum Command {
         /// Where to write the folder.
         dir: PathBuf,
         /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo; or an
-        /// image embedder for `character eval`: tiny-dinov2, tiny-clip.
+        /// image embedder for `character eval`: tiny-dinov2, tiny-clip, and at full size (for
+        /// timing) dinov2-small, clip-vit-b32.
         #[arg(long, default_value = "tiny-sd1")]
         arch: String,
         #[arg(long, default_value_t = 0)]
@@ -99,7 +100,7 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
         "sd15" => SyntheticSpec::sd15(),
         "sd-turbo" => SyntheticSpec::sd_turbo(),
         other => bail!(
-            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo, tiny-dinov2 or tiny-clip"
+            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo, tiny-dinov2, tiny-clip, dinov2-small or clip-vit-b32"
         ),
     })
 }
@@ -169,6 +170,8 @@ pub fn run(c: Command) -> Result<()> {
             match arch.as_str() {
                 "tiny-dinov2" => synthetic::write_dinov2(&dir, &synthetic::tiny_dinov2_config(), seed)?,
                 "tiny-clip" => synthetic::write_clip(&dir, &synthetic::tiny_clip_config(), seed)?,
+                "dinov2-small" => synthetic::write_dinov2(&dir, &synthetic::dinov2_small_config(), seed)?,
+                "clip-vit-b32" => synthetic::write_clip(&dir, &synthetic::clip_vit_b32_config(), seed)?,
                 _ => write_model(&dir, &spec_named(&arch)?, seed)?,
             }
             println!("wrote {arch} with random weights to {}", dir.display());
