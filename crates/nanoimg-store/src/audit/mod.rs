@@ -244,18 +244,8 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT seq, at, request_id, tenant_id, key_id, action, target, outcome, detail \
-             FROM audit_events WHERE seq > $1 AND ($2 IS NULL OR tenant_id = $3) \
-             ORDER BY seq LIMIT $4",
-        )
-        .bind(after_seq)
-        .bind(tenant_id)
-        .bind(tenant_id)
-        .bind(i64::from(limit.clamp(1, 1000)))
-        .fetch_all(&self.db.pool)
-        .await?;
-        rows.iter().map(audit_record).collect()
+        self.audit_page(tenant_id, ("seq > $1", "seq"), after_seq, limit)
+            .await
     }
 
     /// Events before `before_seq` (all of them when `None`), newest first, of one tenant or
@@ -266,17 +256,31 @@ impl Store {
         before_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
+        let before = before_seq.unwrap_or(i64::MAX);
+        self.audit_page(tenant_id, ("seq < $1", "seq DESC"), before, limit)
+            .await
+    }
+
+    /// One page: `(filter, order)` on `seq` are the two callers' constants, `$1` the cursor.
+    async fn audit_page(
+        &self,
+        tenant_id: Option<&str>,
+        (filter, order): (&'static str, &'static str),
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let sql = format!(
             "SELECT seq, at, request_id, tenant_id, key_id, action, target, outcome, detail \
-             FROM audit_events WHERE seq < $1 AND ($2 IS NULL OR tenant_id = $3) \
-             ORDER BY seq DESC LIMIT $4",
-        )
-        .bind(before_seq.unwrap_or(i64::MAX))
-        .bind(tenant_id)
-        .bind(tenant_id)
-        .bind(i64::from(limit.clamp(1, 1000)))
-        .fetch_all(&self.db.pool)
-        .await?;
+             FROM audit_events WHERE {filter} AND ($2 IS NULL OR tenant_id = $3) \
+             ORDER BY {order} LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(seq)
+            .bind(tenant_id)
+            .bind(tenant_id)
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(&self.db.pool)
+            .await?;
         rows.iter().map(audit_record).collect()
     }
 }
