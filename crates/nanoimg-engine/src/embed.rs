@@ -9,7 +9,7 @@
 
 use crate::error::{EngineError, Result, TensorContext};
 use crate::folder::read_json;
-use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionTransformer};
+use crate::models::clip::{ClipModelConfig, ClipTextModel, ClipVisionTransformer};
 use crate::models::dinov2::{Dinov2Config, Dinov2Model};
 use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device, Module, Tensor};
@@ -102,10 +102,10 @@ impl Preprocess {
     pub fn tensor(&self, img: &RgbImage, device: &Device) -> candle_core::Result<Tensor> {
         let (w, h) = img.dimensions();
         let (ch, cw) = self.crop;
-        let scale = f64::from(self.shortest_edge.max(ch).max(cw)) / f64::from(w.min(h).max(1));
-        let scale = scale
-            .max(f64::from(ch) / f64::from(h))
-            .max(f64::from(cw) / f64::from(w));
+        // The shorter side to `shortest_edge`, and never smaller than the crop.
+        let scale = (f64::from(self.shortest_edge) / f64::from(w.min(h).max(1)))
+            .max(f64::from(ch) / f64::from(h.max(1)))
+            .max(f64::from(cw) / f64::from(w.max(1)));
         let (rw, rh) = (
             ((f64::from(w) * scale).round() as u32).max(cw),
             ((f64::from(h) * scale).round() as u32).max(ch),
@@ -127,38 +127,6 @@ impl Preprocess {
     }
 }
 
-/// The safetensors files of a transformers folder: `model.safetensors` or its shards.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|source| EngineError::Io {
-            path: dir.to_owned(),
-            source,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("model-") && name.ends_with(".safetensors")
-        })
-        .collect();
-    shards.sort();
-    if shards.is_empty() {
-        let hint = if dir.join("pytorch_model.bin").is_file() {
-            " (only pytorch_model.bin is there: convert it to safetensors)"
-        } else {
-            ""
-        };
-        return Err(EngineError::IncompleteModel {
-            path: dir.to_owned(),
-            message: format!("no model.safetensors{hint}"),
-        });
-    }
-    Ok(shards)
-}
-
 /// The folder's `config.json`, its weights, and its preprocessing.
 struct Folder {
     dir: PathBuf,
@@ -176,7 +144,7 @@ impl Folder {
                 message: format!("config.json has model_type {kind:?}; expected {expected:?}"),
             });
         }
-        let files = weight_files(dir)?;
+        let files = crate::folder::safetensors_in(dir)?;
         // SAFETY: the files are memory-mapped read-only and not written while the measure runs.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
             .context(|| format!("{}: cannot read the weights", dir.display()))?;
@@ -288,30 +256,14 @@ impl ClipEmbedder {
     /// Loads a `CLIPModel` folder (`model_type: "clip"`) with its tokenizer files.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let f = Folder::open(dir, "clip", device)?;
-        let section = |key: &str| {
-            f.config
-                .get(key)
-                .cloned()
-                .unwrap_or_else(|| Value::Object(Default::default()))
-        };
-        let vision_config: ClipVisionConfig = f.parse(&section("vision_config"))?;
-        let text_config: ClipTextConfig = f.parse(&section("text_config"))?;
-        let projection = f
-            .config
-            .get("projection_dim")
-            .and_then(Value::as_u64)
-            .unwrap_or(512) as usize;
+        let ClipModelConfig {
+            text_config,
+            vision_config,
+            projection_dim: projection,
+        } = f.parse(&f.config)?;
         let tokenizer = ClipTokenizer::from_dir(dir)?;
-        if tokenizer.vocab_len() > text_config.vocab_size
-            || tokenizer.max_length() > text_config.max_position_embeddings
-        {
-            return Err(f.incomplete(format!(
-                "the tokenizer has {} tokens and context {} but text_config has vocab_size {} and {} positions",
-                tokenizer.vocab_len(),
-                tokenizer.max_length(),
-                text_config.vocab_size,
-                text_config.max_position_embeddings
-            )));
+        if let Some(m) = text_config.misfit(&tokenizer) {
+            return Err(f.incomplete(format!("the tokenizer {m}")));
         }
         let preprocess = f.preprocess(Preprocess::clip(vision_config.image_size as u32))?;
         let side = vision_config.image_size as u32;

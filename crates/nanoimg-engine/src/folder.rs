@@ -95,70 +95,7 @@ impl ModelFolder {
     /// `*.safetensors.index.json` names its shards; otherwise the plain file is preferred over
     /// precision variants (`model.fp16.safetensors`).
     pub fn weights(&self, component: &str) -> Result<Vec<PathBuf>> {
-        let dir = self.component_dir(component)?;
-        let entries = std::fs::read_dir(&dir).map_err(|source| EngineError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        if let Some(index) = names.iter().find(|n| n.ends_with(".safetensors.index.json")) {
-            let index_path = dir.join(index);
-            let parsed = read_json(&index_path)?;
-            let map = parsed
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| EngineError::IncompleteModel {
-                    path: index_path.clone(),
-                    message: "no weight_map".into(),
-                })?;
-            let mut shards: Vec<String> = map
-                .values()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-            shards.sort();
-            shards.dedup();
-            return shards
-                .into_iter()
-                .map(|s| {
-                    // Shard names come from the file; refuse anything that leaves the folder.
-                    if s.contains('/') || s.contains('\\') || s.starts_with('.') {
-                        return Err(EngineError::IncompleteModel {
-                            path: index_path.clone(),
-                            message: format!("shard name {s:?} is not a plain file name"),
-                        });
-                    }
-                    let p = dir.join(&s);
-                    if p.is_file() {
-                        Ok(p)
-                    } else {
-                        Err(EngineError::IncompleteModel {
-                            path: dir.clone(),
-                            message: format!("missing shard {s}"),
-                        })
-                    }
-                })
-                .collect();
-        }
-        let files: Vec<&String> = names.iter().filter(|n| n.ends_with(".safetensors")).collect();
-        let plain: Vec<&String> = files
-            .iter()
-            .copied()
-            .filter(|n| n.trim_end_matches(".safetensors").matches('.').count() == 0)
-            .collect();
-        let chosen = if plain.is_empty() { files } else { plain };
-        match chosen.first() {
-            Some(first) => Ok(vec![dir.join(first)]),
-            None => Err(EngineError::IncompleteModel {
-                path: dir,
-                message:
-                    "no .safetensors weights (only safetensors are loaded; .bin/.ckpt pickles are refused)"
-                        .into(),
-            }),
-        }
+        safetensors_in(&self.component_dir(component)?)
     }
 
     /// Total size of the files under the folder, in bytes.
@@ -190,4 +127,73 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// The `.safetensors` files of a folder in the transformers/diffusers layout: the shards a
+/// `*.safetensors.index.json` names, or else the plain file, preferred over precision variants
+/// (`model.fp16.safetensors`).
+pub(crate) fn safetensors_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|source| EngineError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    if let Some(index) = names.iter().find(|n| n.ends_with(".safetensors.index.json")) {
+        let index_path = dir.join(index);
+        let parsed = read_json(&index_path)?;
+        let map = parsed
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| EngineError::IncompleteModel {
+                path: index_path.clone(),
+                message: "no weight_map".into(),
+            })?;
+        let mut shards: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        return shards
+            .into_iter()
+            .map(|s| {
+                // Shard names come from the file; refuse anything that leaves the folder.
+                if s.contains('/') || s.contains('\\') || s.starts_with('.') {
+                    return Err(EngineError::IncompleteModel {
+                        path: index_path.clone(),
+                        message: format!("shard name {s:?} is not a plain file name"),
+                    });
+                }
+                let p = dir.join(&s);
+                if p.is_file() {
+                    Ok(p)
+                } else {
+                    Err(EngineError::IncompleteModel {
+                        path: dir.to_owned(),
+                        message: format!("missing shard {s}"),
+                    })
+                }
+            })
+            .collect();
+    }
+    let files: Vec<&String> = names.iter().filter(|n| n.ends_with(".safetensors")).collect();
+    let plain: Vec<&String> = files
+        .iter()
+        .copied()
+        .filter(|n| n.trim_end_matches(".safetensors").matches('.').count() == 0)
+        .collect();
+    let chosen = if plain.is_empty() { files } else { plain };
+    match chosen.first() {
+        Some(first) => Ok(vec![dir.join(first)]),
+        None => Err(EngineError::IncompleteModel {
+            path: dir.to_owned(),
+            message:
+                "no .safetensors weights (only safetensors are loaded: .bin/.ckpt pickles are refused; convert it to safetensors)"
+                    .into(),
+        }),
+    }
 }

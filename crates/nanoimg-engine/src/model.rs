@@ -139,18 +139,10 @@ impl StableDiffusion {
             }
             let tokenizer = ClipTokenizer::from_dir(&folder.component_dir(tok)?)?;
             let config: ClipTextConfig = folder.config(enc)?;
-            if tokenizer.vocab_len() > config.vocab_size
-                || tokenizer.max_length() > config.max_position_embeddings
-            {
+            if let Some(m) = config.misfit(&tokenizer) {
                 return Err(EngineError::IncompleteModel {
                     path: path.to_owned(),
-                    message: format!(
-                        "{tok} has {} tokens and context {} but {enc} has vocab_size {} and {} positions",
-                        tokenizer.vocab_len(),
-                        tokenizer.max_length(),
-                        config.vocab_size,
-                        config.max_position_embeddings
-                    ),
+                    message: format!("{tok} {m} ({enc})"),
                 });
             }
             let weights = load_weights(&folder, enc, dtype, device)?;

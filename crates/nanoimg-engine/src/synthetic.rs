@@ -6,7 +6,7 @@
 //! the folder then runs exactly the code that loads a downloaded checkpoint.
 
 use crate::error::{EngineError, Result, TensorContext};
-use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionTransformer};
+use crate::models::clip::{ClipModelConfig, ClipTextConfig, ClipTextModel, ClipVisionTransformer};
 use crate::models::dinov2::{Dinov2Config, Dinov2Model};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
@@ -500,13 +500,11 @@ pub fn write_dinov2(dir: &Path, config: &Value, seed: u64) -> Result<()> {
 /// Writes a transformers `CLIPModel` folder (`config.json`, `model.safetensors`, the tokenizer
 /// files, `preprocessor_config.json` as `CLIPImageProcessor` saves it) with random weights.
 pub fn write_clip(dir: &Path, config: &Value, seed: u64) -> Result<()> {
-    let section = |key: &str| config.get(key).cloned().unwrap_or_else(|| json!({}));
-    let vision: ClipVisionConfig = parse(&section("vision_config"), "clip vision_config")?;
-    let text: ClipTextConfig = parse(&section("text_config"), "clip text_config")?;
-    let projection = config
-        .get("projection_dim")
-        .and_then(Value::as_u64)
-        .unwrap_or(512) as usize;
+    let ClipModelConfig {
+        text_config: text,
+        vision_config: vision,
+        projection_dim: projection,
+    } = parse(config, "clip config")?;
     let incomplete = |message: String| EngineError::IncompleteModel {
         path: dir.to_owned(),
         message,

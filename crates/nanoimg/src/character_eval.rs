@@ -255,14 +255,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
 
     // The measuring models load first, so a wrong folder fails before any generating.
     let device = nanoimg_engine::default_device();
-    let dino = match &a.dinov2 {
-        Some(d) => Some(Dinov2Embedder::load(d, &device).context("--dinov2")?),
-        None => None,
-    };
-    let clip = match &a.clip {
-        Some(d) => Some(ClipEmbedder::load(d, &device).context("--clip")?),
-        None => None,
-    };
+    let dino = a
+        .dinov2
+        .as_deref()
+        .map(|d| Dinov2Embedder::load(d, &device))
+        .transpose()
+        .context("--dinov2")?;
+    let clip = a
+        .clip
+        .as_deref()
+        .map(|d| ClipEmbedder::load(d, &device))
+        .transpose()
+        .context("--clip")?;
     let base = StableDiffusion::load(
         &a.model.path()?,
         &LoadOptions {

@@ -4,6 +4,7 @@
 //! (`vision_model.*`), which `crate::embed` uses to score pictures.
 
 use super::layers::Activation;
+use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
@@ -61,6 +62,21 @@ fn default_eps() -> f64 {
 }
 
 impl ClipTextConfig {
+    /// Why `tokenizer` cannot feed this encoder, if it cannot: ids past the vocabulary or a
+    /// context longer than the positions. Reads "has … but …" after the tokenizer's name.
+    pub fn misfit(&self, tokenizer: &ClipTokenizer) -> Option<String> {
+        (tokenizer.vocab_len() > self.vocab_size || tokenizer.max_length() > self.max_position_embeddings)
+            .then(|| {
+                format!(
+                    "has {} tokens and context {} but the text encoder has vocab_size {} and {} positions",
+                    tokenizer.vocab_len(),
+                    tokenizer.max_length(),
+                    self.vocab_size,
+                    self.max_position_embeddings
+                )
+            })
+    }
+
     /// Whether the checkpoint carries a `text_projection` (SDXL's second encoder).
     pub fn with_projection(&self) -> bool {
         self.architectures
@@ -269,6 +285,27 @@ impl ClipTextModel {
             pooled,
         })
     }
+}
+
+/// A transformers `CLIPModel`'s `config.json`: both towers and their joint space. A missing
+/// section or field takes transformers' default.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipModelConfig {
+    #[serde(default = "from_empty")]
+    pub text_config: ClipTextConfig,
+    #[serde(default = "from_empty")]
+    pub vision_config: ClipVisionConfig,
+    #[serde(default = "default_projection")]
+    pub projection_dim: usize,
+}
+
+/// A config section that is absent: every field at its default.
+fn from_empty<T: serde::de::DeserializeOwned>() -> T {
+    serde_json::from_value(serde_json::json!({})).expect("every field of a CLIP config section has a default")
+}
+
+fn default_projection() -> usize {
+    512
 }
 
 /// The fields of a transformers `CLIPVisionConfig` that change the computation (defaults are
