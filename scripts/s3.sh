@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# A throwaway S3-compatible server on loopback for the test suite: s3s-fs, built once from
-# crates.io at a pinned version into .cache/s3s-fs. `scripts/s3.sh start` starts it with a fresh
+# A throwaway S3-compatible server on loopback for the test suite: s3s-fs, built once per machine
+# from crates.io at a pinned version (scripts/tools.sh). `scripts/s3.sh start` starts it with a fresh
 # data folder and a bucket `nanoimg-test`, and prints the environment the tests need (eval it);
 # `scripts/s3.sh stop` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VERSION=0.14.1
 PORT="${NANOIMG_S3_PORT:-59014}"
 DIR="${NANOIMG_S3_DIR:-/tmp/nanoimg-test-s3-$PORT}"
-BIN=.cache/s3s-fs/bin/s3s-fs
 
 stop() {
     if [ -f "$DIR/pid" ]; then
@@ -18,11 +16,8 @@ stop() {
 }
 
 start() {
-    if [ ! -x "$BIN" ] || [ "$("$BIN" --version 2>/dev/null)" != "s3s-fs $VERSION" ]; then
-        echo "building s3s-fs $VERSION (once)" >&2
-        cargo install --quiet --locked s3s-fs --version "$VERSION" --features binary \
-            --root .cache/s3s-fs >&2
-    fi
+    local BIN
+    BIN="$(scripts/tools.sh path s3s-fs)"
     stop
     mkdir -p "$DIR/root/nanoimg-test"
     local key secret

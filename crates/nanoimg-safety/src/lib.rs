@@ -7,6 +7,7 @@
 //! - [`semantic`] — the semantic prompt layer: MiniLM sentence embeddings against exemplars.
 //! - [`watermark`] — the invisible watermark: embedding and detection.
 //! - [`provenance`] — C2PA Content Credentials: signing outputs, reading manifests, the local CA.
+//! - [`seal`] — the output policy: watermark, parameters, encoding and C2PA signing, once.
 //! - [`verify`] — what an image carries: its C2PA manifest and the watermark.
 //! - [`setup`] — loading every layer the same way for the server and the CLI.
 //! - [`faces`] — face detection (MTCNN on candle), for the consent gate on character references.
@@ -21,6 +22,7 @@ pub mod normalize;
 pub mod nsfw;
 pub mod prompt;
 pub mod provenance;
+pub mod seal;
 pub mod semantic;
 pub mod setup;
 #[doc(hidden)]
@@ -43,4 +45,6 @@ pub enum SafetyError {
     Model(String),
     #[error("provenance: {0}")]
     Provenance(String),
+    #[error("encoding an output: {0}")]
+    Encode(String),
 }

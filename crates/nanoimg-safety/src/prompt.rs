@@ -21,13 +21,18 @@ pub enum Strictness {
     Low,
 }
 
+/// A strictness name that is neither `auto` nor `low`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0:?}: moderation is `auto` or `low`")]
+pub struct UnknownStrictness(pub String);
+
 impl std::str::FromStr for Strictness {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownStrictness;
+    fn from_str(s: &str) -> Result<Self, UnknownStrictness> {
         match s {
             "auto" => Ok(Strictness::Auto),
             "low" => Ok(Strictness::Low),
-            _ => Err(format!("{s:?}: moderation is `auto` or `low`")),
+            _ => Err(UnknownStrictness(s.to_owned())),
         }
     }
 }

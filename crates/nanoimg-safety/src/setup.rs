@@ -58,6 +58,14 @@ pub struct Safety {
 }
 
 impl Safety {
+    /// What every output is sealed with (watermark and C2PA signing).
+    pub fn sealer(&self) -> crate::seal::Sealer {
+        crate::seal::Sealer {
+            watermark: self.watermark.clone(),
+            provenance: self.provenance.clone(),
+        }
+    }
+
     /// Loads the layers. Errors name the layer and the file.
     pub fn load(o: &Options) -> Result<Self, SafetyError> {
         let root = &o.models_dir;

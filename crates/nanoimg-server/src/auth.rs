@@ -1,11 +1,16 @@
 //! Authentication and authorisation: `Authorization: Bearer nimg_…` → [`Auth`], the per-key
-//! request rate, and scope checks. Handlers take `Auth` and call [`Auth::require`].
+//! request rate, and scope checks, in one layer on every keyed route ([`authorize`], from the
+//! route table's [`Access`]). Handlers take `Auth`; a scope that depends on the body (a job
+//! with a starting image needs `images:edit` too) is checked with [`Auth::require`].
 
 use crate::error::ApiError;
 use crate::jobs::JobOwner;
+use crate::routes::Access;
 use crate::state::{AppState, RateLimits};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use nanoimg_store::{AuditEvent, Outcome, Principal, Scope};
 
 /// The request id set by the middleware, for audit events.
@@ -78,8 +83,8 @@ impl Auth {
 }
 
 /// The key from `Authorization: Bearer …` (or `x-api-key`, which some clients send).
-fn presented_key(parts: &Parts) -> Result<&str, ApiError> {
-    if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+fn presented_key(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v
             .to_str()
             .map_err(|_| ApiError::unauthorized("invalid_api_key", "the Authorization header is not text"))?;
@@ -92,7 +97,7 @@ fn presented_key(parts: &Parts) -> Result<&str, ApiError> {
         }
         return Ok(key.trim());
     }
-    if let Some(v) = parts.headers.get("x-api-key") {
+    if let Some(v) = headers.get("x-api-key") {
         return v
             .to_str()
             .map(str::trim)
@@ -104,62 +109,97 @@ fn presented_key(parts: &Parts) -> Result<&str, ApiError> {
     ))
 }
 
+/// The layer every keyed route passes ([`crate::routes::ROUTES`] says which): the key is
+/// authenticated, its request budget charged and the route's scope checked, in that order;
+/// the caller then reaches the handler as [`Auth`].
+pub(crate) async fn authorize(
+    State((state, access)): State<(AppState, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let auth = match authenticate(&state, req.extensions(), req.headers()).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    if let Access::Scope(scope) = access {
+        if let Err(e) = auth.require(&state, scope) {
+            return e.into_response();
+        }
+    }
+    req.extensions_mut().insert(auth);
+    next.run(req).await
+}
+
+/// The key → the caller, with its tenant's limits, its request budget charged.
+async fn authenticate(
+    state: &AppState,
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+) -> Result<Auth, ApiError> {
+    let request_id = extensions.get::<RequestId>().map(|r| r.0.clone());
+    let key = match presented_key(headers) {
+        Ok(k) => k,
+        Err(e) => {
+            state.metrics.reject(e.code);
+            return Err(e);
+        }
+    };
+    let principal = match state.store.authenticate(key).await? {
+        Ok(p) => p,
+        Err(failure) => {
+            state.metrics.reject(failure.reason());
+            return Err(ApiError::unauthorized("invalid_api_key", failure.message()));
+        }
+    };
+    let auth = Auth {
+        limits: state.limits_for(&principal.tenant),
+        principal,
+        request_id,
+    };
+    let d = state
+        .request_limiter
+        .check(auth.key_id(), auth.limits.requests_per_minute, 1);
+    if !d.allowed {
+        state.metrics.reject("requests_per_minute");
+        state.audit.record_later(auth.event(
+            "request.rejected",
+            None,
+            Outcome::Rejected,
+            serde_json::json!({"reason": "requests_per_minute", "limit": d.limit}),
+        ));
+        return Err(ApiError::rate_limited(
+            "rate_limit_exceeded",
+            format!(
+                "this API key may make {} requests a minute; try again in {:.0} s",
+                d.limit,
+                d.retry_after.ceil()
+            ),
+            d.retry_after,
+        )
+        .with_header("x-ratelimit-limit-requests", &d.limit.to_string())
+        .with_header("x-ratelimit-remaining-requests", &d.remaining.to_string())
+        .with_header("x-ratelimit-reset-requests", &format!("{:.0}s", d.reset.ceil())));
+    }
+    if let Some(slot) = extensions.get::<crate::RateSlot>() {
+        *slot.0.lock().expect("rate slot") = Some(RateHeaders {
+            limit: d.limit,
+            remaining: d.remaining,
+            reset: d.reset,
+        });
+    }
+    Ok(auth)
+}
+
+/// A handler's caller, as the [`authorize`] layer left it.
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        let key = match presented_key(parts) {
-            Ok(k) => k,
-            Err(e) => {
-                state.metrics.reject(e.code);
-                return Err(e);
-            }
-        };
-        let principal = match state.store.authenticate(key).await? {
-            Ok(p) => p,
-            Err(failure) => {
-                state.metrics.reject(failure.reason());
-                return Err(ApiError::unauthorized("invalid_api_key", failure.message()));
-            }
-        };
-        let auth = Auth {
-            limits: state.limits_for(&principal.tenant),
-            principal,
-            request_id,
-        };
-        let d = state
-            .request_limiter
-            .check(auth.key_id(), auth.limits.requests_per_minute, 1);
-        if !d.allowed {
-            state.metrics.reject("requests_per_minute");
-            state.audit.record_later(auth.event(
-                "request.rejected",
-                None,
-                Outcome::Rejected,
-                serde_json::json!({"reason": "requests_per_minute", "limit": d.limit}),
-            ));
-            return Err(ApiError::rate_limited(
-                "rate_limit_exceeded",
-                format!(
-                    "this API key may make {} requests a minute; try again in {:.0} s",
-                    d.limit,
-                    d.retry_after.ceil()
-                ),
-                d.retry_after,
-            )
-            .with_header("x-ratelimit-limit-requests", &d.limit.to_string())
-            .with_header("x-ratelimit-remaining-requests", &d.remaining.to_string())
-            .with_header("x-ratelimit-reset-requests", &format!("{:.0}s", d.reset.ceil())));
-        }
-        if let Some(slot) = parts.extensions.get::<crate::RateSlot>() {
-            *slot.0.lock().expect("rate slot") = Some(RateHeaders {
-                limit: d.limit,
-                remaining: d.remaining,
-                reset: d.reset,
-            });
-        }
-        Ok(auth)
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Auth>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("a keyed handler on a route without the key layer"))
     }
 }
 

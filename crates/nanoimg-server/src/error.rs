@@ -238,3 +238,26 @@ impl std::error::Error for ApiError {}
 
 /// Shorthand for handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<crate::jobs::JobError> for ApiError {
+    /// The one place a job's refusal or failure becomes an HTTP error.
+    fn from(e: crate::jobs::JobError) -> Self {
+        use crate::jobs::JobError as J;
+        let code = e.code();
+        match e {
+            J::Cancelled => ApiError::conflict(code, "the job was cancelled"),
+            J::ShuttingDown(m) => ApiError::overloaded(code, m, 5),
+            e @ J::TooManyJobs { .. } => ApiError::rate_limited(code, e.to_string(), 2.0),
+            e @ J::QueueFull(_) => ApiError::overloaded(code, e.to_string(), 5),
+            J::InvalidValue(m) | J::InvalidImage(m) | J::InputUnavailable(m) => {
+                ApiError::bad_request(code, m)
+            }
+            J::ModerationBlocked { message, categories } => ApiError::bad_request(code, message)
+                .with_param("prompt")
+                .with_extra("categories", serde_json::json!(categories)),
+            J::ModelUnavailable(m) | J::WorkerLost(m) | J::Internal(m) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", code, m)
+            }
+        }
+    }
+}

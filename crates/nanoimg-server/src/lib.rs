@@ -6,11 +6,12 @@
 //! metrics; every authenticated one passes the key check, the per-key rate limit and a scope
 //! check; every object lookup is tenant-scoped in the store.
 //!
-//! Handlers are thin: they parse, authorise, and hand over to [`jobs::Jobs`] or the store.
+//! Handlers are thin: the route table ([`ROUTES`]) authorises, they parse, and hand over to
+//! [`jobs::Jobs`] or the store.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
-pub mod conditioning;
 pub mod config;
 pub mod error;
 pub mod jobs;
@@ -19,15 +20,19 @@ pub mod metrics;
 pub mod models;
 pub mod moderation;
 pub mod openapi;
+pub mod params;
 pub mod planner;
 mod routes;
 pub mod signing;
 pub mod spec;
 pub mod state;
+mod tenancy;
+mod uploads;
 
 pub use config::Config;
 pub use models::ModelCatalog;
 pub use routes::studio::FILES as STUDIO_FILES;
+pub use routes::{Access, Route, ROUTES};
 
 use crate::auth::{RateHeaders, RequestId};
 use crate::jobs::{JobSettings, Jobs};
@@ -108,13 +113,13 @@ pub async fn start(
             upload_limits: upload_limits(&config),
             image_check: safety.image.clone(),
             audit: audit.clone(),
-            watermark: safety.watermark.clone(),
-            provenance: safety.provenance.clone(),
+            sealer: safety.sealer(),
             role: config.role,
             queue,
         },
     )
-    .await?;
+    .await
+    .map(Arc::new)?;
     let signer = signing::UrlSigner::load_or_create(&config.data_dir.join("secrets/url-signing.key"))?;
     let planner = planner::Planner::new(&config.planner).map_err(StartError)?;
     let state = AppState(Arc::new(Shared {
@@ -159,10 +164,7 @@ pub async fn start(
 impl Server {
     /// This process's name in the shared queue, when it is a worker.
     pub fn worker_id(&self) -> Option<&str> {
-        match self.state.config.role {
-            config::Role::Worker => self.state.jobs.settings().queue.worker_id.as_deref(),
-            _ => None,
-        }
+        self.state.jobs.worker_id()
     }
 
     /// Stops accepting connections, lets running jobs finish within the grace period (then
@@ -258,11 +260,7 @@ pub fn router(state: AppState) -> axum::Router {
     use tower_http::limit::RequestBodyLimitLayer;
     let body_limit = state.config.max_body_bytes;
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let routes = match state.config.role {
-        config::Role::Worker => routes::worker_routes(),
-        _ => routes::routes(),
-    };
-    routes
+    routes::router(&state, state.config.role == config::Role::Worker)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

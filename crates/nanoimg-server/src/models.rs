@@ -37,6 +37,22 @@ struct Derived {
 /// How many LoRA-merged models are kept: each holds copies of the weights its LoRAs change.
 const MAX_DERIVED: usize = 2;
 
+/// Why the catalog could not make or load a model.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("the default model {0:?} is not installed")]
+    NoDefault(String),
+    #[error("no model named {0:?}")]
+    Unknown(String),
+    #[error(transparent)]
+    Load(#[from] nanoimg_engine::EngineError),
+}
+
+/// A cache's lock: a panic while it was held leaves the list itself intact.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What forgetting a character dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Forgotten {
@@ -58,13 +74,17 @@ impl std::fmt::Debug for ModelCatalog {
 
 impl ModelCatalog {
     /// A catalog of inspected models, each under the name clients use; `default` must be one.
-    pub fn new(models: Vec<(String, ModelInfo)>, default: &str, max_loaded: usize) -> Result<Self, String> {
+    pub fn new(
+        models: Vec<(String, ModelInfo)>,
+        default: &str,
+        max_loaded: usize,
+    ) -> Result<Self, CatalogError> {
         let entries: Vec<ModelEntry> = models
             .into_iter()
             .map(|(name, info)| ModelEntry { name, info })
             .collect();
         if !entries.iter().any(|e| e.name == default) {
-            return Err(format!("the default model {default:?} is not installed"));
+            return Err(CatalogError::NoDefault(default.to_owned()));
         }
         Ok(Self {
             entries,
@@ -104,11 +124,11 @@ impl ModelCatalog {
     }
 
     /// The loaded model, loading it if needed. Blocking: call from a worker thread.
-    pub fn load(&self, name: &str) -> Result<Arc<StableDiffusion>, String> {
+    pub fn load(&self, name: &str) -> Result<Arc<StableDiffusion>, CatalogError> {
         if let Some(m) = self.touch(name) {
             return Ok(m);
         }
-        let _guard = self.loading.lock().map_err(|_| "model loader poisoned")?;
+        let _guard = lock(&self.loading);
         if let Some(m) = self.touch(name) {
             return Ok(m);
         }
@@ -116,16 +136,16 @@ impl ModelCatalog {
             .entries
             .iter()
             .find(|e| e.name == name)
-            .ok_or_else(|| format!("no model named {name:?}"))?;
+            .ok_or_else(|| CatalogError::Unknown(name.to_owned()))?;
         let opts = LoadOptions {
             device: nanoimg_engine::default_device(),
             reference_cache_bytes: self.reference_cache_bytes,
             ..LoadOptions::default()
         };
         let started = std::time::Instant::now();
-        let model = Arc::new(StableDiffusion::load(&entry.info.path, &opts).map_err(|e| e.to_string())?);
+        let model = Arc::new(StableDiffusion::load(&entry.info.path, &opts)?);
         tracing::info!(model = %name, secs = started.elapsed().as_secs_f64(), "model loaded");
-        let mut loaded = self.loaded.lock().map_err(|_| "model cache poisoned")?;
+        let mut loaded = lock(&self.loaded);
         loaded.push((name.to_owned(), model.clone()));
         while loaded.len() > self.max_loaded {
             loaded.remove(0);
@@ -136,14 +156,14 @@ impl ModelCatalog {
     /// A model derived from a loaded one (characters' LoRAs merged in), made by `make` on first
     /// use and kept under `key` (which must name the base model, the LoRAs and their
     /// strengths) among the [`MAX_DERIVED`] most recent. Blocking: call from a worker thread.
-    pub fn derived(
+    pub fn derived<E>(
         &self,
         key: &str,
         characters: &[String],
-        make: impl FnOnce() -> Result<StableDiffusion, String>,
-    ) -> Result<Arc<StableDiffusion>, String> {
+        make: impl FnOnce() -> Result<StableDiffusion, E>,
+    ) -> Result<Arc<StableDiffusion>, E> {
         {
-            let mut d = self.derived.lock().map_err(|_| "model cache poisoned")?;
+            let mut d = lock(&self.derived);
             if let Some(i) = d.iter().position(|x| x.key == key) {
                 let entry = d.remove(i);
                 let m = entry.model.clone();
@@ -152,7 +172,7 @@ impl ModelCatalog {
             }
         }
         let model = Arc::new(make()?);
-        let mut d = self.derived.lock().map_err(|_| "model cache poisoned")?;
+        let mut d = lock(&self.derived);
         d.push(Derived {
             key: key.to_owned(),
             characters: characters.to_vec(),
@@ -168,7 +188,8 @@ impl ModelCatalog {
     /// model, and the models its LoRA was merged into.
     pub fn forget_character(&self, id: &str) -> Forgotten {
         let mut out = Forgotten::default();
-        if let Ok(mut d) = self.derived.lock() {
+        {
+            let mut d = lock(&self.derived);
             for x in d.iter() {
                 out.banks += x.model.reference_cache().forget(id);
             }
@@ -176,16 +197,14 @@ impl ModelCatalog {
             d.retain(|x| !x.characters.iter().any(|c| c == id));
             out.models = before - d.len();
         }
-        if let Ok(loaded) = self.loaded.lock() {
-            for (_, m) in loaded.iter() {
-                out.banks += m.reference_cache().forget(id);
-            }
+        for (_, m) in lock(&self.loaded).iter() {
+            out.banks += m.reference_cache().forget(id);
         }
         out
     }
 
     fn touch(&self, name: &str) -> Option<Arc<StableDiffusion>> {
-        let mut loaded = self.loaded.lock().ok()?;
+        let mut loaded = lock(&self.loaded);
         let i = loaded.iter().position(|(n, _)| n == name)?;
         let entry = loaded.remove(i);
         let m = entry.1.clone();

@@ -3,7 +3,10 @@
 
 use nanoimg_core::{ImageSize, SchedulerName};
 use nanoimg_engine::codec::OutputFormat;
+use nanoimg_engine::reference::Reference;
+use nanoimg_engine::{GenerateRequest, InitImage};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// One validated generation, edit or variation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +53,40 @@ pub struct CharacterUse {
 }
 
 impl JobSpec {
+    /// The one mapping from a job to a model pass: `prompt` (the job's, or a plan step's) with
+    /// the characters' descriptions, the job's sampling settings, and what the pass starts from.
+    /// A plan step passes its own size, seed and single image.
+    pub fn request(
+        &self,
+        prompt: &str,
+        pass: Pass,
+        init: Option<InitImage>,
+        reference: Option<Arc<Reference>>,
+    ) -> GenerateRequest {
+        GenerateRequest {
+            prompt: self.model_prompt(prompt),
+            negative_prompt: self.negative_prompt.clone(),
+            size: pass.size,
+            steps: self.steps,
+            guidance: self.guidance,
+            scheduler: self.scheduler,
+            seed: pass.seed,
+            n: pass.n,
+            init,
+            reference,
+            hooks: None,
+        }
+    }
+
+    /// The whole job as one pass: its size, seed and `n`.
+    pub fn whole(&self) -> Pass {
+        Pass {
+            size: self.size,
+            seed: self.seed,
+            n: self.n,
+        }
+    }
+
     /// The prompt the model sees: the user's, then each character's description.
     pub fn model_prompt(&self, prompt: &str) -> String {
         let mut out = prompt.to_owned();
@@ -63,6 +100,14 @@ impl JobSpec {
         }
         out
     }
+}
+
+/// The size, seed and image count of one model pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    pub size: ImageSize,
+    pub seed: u64,
+    pub n: u32,
 }
 
 /// An edit plan and where its result goes.

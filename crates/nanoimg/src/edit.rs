@@ -15,6 +15,7 @@ use nanoimg_edit::{EditPlan, Op, PlanLimits};
 use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_engine::{CancelToken, GenerateRequest, InitImage, LoadOptions, StableDiffusion};
 use nanoimg_safety::provenance::{media_type_of, Origin};
+use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_safety::{Safety, Strictness};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -189,14 +190,6 @@ pub fn run(a: Args) -> Result<()> {
     })
     .with_context(|| format!("operation {} ({})", current.0, current.1))?;
     crate::generate::check_image(&safety, &img, "the edited image").context("nothing was written")?;
-    let mark = rand::random::<u64>();
-    safety.watermark.embed(&mut img, mark);
-    let meta = json!({
-        "instruction": a.instruction, "plan": plan, "watermark": format!("{mark:016x}"),
-        "replaced_watermark": replaced.map(|m| format!("{m:016x}")),
-        "software": format!("nanoimg {}", env!("CARGO_PKG_VERSION")),
-    });
-    let png = codec::encode(&img, OutputFormat::Png, None, &[("nanoimg", meta.to_string())])?;
     // The C2PA parent: the input file as given when C2PA reads its format (so its own manifest
     // is kept), else the decoded input as PNG.
     let parent = if media_type_of(&bytes).is_some() {
@@ -205,27 +198,30 @@ pub fn run(a: Args) -> Result<()> {
         let decoded = codec::decode(&bytes, &limits, "image").map_err(|e| anyhow::anyhow!(e.message))?;
         codec::encode(&decoded.to_rgb8(), OutputFormat::Png, None, &[])?
     };
-    let model_name = if plan.ops.iter().any(Op::is_generative) {
-        painter
-            .model
-            .as_ref()
-            .map(|m| m.info().name.clone())
-            .unwrap_or_default()
-    } else {
-        "none (pixel operations)".to_string()
+    let drawn = painter
+        .model
+        .as_ref()
+        .filter(|_| plan.ops.iter().any(Op::is_generative));
+    let record = OutputRecord {
+        model: drawn.map_or_else(|| "none (pixel operations)".to_owned(), |m| m.info().name.clone()),
+        prompt: a.instruction.clone().unwrap_or_else(|| "(plan)".to_owned()),
+        steps: drawn.map(|m| a.steps.unwrap_or(m.defaults().steps)),
+        seed: drawn.and(a.seed),
+        ..OutputRecord::default()
+    }
+    .with("instruction", a.instruction.clone())
+    .with("plan", serde_json::to_value(&plan)?)
+    .with("mode", "edit");
+    let origin = Origin::Edited {
+        input: &parent,
+        input_media_type: media_type_of(&parent).unwrap_or("image/png"),
     };
-    let signed = safety
-        .provenance
-        .sign(
-            &png,
-            "image/png",
-            Origin::Edited {
-                input: &parent,
-                input_media_type: media_type_of(&parent).unwrap_or("image/png"),
-            },
-            &model_name,
-        )
-        .context("C2PA signing")?;
+    let sealed = safety
+        .sealer()
+        .seal(&mut img, &record, Encoding::default(), replaced, origin)
+        .context("sealing the output")?;
+    let mark = sealed.mark;
+    let signed = sealed.bytes;
     let out = a.output.as_deref().unwrap_or(Path::new("out.png"));
     images::write_atomic(out, &signed)?;
     if a.json {

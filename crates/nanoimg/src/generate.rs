@@ -12,6 +12,7 @@ use nanoimg_engine::{
     parse_dtype, CancelToken, GenerateRequest, InitImage, LoadOptions, ProgressSink, StableDiffusion,
 };
 use nanoimg_safety::provenance::{media_type_of, Origin};
+use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_safety::{Safety, Strictness};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -230,15 +231,6 @@ pub fn run(a: Args) -> Result<()> {
         check_image(&safety, &g.image, &format!("generated image {}", i + 1))
             .context("nothing was written")?;
     }
-    // A random id per image in the invisible mark, kept in the file's metadata.
-    let marks: Vec<u64> = images
-        .iter_mut()
-        .map(|g| {
-            let id = rand::random::<u64>();
-            safety.watermark.embed(&mut g.image, id);
-            id
-        })
-        .collect();
     // The C2PA parent of an edit: the input file as given when it is a format C2PA reads (so
     // its own manifest, if any, is kept), else the decoded input as PNG.
     let parent = match (&input_file, &req.init) {
@@ -255,47 +247,39 @@ pub fn run(a: Args) -> Result<()> {
     };
 
     let info = model.info();
+    let sealer = safety.sealer();
+    let mode = match (&req.init, req.init.as_ref().and_then(|i| i.mask.as_ref())) {
+        (None, _) => "txt2img",
+        (Some(_), None) => "img2img",
+        (Some(_), Some(_)) if a.outpaint.is_some() => "outpaint",
+        _ => "inpaint",
+    };
     let mut written = Vec::new();
-    for (i, g) in images.iter().enumerate() {
-        let path = numbered(&a.output, i, images.len());
-        let meta = json!({
-            "prompt": req.prompt, "negative_prompt": req.negative_prompt,
-            "steps": req.steps, "guidance": req.guidance, "scheduler": req.scheduler,
-            "seed": g.seed, "size": req.size.to_string(), "model": info.name,
-            "family": info.family, "dtype": a.dtype,
-            "strength": req.init.as_ref().map(|i| i.strength),
-            "mode": match (&req.init, req.init.as_ref().and_then(|i| i.mask.as_ref())) {
-                (None, _) => "txt2img", (Some(_), None) => "img2img",
-                (Some(_), Some(_)) if a.outpaint.is_some() => "outpaint", _ => "inpaint",
-            },
-            "software": format!("nanoimg {}", env!("CARGO_PKG_VERSION")),
-            "watermark": format!("{:016x}", marks[i]),
-            "replaced_watermark": replaced_mark.map(|m: u64| format!("{m:016x}")),
-        });
-        // The "parameters" chunk in the common A1111 layout, readable by other tools.
-        let mut params = req.prompt.clone();
-        if !req.negative_prompt.is_empty() {
-            params.push_str(&format!("\nNegative prompt: {}", req.negative_prompt));
+    let count = images.len();
+    for (i, g) in images.iter_mut().enumerate() {
+        let path = numbered(&a.output, i, count);
+        let record = OutputRecord {
+            model: info.name.clone(),
+            prompt: req.prompt.clone(),
+            negative_prompt: req.negative_prompt.clone(),
+            steps: Some(req.steps),
+            guidance: Some(req.guidance),
+            scheduler: Some(req.scheduler.to_string()),
+            seed: Some(g.seed),
+            extra: Default::default(),
         }
-        params.push_str(&format!(
-            "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}, Model: {}",
-            req.steps, req.scheduler, req.guidance, g.seed, req.size, info.name
-        ));
-        let png = codec::encode(
-            &g.image,
-            OutputFormat::Png,
-            None,
-            &[("parameters", params), ("nanoimg", meta.to_string())],
-        )?;
-        // Signed last: nothing may re-encode the file after this.
-        let signed = safety
-            .provenance
-            .sign(&png, "image/png", origin, &info.name)
-            .context("C2PA signing")?;
-        images::write_atomic(&path, &signed)?;
+        .with("family", json!(info.family))
+        .with("dtype", a.dtype.clone())
+        .with("strength", json!(req.init.as_ref().map(|i| i.strength)))
+        .with("mode", mode)
+        .with("index", i);
+        let sealed = sealer
+            .seal(&mut g.image, &record, Encoding::default(), replaced_mark, origin)
+            .context("sealing the output")?;
+        images::write_atomic(&path, &sealed.bytes)?;
         written.push(json!({
             "path": path, "seed": g.seed, "width": g.image.width(), "height": g.image.height(),
-            "watermark": format!("{:016x}", marks[i]),
+            "watermark": format!("{:016x}", sealed.mark),
         }));
     }
     let seconds = started.elapsed().as_secs_f64();

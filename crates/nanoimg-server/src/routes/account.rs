@@ -2,11 +2,11 @@
 //! `account` scope, its own keys (a key never grants more than its caller has) and the erasure of
 //! all its data. The operator's routes for the same things are in `admin`.
 
-use super::admin::{self, NewKeyRequest};
 use super::body;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::tenancy::{self, NewKeyRequest};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -39,7 +39,6 @@ pub(crate) async fn usage(State(state): State<AppState>, auth: Auth) -> ApiResul
 
 /// `GET /v1/me/keys`: the tenant's keys, revoked ones too, never their secrets.
 pub(crate) async fn list_keys(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::Account)?;
     let keys = state.store.keys(Some(auth.tenant_id())).await?;
     Ok(Json(json!({"object": "list", "data": keys})))
 }
@@ -51,13 +50,12 @@ pub(crate) async fn create_key(
     auth: Auth,
     body: Bytes,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::Account)?;
     let req: NewKeyRequest = body::json(&body)?;
     let own: Vec<Scope> = Scope::ALL
         .into_iter()
         .filter(|s| auth.principal.can(*s))
         .collect();
-    admin::mint_key(&state, &auth, &auth.principal.tenant, req, Some(&own)).await
+    tenancy::mint_key(&state, &auth, &auth.principal.tenant, req, Some(&own)).await
 }
 
 /// `DELETE /v1/me/keys/{id}`: revokes one of the tenant's keys (the calling one too, which then
@@ -67,9 +65,8 @@ pub(crate) async fn revoke_key(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyRecord>> {
-    auth.require(&state, Scope::Account)?;
     let rec = state.store.revoke_key(&id, Some(auth.tenant_id())).await?;
-    admin::admin_done(
+    tenancy::admin_done(
         &state,
         &auth,
         "key.revoke",
@@ -90,7 +87,6 @@ pub(crate) struct EraseRequest {
 /// `DELETE /v1/me` `{"confirm": "<tenant name>"}`: erases everything the tenant has, its keys
 /// included (docs/data-protection.md). The operator's tenant cannot erase itself.
 pub(crate) async fn erase(State(state): State<AppState>, auth: Auth, body: Bytes) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::Account)?;
     let req: EraseRequest = body::json(&body)?;
     let tenant = auth.principal.tenant.clone();
     if req.confirm != tenant.name {
@@ -99,5 +95,5 @@ pub(crate) async fn erase(State(state): State<AppState>, auth: Auth, body: Bytes
             "type the account's name exactly to confirm erasure; nothing was erased",
         ));
     }
-    admin::erase(&state, &auth, &tenant).await.map(Json)
+    tenancy::erase(&state, &auth, &tenant).await.map(Json)
 }

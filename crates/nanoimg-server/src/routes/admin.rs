@@ -5,12 +5,13 @@ use super::body;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::tenancy::{admin_done, erase, key_created, mint_key, NewKeyRequest};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nanoimg_store::{KeyRecord, NewKey, Outcome, Scope, SecretKey, Tenant, TenantLimits};
+use nanoimg_store::{KeyRecord, Tenant, TenantLimits};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -19,27 +20,12 @@ pub(crate) struct NewTenant {
     name: String,
 }
 
-/// Records a successful admin action before it is answered.
-pub(crate) async fn admin_done(
-    state: &AppState,
-    auth: &Auth,
-    action: &'static str,
-    target: String,
-    detail: serde_json::Value,
-) {
-    state
-        .audit
-        .record(auth.event(action, Some(target), Outcome::Success, detail))
-        .await;
-}
-
 /// `POST /v1/admin/tenants` `{"name"}`.
 pub(crate) async fn create_tenant(
     State(state): State<AppState>,
     auth: Auth,
     body: Bytes,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::Admin)?;
     let req: NewTenant = body::json(&body)?;
     let t = state.store.create_tenant(&req.name, false).await?;
     admin_done(
@@ -54,11 +40,7 @@ pub(crate) async fn create_tenant(
 }
 
 /// `GET /v1/admin/tenants`.
-pub(crate) async fn list_tenants(
-    State(state): State<AppState>,
-    auth: Auth,
-) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::Admin)?;
+pub(crate) async fn list_tenants(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let t = state.store.tenants().await?;
     Ok(Json(serde_json::json!({"object": "list", "data": t})))
 }
@@ -66,10 +48,8 @@ pub(crate) async fn list_tenants(
 /// `GET /v1/admin/tenants/{id}` (id or name).
 pub(crate) async fn get_tenant(
     State(state): State<AppState>,
-    auth: Auth,
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<Tenant>> {
-    auth.require(&state, Scope::Admin)?;
     Ok(Json(state.store.tenant(&tenant).await?))
 }
 
@@ -82,41 +62,8 @@ pub(crate) async fn erase_tenant(
     auth: Auth,
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::Admin)?;
     let t = state.store.tenant(&tenant).await?;
     erase(&state, &auth, &t).await.map(Json)
-}
-
-/// Erases `t` (the operator's tenant refuses) and audits it; shared by the admin route and
-/// `DELETE /v1/me`.
-pub(crate) async fn erase(state: &AppState, auth: &Auth, t: &Tenant) -> ApiResult<serde_json::Value> {
-    if t.is_admin {
-        return Err(ApiError::conflict(
-            "tenant_protected",
-            format!("{} is the operator's tenant and cannot be erased", t.name),
-        ));
-    }
-    let jobs_cancelled = state.jobs.stop_tenant(&t.id).await;
-    let mut characters = 0;
-    for id in state.store.scoped(&t.id).character_ids().await? {
-        state.catalog.forget_character(&id);
-        characters += 1;
-    }
-    let e = state.store.erase_tenant(&t.id).await?;
-    let detail = serde_json::json!({
-        "rows": e.rows,
-        "blobs": e.blobs,
-        "audit_redacted": e.audit_redacted,
-        "jobs_cancelled": jobs_cancelled,
-        "characters": characters,
-    });
-    admin_done(state, auth, "tenant.erase", e.tenant_id.clone(), detail.clone()).await;
-    Ok(serde_json::json!({
-        "object": "tenant.erasure",
-        "id": e.tenant_id,
-        "erased": true,
-        "removed": detail,
-    }))
 }
 
 /// `PUT /v1/admin/tenants/{id}/limits` `{"requests_per_minute"?, "images_per_minute"?,
@@ -128,7 +75,6 @@ pub(crate) async fn set_limits(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Tenant>> {
-    auth.require(&state, Scope::Admin)?;
     let limits: TenantLimits = body::json(&body)?;
     let t = state.store.set_tenant_limits(&tenant, &limits).await?;
     admin_done(
@@ -156,7 +102,6 @@ pub(crate) async fn set_moderation(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Tenant>> {
-    auth.require(&state, Scope::Admin)?;
     let req: ModerationSetting = body::json(&body)?;
     let t = state
         .store
@@ -188,7 +133,6 @@ pub(crate) async fn set_retention(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Tenant>> {
-    auth.require(&state, Scope::Admin)?;
     let req: RetentionSetting = body::json(&body)?;
     let t = state.store.set_tenant_retention(&tenant, req.days).await?;
     admin_done(
@@ -202,23 +146,6 @@ pub(crate) async fn set_retention(
     Ok(Json(t))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewKeyRequest {
-    name: String,
-    /// Scope names; default: every scope but `admin`.
-    scopes: Option<Vec<String>>,
-    /// Lifetime in seconds; none = no expiry.
-    expires_in: Option<u64>,
-}
-
-/// A new key with its secret, shown this once.
-fn key_created(rec: &KeyRecord, secret: &SecretKey) -> serde_json::Value {
-    let mut v = serde_json::to_value(rec).unwrap_or_default();
-    v["key"] = secret.expose().into();
-    v
-}
-
 /// `POST /v1/admin/tenants/{id}/keys` `{"name", "scopes"?, "expires_in"?}` → the key, once.
 pub(crate) async fn create_key(
     State(state): State<AppState>,
@@ -226,81 +153,16 @@ pub(crate) async fn create_key(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::Admin)?;
     let req: NewKeyRequest = body::json(&body)?;
     let tenant = state.store.tenant(&tenant).await?;
     mint_key(&state, &auth, &tenant, req, None).await
 }
 
-/// Makes a key for `tenant` and audits it. With a `ceiling` (self-service), the key may carry
-/// only scopes the caller has, and by default gets the defaults the caller has.
-pub(crate) async fn mint_key(
-    state: &AppState,
-    auth: &Auth,
-    tenant: &Tenant,
-    req: NewKeyRequest,
-    ceiling: Option<&[Scope]>,
-) -> ApiResult<Response> {
-    let scopes = match (&req.scopes, ceiling) {
-        (None, None) => Scope::defaults(),
-        (None, Some(c)) => Scope::defaults().into_iter().filter(|s| c.contains(s)).collect(),
-        (Some(list), _) => {
-            Scope::parse_list(&list.join(",")).map_err(|e| ApiError::invalid("scopes", e.to_string()))?
-        }
-    };
-    if let Some(c) = ceiling {
-        let over: Vec<&str> = scopes
-            .iter()
-            .filter(|s| !c.contains(s))
-            .map(|s| s.as_str())
-            .collect();
-        if !over.is_empty() {
-            return Err(ApiError::invalid(
-                "scopes",
-                format!("a key cannot grant scopes it does not have: {}", over.join(", ")),
-            ));
-        }
-        if scopes.is_empty() {
-            return Err(ApiError::invalid("scopes", "name at least one scope"));
-        }
-    }
-    let expires_at = match req.expires_in {
-        None => None,
-        Some(0) => return Err(ApiError::invalid("expires_in", "must be at least 1 second")),
-        Some(s) => Some(
-            nanoimg_store::ids::now_ms()
-                .saturating_add(i64::try_from(s.min(100 * 365 * 86400)).unwrap_or(i64::MAX / 2) * 1000),
-        ),
-    };
-    let (rec, secret) = state
-        .store
-        .create_key(
-            &tenant.id,
-            &NewKey {
-                name: req.name,
-                scopes,
-                expires_at,
-            },
-        )
-        .await?;
-    admin_done(
-        state,
-        auth,
-        "key.create",
-        rec.id.clone(),
-        serde_json::json!({"tenant": tenant.id, "prefix": rec.prefix, "scopes": Scope::join(&rec.scopes)}),
-    )
-    .await;
-    Ok((StatusCode::CREATED, Json(key_created(&rec, &secret))).into_response())
-}
-
 /// `GET /v1/admin/tenants/{id}/keys`.
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
-    auth: Auth,
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::Admin)?;
     let tenant = state.store.tenant(&tenant).await?;
     let keys = state.store.keys(Some(&tenant.id)).await?;
     Ok(Json(serde_json::json!({"object": "list", "data": keys})))
@@ -312,7 +174,6 @@ pub(crate) async fn revoke_key(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyRecord>> {
-    auth.require(&state, Scope::Admin)?;
     let rec = state.store.revoke_key(&id, None).await?;
     admin_done(
         &state,
@@ -331,7 +192,6 @@ pub(crate) async fn rotate_key(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::Admin)?;
     let (rec, secret) = state.store.rotate_key(&id, None).await?;
     admin_done(
         &state,
@@ -358,10 +218,8 @@ pub(crate) struct AuditQuery {
 /// first, forward from a cursor) or `order=desc&before=SEQ` (newest first, back from a cursor).
 pub(crate) async fn audit(
     State(state): State<AppState>,
-    auth: Auth,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::Admin)?;
     let (tenant, limit) = (q.tenant.as_deref(), q.limit.unwrap_or(100));
     let ev = match q.order.as_deref().unwrap_or("asc") {
         "asc" if q.before.is_some() => {
@@ -396,11 +254,7 @@ pub(crate) async fn audit(
 /// `GET /v1/admin/audit/verify`: walks the chain and checks every checkpoint (the database's and
 /// the witness file's) under this server's key. 200 with `ok: false` and the first bad entry
 /// when it does not verify.
-pub(crate) async fn verify_audit(
-    State(state): State<AppState>,
-    auth: Auth,
-) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::Admin)?;
+pub(crate) async fn verify_audit(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let witness = match state.config.audit_options().witness {
         Some(path) => tokio::task::spawn_blocking(move || nanoimg_store::read_witness(&path))
             .await

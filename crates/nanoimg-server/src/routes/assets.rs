@@ -2,15 +2,15 @@
 //! signed links of `response_format: "url"`.
 
 use super::body::Form;
-use super::images::{accept_upload, store_upload};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::uploads;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nanoimg_store::{Asset, Outcome, Scope};
+use nanoimg_store::{Asset, Outcome};
 use serde::Deserialize;
 
 fn asset_json(a: &Asset) -> serde_json::Value {
@@ -26,7 +26,6 @@ pub(crate) async fn upload(
     auth: Auth,
     multipart: Multipart,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::AssetsWrite)?;
     let form = Form::read(multipart).await?;
     if let Some((name, _)) = form.fields.first() {
         return Err(ApiError::invalid(
@@ -38,8 +37,8 @@ pub(crate) async fn upload(
         [(name, bytes)] if name == "file" => bytes,
         _ => return Err(ApiError::invalid("file", "send exactly one file, named `file`")),
     };
-    let img = accept_upload(&state, &auth, file, "file").await?.to_rgb8();
-    let id = store_upload(&state, &auth, &img, "file").await?;
+    let img = uploads::accept(&state, &auth, file, "file").await?.to_rgb8();
+    let id = uploads::store(&state, &auth, &img, "file").await?;
     state
         .audit
         .record(auth.event(
@@ -66,7 +65,6 @@ pub(crate) async fn list(
     auth: Auth,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::AssetsRead)?;
     let limit = q.limit.unwrap_or(20);
     let assets = state
         .store
@@ -86,7 +84,6 @@ pub(crate) async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::AssetsRead)?;
     let a = state.store.scoped(auth.tenant_id()).asset(&id).await?;
     Ok(Json(asset_json(&a)))
 }
@@ -115,7 +112,6 @@ pub(crate) async fn content(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::AssetsRead)?;
     let (a, bytes) = state.store.scoped(auth.tenant_id()).asset_bytes(&id).await?;
     Ok(image_response(&a, bytes))
 }
@@ -126,7 +122,6 @@ pub(crate) async fn delete(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::AssetsWrite)?;
     state.store.scoped(auth.tenant_id()).delete_asset(&id).await?;
     state
         .audit

@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::Multipart;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 /// Parses a JSON body; the message says which field and what was wrong.
 pub(crate) fn json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
@@ -128,4 +129,11 @@ pub(crate) fn form_fields<T: DeserializeOwned>(
         }
     }
     from_value(form.to_json(typed))
+}
+
+/// `?limit=` of listings that page by count only (jobs, edit sessions).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    pub limit: Option<u32>,
 }

@@ -9,23 +9,19 @@
 //! every reference may, so every reference needs it.
 
 use super::body::{self, Form};
-use super::images::{accept_upload, ImageRequest};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::spec::{CharacterUse, JobSpec};
 use crate::state::AppState;
+use crate::uploads;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_store::characters::{MAX_DESCRIPTION_BYTES, MAX_REFERENCES};
-use nanoimg_store::{Character, NewCharacter, NewReference, Outcome, Scope, StoreError};
+use nanoimg_store::{Character, NewCharacter, NewReference, Outcome, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-/// Most characters one request may use.
-pub const MAX_PER_REQUEST: usize = 4;
 
 /// Default reference strength of a new character.
 const DEFAULT_STRENGTH: f64 = 0.8;
@@ -86,7 +82,6 @@ pub(crate) async fn create(
     auth: Auth,
     multipart: Multipart,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::Characters)?;
     let form = Form::read(multipart).await?;
     let fields: CreateFields =
         body::form_fields(&form, &["reference", "lora"], &["strength", "seed", "consent"])?;
@@ -122,7 +117,9 @@ pub(crate) async fn create(
     crate::moderation::check_texts(&state, &auth, texts, Default::default(), "description").await?;
     let mut references = Vec::with_capacity(files.len());
     for bytes in files {
-        let img = accept_upload(&state, &auth, bytes, "reference").await?.to_rgb8();
+        let img = uploads::accept(&state, &auth, bytes, "reference")
+            .await?
+            .to_rgb8();
         let faces = count_faces(&state, &img).await?;
         if needs_consent(faces) && !fields.consent {
             let why = match faces {
@@ -215,7 +212,6 @@ pub(crate) async fn list(
     auth: Auth,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::Characters)?;
     let cs = state
         .store
         .scoped(auth.tenant_id())
@@ -232,7 +228,6 @@ pub(crate) async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::Characters)?;
     let c = state.store.scoped(auth.tenant_id()).character(&id).await?;
     Ok(Json(character_json(&c)))
 }
@@ -244,7 +239,6 @@ pub(crate) async fn delete(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::Characters)?;
     let c = state.store.scoped(auth.tenant_id()).delete_character(&id).await?;
     let dropped = state.catalog.forget_character(&c.id);
     state
@@ -261,83 +255,4 @@ pub(crate) async fn delete(
         "banks_dropped": dropped.banks, "models_dropped": dropped.models,
     }))
     .into_response())
-}
-
-/// The characters a request names (`character_id` or `character_ids`), not yet looked up.
-pub(crate) fn requested(req: &ImageRequest) -> ApiResult<Vec<CharacterUse>> {
-    let ids: Vec<String> = match (&req.character_id, &req.character_ids) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "character_ids",
-                "send character_id or character_ids, not both",
-            ))
-        }
-        (Some(one), None) => vec![one.clone()],
-        (None, Some(many)) => many.clone(),
-        (None, None) => Vec::new(),
-    };
-    if ids.len() > MAX_PER_REQUEST {
-        return Err(ApiError::invalid(
-            "character_ids",
-            format!("at most {MAX_PER_REQUEST} characters per request"),
-        ));
-    }
-    if let Some(s) = req.character_strength {
-        if ids.is_empty() {
-            return Err(ApiError::invalid(
-                "character_strength",
-                "name a character_id first",
-            ));
-        }
-        if !(0.0..=1.0).contains(&s) {
-            return Err(ApiError::invalid(
-                "character_strength",
-                format!("{s} is outside 0..=1"),
-            ));
-        }
-    }
-    let mut out: Vec<CharacterUse> = Vec::with_capacity(ids.len());
-    for id in ids {
-        if out.iter().any(|c| c.id == id) {
-            return Err(ApiError::invalid(
-                "character_ids",
-                format!("{id:?} is named twice"),
-            ));
-        }
-        out.push(CharacterUse {
-            id,
-            name: String::new(),
-            description: String::new(),
-            strength: 0.0,
-            seed: 0,
-        });
-    }
-    Ok(out)
-}
-
-/// Looks up the spec's characters in the caller's tenant and fixes their description, strength
-/// and seed; an unknown id (or another tenant's) is a 400 naming it.
-pub(crate) async fn resolve(
-    state: &AppState,
-    auth: &Auth,
-    spec: &mut JobSpec,
-    strength: Option<f64>,
-) -> ApiResult<()> {
-    let param = if spec.characters.len() > 1 {
-        "character_ids"
-    } else {
-        "character_id"
-    };
-    let scoped = state.store.scoped(auth.tenant_id());
-    for use_ in &mut spec.characters {
-        let c = scoped.character(&use_.id).await.map_err(|e| match e {
-            StoreError::NotFound(_) => ApiError::invalid(param, format!("no character {:?}", use_.id)),
-            e => e.into(),
-        })?;
-        use_.name = c.name;
-        use_.description = c.description;
-        use_.strength = strength.unwrap_or(c.strength);
-        use_.seed = c.seed;
-    }
-    Ok(())
 }

@@ -1,11 +1,13 @@
 //! NanoImg's own job API: `POST /v1/jobs` submits and returns at once, `GET /v1/jobs/{id}`
 //! reads, `GET /v1/jobs/{id}/events` streams progress as SSE, `DELETE /v1/jobs/{id}` cancels.
 
-use super::body;
-use super::images::{admit, async_stream, build_spec, default_strength, ImageRequest};
+use super::body::{self, ListQuery};
+use super::sse;
+use crate::admission::admit;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobEvent;
+use crate::params::{default_strength, ImageRequest};
 use crate::spec::{InitSpec, JobKind};
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -16,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use nanoimg_store::{Job, Outcome, Scope};
-use serde::Deserialize;
 use tokio::sync::broadcast;
 
 /// A job request: the generation fields, plus an optional starting image by asset id.
@@ -70,7 +71,6 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::ImagesGenerate)?;
     let req = JobRequest::parse(&body)?;
     if req.request.stream.is_some() || req.request.partial_images.is_some() {
         return Err(ApiError::invalid(
@@ -105,9 +105,13 @@ pub(crate) async fn create(
             (JobKind::Edit, Some((init, (img.width as u32, img.height as u32))))
         }
     };
-    let (mut spec, _) = build_spec(&state, &req.request, kind, init, &headers)?;
-    admit(&state, &auth, &mut spec, &req.request).await?;
-    let (job, _rx) = state.jobs.submit(auth.job_owner(), kind, spec, true).await?;
+    let mut spec = req.request.build(&state, kind, init, &headers)?.0;
+    admit(&state, &auth, &mut spec, req.request.character_strength).await?;
+    let job = state
+        .jobs
+        .submit(auth.job_owner(), kind, spec, true)
+        .await?
+        .detach();
     state
         .audit
         .record(auth.event(
@@ -121,20 +125,12 @@ pub(crate) async fn create(
     Ok((StatusCode::ACCEPTED, Json(job_json(&rec))).into_response())
 }
 
-/// `?limit=` of listings that page by count only (jobs, edit sessions).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
-    pub limit: Option<u32>,
-}
-
 /// `GET /v1/jobs`: the most recent jobs.
 pub(crate) async fn list(
     State(state): State<AppState>,
     auth: Auth,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::AssetsRead)?;
     let jobs = state
         .store
         .scoped(auth.tenant_id())
@@ -152,7 +148,6 @@ pub(crate) async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::AssetsRead)?;
     let job = state.store.scoped(auth.tenant_id()).job(&id).await?;
     Ok(Json(job_json(&job)))
 }
@@ -163,7 +158,6 @@ pub(crate) async fn cancel(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    auth.require(&state, Scope::ImagesGenerate)?;
     let scoped = state.store.scoped(auth.tenant_id());
     let before = scoped.job(&id).await?;
     if !state.jobs.cancel(auth.tenant_id(), &id).await? {
@@ -216,9 +210,9 @@ fn event_json(e: &JobEvent) -> (&'static str, serde_json::Value) {
                 "images": outs.iter().map(|o| serde_json::json!({"id": o.asset.id, "seed": o.seed})).collect::<Vec<_>>(),
             }),
         ),
-        JobEvent::Failed { code, message } => (
+        JobEvent::Failed(e) => (
             "failed",
-            serde_json::json!({"status": "failed", "code": code, "error": message}),
+            serde_json::json!({"status": "failed", "code": e.code(), "error": e.to_string()}),
         ),
         JobEvent::Cancelled => ("cancelled", serde_json::json!({"status": "cancelled"})),
     }
@@ -231,12 +225,11 @@ pub(crate) async fn events(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::AssetsRead)?;
     // Subscribe before reading the record, so nothing falls between the two.
     let live = state.jobs.watch(auth.tenant_id(), &id).await;
     let rx = live.as_ref().map(|j| j.subscribe());
     let rec = state.store.scoped(auth.tenant_id()).job(&id).await?;
-    let s = async_stream(move |tx| async move {
+    let s = sse::channel(move |tx| async move {
         let first = Event::default().event("status").data(job_json(&rec).to_string());
         if tx.send(first).await.is_err() || rec.status.is_final() {
             return;

@@ -3,10 +3,10 @@
 //! Nothing is stored; the file is read as sent, since a re-encode would strip its manifest.
 
 use super::body::Form;
-use super::images::decode_upload;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::uploads;
 use axum::extract::{Multipart, State};
 use axum::Json;
 use nanoimg_safety::SafetyError;
@@ -29,7 +29,7 @@ pub(crate) async fn verify(
         _ => return Err(ApiError::invalid("image", "send exactly one file, named `image`")),
     };
     // Decoded with the upload limits: a bomb is refused before the watermark detector sees it.
-    let pixels = decode_upload(&state, &file, "image").await?.to_rgb8();
+    let pixels = uploads::decode(&state, &file, "image").await?.to_rgb8();
     let (provenance, watermark) = (state.safety.provenance.clone(), state.safety.watermark.clone());
     let report = tokio::task::spawn_blocking(move || {
         nanoimg_safety::verify::verify(&provenance, &watermark, &file, &pixels)

@@ -3,22 +3,22 @@
 //! version, which branches); the result becomes a new version. Undo, redo and checkout move the
 //! head. The instruction is data: all it can ever produce is a plan of edits to that one image.
 
-use super::body;
-use super::images::{admit, build_spec, finish, job_error, vet, CancelOnDrop, ImageRequest};
-use super::jobs::ListQuery;
+use super::body::{self, ListQuery};
+use crate::admission::{admit, refused, vet};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::JobEvent;
+use crate::jobs::JobError;
+use crate::params::GenerationParams;
 use crate::spec::{InitSpec, JobKind, PlanSpec, SessionTarget};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanoimg_edit::planner::Planned;
 use nanoimg_edit::{EditPlan, PlanLimits};
-use nanoimg_store::{EditSession, Outcome, Scope};
+use nanoimg_store::{EditSession, Outcome};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -56,7 +56,6 @@ pub(crate) struct CreateRequest {
 
 /// `POST /v1/edit-sessions` `{"image_id": …}` → 201 with the session (one version, the root).
 pub(crate) async fn create(State(state): State<AppState>, auth: Auth, body: Bytes) -> ApiResult<Response> {
-    auth.require(&state, Scope::ImagesEdit)?;
     let req: CreateRequest = body::json(&body)?;
     let scoped = state.store.scoped(auth.tenant_id());
     let session = scoped.create_session(&req.image_id).await.map_err(|e| match e {
@@ -83,7 +82,6 @@ pub(crate) async fn list(
     auth: Auth,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::AssetsRead)?;
     let sessions = state
         .store
         .scoped(auth.tenant_id())
@@ -101,7 +99,6 @@ pub(crate) async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::AssetsRead)?;
     let s = state.store.scoped(auth.tenant_id()).session(&id).await?;
     Ok(Json(session_json(&s)))
 }
@@ -113,7 +110,6 @@ pub(crate) async fn delete(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::ImagesEdit)?;
     let scoped = state.store.scoped(auth.tenant_id());
     let made = scoped.delete_session(&id).await?;
     for asset in &made {
@@ -140,7 +136,6 @@ pub(crate) async fn undo(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::ImagesEdit)?;
     let s = state.store.scoped(auth.tenant_id()).undo(&id).await?;
     Ok(Json(session_json(&s)))
 }
@@ -151,7 +146,6 @@ pub(crate) async fn redo(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::ImagesEdit)?;
     let s = state.store.scoped(auth.tenant_id()).redo(&id).await?;
     Ok(Json(session_json(&s)))
 }
@@ -170,7 +164,6 @@ pub(crate) async fn checkout(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    auth.require(&state, Scope::ImagesEdit)?;
     let req: CheckoutRequest = body::json(&body)?;
     let s = state
         .store
@@ -215,11 +208,9 @@ pub(crate) struct InstructionRequest {
 pub(crate) async fn instruct(
     State(state): State<AppState>,
     auth: Auth,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    auth.require(&state, Scope::ImagesEdit)?;
     let req: InstructionRequest = body::json(&body)?;
     let scoped = state.store.scoped(auth.tenant_id());
     let session = scoped.session(&id).await?;
@@ -302,7 +293,7 @@ pub(crate) async fn instruct(
             e.to_string(),
         )
     })?;
-    let image_req = ImageRequest {
+    let params = GenerationParams {
         prompt: Some(instruction.clone()),
         model: req.model.clone(),
         steps: req.steps,
@@ -310,7 +301,7 @@ pub(crate) async fn instruct(
         moderation: req.moderation.clone(),
         character_id: req.character_id.clone(),
         character_strength: req.character_strength,
-        ..ImageRequest::default()
+        ..GenerationParams::default()
     };
     let masked = mask.is_some();
     let init = InitSpec {
@@ -318,7 +309,7 @@ pub(crate) async fn instruct(
         mask,
         strength: 1.0,
     };
-    let (mut spec, _) = build_spec(&state, &image_req, JobKind::Edit, Some((init, size)), &headers)?;
+    let mut spec = params.into_spec(&state, JobKind::Edit, Some((init, size)))?;
     spec.plan = Some(PlanSpec {
         plan: plan.clone(),
         instruction: instruction.clone(),
@@ -328,31 +319,24 @@ pub(crate) async fn instruct(
         }),
     });
     if req.dry_run {
-        vet(&state, &auth, &mut spec, &image_req).await?;
+        vet(&state, &auth, &mut spec, req.character_strength).await?;
         return Ok(Json(json!({
             "dry_run": true, "from_version": base.id, "plan": plan, "planner": planned_by,
             "masked": masked,
         }))
         .into_response());
     }
-    admit(&state, &auth, &mut spec, &image_req).await?;
-    let (job, mut rx) = state
+    admit(&state, &auth, &mut spec, req.character_strength).await?;
+    let mut run = state
         .jobs
         .submit(auth.job_owner(), JobKind::Edit, spec, false)
         .await?;
-    let mut guard = CancelOnDrop {
-        state: state.clone(),
-        tenant: auth.tenant_id().to_owned(),
-        job: job.id.clone(),
-        armed: true,
-    };
-    let end = finish(&state, &job, &mut rx).await;
-    guard.armed = false;
+    let end = run.outcome().await;
     let ops: Vec<&str> = plan.ops.iter().map(nanoimg_edit::Op::name).collect();
     let (outcome, code) = match &end {
-        JobEvent::Succeeded(_) => (Outcome::Success, None),
-        JobEvent::Failed { code, .. } => (Outcome::Failure, Some(*code)),
-        _ => (Outcome::Failure, Some("cancelled")),
+        Ok(_) => (Outcome::Success, None),
+        Err(JobError::Cancelled) => (Outcome::Failure, Some("cancelled")),
+        Err(e) => (Outcome::Failure, Some(e.code())),
     };
     state
         .audit
@@ -360,30 +344,24 @@ pub(crate) async fn instruct(
             "edit_session.instruction",
             Some(id.clone()),
             outcome,
-            json!({"job": job.id, "ops": ops, "from_version": base.id, "code": code}),
+            json!({"job": run.job.id, "ops": ops, "from_version": base.id, "code": code}),
         ))
         .await;
-    match end {
-        JobEvent::Succeeded(outputs) => {
-            let version = outputs
-                .first()
-                .and_then(|o| o.version.clone())
-                .ok_or_else(|| ApiError::internal("the edit made no version"))?;
-            let s = scoped.session(&id).await?;
-            let v = s
-                .version(&version)
-                .ok_or_else(|| ApiError::internal("the new version is not in the session"))?;
-            let mut out = session_json(&s);
-            out["planner"] = json!(planned_by);
-            out["version"] = json!({
-                "id": v.id, "seq": v.seq, "parent_id": v.parent_id, "image_id": v.asset_id,
-                "instruction": v.instruction, "plan": v.plan, "job_id": v.job_id,
-            });
-            Ok((StatusCode::CREATED, Json(out)).into_response())
-        }
-        JobEvent::Failed { code, message } => Err(job_error(code, message)),
-        _ => Err(job_error("cancelled", "the job was cancelled".into())),
-    }
+    let version = end?
+        .first()
+        .and_then(|o| o.version.clone())
+        .ok_or_else(|| ApiError::internal("the edit made no version"))?;
+    let s = scoped.session(&id).await?;
+    let v = s
+        .version(&version)
+        .ok_or_else(|| ApiError::internal("the new version is not in the session"))?;
+    let mut out = session_json(&s);
+    out["planner"] = json!(planned_by);
+    out["version"] = json!({
+        "id": v.id, "seq": v.seq, "parent_id": v.parent_id, "image_id": v.asset_id,
+        "instruction": v.instruction, "plan": v.plan, "job_id": v.job_id,
+    });
+    Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 /// The instructions that made `version`, oldest first (the planner's history).
@@ -397,19 +375,4 @@ fn lineage(s: &EditSession, version: &str) -> Vec<String> {
     }
     out.reverse();
     out
-}
-
-/// An instruction the planner refused: 400 with the reason, and an audit event with it.
-pub(crate) fn refused(state: &AppState, auth: &Auth, target: &str, reason: &str) -> ApiError {
-    state.audit.record_later(auth.event(
-        "edit.refused",
-        Some(target.to_owned()),
-        Outcome::Rejected,
-        json!({"reason": reason}),
-    ));
-    ApiError::bad_request(
-        "instruction_refused",
-        format!("this instruction cannot be carried out: {reason}"),
-    )
-    .with_param("instruction")
 }

@@ -176,9 +176,9 @@ async fn every_route_refuses_every_wrong_caller() {
     let malformed = "nimg_thisisnotarealkeyatallnotatall0_000000";
 
     let mut checked = 0;
-    for r in ROUTES.iter().filter(|r| r.scope.is_some()) {
+    for r in ROUTES.iter().filter(|r| r.scope().is_some()) {
         let path = fill(r.path, &objects);
-        let scope = r.scope.unwrap();
+        let scope = r.scope().unwrap();
         let who = format!("{} {}", r.method, r.path);
         for (label, key) in [
             ("no key", None),
@@ -238,7 +238,7 @@ async fn every_route_refuses_every_wrong_caller() {
     assert!(checked >= 20, "{checked} routes checked");
 
     // And the owner can use every one of them (run last, deletions at the very end).
-    let mut owned: Vec<_> = ROUTES.iter().filter(|r| r.scope.is_some()).collect();
+    let mut owned: Vec<_> = ROUTES.iter().filter(|r| r.scope().is_some()).collect();
     // Erasing the tenant comes last of all: it takes every other object with it.
     owned.sort_by_key(|r| (r.method == "delete", r.path == "/v1/admin/tenants/{id}"));
     for r in owned {
@@ -249,7 +249,7 @@ async fn every_route_refuses_every_wrong_caller() {
             let mut o = objects.clone();
             o.tenant_name = "erasable".into();
             (k, o)
-        } else if r.scope == Some("admin") {
+        } else if r.scope() == Some("admin") {
             (s.admin_key.clone(), objects.clone())
         } else {
             (owner.clone(), objects.clone())

@@ -292,7 +292,7 @@ async fn hostile_input_gets_a_4xx_and_leaves_nothing_behind() {
             1 => req.header("authorization", format!("Basic {}", "A".repeat(4000))),
             2 => req.header("x-api-key", &other_key),
             3 => req,
-            _ => req.bearer_auth(if route.scope == Some("admin") {
+            _ => req.bearer_auth(if route.scope() == Some("admin") {
                 &s.admin_key
             } else {
                 &key

@@ -1,0 +1,137 @@
+//! The door between a parsed request and the queue: a request's characters are looked up in the
+//! caller's tenant, every text it carries is moderated, and its images are charged to the key's
+//! budget — in that order, so a refused request costs nothing. Edits' prompts are read by the
+//! planner here too, and a refused instruction is audited.
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::spec::JobSpec;
+use crate::state::AppState;
+use nanoimg_edit::planner::Planned;
+use nanoimg_edit::{EditPlan, Op, PlanLimits};
+use nanoimg_store::{Outcome, StoreError};
+use serde_json::json;
+
+/// The door every validated request passes before it is queued: moderation first (a blocked
+/// prompt costs nothing), then the key's image budget.
+pub(crate) async fn admit(
+    state: &AppState,
+    auth: &Auth,
+    spec: &mut JobSpec,
+    character_strength: Option<f64>,
+) -> ApiResult<()> {
+    vet(state, auth, spec, character_strength).await?;
+    charge_images(state, auth, spec.n)
+}
+
+/// The checks a dry run makes too: the characters exist and are the caller's, and every text
+/// (prompts, instruction, plan, character descriptions) passes moderation.
+pub(crate) async fn vet(
+    state: &AppState,
+    auth: &Auth,
+    spec: &mut JobSpec,
+    character_strength: Option<f64>,
+) -> ApiResult<()> {
+    resolve_characters(state, auth, spec, character_strength).await?;
+    crate::moderation::check_prompt(state, auth, spec).await
+}
+
+/// Takes `n` images from the key's per-minute image budget.
+fn charge_images(state: &AppState, auth: &Auth, n: u32) -> ApiResult<()> {
+    let d = state
+        .image_limiter
+        .check(auth.key_id(), auth.limits.images_per_minute, n);
+    if d.allowed {
+        return Ok(());
+    }
+    state.metrics.reject("images_per_minute");
+    state.audit.record_later(auth.event(
+        "request.rejected",
+        None,
+        Outcome::Rejected,
+        serde_json::json!({"reason": "images_per_minute", "limit": d.limit, "asked": n}),
+    ));
+    let msg = if d.retry_after.is_infinite() {
+        format!("this API key may make {} images a minute; ask for fewer", d.limit)
+    } else {
+        format!(
+            "this API key may make {} images a minute; {} left; try again in {:.0} s",
+            d.limit,
+            d.remaining,
+            d.retry_after.ceil()
+        )
+    };
+    Err(
+        ApiError::rate_limited("rate_limit_exceeded", msg, d.retry_after.min(60.0))
+            .with_header("x-ratelimit-limit-images", &d.limit.to_string())
+            .with_header("x-ratelimit-remaining-images", &d.remaining.to_string()),
+    )
+}
+
+/// Looks up the spec's characters in the caller's tenant and fixes their description, strength
+/// and seed; an unknown id (or another tenant's) is a 400 naming it.
+async fn resolve_characters(
+    state: &AppState,
+    auth: &Auth,
+    spec: &mut JobSpec,
+    strength: Option<f64>,
+) -> ApiResult<()> {
+    let param = if spec.characters.len() > 1 {
+        "character_ids"
+    } else {
+        "character_id"
+    };
+    let scoped = state.store.scoped(auth.tenant_id());
+    for use_ in &mut spec.characters {
+        let c = scoped.character(&use_.id).await.map_err(|e| match e {
+            StoreError::NotFound(_) => ApiError::invalid(param, format!("no character {:?}", use_.id)),
+            e => e.into(),
+        })?;
+        use_.name = c.name;
+        use_.description = c.description;
+        use_.strength = strength.unwrap_or(c.strength);
+        use_.seed = c.seed;
+    }
+    Ok(())
+}
+
+/// What an edit's prompt asks for, read by the planner. `None` when the prompt describes a
+/// picture rather than changes to make (the planner would only restyle with it): that is the
+/// classic OpenAI edit, one model pass with the whole prompt, the mask and `strength`. A plan
+/// (crop, brighten, "make the sky a sunset", …) runs on the image, the mask limiting what the
+/// model repaints. A prompt the planner refuses is refused here.
+pub(crate) async fn plan_prompt(
+    state: &AppState,
+    auth: &Auth,
+    prompt: &str,
+    size: (u32, u32),
+) -> ApiResult<Option<EditPlan>> {
+    match state.planner.plan(prompt, size, &[]).await.map(|(p, _)| p) {
+        Ok(Planned::Edit(p)) if matches!(p.ops.as_slice(), [Op::Restyle { .. }]) => Ok(None),
+        Ok(Planned::Edit(p)) => {
+            p.validate(size, &PlanLimits::default())
+                .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
+            Ok(Some(p))
+        }
+        Ok(Planned::Undo | Planned::Redo) => Err(ApiError::invalid(
+            "prompt",
+            "undo and redo need an edit session's history (POST /v1/edit-sessions)",
+        )),
+        Err(e) => Err(refused(state, auth, "/v1/images/edits", &e.to_string()).with_param("prompt")),
+    }
+}
+
+/// An instruction the planner refused: 400 with the reason, and an audit event with it.
+pub(crate) fn refused(state: &AppState, auth: &Auth, target: &str, reason: &str) -> ApiError {
+    state.audit.record_later(auth.event(
+        "edit.refused",
+        Some(target.to_owned()),
+        Outcome::Rejected,
+        json!({"reason": reason}),
+    ));
+    ApiError::bad_request(
+        "instruction_refused",
+        format!("this instruction cannot be carried out: {reason}"),
+    )
+    .with_param("instruction")
+}

@@ -1,0 +1,138 @@
+//! What a job's characters add to its model passes, read when the job runs (a character deleted
+//! after the job was queued fails it with `input_unavailable`): the reference images, decoded
+//! with the upload limits, become one [`Reference`]; the LoRAs are merged into a copy of the
+//! model that the catalog keeps for the next job with the same characters.
+
+use super::{Context, JobError};
+use crate::spec::JobSpec;
+use nanoimg_engine::codec;
+use nanoimg_engine::lora::Lora;
+use nanoimg_engine::reference::{Reference, ReferenceSettings, MAX_REFERENCES};
+use nanoimg_engine::StableDiffusion;
+use std::sync::Arc;
+
+/// The model and reference a job runs with.
+pub struct Conditioned {
+    pub model: Arc<StableDiffusion>,
+    pub reference: Option<Arc<Reference>>,
+}
+
+/// Reads the spec's characters for `tenant` and conditions `base` with them.
+pub(super) async fn prepare(
+    ctx: &Context,
+    tenant: &str,
+    spec: &JobSpec,
+    base: Arc<StableDiffusion>,
+) -> Result<Conditioned, JobError> {
+    if spec.characters.is_empty() {
+        return Ok(Conditioned {
+            model: base,
+            reference: None,
+        });
+    }
+    let scoped = ctx.store.scoped(tenant);
+    let unavailable = JobError::InputUnavailable;
+    // Several characters share the engine's reference budget evenly.
+    let per_character = (MAX_REFERENCES / spec.characters.len()).max(1);
+    let mut files = Vec::new();
+    let mut loras = Vec::new();
+    for c in &spec.characters {
+        let ch = scoped
+            .character(&c.id)
+            .await
+            .map_err(|e| unavailable(format!("character {}: {e}", c.id)))?;
+        for r in ch.references.iter().take(per_character) {
+            let (_, bytes) = scoped
+                .asset_bytes(&r.asset_id)
+                .await
+                .map_err(|e| unavailable(format!("character {} reference {}: {e}", c.id, r.position)))?;
+            files.push((c.id.clone(), bytes));
+        }
+        if let Some(bytes) = scoped
+            .character_lora(&ch)
+            .await
+            .map_err(|e| unavailable(format!("character {} LoRA: {e}", c.id)))?
+        {
+            loras.push((ch.id.clone(), c.strength, bytes));
+        }
+    }
+    let limits = ctx.settings.upload_limits;
+    let images = tokio::task::spawn_blocking(move || {
+        files
+            .iter()
+            .map(|(id, bytes)| {
+                codec::decode(bytes, &limits, "reference")
+                    .map(|img| img.to_rgb8())
+                    .map_err(|e| JobError::InvalidImage(format!("character {id}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(JobError::internal)??;
+    let model = if loras.is_empty() {
+        base
+    } else {
+        merged(ctx, spec, base, loras).await?
+    };
+    let strength = spec.characters.iter().map(|c| c.strength).sum::<f64>() / spec.characters.len() as f64;
+    let reference = Reference {
+        key: spec
+            .characters
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        images,
+        prompt: spec
+            .characters
+            .iter()
+            .map(|c| c.description.trim())
+            .filter(|d| !d.is_empty())
+            .collect::<Vec<_>>()
+            .join(", "),
+        seed: spec.characters[0].seed,
+        settings: ReferenceSettings {
+            strength,
+            ..ReferenceSettings::default()
+        },
+    };
+    Ok(Conditioned {
+        model,
+        reference: Some(Arc::new(reference)),
+    })
+}
+
+/// The base model with the characters' LoRAs merged in: the catalog's copy when it has one,
+/// else merged now (on a blocking thread: it is tensor work).
+async fn merged(
+    ctx: &Context,
+    spec: &JobSpec,
+    base: Arc<StableDiffusion>,
+    loras: Vec<(String, f64, Vec<u8>)>,
+) -> Result<Arc<StableDiffusion>, JobError> {
+    let key = std::iter::once(spec.model.clone())
+        .chain(loras.iter().map(|(id, s, _)| format!("{id}@{s}")))
+        .collect::<Vec<_>>()
+        .join("|");
+    let ids: Vec<String> = loras.iter().map(|(id, _, _)| id.clone()).collect();
+    let (catalog, model_name) = (ctx.catalog.clone(), spec.model.clone());
+    tokio::task::spawn_blocking(move || {
+        catalog.derived(&key, &ids, || {
+            let parsed = loras
+                .iter()
+                .map(|(id, _, bytes)| {
+                    Lora::from_safetensors(bytes)
+                        .map_err(|e| JobError::InvalidValue(format!("character {id}'s LoRA: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let pairs: Vec<(&Lora, f64)> = parsed.iter().zip(&loras).map(|(l, (_, s, _))| (l, *s)).collect();
+            base.with_loras(&pairs).map_err(|e| {
+                JobError::InvalidValue(format!(
+                    "the characters' LoRAs do not fit model {model_name}: {e}"
+                ))
+            })
+        })
+    })
+    .await
+    .map_err(JobError::internal)?
+}
