@@ -100,9 +100,11 @@ pub fn document() -> Value {
             None => op["security"] = json!([]),
             Some(s) => op["x-required-scope"] = json!(s),
         }
-        if route.path.contains("{id}") {
-            op["parameters"] =
-                json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        for name in ["id", "name"] {
+            if route.path.contains(&format!("{{{name}}}")) {
+                op["parameters"] =
+                    json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}]);
+            }
         }
         if route.path.starts_with("/v1/images/") {
             let mut p = props.clone();

@@ -535,7 +535,10 @@ async fn openapi_lists_every_route_and_every_route_is_served() {
             r.method,
             r.path
         );
-        let path = r.path.replace("{id}", "img_00000000000000000000000000");
+        let path = r
+            .path
+            .replace("{id}", "img_00000000000000000000000000")
+            .replace("{name}", "studio.js");
         let req = s
             .http
             .request(r.method.to_uppercase().parse().unwrap(), s.url(&path));
