@@ -1,6 +1,6 @@
 //! Jobs, from admission to the final event. Follow one generation in this order:
 //!
-//! 1. [`queue`] — [`JobQueue`]: admission (the tenant's cap and the queue's capacity, one
+//! 1. [`queue`] — [`JobQueue`] (with [`fair`], the round-robin state): admission (the tenant's cap and the queue's capacity, one
 //!    decision) and the queue itself, `Local` (fair between tenants, in memory: the `all` and
 //!    `worker` roles) or `Shared` (the database's: an API node). No other module branches on
 //!    the role.
@@ -14,6 +14,7 @@
 
 mod conditioning;
 mod error;
+mod fair;
 mod pipeline;
 mod queue;
 mod shared;

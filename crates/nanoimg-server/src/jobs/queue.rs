@@ -6,12 +6,12 @@
 //! Locally, admission is one decision under one lock: the tenant's cap and the queue's capacity
 //! are checked and the slot reserved together, so concurrent requests cannot overshoot.
 
+use super::fair::QueueState;
 use super::shared::{self, ApiNode};
 use super::{job_kind, worker, Context, JobError, JobEvent, JobOwner, LiveJob, Submitted};
 use crate::config::Role;
 use crate::spec::{JobKind, JobSpec};
 use nanoimg_store::{Job, JobStatus, StoreError};
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -128,64 +128,6 @@ impl JobQueue {
                 .and_then(|j| j.error)
                 .unwrap_or_else(|| "the job ended without a result".into()),
         )
-    }
-}
-
-#[derive(Default)]
-struct QueueState {
-    waiting: HashMap<String, VecDeque<Arc<LiveJob>>>,
-    /// Tenants with waiting jobs, in round-robin order.
-    turn: VecDeque<String>,
-    queued: usize,
-    running: usize,
-    /// Queued + running, per tenant.
-    active: HashMap<String, usize>,
-    live: HashMap<String, Arc<LiveJob>>,
-    stopping: bool,
-    /// Set when the grace period is over: running jobs are being cancelled.
-    aborting: bool,
-}
-
-impl QueueState {
-    fn push(&mut self, job: Arc<LiveJob>) {
-        let q = self.waiting.entry(job.tenant_id.clone()).or_default();
-        if q.is_empty() {
-            self.turn.push_back(job.tenant_id.clone());
-        }
-        q.push_back(job);
-    }
-
-    /// The next job, taking tenants in turn.
-    fn pop(&mut self) -> Option<Arc<LiveJob>> {
-        let tenant = self.turn.pop_front()?;
-        let q = self.waiting.get_mut(&tenant)?;
-        let job = q.pop_front();
-        if q.is_empty() {
-            self.waiting.remove(&tenant);
-        } else {
-            self.turn.push_back(tenant);
-        }
-        job
-    }
-
-    fn remove_waiting(&mut self, id: &str, tenant: &str) -> Option<Arc<LiveJob>> {
-        let q = self.waiting.get_mut(tenant)?;
-        let i = q.iter().position(|j| j.id == id)?;
-        let job = q.remove(i);
-        if q.is_empty() {
-            self.waiting.remove(tenant);
-            self.turn.retain(|t| t != tenant);
-        }
-        job
-    }
-
-    fn release(&mut self, tenant: &str) {
-        if let Some(n) = self.active.get_mut(tenant) {
-            *n -= 1;
-            if *n == 0 {
-                self.active.remove(tenant);
-            }
-        }
     }
 }
 
@@ -322,6 +264,13 @@ impl LocalQueue {
             return Ok((job, rx));
         }
         let e = shutting_down();
+        self.interrupted_before_start(&job).await;
+        self.ctx.metrics.reject(refusal_reason(&e));
+        Err(e)
+    }
+
+    /// Records a job the shutdown stopped before it ran as failed, with the reason.
+    async fn interrupted_before_start(&self, job: &LiveJob) {
         let _ = self
             .ctx
             .store
@@ -333,8 +282,6 @@ impl LocalQueue {
                 Some(INTERRUPTED_WAITING),
             )
             .await;
-        self.ctx.metrics.reject(refusal_reason(&e));
-        Err(e)
     }
 
     /// The next job to run, taking tenants in turn; `None` once the queue stops.
@@ -479,15 +426,7 @@ impl LocalQueue {
                 // Still `queued` in the store: picked up again at the next start.
                 continue;
             }
-            let _ = store
-                .job_finished(
-                    &job.tenant_id,
-                    &job.id,
-                    JobStatus::Failed,
-                    None,
-                    Some(INTERRUPTED_WAITING),
-                )
-                .await;
+            self.interrupted_before_start(&job).await;
             job.emit(JobEvent::Failed(JobError::ShuttingDown(
                 INTERRUPTED_WAITING.into(),
             )));
