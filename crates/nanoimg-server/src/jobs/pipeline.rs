@@ -53,7 +53,7 @@ pub(super) async fn run(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Ou
         report: job.attempt.map(|_| ProgressReport::start(ctx, job)),
     };
     let images = blocking(move || engine.run(init)).await?;
-    check_outputs(ctx, job, &images).await?;
+    let images = check_outputs(ctx, job, images).await?;
     let text_tokens = model.prompt_tokens(&spec.prompt) + model.prompt_tokens(&spec.negative_prompt);
     let mut outputs = Vec::with_capacity(images.len());
     for (i, img) in images.into_iter().enumerate() {
@@ -314,25 +314,31 @@ impl ProgressSink for EventSink<'_> {
 
 /// The image layer on every output, before anything is encoded or stored: one refused image
 /// fails the whole job (its siblings came from the same prompt), and nothing is kept.
-async fn check_outputs(ctx: &Context, job: &LiveJob, images: &[GeneratedImage]) -> Result<(), JobError> {
+/// The images move to the checking thread and back.
+async fn check_outputs(
+    ctx: &Context,
+    job: &LiveJob,
+    images: Vec<GeneratedImage>,
+) -> Result<Vec<GeneratedImage>, JobError> {
     let Some(c) = ctx.settings.image_check.clone() else {
-        return Ok(());
+        return Ok(images);
     };
-    let pictures: Vec<_> = images.iter().map(|g| g.image.clone()).collect();
-    let refused = blocking(move || {
-        for (i, img) in pictures.into_iter().enumerate() {
+    let (images, refused) = blocking(move || {
+        let mut refused = None;
+        for (i, g) in images.iter().enumerate() {
             let v = c
-                .check(&image::DynamicImage::ImageRgb8(img))
+                .check(&image::DynamicImage::ImageRgb8(g.image.clone()))
                 .map_err(JobError::internal)?;
             if v.blocked {
-                return Ok(Some((i, v)));
+                refused = Some((i, v));
+                break;
             }
         }
-        Ok(None)
+        Ok((images, refused))
     })
     .await?;
     let Some((i, v)) = refused else {
-        return Ok(());
+        return Ok(images);
     };
     ctx.metrics.reject("moderation");
     ctx.settings.audit.record_later(AuditEvent {

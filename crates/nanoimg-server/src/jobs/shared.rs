@@ -248,16 +248,15 @@ impl ApiNode {
             Some(shutting_down())
         } else {
             let active = store.active_jobs(owner.tenant_id).await?.len();
-            let queued = usize::try_from(store.queue_depth().await?.0).unwrap_or(usize::MAX);
             if active >= owner.max_concurrent {
                 Some(JobError::TooManyJobs {
                     active,
                     max: owner.max_concurrent,
                 })
-            } else if queued >= self.ctx.settings.queue_capacity {
-                Some(JobError::QueueFull(queued))
             } else {
-                None
+                // The queue's depth is read only when the tenant's cap lets the job through.
+                let queued = usize::try_from(store.queue_depth().await?.0).unwrap_or(usize::MAX);
+                (queued >= self.ctx.settings.queue_capacity).then_some(JobError::QueueFull(queued))
             }
         };
         if let Some(e) = refusal {
