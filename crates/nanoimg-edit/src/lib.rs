@@ -13,7 +13,7 @@ pub mod ops;
 pub mod plan;
 pub mod planner;
 
-pub use plan::{Area, EditPlan, Op, PlanLimits};
+pub use plan::{Area, EditPlan, Op, OpError, PlanLimits};
 
 /// The crate's one error type.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -213,6 +213,47 @@ impl Default for PlanLimits {
     }
 }
 
+/// Why an operation's arguments are refused, naming the argument.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OpError {
+    #[error("{arg} must be from {lo} to {hi}, not {value}")]
+    OutOfRange {
+        arg: &'static str,
+        lo: f32,
+        hi: f32,
+        value: f32,
+    },
+    #[error("prompt must not be empty")]
+    EmptyPrompt,
+    #[error("prompt is {bytes} bytes; the limit is {limit}")]
+    PromptTooLong { bytes: usize, limit: usize },
+    #[error("area reaches past the image's edge")]
+    AreaPastEdge,
+    #[error("area is less than a pixel of a {width}×{height} image")]
+    AreaUnderPixel { width: u32, height: u32 },
+    #[error("extend by at least one pixel on some side")]
+    NothingToExtend,
+    #[error("an aspect ratio's terms are whole numbers from 1 to 100")]
+    AspectTerms,
+    #[error("the caption's text is empty")]
+    EmptyCaption,
+    #[error("the caption is {chars} characters; the limit is {MAX_CAPTION_CHARS}")]
+    CaptionTooLong { chars: usize },
+    #[error("the caption holds control characters; it is one line of text")]
+    CaptionControl,
+    #[error("factor must be 2, 3 or 4, not {0}")]
+    UpscaleFactor(u32),
+    #[error("the image would have no pixels")]
+    NoPixels,
+    #[error("the image would be {width}×{height}; the limit is {max_side} a side and {max_pixels} pixels")]
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_side: u32,
+        max_pixels: u64,
+    },
+}
+
 impl Op {
     /// The operation's name as it appears in JSON.
     pub fn name(&self) -> &'static str {
@@ -259,28 +300,27 @@ impl Op {
     }
 
     /// Checks the arguments and returns the size the image has afterwards.
-    pub fn check(&self, (w, h): (u32, u32), limits: &PlanLimits) -> Result<(u32, u32), String> {
-        let within = |v: f32, lo: f32, hi: f32, what: &str| -> Result<(), String> {
-            if v.is_finite() && (lo..=hi).contains(&v) {
+    pub fn check(&self, (w, h): (u32, u32), limits: &PlanLimits) -> Result<(u32, u32), OpError> {
+        let within = |value: f32, lo: f32, hi: f32, arg: &'static str| -> Result<(), OpError> {
+            if value.is_finite() && (lo..=hi).contains(&value) {
                 Ok(())
             } else {
-                Err(format!("{what} must be from {lo} to {hi}, not {v}"))
+                Err(OpError::OutOfRange { arg, lo, hi, value })
             }
         };
-        let prompt = |p: &str| -> Result<(), String> {
+        let prompt = |p: &str| -> Result<(), OpError> {
             if p.trim().is_empty() {
-                Err("prompt must not be empty".into())
+                Err(OpError::EmptyPrompt)
             } else if p.len() > limits.max_prompt_bytes {
-                Err(format!(
-                    "prompt is {} bytes; the limit is {}",
-                    p.len(),
-                    limits.max_prompt_bytes
-                ))
+                Err(OpError::PromptTooLong {
+                    bytes: p.len(),
+                    limit: limits.max_prompt_bytes,
+                })
             } else {
                 Ok(())
             }
         };
-        let area = |a: &Area| -> Result<(u32, u32), String> {
+        let area = |a: &Area| -> Result<(u32, u32), OpError> {
             for (v, what) in [
                 (a.x, "area.x"),
                 (a.y, "area.y"),
@@ -290,21 +330,21 @@ impl Op {
                 within(v, 0.0, 1.0, what)?;
             }
             if a.x + a.width > 1.0 + 1e-4 || a.y + a.height > 1.0 + 1e-4 {
-                return Err("area reaches past the image's edge".into());
+                return Err(OpError::AreaPastEdge);
             }
             let r = crate::ops::area_rect(a, w, h);
             if r.2 == 0 || r.3 == 0 {
-                return Err(format!("area is less than a pixel of a {w}×{h} image"));
+                return Err(OpError::AreaUnderPixel { width: w, height: h });
             }
             Ok((r.2, r.3))
         };
-        let grown = |l: u32, t: u32, r: u32, b: u32| -> Result<(u32, u32), String> {
+        let grown = |l: u32, t: u32, r: u32, b: u32| -> Result<(u32, u32), OpError> {
             let (nw, nh) = (
                 u64::from(w) + u64::from(l) + u64::from(r),
                 u64::from(h) + u64::from(t) + u64::from(b),
             );
             if (l, t, r, b) == (0, 0, 0, 0) && matches!(self, Op::Outpaint { .. }) {
-                return Err("extend by at least one pixel on some side".into());
+                return Err(OpError::NothingToExtend);
             }
             Ok((
                 nw.min(u64::from(u32::MAX)) as u32,
@@ -315,7 +355,7 @@ impl Op {
             Op::Crop { area: a } => area(a)?,
             Op::CropAspect { width, height, .. } => {
                 if *width == 0 || *height == 0 || *width > 100 || *height > 100 {
-                    return Err("an aspect ratio's terms are whole numbers from 1 to 100".into());
+                    return Err(OpError::AspectTerms);
                 }
                 crate::ops::aspect_size(w, h, *width, *height)
             }
@@ -370,16 +410,15 @@ impl Op {
             Op::Caption { text, size, .. } => {
                 within(*size, 0.02, 0.3, "size")?;
                 if text.trim().is_empty() {
-                    return Err("the caption's text is empty".into());
+                    return Err(OpError::EmptyCaption);
                 }
                 if text.chars().count() > MAX_CAPTION_CHARS {
-                    return Err(format!(
-                        "the caption is {} characters; the limit is {MAX_CAPTION_CHARS}",
-                        text.chars().count()
-                    ));
+                    return Err(OpError::CaptionTooLong {
+                        chars: text.chars().count(),
+                    });
                 }
                 if text.chars().any(char::is_control) {
-                    return Err("the caption holds control characters; it is one line of text".into());
+                    return Err(OpError::CaptionControl);
                 }
                 (w, h)
             }
@@ -409,20 +448,22 @@ impl Op {
             }
             Op::Upscale { factor } => {
                 if !(2..=4).contains(factor) {
-                    return Err(format!("factor must be 2, 3 or 4, not {factor}"));
+                    return Err(OpError::UpscaleFactor(*factor));
                 }
                 (w.saturating_mul(*factor), h.saturating_mul(*factor))
             }
         };
         let (nw, nh) = size;
         if nw == 0 || nh == 0 {
-            return Err("the image would have no pixels".into());
+            return Err(OpError::NoPixels);
         }
         if nw > limits.max_side || nh > limits.max_side || u64::from(nw) * u64::from(nh) > limits.max_pixels {
-            return Err(format!(
-                "the image would be {nw}×{nh}; the limit is {} a side and {} pixels",
-                limits.max_side, limits.max_pixels
-            ));
+            return Err(OpError::TooLarge {
+                width: nw,
+                height: nh,
+                max_side: limits.max_side,
+                max_pixels: limits.max_pixels,
+            });
         }
         Ok(size)
     }

@@ -7,7 +7,7 @@
 //! present, and for CLIP the tokenizer files (`vocab.json`, `merges.txt`). Embeddings come back
 //! unit-length, so their dot product is the cosine similarity.
 
-use crate::error::{EngineError, Result, TensorContext};
+use crate::error::{ConfigError, EngineError, Result, TensorContext};
 use crate::folder::read_json;
 use crate::models::clip::{ClipModelConfig, ClipTextModel, ClipVisionTransformer};
 use crate::models::dinov2::{Dinov2Config, Dinov2Model};
@@ -140,8 +140,8 @@ impl Folder {
         let kind = config.get("model_type").and_then(Value::as_str).unwrap_or("");
         if kind != expected {
             return Err(EngineError::Unsupported {
-                path: dir.to_owned(),
-                message: format!("config.json has model_type {kind:?}; expected {expected:?}"),
+                path: dir.join("config.json"),
+                reason: ConfigError::invalid("model_type", format!("{kind:?}; expected {expected:?}")),
             });
         }
         let files = crate::folder::safetensors_in(dir)?;
@@ -211,7 +211,7 @@ impl Dinov2Embedder {
                 preprocess.crop
             )));
         }
-        let model = Dinov2Model::new(f.vb.clone(), &config).map_err(|m| f.incomplete(m))?;
+        let model = Dinov2Model::new(f.vb.clone(), &config).map_err(|e| e.at(&f.dir))?;
         Ok(Self {
             model,
             preprocess,
@@ -273,9 +273,9 @@ impl ClipEmbedder {
                 preprocess.crop
             )));
         }
-        let vision = ClipVisionTransformer::new(f.vb.pp("vision_model"), &vision_config)
-            .map_err(|m| f.incomplete(m))?;
-        let text = ClipTextModel::new(f.vb.clone(), &text_config).map_err(|m| f.incomplete(m))?;
+        let vision =
+            ClipVisionTransformer::new(f.vb.pp("vision_model"), &vision_config).map_err(|e| e.at(&f.dir))?;
+        let text = ClipTextModel::new(f.vb.clone(), &text_config).map_err(|e| e.at(&f.dir))?;
         let linear = |din: usize, name: &str| {
             candle_nn::linear_no_bias(din, projection, f.vb.pp(name)).map_err(|e| f.incomplete(e.to_string()))
         };
@@ -441,9 +441,13 @@ mod tests {
         write_dinov2(&d, &tiny_dinov2_config(), 1).unwrap();
         write_clip(&c, &tiny_clip_config(), 1).unwrap();
         let err = |r: Result<()>| r.unwrap_err().to_string();
+        match Dinov2Embedder::load(&c, &Device::Cpu) {
+            Err(EngineError::Unsupported { reason, .. }) => assert_eq!(reason.field(), "model_type"),
+            other => panic!("{:?}", other.err()),
+        }
         let e = err(Dinov2Embedder::load(&c, &Device::Cpu).map(drop));
         assert!(
-            e.contains("model_type \"clip\"") && e.contains("expected \"dinov2\""),
+            e.contains("model_type") && e.contains("\"clip\"") && e.contains("expected \"dinov2\""),
             "{e}"
         );
         let e = err(ClipEmbedder::load(&dir.path().join("nowhere"), &Device::Cpu).map(drop));
@@ -466,7 +470,12 @@ mod tests {
         std::fs::create_dir(&bad).unwrap();
         std::fs::write(bad.join("config.json"), cfg.to_string()).unwrap();
         std::fs::rename(d.join("pytorch_model.bin"), bad.join("model.safetensors")).unwrap();
-        let e = err(Dinov2Embedder::load(&bad, &Device::Cpu).map(drop));
-        assert!(e.contains("num_attention_heads 5"), "{e}");
+        match Dinov2Embedder::load(&bad, &Device::Cpu) {
+            Err(EngineError::Unsupported { path, reason }) => {
+                assert_eq!(reason.field(), "num_attention_heads");
+                assert_eq!(path, bad);
+            }
+            other => panic!("{:?}", other.err()),
+        }
     }
 }

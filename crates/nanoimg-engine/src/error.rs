@@ -1,6 +1,6 @@
 //! The engine's one error type.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong loading a model or running a pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -12,8 +12,8 @@ pub enum EngineError {
     #[error("model at {path}: {message}")]
     IncompleteModel { path: PathBuf, message: String },
     /// A model's config asks for something this engine does not implement.
-    #[error("model at {path}: unsupported configuration: {message}")]
-    Unsupported { path: PathBuf, message: String },
+    #[error("model at {path}: unsupported configuration: {reason}")]
+    Unsupported { path: PathBuf, reason: ConfigError },
     /// A tensor could not be loaded (missing, wrong shape, wrong dtype) or computed.
     #[error("{context}: {source}")]
     Tensor {
@@ -45,6 +45,69 @@ pub enum EngineError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// What a model's config file asks for that this engine cannot build, by the field that asks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The field holds a value this engine does not implement.
+    #[error("{field} = {value} is not supported")]
+    Unsupported { field: &'static str, value: String },
+    /// The field's value is out of range, or disagrees with another field.
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+impl ConfigError {
+    /// `field` holds `value` (written as JSON would show it), which is not implemented.
+    pub(crate) fn unsupported(field: &'static str, value: impl std::fmt::Debug) -> Self {
+        ConfigError::Unsupported {
+            field,
+            value: format!("{value:?}"),
+        }
+    }
+
+    /// `field` is wrong as `problem` says.
+    pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    /// The field the error names.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Unsupported { field, .. } | ConfigError::Invalid { field, .. } => field,
+        }
+    }
+}
+
+impl From<ConfigError> for EngineError {
+    /// A config error before the caller knows the file's place; [`EngineError::at`] names it.
+    fn from(reason: ConfigError) -> Self {
+        EngineError::Unsupported {
+            path: PathBuf::new(),
+            reason,
+        }
+    }
+}
+
+impl EngineError {
+    /// Names the model folder or component that an error from a model constructor came from.
+    pub(crate) fn at(self, path: &Path) -> Self {
+        match self {
+            EngineError::Tensor { source, .. } => EngineError::Tensor {
+                context: path.display().to_string(),
+                source,
+            },
+            EngineError::Unsupported { reason, .. } => EngineError::Unsupported {
+                path: path.to_owned(),
+                reason,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Shorthand for results in this crate.

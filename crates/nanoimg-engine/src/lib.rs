@@ -26,7 +26,7 @@ pub mod schedulers;
 pub mod synthetic;
 pub mod tokenizer;
 
-pub use error::{EngineError, Result};
+pub use error::{ConfigError, EngineError, Result};
 pub use model::{LoadOptions, StableDiffusion, TextConditioning};
 pub use pipeline::{
     parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress, Progress, ProgressSink,

@@ -7,7 +7,6 @@ use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::unet::AddedConditioning;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
-use crate::reference::BankCache;
 use crate::registry::{Family, ModelDefaults, ModelInfo};
 use crate::schedulers::{NoiseSchedule, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
@@ -22,8 +21,6 @@ use std::sync::Arc;
 pub struct LoadOptions {
     pub device: Device,
     pub dtype: DType,
-    /// Bytes of reference banks the model keeps between requests (see [`crate::reference`]).
-    pub reference_cache_bytes: usize,
 }
 
 impl Default for LoadOptions {
@@ -31,7 +28,6 @@ impl Default for LoadOptions {
         Self {
             device: Device::Cpu,
             dtype: DType::F32,
-            reference_cache_bytes: crate::reference::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -70,8 +66,6 @@ pub struct StableDiffusion {
     pub(crate) device: Device,
     pub(crate) dtype: DType,
     pub(crate) vae_dtype: DType,
-    /// Reference banks computed with these weights.
-    pub(crate) reference_cache: BankCache,
 }
 
 impl std::fmt::Debug for StableDiffusion {
@@ -146,13 +140,8 @@ impl StableDiffusion {
                 });
             }
             let weights = load_weights(&folder, enc, dtype, device)?;
-            let model =
-                ClipTextModel::new(from_weights(&weights, dtype, device), &config).map_err(|message| {
-                    EngineError::IncompleteModel {
-                        path: folder.component_dir(enc).unwrap_or_default(),
-                        message,
-                    }
-                })?;
+            let model = ClipTextModel::new(from_weights(&weights, dtype, device), &config)
+                .map_err(|e| e.at(&path.join(enc)))?;
             encoders.push(Arc::new(TextEncoder {
                 tokenizer: Arc::new(tokenizer),
                 model,
@@ -164,16 +153,14 @@ impl StableDiffusion {
         let unet_weights = load_weights(&folder, "unet", dtype, device)?;
         let unet = Arc::new(
             UNet2DConditionModel::new(from_weights(&unet_weights, dtype, device), &unet_config)
-                .map_err(|e| at_component(e, &at("unet")))?,
+                .map_err(|e| e.at(&path.join("unet")))?,
         );
 
         let vae_config: VaeConfig = folder.config("vae")?;
-        vae_config
-            .validate()
-            .map_err(|message| EngineError::Unsupported {
-                path: path.join("vae"),
-                message,
-            })?;
+        vae_config.validate().map_err(|reason| EngineError::Unsupported {
+            path: path.join("vae"),
+            reason,
+        })?;
         let vae_dtype = if vae_config.force_upcast && dtype == DType::F16 {
             DType::F32
         } else {
@@ -189,9 +176,9 @@ impl StableDiffusion {
         } else {
             SchedulerConfig::default()
         };
-        let schedule = NoiseSchedule::new(&sched_config).map_err(|message| EngineError::Unsupported {
+        let schedule = NoiseSchedule::new(&sched_config).map_err(|reason| EngineError::Unsupported {
             path: path.join("scheduler"),
-            message,
+            reason,
         })?;
 
         let model = Self {
@@ -204,7 +191,6 @@ impl StableDiffusion {
             device: device.clone(),
             dtype,
             vae_dtype,
-            reference_cache: BankCache::new(opts.reference_cache_bytes),
         };
         model.check_consistency()?;
         Ok(model)
@@ -273,11 +259,6 @@ impl StableDiffusion {
     /// The UNet (for callers that drive it directly, e.g. benchmarks).
     pub fn unet(&self) -> &UNet2DConditionModel {
         &self.unet
-    }
-
-    /// The reference banks this model keeps (their size, hits and misses; forgetting a set).
-    pub fn reference_cache(&self) -> &BankCache {
-        &self.reference_cache
     }
 
     /// SDXL's added conditioning for a batch of prompts at an output size (`None` for the other
@@ -378,18 +359,4 @@ pub(crate) fn from_weights<'a>(
     device: &Device,
 ) -> VarBuilder<'a> {
     VarBuilder::from_tensors(weights.clone(), dtype, device)
-}
-
-pub(crate) fn at_component(e: EngineError, component: &str) -> EngineError {
-    match e {
-        EngineError::Tensor { source, .. } => EngineError::Tensor {
-            context: component.to_owned(),
-            source,
-        },
-        EngineError::Unsupported { message, .. } => EngineError::Unsupported {
-            path: component.into(),
-            message,
-        },
-        other => other,
-    }
 }

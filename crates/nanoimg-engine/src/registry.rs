@@ -124,9 +124,9 @@ impl ModelInfo {
             ));
         }
         let unet: UNetConfig = folder.config("unet")?;
-        unet.validate().map_err(|message| EngineError::Unsupported {
+        unet.validate().map_err(|reason| EngineError::Unsupported {
             path: path.join("unet"),
-            message,
+            reason,
         })?;
         let vae: VaeConfig = folder.config("vae")?;
         let te: ClipTextConfig = folder.config("text_encoder")?;
@@ -135,9 +135,9 @@ impl ModelInfo {
         } else {
             SchedulerConfig::default()
         };
-        NoiseSchedule::new(&sched).map_err(|message| EngineError::Unsupported {
+        NoiseSchedule::new(&sched).map_err(|reason| EngineError::Unsupported {
             path: path.join("scheduler"),
-            message,
+            reason,
         })?;
 
         let overrides_path = path.join("nanoimg.json");

@@ -366,10 +366,7 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
         write_component(&dir.join(sub), config, "model.safetensors", seed, |vb| {
             ClipTextModel::new(vb, &cfg)
                 .map(drop)
-                .map_err(|message| EngineError::IncompleteModel {
-                    path: dir.join(sub),
-                    message,
-                })
+                .map_err(|e| e.at(&dir.join(sub)))
         })?;
         let max_len = cfg.max_position_embeddings;
         let tok = sub.replace("text_encoder", "tokenizer");
@@ -478,12 +475,7 @@ pub fn write_dinov2(dir: &Path, config: &Value, seed: u64) -> Result<()> {
     let cfg: Dinov2Config = parse(config, "dinov2 config")?;
     write_component(dir, config, "model.safetensors", seed, |vb| {
         vb.pp("embeddings").get((1, cfg.hidden_size), "mask_token")?;
-        Dinov2Model::new(vb, &cfg)
-            .map(drop)
-            .map_err(|message| EngineError::IncompleteModel {
-                path: dir.to_owned(),
-                message,
-            })
+        Dinov2Model::new(vb, &cfg).map(drop).map_err(|e| e.at(dir))
     })?;
     write_json(
         &dir.join("preprocessor_config.json"),
@@ -505,13 +497,9 @@ pub fn write_clip(dir: &Path, config: &Value, seed: u64) -> Result<()> {
         vision_config: vision,
         projection_dim: projection,
     } = parse(config, "clip config")?;
-    let incomplete = |message: String| EngineError::IncompleteModel {
-        path: dir.to_owned(),
-        message,
-    };
     write_component(dir, config, "model.safetensors", seed, |vb| {
-        ClipVisionTransformer::new(vb.pp("vision_model"), &vision).map_err(incomplete)?;
-        ClipTextModel::new(vb.clone(), &text).map_err(incomplete)?;
+        ClipVisionTransformer::new(vb.pp("vision_model"), &vision).map_err(|e| e.at(dir))?;
+        ClipTextModel::new(vb.clone(), &text).map_err(|e| e.at(dir))?;
         candle_nn::linear_no_bias(vision.hidden_size, projection, vb.pp("visual_projection"))?;
         candle_nn::linear_no_bias(text.hidden_size, projection, vb.pp("text_projection"))?;
         vb.get_with_hints((), "logit_scale", Init::Const(2.6592))?;

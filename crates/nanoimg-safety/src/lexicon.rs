@@ -125,6 +125,15 @@ pub struct Hit {
     pub term: String,
 }
 
+/// Why a list entry cannot be compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("`*` may only end a word")]
+    InnerWildcard,
+    #[error("no words")]
+    NoWords,
+}
+
 /// The compiled lists.
 #[derive(Debug, Clone, Default)]
 pub struct Lexicon {
@@ -179,13 +188,14 @@ impl Lexicon {
                 "mild" => Severity::Mild,
                 _ => return Err(bad("severity must be high, mild or -")),
             };
-            self.push(group, severity, words.trim()).map_err(|e| bad(&e))?;
+            self.push(group, severity, words.trim())
+                .map_err(|e| bad(&e.to_string()))?;
         }
         Ok(())
     }
 
     /// Adds one entry: `words` in the same normalisation as the text it will be matched to.
-    pub fn push(&mut self, group: Group, severity: Severity, words: &str) -> Result<(), String> {
+    pub fn push(&mut self, group: Group, severity: Severity, words: &str) -> Result<(), EntryError> {
         let folded = normalize::fold(words);
         let mut patterns = Vec::new();
         for w in folded.split(|c: char| !(c.is_alphanumeric() || c == '*')) {
@@ -195,11 +205,11 @@ impl Lexicon {
             patterns.push(match w.strip_suffix('*') {
                 Some(p) if !p.contains('*') && !p.is_empty() => Pattern::Prefix(p.to_owned()),
                 None if !w.contains('*') => Pattern::Exact(w.to_owned()),
-                _ => return Err("`*` may only end a word".into()),
+                _ => return Err(EntryError::InnerWildcard),
             });
         }
         let Some(first) = patterns.first() else {
-            return Err("no words".into());
+            return Err(EntryError::NoWords);
         };
         let i = self.entries.len();
         match first {

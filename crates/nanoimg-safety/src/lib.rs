@@ -43,6 +43,9 @@ pub enum SafetyError {
     EvalSet(String),
     #[error("safety model: {0}")]
     Model(String),
+    /// A safety model's config asks for what this implementation does not compute.
+    #[error("safety model config: {field} = {value} is not supported")]
+    UnsupportedConfig { field: &'static str, value: String },
     #[error("provenance: {0}")]
     Provenance(String),
     #[error("encoding an output: {0}")]

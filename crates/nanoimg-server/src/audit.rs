@@ -24,7 +24,7 @@ impl Auditor {
         let writer = store.clone();
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
-                if let Err(e) = writer.audit(ev).await {
+                if let Err(e) = writer.system().audit(ev).await {
                     tracing::error!(error = %e, "audit write failed");
                 }
             }
@@ -49,7 +49,7 @@ impl Auditor {
 
     /// Signs the chain's head if there are events since the last checkpoint, and logs it.
     pub async fn checkpoint(&self) {
-        match self.store.audit_checkpoint().await {
+        match self.store.system().audit_checkpoint().await {
             Ok(Some(c)) => {
                 tracing::info!(seq = c.seq, hash = %c.hash, signature = %c.signature, "audit checkpoint")
             }
@@ -60,7 +60,7 @@ impl Auditor {
 
     /// Writes an event now; a failure is logged (the action itself already happened).
     pub async fn record(&self, ev: AuditEvent) {
-        if let Err(e) = self.store.audit(ev).await {
+        if let Err(e) = self.store.system().audit(ev).await {
             tracing::error!(error = %e, "audit write failed");
         }
     }

@@ -144,7 +144,7 @@ async fn authenticate(
             return Err(e);
         }
     };
-    let principal = match state.store.authenticate(key).await? {
+    let principal = match state.store.system().authenticate(key).await? {
         Ok(p) => p,
         Err(failure) => {
             state.metrics.reject(failure.reason());

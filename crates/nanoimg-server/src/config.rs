@@ -510,23 +510,35 @@ fn merge(a: &mut toml::Value, b: toml::Value) {
     }
 }
 
+/// Why an environment string cannot set its key.
+#[derive(Debug, thiserror::Error)]
+enum EnvValueError {
+    #[error("the key is not in a table")]
+    NotATable,
+    #[error("expected a whole number")]
+    WholeNumber,
+    #[error("expected a number")]
+    Number,
+    #[error("expected true or false")]
+    Boolean,
+}
+
 /// Sets a dotted key from an environment string, keeping the type of the default.
-fn set_path(root: &mut toml::Value, key: &str, raw: &str) -> Result<(), String> {
+fn set_path(root: &mut toml::Value, key: &str, raw: &str) -> Result<(), EnvValueError> {
     let mut slot = root;
     for part in key.split('.') {
-        let table = slot.as_table_mut().ok_or("not a table")?;
+        let table = slot.as_table_mut().ok_or(EnvValueError::NotATable)?;
         slot = table
             .entry(part.to_owned())
             .or_insert(toml::Value::String(String::new()));
     }
+    let raw_t = raw.trim();
     *slot = match slot {
         toml::Value::Integer(_) => {
-            toml::Value::Integer(raw.trim().parse().map_err(|_| "expected a whole number")?)
+            toml::Value::Integer(raw_t.parse().map_err(|_| EnvValueError::WholeNumber)?)
         }
-        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| "expected a number")?),
-        toml::Value::Boolean(_) => {
-            toml::Value::Boolean(raw.trim().parse().map_err(|_| "expected true or false")?)
-        }
+        toml::Value::Float(_) => toml::Value::Float(raw_t.parse().map_err(|_| EnvValueError::Number)?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(raw_t.parse().map_err(|_| EnvValueError::Boolean)?),
         _ => toml::Value::String(raw.to_owned()),
     };
     Ok(())

@@ -121,7 +121,8 @@ pub async fn start(
     .await
     .map(Arc::new)?;
     let signer = signing::UrlSigner::load_or_create(&config.data_dir.join("secrets/url-signing.key"))?;
-    let planner = planner::Planner::new(&config.planner).map_err(StartError)?;
+    let planner = planner::Planner::new(&config.planner)
+        .map_err(|e| StartError(format!("the LLM planner's HTTP client: {e}")))?;
     let state = AppState(Arc::new(Shared {
         planner,
         safety,
@@ -188,7 +189,12 @@ fn housekeeping(state: AppState) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match state.store.apply_retention(nanoimg_store::ids::now_ms()).await {
+            match state
+                .store
+                .system()
+                .apply_retention(nanoimg_store::ids::now_ms())
+                .await
+            {
                 Ok(done) => {
                     for r in done {
                         tracing::info!(tenant = %r.tenant_id, jobs = r.jobs, sessions = r.sessions, assets = r.assets, "retention applied");
@@ -223,13 +229,14 @@ pub fn upload_limits(config: &Config) -> DecodeLimits {
 
 /// Creates the admin tenant and its first key if the store has no tenants.
 async fn bootstrap(store: &Store) -> nanoimg_store::Result<Option<FirstStart>> {
-    if !store.tenants().await?.is_empty() {
+    if !store.system().tenants().await?.is_empty() {
         return Ok(None);
     }
-    let tenant = store.create_tenant(ADMIN_TENANT, true).await?;
+    let tenant = store.system().create_tenant(ADMIN_TENANT, true).await?;
     let mut scopes = Scope::defaults();
     scopes.extend([Scope::Account, Scope::Admin]);
     let (key, secret) = store
+        .system()
         .create_key(
             &tenant.id,
             &NewKey {
@@ -240,6 +247,7 @@ async fn bootstrap(store: &Store) -> nanoimg_store::Result<Option<FirstStart>> {
         )
         .await?;
     store
+        .system()
         .audit(AuditEvent {
             request_id: None,
             tenant_id: Some(tenant.id.clone()),

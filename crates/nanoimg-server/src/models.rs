@@ -2,6 +2,7 @@
 //! only, by the caller's registry); weights load on first use, in a worker, and the least recently used
 //! model is dropped when more than `max_loaded` are in memory.
 
+use nanoimg_engine::reference::BankCache;
 use nanoimg_engine::{LoadOptions, ModelInfo, StableDiffusion};
 use std::sync::{Arc, Mutex};
 
@@ -12,18 +13,28 @@ pub struct ModelEntry {
     pub info: ModelInfo,
 }
 
+/// A loaded model and the character reference banks computed with its weights. The model is
+/// shared and read-only; the banks are the catalog's cache, handed to each job through its
+/// [`Reference`](nanoimg_engine::reference::Reference). A LoRA-merged copy has other weights,
+/// so it has its own banks.
+#[derive(Clone)]
+pub struct Loaded {
+    pub model: Arc<StableDiffusion>,
+    pub banks: Arc<BankCache>,
+}
+
 /// The models on offer and the loaded ones.
 pub struct ModelCatalog {
     entries: Vec<ModelEntry>,
     default: String,
     max_loaded: usize,
     /// Most recently used last.
-    loaded: Mutex<Vec<(String, Arc<StableDiffusion>)>>,
+    loaded: Mutex<Vec<(String, Loaded)>>,
     /// Held while loading, so two workers never load the same weights twice at once.
     loading: Mutex<()>,
     /// LoRA-merged copies of loaded models, most recently used last (see [`Self::derived`]).
     derived: Mutex<Vec<Derived>>,
-    /// Bytes of character reference banks each loaded model keeps.
+    /// Bytes of character reference banks kept for each loaded model.
     reference_cache_bytes: usize,
 }
 
@@ -31,7 +42,7 @@ pub struct ModelCatalog {
 struct Derived {
     key: String,
     characters: Vec<String>,
-    model: Arc<StableDiffusion>,
+    loaded: Loaded,
 }
 
 /// How many LoRA-merged models are kept: each holds copies of the weights its LoRAs change.
@@ -97,8 +108,8 @@ impl ModelCatalog {
         })
     }
 
-    /// Sets how many bytes of character reference banks each loaded model keeps (computing a
-    /// bank costs an extra UNet pass per step; see docs/characters.md).
+    /// Sets how many bytes of character reference banks are kept for each loaded model
+    /// (computing a bank costs an extra UNet pass per step; see docs/characters.md).
     pub fn with_reference_cache(mut self, bytes: usize) -> Self {
         self.reference_cache_bytes = bytes;
         self
@@ -124,7 +135,7 @@ impl ModelCatalog {
     }
 
     /// The loaded model, loading it if needed. Blocking: call from a worker thread.
-    pub fn load(&self, name: &str) -> Result<Arc<StableDiffusion>, CatalogError> {
+    pub fn load(&self, name: &str) -> Result<Loaded, CatalogError> {
         if let Some(m) = self.touch(name) {
             return Ok(m);
         }
@@ -139,11 +150,10 @@ impl ModelCatalog {
             .ok_or_else(|| CatalogError::Unknown(name.to_owned()))?;
         let opts = LoadOptions {
             device: nanoimg_engine::default_device(),
-            reference_cache_bytes: self.reference_cache_bytes,
             ..LoadOptions::default()
         };
         let started = std::time::Instant::now();
-        let model = Arc::new(StableDiffusion::load(&entry.info.path, &opts)?);
+        let model = self.with_banks(StableDiffusion::load(&entry.info.path, &opts)?);
         tracing::info!(model = %name, secs = started.elapsed().as_secs_f64(), "model loaded");
         let mut loaded = lock(&self.loaded);
         loaded.push((name.to_owned(), model.clone()));
@@ -151,6 +161,14 @@ impl ModelCatalog {
             loaded.remove(0);
         }
         Ok(model)
+    }
+
+    /// A newly made model with an empty bank cache of the configured size.
+    fn with_banks(&self, model: StableDiffusion) -> Loaded {
+        Loaded {
+            model: Arc::new(model),
+            banks: Arc::new(BankCache::new(self.reference_cache_bytes)),
+        }
     }
 
     /// A model derived from a loaded one (characters' LoRAs merged in), made by `make` on first
@@ -161,22 +179,22 @@ impl ModelCatalog {
         key: &str,
         characters: &[String],
         make: impl FnOnce() -> Result<StableDiffusion, E>,
-    ) -> Result<Arc<StableDiffusion>, E> {
+    ) -> Result<Loaded, E> {
         {
             let mut d = lock(&self.derived);
             if let Some(i) = d.iter().position(|x| x.key == key) {
                 let entry = d.remove(i);
-                let m = entry.model.clone();
+                let m = entry.loaded.clone();
                 d.push(entry);
                 return Ok(m);
             }
         }
-        let model = Arc::new(make()?);
+        let model = self.with_banks(make()?);
         let mut d = lock(&self.derived);
         d.push(Derived {
             key: key.to_owned(),
             characters: characters.to_vec(),
-            model: model.clone(),
+            loaded: model.clone(),
         });
         while d.len() > MAX_DERIVED {
             d.remove(0);
@@ -191,19 +209,19 @@ impl ModelCatalog {
         {
             let mut d = lock(&self.derived);
             for x in d.iter() {
-                out.banks += x.model.reference_cache().forget(id);
+                out.banks += x.loaded.banks.forget(id);
             }
             let before = d.len();
             d.retain(|x| !x.characters.iter().any(|c| c == id));
             out.models = before - d.len();
         }
         for (_, m) in lock(&self.loaded).iter() {
-            out.banks += m.reference_cache().forget(id);
+            out.banks += m.banks.forget(id);
         }
         out
     }
 
-    fn touch(&self, name: &str) -> Option<Arc<StableDiffusion>> {
+    fn touch(&self, name: &str) -> Option<Loaded> {
         let mut loaded = lock(&self.loaded);
         let i = loaded.iter().position(|(n, _)| n == name)?;
         let entry = loaded.remove(i);

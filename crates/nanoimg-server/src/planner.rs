@@ -46,15 +46,16 @@ struct Llm {
 }
 
 impl Planner {
-    pub fn new(cfg: &PlannerConfig) -> Result<Self, String> {
+    /// The built-in planner, and the LLM planner when one is configured. Fails only if the
+    /// HTTP client cannot be built (no TLS backend).
+    pub fn new(cfg: &PlannerConfig) -> Result<Self, reqwest::Error> {
         let llm = match &cfg.llm_url {
             None => None,
             Some(url) => Some(Llm {
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(cfg.llm_timeout_secs))
                     .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .map_err(|e| format!("the LLM planner's HTTP client: {e}"))?,
+                    .build()?,
                 url: format!("{}/chat/completions", url.trim_end_matches('/')),
                 model: cfg.llm_model.clone(),
                 key: cfg.llm_api_key.as_ref().map(|k| k.0.clone()),
@@ -92,7 +93,7 @@ impl Planner {
                 }
                 Err(e) => format!("the LLM's plan is not valid: {e}"),
             },
-            Err(reason) => reason,
+            Err(failure) => failure.to_string(),
         };
         tracing::warn!(%reason, "LLM planner not used; the built-in plan runs");
         Ok((
@@ -112,7 +113,7 @@ impl Llm {
         instruction: &str,
         (w, h): (u32, u32),
         history: &[String],
-    ) -> Result<EditPlan, String> {
+    ) -> Result<EditPlan, LlmFailure> {
         let schema: Value = serde_json::from_str(nanoimg_edit::plan::SCHEMA).expect("the schema is JSON");
         let context = if history.is_empty() {
             format!("The image is {w}x{h} pixels and has not been edited yet.")
@@ -142,42 +143,64 @@ impl Llm {
         let r = req
             .send()
             .await
-            .map_err(|e| format!("the LLM endpoint could not be reached: {}", without_url(&e)))?;
+            .map_err(|e| LlmFailure::Unreachable(without_url(&e)))?;
         let status = r.status();
         if !status.is_success() {
-            return Err(format!("the LLM endpoint answered {status}"));
+            return Err(LlmFailure::Status(status));
         }
         if r.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-            return Err("the LLM endpoint's answer is too large".into());
+            return Err(LlmFailure::TooLarge);
         }
         let bytes = r
             .bytes()
             .await
-            .map_err(|e| format!("the LLM endpoint's answer could not be read: {}", without_url(&e)))?;
+            .map_err(|e| LlmFailure::Unreadable(without_url(&e)))?;
         if bytes.len() > MAX_ANSWER_BYTES {
-            return Err("the LLM endpoint's answer is too large".into());
+            return Err(LlmFailure::TooLarge);
         }
-        let answer: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the LLM endpoint's answer is not JSON: {e}"))?;
+        let answer: Value = serde_json::from_slice(&bytes).map_err(LlmFailure::NotJson)?;
         let calls = answer["choices"][0]["message"]["tool_calls"]
             .as_array()
             .filter(|c| !c.is_empty())
-            .ok_or("the LLM answered without calling the edit_plan tool")?;
+            .ok_or(LlmFailure::NoToolCall)?;
         let [call] = calls.as_slice() else {
-            return Err(format!(
-                "the LLM called {} tools; one edit_plan call is expected",
-                calls.len()
-            ));
+            return Err(LlmFailure::ToolCalls(calls.len()));
         };
         let name = call["function"]["name"].as_str().unwrap_or_default();
         if name != "edit_plan" {
-            return Err(format!("the LLM called an unknown tool {name:?}"));
+            return Err(LlmFailure::UnknownTool(name.to_owned()));
         }
         let args = call["function"]["arguments"]
             .as_str()
-            .ok_or("the LLM's tool call has no arguments")?;
-        EditPlan::from_json(args).map_err(|e| format!("the LLM's plan was refused: {e}"))
+            .ok_or(LlmFailure::NoArguments)?;
+        EditPlan::from_json(args).map_err(LlmFailure::Refused)
     }
+}
+
+/// Why the LLM's answer gave no plan; the built-in plan runs instead, and this is its
+/// `fallback_reason`.
+#[derive(Debug, thiserror::Error)]
+enum LlmFailure {
+    #[error("the LLM endpoint could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the LLM endpoint answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("the LLM endpoint's answer is too large")]
+    TooLarge,
+    #[error("the LLM endpoint's answer could not be read: {0}")]
+    Unreadable(String),
+    #[error("the LLM endpoint's answer is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("the LLM answered without calling the edit_plan tool")]
+    NoToolCall,
+    #[error("the LLM called {0} tools; one edit_plan call is expected")]
+    ToolCalls(usize),
+    #[error("the LLM called an unknown tool {0:?}")]
+    UnknownTool(String),
+    #[error("the LLM's tool call has no arguments")]
+    NoArguments,
+    #[error("the LLM's plan was refused: {0}")]
+    Refused(EditError),
 }
 
 /// A reqwest error's text without the URL (it may carry credentials in its query).

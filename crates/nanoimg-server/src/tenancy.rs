@@ -40,7 +40,7 @@ pub(crate) async fn erase(state: &AppState, auth: &Auth, t: &Tenant) -> ApiResul
         state.catalog.forget_character(&id);
         characters += 1;
     }
-    let e = state.store.erase_tenant(&t.id).await?;
+    let e = state.store.system().erase_tenant(&t.id).await?;
     let detail = serde_json::json!({
         "rows": e.rows,
         "blobs": e.blobs,
@@ -116,6 +116,7 @@ pub(crate) async fn mint_key(
     };
     let (rec, secret) = state
         .store
+        .system()
         .create_key(
             &tenant.id,
             &NewKey {

@@ -5,7 +5,7 @@
 //! PostgreSQL vacuums the tables the tenant had rows in.
 
 use crate::error::{Result, StoreError};
-use crate::Store;
+use crate::System;
 use serde::Serialize;
 
 /// What an erasure removed.
@@ -32,7 +32,7 @@ const TABLES: &[&str] = &[
     "api_keys",
 ];
 
-impl Store {
+impl System<'_> {
     /// Erases the tenant `id_or_name` and everything it owns. The operator's tenant cannot be
     /// erased. Callers stop the tenant's running work first (the server cancels its jobs).
     pub async fn erase_tenant(&self, id_or_name: &str) -> Result<Erasure> {
@@ -48,12 +48,12 @@ impl Store {
         //    included.
         sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = $1")
             .bind(id)
-            .execute(&self.db.pool)
+            .execute(&self.store.db.pool)
             .await?;
-        self.keys.forget(id);
+        self.store.keys.forget(id);
         // 2. The rows, in one transaction.
         let mut rows = 0;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.store.db.pool.begin().await?;
         for table in TABLES {
             rows += sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(id)
@@ -68,14 +68,14 @@ impl Store {
             .rows_affected();
         tx.commit().await?;
         // 3. The blobs.
-        let blobs = self.blobs.delete_tenant(id).await?;
+        let blobs = self.store.blobs.delete_tenant(id).await?;
         // 4. What the audit log said of it.
         let audit_redacted = self.redact_audit(id).await?;
         // 5. Freed pages were overwritten (SQLite's secure_delete); empty the write-ahead log
         //    too, or vacuum (PostgreSQL).
         let mut vacuum = TABLES.to_vec();
         vacuum.extend(["tenants", "tenant_keys", "audit_events"]);
-        self.db.compact_log(&vacuum).await?;
+        self.store.db.compact_log(&vacuum).await?;
         Ok(Erasure {
             tenant_id: tenant.id,
             tenant_name: tenant.name,

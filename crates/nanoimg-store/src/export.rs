@@ -26,8 +26,8 @@ impl Scoped<'_> {
     /// Every record of the tenant's, oldest first where there is an order.
     pub async fn export_records(&self) -> Result<ExportRecords> {
         let store = self.store;
-        let tenant = store.tenant(self.tenant_id).await?;
-        let keys = store.keys(Some(self.tenant_id)).await?;
+        let tenant = store.system().tenant(self.tenant_id).await?;
+        let keys = store.system().keys(Some(self.tenant_id)).await?;
         let ids = |table: &'static str| async move {
             sqlx::query(&format!(
                 "SELECT id FROM {table} WHERE tenant_id = $1 ORDER BY created_at, id"
@@ -58,7 +58,10 @@ impl Scoped<'_> {
         let mut audit = Vec::new();
         let mut after = 0;
         loop {
-            let page = store.audit_events(Some(self.tenant_id), after, 1000).await?;
+            let page = store
+                .system()
+                .audit_events(Some(self.tenant_id), after, 1000)
+                .await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             audit.extend(page);

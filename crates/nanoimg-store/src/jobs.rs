@@ -4,7 +4,7 @@
 use crate::error::{corrupt, Result, StoreError};
 use crate::ids::{looks_like_id, new_id, now_ms};
 use crate::keys_at_rest::FieldKey;
-use crate::{Scoped, Store};
+use crate::{Scoped, System};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -205,7 +205,7 @@ impl Scoped<'_> {
     }
 }
 
-impl Store {
+impl System<'_> {
     /// Marks a queued job running. Returns false if it is no longer queued (cancelled meanwhile).
     pub async fn job_started(&self, id: &str) -> Result<bool> {
         let r = sqlx::query(
@@ -213,7 +213,7 @@ impl Store {
         )
         .bind(now_ms())
         .bind(id)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -245,7 +245,8 @@ impl Store {
         debug_assert!(status.is_final());
         let result = match result {
             Some(r) => Some(
-                self.field_key(tenant_id)
+                self.store
+                    .field_key(tenant_id)
                     .await?
                     .seal(RESULT, id, &r.to_string())?,
             ),
@@ -269,7 +270,7 @@ impl Store {
         if let Some((worker, attempt)) = claim {
             q = q.bind(worker).bind(attempt);
         }
-        Ok(q.execute(&self.db.pool).await?.rows_affected() == 1)
+        Ok(q.execute(&self.store.db.pool).await?.rows_affected() == 1)
     }
 
     /// After a restart: jobs that were running failed (their work is lost); waiting jobs whose
@@ -283,7 +284,7 @@ impl Store {
              WHERE status = 'running'",
         )
         .bind(now)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         let orphaned = sqlx::query(
             "UPDATE jobs SET status = 'failed', finished_at = $1, \
@@ -291,12 +292,12 @@ impl Store {
              WHERE status = 'queued' AND detached = 0",
         )
         .bind(now)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY created_at, id"
         ))
-        .fetch_all(&self.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?;
         let mut requeue = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -312,7 +313,7 @@ impl Store {
     pub async fn job_any_tenant(&self, id: &str) -> Result<Job> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(&self.store.db.pool)
             .await?;
         match &row {
             Some(r) => self.job_any_tenant_from(r).await,
@@ -322,6 +323,6 @@ impl Store {
 
     pub(crate) async fn job_any_tenant_from(&self, row: &AnyRow) -> Result<Job> {
         let tenant: String = row.try_get("tenant_id")?;
-        job_from(row, &self.field_key(&tenant).await?)
+        job_from(row, &self.store.field_key(&tenant).await?)
     }
 }

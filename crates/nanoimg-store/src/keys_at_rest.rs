@@ -312,7 +312,7 @@ mod tests {
     async fn blobs_from_before_encryption_are_encrypted_once_at_open() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).await.unwrap();
-        let t = s.create_tenant("acme", false).await.unwrap();
+        let t = s.system().create_tenant("acme", false).await.unwrap();
         let new = NewAsset {
             kind: "upload",
             media_type: "image/png".into(),

@@ -152,6 +152,11 @@ impl Store {
         }
     }
 
+    /// The cross-tenant operations; see [`System`].
+    pub fn system(&self) -> System<'_> {
+        System { store: self }
+    }
+
     /// Closes the connection pool, waiting for queries in flight.
     pub async fn close(&self) {
         self.db.pool.close().await;
@@ -166,6 +171,15 @@ impl Store {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.db.pool).await.is_ok()
     }
+}
+
+/// The store's operations that are not one tenant's: the shared job queue (claims, heartbeats,
+/// progress, reaping), tenants and their keys, the audit log, erasure and retention. It is
+/// reached only through [`Store::system`], so every place that works across tenants says so
+/// where it calls; everything a request does for its tenant goes through [`Scoped`].
+#[derive(Clone, Copy)]
+pub struct System<'a> {
+    store: &'a Store,
 }
 
 /// A tenant's view of the store; see [`Store::scoped`].

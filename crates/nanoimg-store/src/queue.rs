@@ -10,7 +10,7 @@ use crate::db::Backend;
 use crate::error::Result;
 use crate::ids::now_ms;
 use crate::jobs::{Job, JobStatus, COLUMNS};
-use crate::Store;
+use crate::System;
 use sqlx::Row;
 
 /// A job a worker has claimed, and which attempt this is (1 for the first).
@@ -31,11 +31,11 @@ pub struct Reaped {
 /// The message a job gets when its last attempt's worker stopped responding.
 pub const WORKER_LOST: &str = "the worker running this job stopped responding";
 
-impl Store {
+impl System<'_> {
     /// Takes the oldest queued job for `worker`, marking it running and counting the attempt.
     /// `None` when nothing is waiting.
     pub async fn claim_job(&self, worker: &str) -> Result<Option<Claimed>> {
-        let lock = match self.db.backend {
+        let lock = match self.store.db.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
@@ -49,7 +49,7 @@ impl Store {
         ))
         .bind(worker)
         .bind(now)
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(&self.store.db.pool)
         .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -66,13 +66,13 @@ impl Store {
         sqlx::query("UPDATE jobs SET heartbeat_at = $1 WHERE worker_id = $2 AND status = 'running'")
             .bind(now_ms())
             .bind(worker)
-            .execute(&self.db.pool)
+            .execute(&self.store.db.pool)
             .await?;
         let rows = sqlx::query(
             "SELECT id FROM jobs WHERE worker_id = $1 AND status = 'running' AND cancel_requested = 1",
         )
         .bind(worker)
-        .fetch_all(&self.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
@@ -93,7 +93,7 @@ impl Store {
         .bind(now_ms())
         .bind(id)
         .bind(worker)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -103,7 +103,7 @@ impl Store {
         let row = sqlx::query("SELECT progress FROM jobs WHERE id = $1 AND tenant_id = $2")
             .bind(id)
             .bind(tenant_id)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(&self.store.db.pool)
             .await?;
         let text: Option<String> = match row {
             Some(r) => r.try_get("progress")?,
@@ -140,7 +140,7 @@ impl Store {
         .bind(id)
         .bind(worker)
         .bind(attempt)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -149,7 +149,7 @@ impl Store {
     pub async fn job_claim(&self, id: &str) -> Result<(Option<String>, i64)> {
         let row = sqlx::query("SELECT worker_id, attempts FROM jobs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(&self.store.db.pool)
             .await?
             .ok_or(crate::StoreError::NotFound("job"))?;
         Ok((row.try_get("worker_id")?, row.try_get("attempts")?))
@@ -162,7 +162,7 @@ impl Store {
              COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) AS running \
              FROM jobs WHERE status IN ('queued', 'running')",
         )
-        .fetch_one(&self.db.pool)
+        .fetch_one(&self.store.db.pool)
         .await?;
         Ok((row.try_get("queued")?, row.try_get("running")?))
     }
@@ -174,7 +174,7 @@ impl Store {
              ORDER BY created_at, id",
         )
         .bind(tenant_id)
-        .fetch_all(&self.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
@@ -190,16 +190,16 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(tenant_id)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         sqlx::query(
             "UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND tenant_id = $2 AND status = 'running'",
         )
         .bind(id)
         .bind(tenant_id)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
-        Ok(self.scoped(tenant_id).job(id).await?.status)
+        Ok(self.store.scoped(tenant_id).job(id).await?.status)
     }
 
     /// Jobs whose worker has not said it is alive for `timeout_ms` go back to the queue, or fail
@@ -217,7 +217,7 @@ impl Store {
         ))
         .bind(now - timeout_ms)
         .bind(now)
-        .fetch_all(&self.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?)?;
         failed.extend(ids(sqlx::query(&format!(
             "UPDATE jobs SET status = 'failed', finished_at = $2, \
@@ -227,7 +227,7 @@ impl Store {
         .bind(now - timeout_ms)
         .bind(now)
         .bind(max_attempts)
-        .fetch_all(&self.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?)?);
         let requeued = ids(sqlx::query(&format!(
             "UPDATE jobs SET status = 'queued', worker_id = NULL, heartbeat_at = NULL, progress = NULL \
@@ -235,7 +235,7 @@ impl Store {
         ))
         .bind(now - timeout_ms)
         .bind(max_attempts)
-        .fetch_all(&self.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?)?;
         Ok(Reaped { requeued, failed })
     }

@@ -4,7 +4,7 @@
 //! stay with the character: it is a resource the tenant keeps, not an output.
 
 use crate::error::{Result, StoreError};
-use crate::{Store, Tenant};
+use crate::{System, Tenant};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -20,7 +20,7 @@ pub struct Retained {
     pub assets: u64,
 }
 
-impl Store {
+impl System<'_> {
     /// Sets (or, with `None`, clears) a tenant's retention in days; returns the tenant.
     pub async fn set_tenant_retention(&self, id_or_name: &str, days: Option<u32>) -> Result<Tenant> {
         if let Some(d) = days {
@@ -34,7 +34,7 @@ impl Store {
         sqlx::query("UPDATE tenants SET retention_days = $1 WHERE id = $2")
             .bind(days.map(i64::from))
             .bind(&t.id)
-            .execute(&self.db.pool)
+            .execute(&self.store.db.pool)
             .await?;
         self.tenant(&t.id).await
     }
@@ -43,7 +43,7 @@ impl Store {
     /// Returns a record per tenant that lost anything.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<Vec<Retained>> {
         let rows = sqlx::query("SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL")
-            .fetch_all(&self.db.pool)
+            .fetch_all(&self.store.db.pool)
             .await?;
         let mut out = Vec::new();
         for r in &rows {
@@ -59,7 +59,7 @@ impl Store {
     }
 
     async fn retain(&self, tenant: &str, cutoff: i64) -> Result<Retained> {
-        let sc = self.scoped(tenant);
+        let sc = self.store.scoped(tenant);
         let mut done = Retained {
             tenant_id: tenant.to_owned(),
             ..Retained::default()
@@ -69,13 +69,13 @@ impl Store {
         )
         .bind(tenant)
         .bind(cutoff)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?
         .rows_affected();
         let sessions = sqlx::query("SELECT id FROM edit_sessions WHERE tenant_id = $1 AND updated_at < $2")
             .bind(tenant)
             .bind(cutoff)
-            .fetch_all(&self.db.pool)
+            .fetch_all(&self.store.db.pool)
             .await?;
         for s in &sessions {
             sc.delete_session(&s.try_get::<String, _>("id")?).await?;
@@ -88,7 +88,7 @@ impl Store {
         .bind(tenant)
         .bind(cutoff)
         .bind(tenant)
-        .fetch_all(&self.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?;
         for a in &assets {
             sc.delete_asset_unchecked(&a.try_get::<String, _>("id")?).await?;

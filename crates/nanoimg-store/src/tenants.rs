@@ -3,7 +3,7 @@
 use crate::error::{corrupt, Result, StoreError};
 use crate::ids::{new_id, now_ms};
 use crate::keys::{self, Scope, SecretKey};
-use crate::Store;
+use crate::System;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -225,7 +225,7 @@ const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, scopes, created_at, expi
 /// keeps authentication from writing on every request.
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
-impl Store {
+impl System<'_> {
     /// Creates a tenant. Names are unique.
     pub async fn create_tenant(&self, name: &str, is_admin: bool) -> Result<Tenant> {
         check_name("tenant", name)?;
@@ -248,7 +248,7 @@ impl Store {
             .bind(&t.name)
             .bind(i64::from(is_admin))
             .bind(t.created_at)
-            .execute(&self.db.pool)
+            .execute(&self.store.db.pool)
             .await;
         match r {
             Ok(_) => Ok(t),
@@ -265,7 +265,7 @@ impl Store {
             "SELECT {} FROM tenants t ORDER BY t.created_at, t.id",
             tenant_select("")
         ))
-        .fetch_all(&self.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?
         .iter()
         .map(|r| tenant_from(r, ""))
@@ -280,7 +280,7 @@ impl Store {
         ))
         .bind(id_or_name)
         .bind(id_or_name)
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(&self.store.db.pool)
         .await?;
         row.as_ref()
             .map(|r| tenant_from(r, ""))
@@ -294,7 +294,7 @@ impl Store {
         sqlx::query("UPDATE tenants SET allow_low_moderation = $1 WHERE id = $2")
             .bind(i64::from(allow))
             .bind(&t.id)
-            .execute(&self.db.pool)
+            .execute(&self.store.db.pool)
             .await?;
         self.tenant(&t.id).await
     }
@@ -311,7 +311,7 @@ impl Store {
         .bind(limits.images_per_minute.map(i64::from))
         .bind(limits.concurrent_jobs.map(i64::from))
         .bind(&t.id)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         self.tenant(&t.id).await
     }
@@ -370,7 +370,7 @@ impl Store {
         .bind(rec.created_at)
         .bind(rec.expires_at)
         .bind(&rec.rotated_from)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         Ok((rec, secret))
     }
@@ -383,14 +383,14 @@ impl Store {
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
                 ))
                 .bind(t)
-                .fetch_all(&self.db.pool)
+                .fetch_all(&self.store.db.pool)
                 .await?
             }
             None => {
                 sqlx::query(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
                 ))
-                .fetch_all(&self.db.pool)
+                .fetch_all(&self.store.db.pool)
                 .await?
             }
         };
@@ -405,7 +405,7 @@ impl Store {
         .bind(id)
         .bind(tenant_id)
         .bind(tenant_id)
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(&self.store.db.pool)
         .await?;
         row.as_ref()
             .map(key_from)
@@ -419,7 +419,7 @@ impl Store {
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_ms())
             .bind(&key.id)
-            .execute(&self.db.pool)
+            .execute(&self.store.db.pool)
             .await?;
         self.key(id, tenant_id).await
     }
@@ -465,7 +465,7 @@ impl Store {
         });
         let row = sqlx::query(&QUERY)
             .bind(&fp)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(&self.store.db.pool)
             .await?;
         let Some(row) = row else {
             return Ok(Err(AuthFailure::Unknown));
@@ -489,7 +489,7 @@ impl Store {
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(&key.id)
-                .execute(&self.db.pool)
+                .execute(&self.store.db.pool)
                 .await?;
         }
         let tenant = tenant_from(&row, "t_")?;

@@ -53,8 +53,8 @@ async fn blobs_are_ciphertext_bound_to_their_place_and_tampering_is_an_error(d: 
     let s = Store::open_in(d.path(), options_on(&d, [1; 32], None))
         .await
         .unwrap();
-    let t = s.create_tenant("acme", false).await.unwrap();
-    let other = s.create_tenant("other", false).await.unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
+    let other = s.system().create_tenant("other", false).await.unwrap();
     let a = s.scoped(&t.id).put_asset(asset(), SECRET).await.unwrap();
     let b = s
         .scoped(&t.id)
@@ -94,7 +94,7 @@ async fn rotating_the_master_key_rewraps_tenant_keys_and_leaves_blobs_alone(d: T
     let s = Store::open_in(d.path(), options_on(&d, [1; 32], None))
         .await
         .unwrap();
-    let t = s.create_tenant("acme", false).await.unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
     let a = s.scoped(&t.id).put_asset(asset(), SECRET).await.unwrap();
     let before = std::fs::read(blob_path(d.path(), &t.id, &a.id)).unwrap();
     s.close().await;
@@ -134,7 +134,7 @@ async fn rotating_the_master_key_rewraps_tenant_keys_and_leaves_blobs_alone(d: T
 async fn the_default_master_key_lives_in_the_data_directory_and_is_never_in_the_database() {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(d.path()).await.unwrap();
-    let t = s.create_tenant("acme", false).await.unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
     s.scoped(&t.id).put_asset(asset(), SECRET).await.unwrap();
     s.close().await;
     let key_file = d.path().join("secrets").join("master.key");
@@ -182,8 +182,8 @@ async fn erasure_leaves_no_plaintext_in_the_database_its_log_the_blobs_or_a_back
     let s = Store::open_in(&data, options(&data, [1; 32], None))
         .await
         .unwrap();
-    let t = s.create_tenant("erased-co", false).await.unwrap();
-    let keep = s.create_tenant("keeper", false).await.unwrap();
+    let t = s.system().create_tenant("erased-co", false).await.unwrap();
+    let keep = s.system().create_tenant("keeper", false).await.unwrap();
     let markers = [
         "PLAINTEXT-MARKER",
         "MARKER-PROMPT",
@@ -213,15 +213,16 @@ async fn erasure_leaves_no_plaintext_in_the_database_its_log_the_blobs_or_a_back
         )
         .await
         .unwrap();
-    s.job_finished(
-        &t.id,
-        &job.id,
-        nanoimg_store::JobStatus::Succeeded,
-        Some(&serde_json::json!({"revised_prompt": "MARKER-PROMPT"})),
-        None,
-    )
-    .await
-    .unwrap();
+    s.system()
+        .job_finished(
+            &t.id,
+            &job.id,
+            nanoimg_store::JobStatus::Succeeded,
+            Some(&serde_json::json!({"revised_prompt": "MARKER-PROMPT"})),
+            None,
+        )
+        .await
+        .unwrap();
     let session = sc.create_session(&a.id).await.unwrap();
     sc.add_version(
         &session.id,
@@ -251,17 +252,18 @@ async fn erasure_leaves_no_plaintext_in_the_database_its_log_the_blobs_or_a_back
     })
     .await
     .unwrap();
-    s.audit(nanoimg_store::AuditEvent {
-        request_id: None,
-        tenant_id: Some(t.id.clone()),
-        key_id: None,
-        action: "image.generate",
-        target: Some(job.id.clone()),
-        outcome: nanoimg_store::Outcome::Success,
-        detail: serde_json::json!({"n": 1}),
-    })
-    .await
-    .unwrap();
+    s.system()
+        .audit(nanoimg_store::AuditEvent {
+            request_id: None,
+            tenant_id: Some(t.id.clone()),
+            key_id: None,
+            action: "image.generate",
+            target: Some(job.id.clone()),
+            outcome: nanoimg_store::Outcome::Success,
+            detail: serde_json::json!({"n": 1}),
+        })
+        .await
+        .unwrap();
     let kept = s
         .scoped(&keep.id)
         .put_asset(asset(), b"kept bytes")
@@ -273,18 +275,25 @@ async fn erasure_leaves_no_plaintext_in_the_database_its_log_the_blobs_or_a_back
     let backup = d.path().join("backup");
     copy_tree(&data, &backup);
 
-    let e = s.erase_tenant("erased-co").await.unwrap();
+    let e = s.system().erase_tenant("erased-co").await.unwrap();
     assert!(e.rows >= 8 && e.blobs >= 3 && e.audit_redacted >= 1, "{e:?}");
     assert_eq!(markers_in(&data, &markers), Vec::<String>::new());
     assert_eq!(markers_in(&backup, &markers), Vec::<String>::new());
     // Gone from the store; the other tenant untouched; the audit chain still whole.
-    assert!(matches!(s.tenant(&t.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.system().tenant(&t.id).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!(!data.join("blobs").join(&t.id).exists());
     assert_eq!(
         s.scoped(&keep.id).asset_bytes(&kept.id).await.unwrap().1,
         b"kept bytes"
     );
-    let r = s.verify_audit(&s.audit_public_key(), &[]).await.unwrap();
+    let r = s
+        .system()
+        .verify_audit(&s.system().audit_public_key(), &[])
+        .await
+        .unwrap();
     assert!(r.ok() && r.redacted >= 1, "{r:?}");
     // The backup still holds the tenant's wrapped key: with the master key it could be
     // restored. Rotating the master key after an erasure (and destroying the old one) puts
@@ -307,8 +316,8 @@ async fn erasure_leaves_no_plaintext_in_the_database_its_log_the_blobs_or_a_back
         .await
         .unwrap();
     // The operator's tenant is refused.
-    let admin = s.create_tenant("operator", true).await.unwrap();
-    let err = s.erase_tenant(&admin.id).await.unwrap_err();
+    let admin = s.system().create_tenant("operator", true).await.unwrap();
+    let err = s.system().erase_tenant(&admin.id).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
 }
 

@@ -36,7 +36,7 @@ fn event(i: usize, tenant: Option<&str>) -> AuditEvent {
 async fn log_with(d: TestDb, n: usize, every: u32) -> (TestDb, Store) {
     let s = Store::open_in(d.path(), options(&d, every)).await.unwrap();
     for i in 1..=n {
-        s.audit(event(i, None)).await.unwrap();
+        s.system().audit(event(i, None)).await.unwrap();
     }
     (d, s)
 }
@@ -53,7 +53,10 @@ async fn tamper(db: &TestDb, sql: &[&str]) {
 
 async fn verify(s: &Store, dir: &Path) -> nanoimg_store::ChainReport {
     let witness = read_witness(&dir.join("audit").join("checkpoints.jsonl")).unwrap();
-    s.verify_audit(&s.audit_public_key(), &witness).await.unwrap()
+    s.system()
+        .verify_audit(&s.system().audit_public_key(), &witness)
+        .await
+        .unwrap()
 }
 
 async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_writers(d: TestDb) {
@@ -62,7 +65,7 @@ async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_wri
     let tasks: Vec<_> = (1..=12)
         .map(|i| {
             let s = s.clone();
-            tokio::spawn(async move { s.audit(event(i, Some("t1"))).await.unwrap() })
+            tokio::spawn(async move { s.system().audit(event(i, Some("t1"))).await.unwrap() })
         })
         .collect();
     for t in tasks {
@@ -75,12 +78,13 @@ async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_wri
 
     // A checkpoint on demand covers the head; a second one has nothing new to sign.
     let c = s
+        .system()
         .audit_checkpoint()
         .await
         .unwrap()
         .expect("a checkpoint of event 12");
     assert_eq!(c.seq, 12);
-    assert!(s.audit_checkpoint().await.unwrap().is_none());
+    assert!(s.system().audit_checkpoint().await.unwrap().is_none());
     let witness = read_witness(&d.path().join("audit").join("checkpoints.jsonl")).unwrap();
     assert_eq!(witness.iter().map(|c| c.seq).collect::<Vec<_>>(), [5, 10, 12]);
     let r = verify(&s, d.path()).await;
@@ -90,7 +94,7 @@ async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_wri
     s.close().await;
     let s = Store::open_in(d.path(), options(&d, 5)).await.unwrap();
     assert_eq!(
-        s.audit_public_key(),
+        s.system().audit_public_key(),
         CheckpointKey::from_hex(&c.public_key).unwrap()
     );
     #[cfg(unix)]
@@ -101,8 +105,8 @@ async fn an_untouched_log_verifies_with_its_checkpoints_even_with_concurrent_wri
         assert_eq!(mode & 0o077, 0, "the signing key is private");
     }
     let other = d.fresh().await;
-    let stranger = other.open().await.audit_public_key();
-    let r = s.verify_audit(&stranger, &[]).await.unwrap();
+    let stranger = other.open().await.system().audit_public_key();
+    let r = s.system().verify_audit(&stranger, &[]).await.unwrap();
     let b = r.first_break.expect("checkpoints under another key");
     assert_eq!(b.problem, Problem::BadCheckpoint);
     assert!(b.message.contains("another key"), "{}", b.message);
@@ -199,16 +203,17 @@ async fn edits_deletions_reordering_and_truncation_are_each_found(d: TestDb) {
 async fn erasure_redacts_details_and_the_chain_still_verifies(d: TestDb) {
     let s = Store::open_in(d.path(), options(&d, 3)).await.unwrap();
     for i in 1..=6 {
-        s.audit(event(i, Some(if i % 2 == 0 { "gone" } else { "stays" })))
+        s.system()
+            .audit(event(i, Some(if i % 2 == 0 { "gone" } else { "stays" })))
             .await
             .unwrap();
     }
-    assert_eq!(s.redact_audit("gone").await.unwrap(), 3);
-    assert_eq!(s.redact_audit("gone").await.unwrap(), 0, "idempotent");
+    assert_eq!(s.system().redact_audit("gone").await.unwrap(), 3);
+    assert_eq!(s.system().redact_audit("gone").await.unwrap(), 0, "idempotent");
     let r = verify(&s, d.path()).await;
     assert!(r.ok(), "{r:?}");
     assert_eq!((r.events, r.redacted, r.checkpoints_verified), (6, 3, 2));
-    let events = s.audit_events(None, 0, 10).await.unwrap();
+    let events = s.system().audit_events(None, 0, 10).await.unwrap();
     for e in &events {
         let redacted = e.detail == serde_json::json!({"redacted": true});
         assert_eq!(redacted, e.tenant_id.as_deref() == Some("gone"), "{e:?}");

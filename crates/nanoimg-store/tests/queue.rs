@@ -11,7 +11,7 @@ use std::time::Duration;
 
 async fn with_jobs(db: &TestDb, n: usize) -> (Store, String, Vec<String>) {
     let s = db.open().await;
-    let t = s.create_tenant("acme", false).await.unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..n {
         let job = s
@@ -40,10 +40,11 @@ async fn concurrent_workers_claim_each_job_once(db: TestDb) {
             tokio::spawn(async move {
                 let me = format!("worker-{w}");
                 let mut got = Vec::new();
-                while let Some(c) = s.claim_job(&me).await.unwrap() {
+                while let Some(c) = s.system().claim_job(&me).await.unwrap() {
                     assert_eq!((c.attempt, c.job.status), (1, JobStatus::Running));
                     assert_eq!(c.job.params["prompt"], "a fox", "params are opened");
                     assert!(s
+                        .system()
                         .finish_claimed(
                             &me,
                             c.attempt,
@@ -69,49 +70,64 @@ async fn concurrent_workers_claim_each_job_once(db: TestDb) {
     assert_eq!(all.len(), ids.len(), "every job claimed once: {all:?}");
     assert_eq!(unique.len(), ids.len());
     for id in &ids {
-        assert_eq!(s.job_any_tenant(id).await.unwrap().status, JobStatus::Succeeded);
+        assert_eq!(
+            s.system().job_any_tenant(id).await.unwrap().status,
+            JobStatus::Succeeded
+        );
     }
     // Oldest first: a new job after these is claimed after any older one still waiting.
-    assert!(s.claim_job("late").await.unwrap().is_none());
+    assert!(s.system().claim_job("late").await.unwrap().is_none());
 }
 
 async fn a_silent_workers_job_is_handed_on_and_its_late_finish_refused(db: TestDb) {
     let (s, tenant, ids) = with_jobs(&db, 2).await;
-    let a = s.claim_job("a").await.unwrap().unwrap();
-    let b = s.claim_job("b").await.unwrap().unwrap();
+    let a = s.system().claim_job("a").await.unwrap().unwrap();
+    let b = s.system().claim_job("b").await.unwrap().unwrap();
     assert_eq!(
         (a.job.id.as_str(), b.job.id.as_str()),
         (ids[0].as_str(), ids[1].as_str())
     );
     assert!(s
+        .system()
         .report_progress("a", &a.job.id, &serde_json::json!({"step": 3, "steps": 20}))
         .await
         .unwrap());
     assert_eq!(
-        s.job_progress(&tenant, &a.job.id).await.unwrap().unwrap()["step"],
+        s.system()
+            .job_progress(&tenant, &a.job.id)
+            .await
+            .unwrap()
+            .unwrap()["step"],
         3
     );
     // Worker b keeps beating; worker a falls silent.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(s.heartbeat("b").await.unwrap().is_empty());
-    let reaped = s.reap_jobs(200, 2).await.unwrap();
+    assert!(s.system().heartbeat("b").await.unwrap().is_empty());
+    let reaped = s.system().reap_jobs(200, 2).await.unwrap();
     assert_eq!(reaped.requeued, vec![a.job.id.clone()]);
     assert!(reaped.failed.is_empty());
     assert_eq!(
-        s.job_any_tenant(&a.job.id).await.unwrap().status,
+        s.system().job_any_tenant(&a.job.id).await.unwrap().status,
         JobStatus::Queued
     );
-    assert!(s.job_progress(&tenant, &a.job.id).await.unwrap().is_none());
+    assert!(s
+        .system()
+        .job_progress(&tenant, &a.job.id)
+        .await
+        .unwrap()
+        .is_none());
 
     // b takes it up as attempt 2; a, waking up, can neither report nor finish it.
-    let again = s.claim_job("b").await.unwrap().unwrap();
+    let again = s.system().claim_job("b").await.unwrap().unwrap();
     assert_eq!((again.job.id.as_str(), again.attempt), (a.job.id.as_str(), 2));
     assert!(!s
+        .system()
         .report_progress("a", &a.job.id, &serde_json::json!({"step": 4}))
         .await
         .unwrap());
     let late = serde_json::json!(["img_from_a"]);
     assert!(!s
+        .system()
         .finish_claimed(
             "a",
             a.attempt,
@@ -125,6 +141,7 @@ async fn a_silent_workers_job_is_handed_on_and_its_late_finish_refused(db: TestD
         .unwrap());
     let done = serde_json::json!(["img_from_b"]);
     assert!(s
+        .system()
         .finish_claimed(
             "b",
             again.attempt,
@@ -136,10 +153,11 @@ async fn a_silent_workers_job_is_handed_on_and_its_late_finish_refused(db: TestD
         )
         .await
         .unwrap());
-    let j = s.job_any_tenant(&a.job.id).await.unwrap();
+    let j = s.system().job_any_tenant(&a.job.id).await.unwrap();
     assert_eq!((j.status, j.result), (JobStatus::Succeeded, Some(done)));
     // Finished is final, for the worker that held it too.
     assert!(!s
+        .system()
         .finish_claimed(
             "b",
             again.attempt,
@@ -154,33 +172,34 @@ async fn a_silent_workers_job_is_handed_on_and_its_late_finish_refused(db: TestD
 
     // b's other job: b falls silent too, and with no attempts left it fails with the reason.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let reaped = s.reap_jobs(200, 1).await.unwrap();
+    let reaped = s.system().reap_jobs(200, 1).await.unwrap();
     assert_eq!(reaped.failed, vec![b.job.id.clone()]);
-    let j = s.job_any_tenant(&b.job.id).await.unwrap();
+    let j = s.system().job_any_tenant(&b.job.id).await.unwrap();
     assert_eq!(j.status, JobStatus::Failed);
     assert!(j.error.as_deref().unwrap().contains(WORKER_LOST), "{j:?}");
     assert!(
-        s.reap_jobs(200, 1).await.unwrap() == Default::default(),
+        s.system().reap_jobs(200, 1).await.unwrap() == Default::default(),
         "each job is moved once"
     );
 }
 
 async fn cancellation_reaches_queued_and_running_jobs(db: TestDb) {
     let (s, tenant, ids) = with_jobs(&db, 3).await;
-    let running = s.claim_job("w").await.unwrap().unwrap();
+    let running = s.system().claim_job("w").await.unwrap().unwrap();
     assert_eq!(running.job.id, ids[0]);
     // A queued job is cancelled at once and never claimed.
     assert_eq!(
-        s.request_cancel(&tenant, &ids[1]).await.unwrap(),
+        s.system().request_cancel(&tenant, &ids[1]).await.unwrap(),
         JobStatus::Cancelled
     );
     // A running one is flagged; its worker hears it at the next heartbeat.
     assert_eq!(
-        s.request_cancel(&tenant, &ids[0]).await.unwrap(),
+        s.system().request_cancel(&tenant, &ids[0]).await.unwrap(),
         JobStatus::Running
     );
-    assert_eq!(s.heartbeat("w").await.unwrap(), vec![ids[0].clone()]);
+    assert_eq!(s.system().heartbeat("w").await.unwrap(), vec![ids[0].clone()]);
     assert!(s
+        .system()
         .finish_claimed(
             "w",
             running.attempt,
@@ -192,18 +211,18 @@ async fn cancellation_reaches_queued_and_running_jobs(db: TestDb) {
         )
         .await
         .unwrap());
-    let next = s.claim_job("w").await.unwrap().unwrap();
+    let next = s.system().claim_job("w").await.unwrap().unwrap();
     assert_eq!(next.job.id, ids[2], "the cancelled job was skipped");
     // Another tenant cannot cancel it.
-    let other = s.create_tenant("other", false).await.unwrap();
-    assert!(s.request_cancel(&other.id, &ids[2]).await.is_err());
+    let other = s.system().create_tenant("other", false).await.unwrap();
+    assert!(s.system().request_cancel(&other.id, &ids[2]).await.is_err());
     // A flagged job whose worker died is cancelled, not retried.
-    s.request_cancel(&tenant, &ids[2]).await.unwrap();
+    s.system().request_cancel(&tenant, &ids[2]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let reaped = s.reap_jobs(200, 5).await.unwrap();
+    let reaped = s.system().reap_jobs(200, 5).await.unwrap();
     assert_eq!((reaped.failed, reaped.requeued.len()), (vec![ids[2].clone()], 0));
     assert_eq!(
-        s.job_any_tenant(&ids[2]).await.unwrap().status,
+        s.system().job_any_tenant(&ids[2]).await.unwrap().status,
         JobStatus::Cancelled
     );
 }

@@ -34,8 +34,8 @@ async fn blobs_round_trip_through_s3_as_ciphertext_and_go_on_delete_and_erasure(
         ..d.options()
     };
     let s = Store::open_in(d.path(), options).await.unwrap();
-    let t = s.create_tenant("acme", false).await.unwrap();
-    let keep = s.create_tenant("keeper", false).await.unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
+    let keep = s.system().create_tenant("keeper", false).await.unwrap();
     let sc = s.scoped(&t.id);
     let a = sc.put_asset(asset(), MARKER).await.unwrap();
     let kept = s.scoped(&keep.id).put_asset(asset(), b"kept").await.unwrap();
@@ -88,7 +88,7 @@ async fn blobs_round_trip_through_s3_as_ciphertext_and_go_on_delete_and_erasure(
     for i in 0..3u8 {
         sc.put_asset(asset(), &[i; 32]).await.unwrap();
     }
-    let e = s.erase_tenant("acme").await.unwrap();
+    let e = s.system().erase_tenant("acme").await.unwrap();
     assert_eq!(e.blobs, 3, "{e:?}");
     assert!(files(&ours.join(&t.id)).is_empty());
     assert_eq!(s.scoped(&keep.id).asset_bytes(&kept.id).await.unwrap().1, b"kept");

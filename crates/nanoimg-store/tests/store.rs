@@ -36,32 +36,44 @@ fn png_asset() -> NewAsset {
 
 async fn keys_authenticate_until_revoked_or_expired(db: TestDb) {
     let (_d, s) = open(db).await;
-    let t = s.create_tenant("acme", false).await.unwrap();
-    let (rec, secret) = s.create_key(&t.id, &key("ci", &Scope::defaults())).await.unwrap();
-    let p = s.authenticate(secret.expose()).await.unwrap().unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
+    let (rec, secret) = s
+        .system()
+        .create_key(&t.id, &key("ci", &Scope::defaults()))
+        .await
+        .unwrap();
+    let p = s.system().authenticate(secret.expose()).await.unwrap().unwrap();
     assert_eq!(p.tenant.id, t.id);
     assert_eq!(p.key.id, rec.id);
     assert!(p.can(Scope::ImagesGenerate) && !p.can(Scope::Admin));
 
     // Only the hash is stored.
-    let listed = s.keys(Some(&t.id)).await.unwrap();
+    let listed = s.system().keys(Some(&t.id)).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(secret.expose().starts_with(&listed[0].prefix));
 
     // A well-formed stranger, a typo, revocation.
     let other = nanoimg_store::SecretKey::generate();
     assert_eq!(
-        s.authenticate(other.expose()).await.unwrap().unwrap_err(),
+        s.system()
+            .authenticate(other.expose())
+            .await
+            .unwrap()
+            .unwrap_err(),
         AuthFailure::Unknown
     );
     let typo = secret.expose().replacen('_', "-", 1);
     assert_eq!(
-        s.authenticate(&typo).await.unwrap().unwrap_err(),
+        s.system().authenticate(&typo).await.unwrap().unwrap_err(),
         AuthFailure::Malformed
     );
-    s.revoke_key(&rec.id, Some(&t.id)).await.unwrap();
+    s.system().revoke_key(&rec.id, Some(&t.id)).await.unwrap();
     assert_eq!(
-        s.authenticate(secret.expose()).await.unwrap().unwrap_err(),
+        s.system()
+            .authenticate(secret.expose())
+            .await
+            .unwrap()
+            .unwrap_err(),
         AuthFailure::Revoked
     );
 
@@ -71,35 +83,43 @@ async fn keys_authenticate_until_revoked_or_expired(db: TestDb) {
         ..key("old", &[Scope::AssetsRead])
     };
     assert!(matches!(
-        s.create_key(&t.id, &past).await,
+        s.system().create_key(&t.id, &past).await,
         Err(StoreError::Invalid(_))
     ));
     let soon = NewKey {
         expires_at: Some(nanoimg_store::ids::now_ms() + 200),
         ..key("soon", &[Scope::AssetsRead])
     };
-    let (_, short) = s.create_key(&t.id, &soon).await.unwrap();
-    assert!(s.authenticate(short.expose()).await.unwrap().is_ok());
+    let (_, short) = s.system().create_key(&t.id, &soon).await.unwrap();
+    assert!(s.system().authenticate(short.expose()).await.unwrap().is_ok());
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     assert_eq!(
-        s.authenticate(short.expose()).await.unwrap().unwrap_err(),
+        s.system()
+            .authenticate(short.expose())
+            .await
+            .unwrap()
+            .unwrap_err(),
         AuthFailure::Expired
     );
 }
 
 async fn tenant_limits_are_stored_checked_and_reach_the_principal(db: TestDb) {
     let (d, s) = open(db).await;
-    let t = s.create_tenant("acme", false).await.unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
     assert_eq!(t.limits, TenantLimits::default());
-    let (_, secret) = s.create_key(&t.id, &key("ci", &Scope::defaults())).await.unwrap();
+    let (_, secret) = s
+        .system()
+        .create_key(&t.id, &key("ci", &Scope::defaults()))
+        .await
+        .unwrap();
     let limits = TenantLimits {
         requests_per_minute: Some(5000),
         images_per_minute: None,
         concurrent_jobs: Some(8),
     };
-    let updated = s.set_tenant_limits("acme", &limits).await.unwrap();
+    let updated = s.system().set_tenant_limits("acme", &limits).await.unwrap();
     assert_eq!(updated.limits, limits);
-    let p = s.authenticate(secret.expose()).await.unwrap().unwrap();
+    let p = s.system().authenticate(secret.expose()).await.unwrap().unwrap();
     assert_eq!(p.tenant, updated);
     for bad in [
         TenantLimits {
@@ -111,17 +131,18 @@ async fn tenant_limits_are_stored_checked_and_reach_the_principal(db: TestDb) {
             ..limits
         },
     ] {
-        let e = s.set_tenant_limits(&t.id, &bad).await.unwrap_err();
+        let e = s.system().set_tenant_limits(&t.id, &bad).await.unwrap_err();
         assert!(matches!(e, StoreError::Invalid(_)), "{e}");
     }
     assert!(matches!(
-        s.set_tenant_limits("nobody", &limits).await.unwrap_err(),
+        s.system().set_tenant_limits("nobody", &limits).await.unwrap_err(),
         StoreError::NotFound("tenant")
     ));
     // Low moderation is off until the operator allows it.
     assert!(!updated.allow_low_moderation);
     assert!(
-        s.set_tenant_low_moderation("acme", true)
+        s.system()
+            .set_tenant_low_moderation("acme", true)
             .await
             .unwrap()
             .allow_low_moderation
@@ -129,26 +150,37 @@ async fn tenant_limits_are_stored_checked_and_reach_the_principal(db: TestDb) {
     // Unchanged by the refused updates, and kept across a reopen.
     s.close().await;
     let s = d.open().await;
-    let t = s.tenant(&t.id).await.unwrap();
+    let t = s.system().tenant(&t.id).await.unwrap();
     assert_eq!(t.limits, limits);
     assert!(t.allow_low_moderation);
 }
 
 async fn rotation_replaces_a_key_and_admin_scope_is_for_the_operator_only(db: TestDb) {
     let (_d, s) = open(db).await;
-    let ops = s.create_tenant("ops", true).await.unwrap();
-    let t = s.create_tenant("acme", false).await.unwrap();
-    let e = s.create_key(&t.id, &key("x", &[Scope::Admin])).await.unwrap_err();
+    let ops = s.system().create_tenant("ops", true).await.unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
+    let e = s
+        .system()
+        .create_key(&t.id, &key("x", &[Scope::Admin]))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("admin"), "{e}");
     let (old, old_secret) = s
+        .system()
         .create_key(&ops.id, &key("root", &[Scope::Admin]))
         .await
         .unwrap();
-    let (new, new_secret) = s.rotate_key(&old.id, None).await.unwrap();
+    let (new, new_secret) = s.system().rotate_key(&old.id, None).await.unwrap();
     assert_eq!(new.rotated_from.as_deref(), Some(old.id.as_str()));
     assert_eq!(new.scopes, vec![Scope::Admin]);
-    assert!(s.authenticate(old_secret.expose()).await.unwrap().is_err());
     assert!(s
+        .system()
+        .authenticate(old_secret.expose())
+        .await
+        .unwrap()
+        .is_err());
+    assert!(s
+        .system()
         .authenticate(new_secret.expose())
         .await
         .unwrap()
@@ -156,20 +188,20 @@ async fn rotation_replaces_a_key_and_admin_scope_is_for_the_operator_only(db: Te
         .can(Scope::Admin));
     // A tenant cannot reach another tenant's key.
     assert!(matches!(
-        s.revoke_key(&new.id, Some(&t.id)).await,
+        s.system().revoke_key(&new.id, Some(&t.id)).await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
-        s.create_tenant("acme", false).await,
+        s.system().create_tenant("acme", false).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(s.create_tenant("", false).await.is_err());
+    assert!(s.system().create_tenant("", false).await.is_err());
 }
 
 async fn another_tenants_assets_and_jobs_are_not_found(db: TestDb) {
     let (_d, s) = open(db).await;
-    let a = s.create_tenant("a", false).await.unwrap();
-    let b = s.create_tenant("b", false).await.unwrap();
+    let a = s.system().create_tenant("a", false).await.unwrap();
+    let b = s.system().create_tenant("b", false).await.unwrap();
     let asset = s
         .scoped(&a.id)
         .put_asset(png_asset(), b"bytes-of-a")
@@ -207,7 +239,7 @@ async fn another_tenants_assets_and_jobs_are_not_found(db: TestDb) {
 
 async fn asset_listing_pages_newest_first(db: TestDb) {
     let (_d, s) = open(db).await;
-    let t = s.create_tenant("t", false).await.unwrap();
+    let t = s.system().create_tenant("t", false).await.unwrap();
     let sc = s.scoped(&t.id);
     let mut ids = vec![];
     for i in 0..5 {
@@ -232,7 +264,7 @@ async fn jobs_survive_a_restart_as_failed_or_requeued(db: TestDb) {
     let (running, waiting_sync, waiting_detached, done);
     {
         let s = d.open().await;
-        let t = s.create_tenant("t", false).await.unwrap();
+        let t = s.system().create_tenant("t", false).await.unwrap();
         let sc = s.scoped(&t.id);
         let p = serde_json::json!({"prompt": "x"});
         running = sc
@@ -251,9 +283,10 @@ async fn jobs_survive_a_restart_as_failed_or_requeued(db: TestDb) {
             .unwrap()
             .id;
         done = sc.insert_job("generation", true, None, p).await.unwrap().id;
-        assert!(s.job_started(&running).await.unwrap());
-        assert!(s.job_started(&done).await.unwrap());
+        assert!(s.system().job_started(&running).await.unwrap());
+        assert!(s.system().job_started(&done).await.unwrap());
         assert!(s
+            .system()
             .job_finished(
                 sc.tenant_id(),
                 &done,
@@ -265,30 +298,31 @@ async fn jobs_survive_a_restart_as_failed_or_requeued(db: TestDb) {
             .unwrap());
         // Final is final.
         assert!(!s
+            .system()
             .job_finished(sc.tenant_id(), &done, JobStatus::Failed, None, Some("late"))
             .await
             .unwrap());
         s.close().await;
     }
     let s = d.open().await;
-    let r = s.recover_jobs().await.unwrap();
+    let r = s.system().recover_jobs().await.unwrap();
     assert_eq!(r.failed, 2);
     assert_eq!(
         r.requeue.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
         [waiting_detached.as_str()]
     );
-    let j = s.job_any_tenant(&running).await.unwrap();
+    let j = s.system().job_any_tenant(&running).await.unwrap();
     assert_eq!(j.status, JobStatus::Failed);
     assert!(j
         .error
         .unwrap()
         .contains("server stopped while this job was running"));
     assert_eq!(
-        s.job_any_tenant(&waiting_sync).await.unwrap().status,
+        s.system().job_any_tenant(&waiting_sync).await.unwrap().status,
         JobStatus::Failed
     );
     assert_eq!(
-        s.job_any_tenant(&done).await.unwrap().status,
+        s.system().job_any_tenant(&done).await.unwrap().status,
         JobStatus::Succeeded
     );
 }
@@ -296,28 +330,38 @@ async fn jobs_survive_a_restart_as_failed_or_requeued(db: TestDb) {
 async fn the_audit_table_is_append_only(db: TestDb) {
     let (d, s) = open(db).await;
     for i in 0..3 {
-        s.audit(AuditEvent {
-            request_id: Some(format!("req-{i}")),
-            tenant_id: None,
-            key_id: None,
-            action: "tenant.create",
-            target: None,
-            outcome: Outcome::Success,
-            detail: serde_json::json!({"i": i}),
-        })
-        .await
-        .unwrap();
+        s.system()
+            .audit(AuditEvent {
+                request_id: Some(format!("req-{i}")),
+                tenant_id: None,
+                key_id: None,
+                action: "tenant.create",
+                target: None,
+                outcome: Outcome::Success,
+                detail: serde_json::json!({"i": i}),
+            })
+            .await
+            .unwrap();
     }
-    let ev = s.audit_events(None, 0, 100).await.unwrap();
+    let ev = s.system().audit_events(None, 0, 100).await.unwrap();
     assert_eq!(ev.len(), 3);
-    assert_eq!(s.audit_events(None, ev[0].seq, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        s.system().audit_events(None, ev[0].seq, 100).await.unwrap().len(),
+        2
+    );
     // From the end, newest first, and paging back from a cursor.
     let seqs = |v: Vec<nanoimg_store::AuditRecord>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
-    let newest = seqs(s.audit_events_newest(None, None, 2).await.unwrap());
+    let newest = seqs(s.system().audit_events_newest(None, None, 2).await.unwrap());
     assert_eq!(newest, vec![ev[2].seq, ev[1].seq]);
-    let older = seqs(s.audit_events_newest(None, Some(ev[1].seq), 2).await.unwrap());
+    let older = seqs(
+        s.system()
+            .audit_events_newest(None, Some(ev[1].seq), 2)
+            .await
+            .unwrap(),
+    );
     assert_eq!(older, vec![ev[0].seq]);
     assert!(s
+        .system()
         .audit_events_newest(Some("no-such-tenant"), None, 10)
         .await
         .unwrap()
@@ -349,8 +393,8 @@ fn version(parent: &str, asset: &str) -> NewVersion {
 
 async fn edit_sessions_keep_a_tree_an_undo_stack_and_their_tenant(db: TestDb) {
     let (_d, s) = open(db).await;
-    let a = s.create_tenant("a", false).await.unwrap();
-    let b = s.create_tenant("b", false).await.unwrap();
+    let a = s.system().create_tenant("a", false).await.unwrap();
+    let b = s.system().create_tenant("b", false).await.unwrap();
     let (sa, sb) = (s.scoped(&a.id), s.scoped(&b.id));
     let img = sa.put_asset(png_asset(), b"x").await.unwrap();
     let made = sa.put_asset(png_asset(), b"y").await.unwrap();
@@ -455,8 +499,8 @@ fn blob_files(dir: &std::path::Path) -> Vec<String> {
 
 async fn characters_keep_their_references_and_lora_and_go_with_them(db: TestDb) {
     let (d, s) = open(db).await;
-    let t = s.create_tenant("acme", false).await.unwrap();
-    let other = s.create_tenant("other", false).await.unwrap();
+    let t = s.system().create_tenant("acme", false).await.unwrap();
+    let other = s.system().create_tenant("other", false).await.unwrap();
     let scoped = s.scoped(&t.id);
     let c = scoped
         .create_character(character("Robo", 3, Some(b"lora-bytes".to_vec())))
@@ -551,8 +595,8 @@ async fn characters_keep_their_references_and_lora_and_go_with_them(db: TestDb) 
 
 async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_else(db: TestDb) {
     let (d, s) = open(db).await;
-    let t = s.create_tenant("short", false).await.unwrap();
-    let forever = s.create_tenant("forever", false).await.unwrap();
+    let t = s.system().create_tenant("short", false).await.unwrap();
+    let forever = s.system().create_tenant("forever", false).await.unwrap();
     let sc = s.scoped(&t.id);
     let old = sc.put_asset(png_asset(), b"old").await.unwrap();
     let new = sc.put_asset(png_asset(), b"new").await.unwrap();
@@ -562,7 +606,8 @@ async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_el
         .insert_job("generate", true, None, serde_json::json!({"prompt": "old"}))
         .await
         .unwrap();
-    s.job_finished(&t.id, &done.id, JobStatus::Succeeded, None, None)
+    s.system()
+        .job_finished(&t.id, &done.id, JobStatus::Succeeded, None, None)
         .await
         .unwrap();
     let waiting = sc
@@ -598,19 +643,20 @@ async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_el
 
     for bad in [0, 3651] {
         assert!(matches!(
-            s.set_tenant_retention("short", Some(bad)).await,
+            s.system().set_tenant_retention("short", Some(bad)).await,
             Err(StoreError::Invalid(_))
         ));
     }
     assert_eq!(
-        s.set_tenant_retention("short", Some(30))
+        s.system()
+            .set_tenant_retention("short", Some(30))
             .await
             .unwrap()
             .retention_days,
         Some(30)
     );
     let now = nanoimg_store::ids::now_ms();
-    let r = s.apply_retention(now).await.unwrap();
+    let r = s.system().apply_retention(now).await.unwrap();
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!((r[0].jobs, r[0].sessions, r[0].assets), (1, 0, 1), "{r:?}");
     // Gone: the old image (row and file) and the finished job with its prompt.
@@ -628,12 +674,17 @@ async fn retention_deletes_what_is_older_than_the_tenants_setting_and_nothing_el
         session.id
     ))
     .await;
-    let r = s.apply_retention(now).await.unwrap();
+    let r = s.system().apply_retention(now).await.unwrap();
     assert_eq!((r[0].jobs, r[0].sessions, r[0].assets), (0, 1, 1), "{r:?}");
     assert!(matches!(sc.asset(&root.id).await, Err(StoreError::NotFound(_))));
     // Cleared: nothing more is deleted.
-    s.set_tenant_retention("short", None).await.unwrap();
-    assert!(s.apply_retention(now + days40 * 10).await.unwrap().is_empty());
+    s.system().set_tenant_retention("short", None).await.unwrap();
+    assert!(s
+        .system()
+        .apply_retention(now + days40 * 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 on_both_backends!(

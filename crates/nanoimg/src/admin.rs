@@ -287,7 +287,7 @@ pub fn keys(cmd: KeysCommand) -> Result<()> {
             expires_in,
             data_dir,
         } => with_store(data_dir, |s| async move {
-            let t = s.tenant(&tenant).await?;
+            let t = s.system().tenant(&tenant).await?;
             let scopes = match scopes {
                 Some(list) => Scope::parse_list(&list)?,
                 None => Scope::defaults(),
@@ -296,6 +296,7 @@ pub fn keys(cmd: KeysCommand) -> Result<()> {
                 .map(|e| parse_duration(&e).map(|d| nanoimg_store::ids::now_ms() + d))
                 .transpose()?;
             let (rec, secret) = s
+                .system()
                 .create_key(
                     &t.id,
                     &NewKey {
@@ -305,27 +306,28 @@ pub fn keys(cmd: KeysCommand) -> Result<()> {
                     },
                 )
                 .await?;
-            s.audit(cli_event(
-                "key.create",
-                Some(t.id.clone()),
-                rec.id.clone(),
-                serde_json::json!({"prefix": rec.prefix, "scopes": Scope::join(&rec.scopes)}),
-            ))
-            .await?;
+            s.system()
+                .audit(cli_event(
+                    "key.create",
+                    Some(t.id.clone()),
+                    rec.id.clone(),
+                    serde_json::json!({"prefix": rec.prefix, "scopes": Scope::join(&rec.scopes)}),
+                ))
+                .await?;
             eprintln!("key {} for tenant {} (shown once):", rec.id, t.name);
             println!("{}", secret.expose());
             Ok(())
         }),
         KeysCommand::List { tenant, data_dir } => with_store(data_dir, |s| async move {
             let tid = match tenant {
-                Some(t) => Some(s.tenant(&t).await?.id),
+                Some(t) => Some(s.system().tenant(&t).await?.id),
                 None => None,
             };
             println!(
                 "{:<32} {:<32} {:<12} {:<16} {:<11} {:<11} scopes",
                 "id", "tenant", "prefix", "name", "expires", "revoked"
             );
-            for k in s.keys(tid.as_deref()).await? {
+            for k in s.system().keys(tid.as_deref()).await? {
                 println!(
                     "{:<32} {:<32} {:<12} {:<16} {:<11} {:<11} {}",
                     k.id,
@@ -340,26 +342,28 @@ pub fn keys(cmd: KeysCommand) -> Result<()> {
             Ok(())
         }),
         KeysCommand::Revoke { id, data_dir } => with_store(data_dir, |s| async move {
-            let k = s.revoke_key(&id, None).await?;
-            s.audit(cli_event(
-                "key.revoke",
-                Some(k.tenant_id.clone()),
-                k.id.clone(),
-                serde_json::json!({}),
-            ))
-            .await?;
+            let k = s.system().revoke_key(&id, None).await?;
+            s.system()
+                .audit(cli_event(
+                    "key.revoke",
+                    Some(k.tenant_id.clone()),
+                    k.id.clone(),
+                    serde_json::json!({}),
+                ))
+                .await?;
             println!("revoked {}", k.id);
             Ok(())
         }),
         KeysCommand::Rotate { id, data_dir } => with_store(data_dir, |s| async move {
-            let (k, secret) = s.rotate_key(&id, None).await?;
-            s.audit(cli_event(
-                "key.rotate",
-                Some(k.tenant_id.clone()),
-                k.id.clone(),
-                serde_json::json!({"replaces": id}),
-            ))
-            .await?;
+            let (k, secret) = s.system().rotate_key(&id, None).await?;
+            s.system()
+                .audit(cli_event(
+                    "key.rotate",
+                    Some(k.tenant_id.clone()),
+                    k.id.clone(),
+                    serde_json::json!({"replaces": id}),
+                ))
+                .await?;
             eprintln!("key {} replaces {id}, which is now revoked (shown once):", k.id);
             println!("{}", secret.expose());
             Ok(())
@@ -370,19 +374,20 @@ pub fn keys(cmd: KeysCommand) -> Result<()> {
 pub fn tenants(cmd: TenantsCommand) -> Result<()> {
     match cmd {
         TenantsCommand::Create { name, data_dir } => with_store(data_dir, |s| async move {
-            let t = s.create_tenant(&name, false).await?;
-            s.audit(cli_event(
-                "tenant.create",
-                Some(t.id.clone()),
-                t.id.clone(),
-                serde_json::json!({"name": t.name}),
-            ))
-            .await?;
+            let t = s.system().create_tenant(&name, false).await?;
+            s.system()
+                .audit(cli_event(
+                    "tenant.create",
+                    Some(t.id.clone()),
+                    t.id.clone(),
+                    serde_json::json!({"name": t.name}),
+                ))
+                .await?;
             println!("{}", t.id);
             Ok(())
         }),
         TenantsCommand::List { data_dir } => with_store(data_dir, |s| async move {
-            for t in s.tenants().await? {
+            for t in s.system().tenants().await? {
                 println!(
                     "{:<32} {:<24} {}",
                     t.id,
@@ -410,14 +415,15 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
                     })?),
                 };
             with_store(data_dir, |s| async move {
-                let t = s.set_tenant_retention(&tenant, days).await?;
-                s.audit(cli_event(
-                    "tenant.retention",
-                    Some(t.id.clone()),
-                    t.id.clone(),
-                    serde_json::json!({"days": days}),
-                ))
-                .await?;
+                let t = s.system().set_tenant_retention(&tenant, days).await?;
+                s.system()
+                    .audit(cli_event(
+                        "tenant.retention",
+                        Some(t.id.clone()),
+                        t.id.clone(),
+                        serde_json::json!({"days": days}),
+                    ))
+                    .await?;
                 match t.retention_days {
                     Some(d) => println!("{}: retention {d} days", t.name),
                     None => println!("{}: retention off (kept until deleted)", t.name),
@@ -430,7 +436,7 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
             yes,
             data_dir,
         } => with_store(data_dir, |s| async move {
-            let t = s.tenant(&tenant).await?;
+            let t = s.system().tenant(&tenant).await?;
             if !yes {
                 bail!(
                     "this erases tenant {} ({}) and everything it owns, for good; add --yes to do it",
@@ -438,14 +444,15 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
                     t.id
                 );
             }
-            let e = s.erase_tenant(&t.id).await?;
-            s.audit(cli_event(
-                "tenant.erase",
-                None,
-                e.tenant_id.clone(),
-                serde_json::json!({"rows": e.rows, "blobs": e.blobs, "audit_redacted": e.audit_redacted}),
-            ))
-            .await?;
+            let e = s.system().erase_tenant(&t.id).await?;
+            s.system()
+                .audit(cli_event(
+                    "tenant.erase",
+                    None,
+                    e.tenant_id.clone(),
+                    serde_json::json!({"rows": e.rows, "blobs": e.blobs, "audit_redacted": e.audit_redacted}),
+                ))
+                .await?;
             println!(
                 "erased {}: {} rows, {} files, {} audit details redacted",
                 e.tenant_id, e.rows, e.blobs, e.audit_redacted
@@ -459,7 +466,7 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
             concurrent_jobs,
             data_dir,
         } => with_store(data_dir, |s| async move {
-            let mut t = s.tenant(&tenant).await?;
+            let mut t = s.system().tenant(&tenant).await?;
             if requests_per_minute.is_some() || images_per_minute.is_some() || concurrent_jobs.is_some() {
                 let now = t.limits;
                 let limits = TenantLimits {
@@ -467,14 +474,15 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
                     images_per_minute: LimitArg::apply(images_per_minute, now.images_per_minute),
                     concurrent_jobs: LimitArg::apply(concurrent_jobs, now.concurrent_jobs),
                 };
-                t = s.set_tenant_limits(&t.id, &limits).await?;
-                s.audit(cli_event(
-                    "tenant.limits",
-                    Some(t.id.clone()),
-                    t.id.clone(),
-                    serde_json::to_value(limits)?,
-                ))
-                .await?;
+                t = s.system().set_tenant_limits(&t.id, &limits).await?;
+                s.system()
+                    .audit(cli_event(
+                        "tenant.limits",
+                        Some(t.id.clone()),
+                        t.id.clone(),
+                        serde_json::to_value(limits)?,
+                    ))
+                    .await?;
             }
             let show = |v: Option<u32>| v.map_or("default".to_owned(), |v| v.to_string());
             println!("allow_low_moderation {}", t.allow_low_moderation);
@@ -488,14 +496,15 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
 
 fn set_moderation(tenant: String, allow_low: bool, data_dir: Option<PathBuf>) -> Result<()> {
     with_store(data_dir, |s| async move {
-        let t = s.set_tenant_low_moderation(&tenant, allow_low).await?;
-        s.audit(cli_event(
-            "tenant.moderation",
-            Some(t.id.clone()),
-            t.id.clone(),
-            serde_json::json!({"allow_low": allow_low}),
-        ))
-        .await?;
+        let t = s.system().set_tenant_low_moderation(&tenant, allow_low).await?;
+        s.system()
+            .audit(cli_event(
+                "tenant.moderation",
+                Some(t.id.clone()),
+                t.id.clone(),
+                serde_json::json!({"allow_low": allow_low}),
+            ))
+            .await?;
         println!("{}: allow_low_moderation {}", t.name, t.allow_low_moderation);
         Ok(())
     })
@@ -527,8 +536,8 @@ fn verify_audit(args: AuditVerifyArgs) -> Result<ExitCode> {
     with_store(args.data_dir, |s| {
         let ok = &mut ok;
         async move {
-            let key = key.unwrap_or_else(|| s.audit_public_key());
-            let r = s.verify_audit(&key, &witness).await?;
+            let key = key.unwrap_or_else(|| s.system().audit_public_key());
+            let r = s.system().verify_audit(&key, &witness).await?;
             *ok = r.ok();
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -565,17 +574,20 @@ fn verify_audit(args: AuditVerifyArgs) -> Result<ExitCode> {
 fn list_audit(args: AuditListArgs) -> Result<()> {
     with_store(args.data_dir, |s| async move {
         let tenant = match &args.tenant {
-            Some(t) => Some(s.tenant(t).await?.id),
+            Some(t) => Some(s.system().tenant(t).await?.id),
             None => None,
         };
         if !(1..=1000).contains(&args.limit) {
             bail!("--limit must be 1 to 1000");
         }
         let events = if args.newest || args.before.is_some() {
-            s.audit_events_newest(tenant.as_deref(), args.before, args.limit)
+            s.system()
+                .audit_events_newest(tenant.as_deref(), args.before, args.limit)
                 .await?
         } else {
-            s.audit_events(tenant.as_deref(), args.after, args.limit).await?
+            s.system()
+                .audit_events(tenant.as_deref(), args.after, args.limit)
+                .await?
         };
         if args.json {
             for e in &events {

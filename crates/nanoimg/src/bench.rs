@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use nanoimg_core::{ImageSize, Limits};
 use nanoimg_engine::pipeline::SeededNoise;
+use nanoimg_engine::reference::{BankCache, DEFAULT_CACHE_BYTES};
 use nanoimg_engine::synthetic::write_model;
 use nanoimg_engine::{CancelToken, GenerateRequest, LoadOptions, NoProgress, StableDiffusion};
 use serde_json::json;
@@ -107,8 +108,11 @@ fn ensure_model(work_dir: &std::path::Path, arch: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// One striped reference picture, as a character would bring.
-fn bench_reference(size: u32) -> std::sync::Arc<nanoimg_engine::reference::Reference> {
+/// One striped reference picture, as a character would bring, its banks kept in `cache`.
+fn bench_reference(
+    size: u32,
+    cache: &std::sync::Arc<BankCache>,
+) -> std::sync::Arc<nanoimg_engine::reference::Reference> {
     let img = image::RgbImage::from_fn(size, size, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
     });
@@ -118,6 +122,7 @@ fn bench_reference(size: u32) -> std::sync::Arc<nanoimg_engine::reference::Refer
         prompt: "a character".into(),
         seed: 1,
         settings: Default::default(),
+        cache: Some(cache.clone()),
     })
 }
 
@@ -191,6 +196,7 @@ pub fn run(a: Args) -> Result<()> {
     let prompt = "a photograph of an astronaut riding a horse";
     for (label, path) in &targets {
         let model = StableDiffusion::load(path, &LoadOptions::default())?;
+        let banks = std::sync::Arc::new(BankCache::new(DEFAULT_CACHE_BYTES));
         let dev = Device::Cpu;
         let size = a.size.unwrap_or(model.defaults().size.width as usize);
         let lat = size / model.vae_scale();
@@ -230,18 +236,18 @@ pub fn run(a: Args) -> Result<()> {
                         req.steps = s;
                     }
                     if op != "generate" {
-                        req.reference = Some(bench_reference(size as u32));
+                        req.reference = Some(bench_reference(size as u32, &banks));
                     }
                     let cold = op == "reference-cold";
                     let limits = Limits::default();
                     let t = time(a.runs, || {
                         if cold {
-                            model.reference_cache().forget("bench");
+                            banks.forget("bench");
                         }
                         model.generate(&req, &limits, &NoProgress, &CancelToken::new())?;
                         Ok(())
                     })?;
-                    bank_bytes = (op != "generate").then(|| model.reference_cache().stats().bytes);
+                    bank_bytes = (op != "generate").then(|| banks.stats().bytes);
                     t
                 }
                 "lora-merge" => {

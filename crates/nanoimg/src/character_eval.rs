@@ -26,7 +26,7 @@ use image::RgbImage;
 use nanoimg_core::Limits;
 use nanoimg_engine::embed::{cosine, ClipEmbedder, Dinov2Embedder};
 use nanoimg_engine::lora::Lora;
-use nanoimg_engine::reference::{Reference, ReferenceSettings};
+use nanoimg_engine::reference::{BankCache, Reference, ReferenceSettings, DEFAULT_CACHE_BYTES};
 use nanoimg_engine::{CancelToken, GenerateRequest, LoadOptions, NoProgress, StableDiffusion};
 use serde_json::json;
 use std::path::PathBuf;
@@ -330,6 +330,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
             None => None,
         },
     };
+    // Banks do not depend on the strength: every strength after the first reads them.
+    let banks = Arc::new(BankCache::new(DEFAULT_CACHE_BYTES));
     let reference_for = |strength: f64| {
         (strength > 0.0).then(|| {
             Arc::new(Reference {
@@ -344,6 +346,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     adain: a.reference_adain,
                     ..ReferenceSettings::default()
                 },
+                cache: Some(banks.clone()),
             })
         })
     };

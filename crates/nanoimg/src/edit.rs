@@ -105,7 +105,6 @@ impl ModelPainter<'_> {
                 &LoadOptions {
                     device: nanoimg_engine::default_device(),
                     dtype: candle_core::DType::F32,
-                    ..Default::default()
                 },
             )?);
         }
@@ -130,23 +129,17 @@ impl Painter for ModelPainter<'_> {
     ) -> Result<RgbImage> {
         let (steps, seed) = (self.args.steps, self.args.seed.unwrap_or_else(rand::random));
         let model = self.model()?;
-        let d = model.defaults().clone();
+        let defaults = GenerateRequest::new(model, prompt);
         let req = GenerateRequest {
-            prompt: prompt.to_owned(),
-            negative_prompt: String::new(),
             size: ImageSize::new(img.width(), img.height()),
-            steps: steps.unwrap_or(d.steps),
-            guidance: d.guidance,
-            scheduler: d.scheduler,
+            steps: steps.unwrap_or(defaults.steps),
             seed,
-            n: 1,
             init: Some(InitImage {
                 image: img.clone(),
                 strength,
                 mask: mask.cloned(),
             }),
-            reference: None,
-            hooks: None,
+            ..defaults
         };
         let limits = Limits::default();
         model.validate(&req, &limits)?;

@@ -183,29 +183,27 @@ pub fn run(a: Args) -> Result<()> {
         &LoadOptions {
             device: nanoimg_engine::default_device(),
             dtype,
-            ..Default::default()
         },
     )?;
-    let d = model.defaults().clone();
+    // The model's defaults, then what the flags set.
+    let defaults = GenerateRequest::new(&model, a.prompt.clone());
     let size = match (a.size, &init) {
         (Some(s), _) => s,
         // img2img keeps the init image's size, rounded down to a multiple of 8.
         (None, Some(i)) => ImageSize::new(i.image.width() / 8 * 8, i.image.height() / 8 * 8),
-        (None, None) => d.size,
+        (None, None) => defaults.size,
     };
     let seed = a.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
     let req = GenerateRequest {
-        prompt: a.prompt.clone(),
         negative_prompt: a.negative.clone(),
         size,
-        steps: a.steps.unwrap_or(d.steps),
-        guidance: a.guidance.unwrap_or(d.guidance),
-        scheduler: a.scheduler.unwrap_or(d.scheduler),
+        steps: a.steps.unwrap_or(defaults.steps),
+        guidance: a.guidance.unwrap_or(defaults.guidance),
+        scheduler: a.scheduler.unwrap_or(defaults.scheduler),
         seed,
         n: a.n,
         init,
-        reference: None,
-        hooks: None,
+        ..defaults
     };
     model.validate(&req, &limits)?;
     for (what, text) in [("prompt", &req.prompt), ("negative prompt", &req.negative_prompt)] {

@@ -82,7 +82,7 @@ impl Lora {
         }
         let mut by_layer: BTreeMap<String, Parts> = BTreeMap::new();
         for (key, t) in tensors {
-            let k = split_key(&key).map_err(invalid)?;
+            let k = split_key(&key).map_err(|e| invalid(e.to_string()))?;
             let entry = by_layer.entry(k.layer).or_default();
             if !t.dtype().is_float() {
                 return Err(invalid(format!("{key:?} is {:?}, not a float tensor", t.dtype())));
@@ -298,7 +298,7 @@ impl StableDiffusion {
             encoders.push(match merge(Component::TextEncoder(i), &enc.weights)? {
                 Some(w) => {
                     let model = ClipTextModel::new(from_weights(&w, dtype, device), enc.model.config())
-                        .map_err(|message| invalid(format!("rebuilding the text encoder: {message}")))?;
+                        .map_err(|e| invalid(format!("rebuilding the text encoder: {e}")))?;
                     Arc::new(TextEncoder {
                         tokenizer: enc.tokenizer.clone(),
                         model,
@@ -318,8 +318,6 @@ impl StableDiffusion {
             device: self.device.clone(),
             dtype: self.dtype,
             vae_dtype: self.vae_dtype,
-            // Banks depend on the weights: the merged model starts its own.
-            reference_cache: crate::reference::BankCache::new(self.reference_cache.stats().budget),
         })
     }
 }

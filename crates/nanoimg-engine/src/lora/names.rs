@@ -45,8 +45,19 @@ pub struct Key {
     pub part: Part,
 }
 
+/// Why a file's key is not one this engine reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A layer of a LoRA-like kind (LoHa, LoKr, DoRA, …) that is not a plain LoRA.
+    #[error("{key:?}: {kind} layers are not supported; use a plain LoRA")]
+    UnsupportedKind { key: String, kind: &'static str },
+    /// Not a LoRA tensor at all.
+    #[error("{key:?} is not a LoRA tensor (expected lora_down/lora_up/alpha or lora_A/lora_B)")]
+    NotLora { key: String },
+}
+
 /// Splits a key, or says why it is not one this engine reads.
-pub fn split_key(key: &str) -> Result<Key, String> {
+pub fn split_key(key: &str) -> Result<Key, KeyError> {
     const SUFFIXES: [(&str, Part); 10] = [
         (".lora_down.weight", Part::Down),
         (".lora_up.weight", Part::Up),
@@ -80,16 +91,11 @@ pub fn split_key(key: &str) -> Result<Key, String> {
         ("dora_scale", "DoRA"),
         (".oft_", "OFT"),
     ];
-    for (needle, what) in unsupported {
-        if key.contains(needle) {
-            return Err(format!(
-                "{key:?}: {what} layers are not supported; use a plain LoRA"
-            ));
-        }
+    let key = key.to_owned();
+    match unsupported.into_iter().find(|(needle, _)| key.contains(needle)) {
+        Some((_, kind)) => Err(KeyError::UnsupportedKind { key, kind }),
+        None => Err(KeyError::NotLora { key }),
     }
-    Err(format!(
-        "{key:?} is not a LoRA tensor (expected lora_down/lora_up/alpha or lora_A/lora_B)"
-    ))
 }
 
 /// The module names of one component (weight names without `.weight`), and the same names with
@@ -400,11 +406,15 @@ mod tests {
         let k = split_key("unet.x.attn1.processor.to_q_lora.up.weight").unwrap();
         assert_eq!(k.layer, "unet.x.attn1.processor.to_q");
         assert_eq!(split_key("lora_te_x.alpha").unwrap().part, Part::Alpha);
-        assert!(split_key("lora_unet_x.hada_w1_a").unwrap_err().contains("LoHa"));
-        assert!(split_key("lora_unet_x.dora_scale").unwrap_err().contains("DoRA"));
-        assert!(split_key("model.diffusion_model.x.weight")
-            .unwrap_err()
-            .contains("not a LoRA"));
+        let kind = |key: &str| match split_key(key) {
+            Err(KeyError::UnsupportedKind { kind, .. }) => kind,
+            other => panic!("{key}: {other:?}"),
+        };
+        assert_eq!(kind("lora_unet_x.hada_w1_a"), "LyCORIS LoHa");
+        assert_eq!(kind("lora_unet_x.dora_scale"), "DoRA");
+        let e = split_key("model.diffusion_model.x.weight").unwrap_err();
+        assert!(matches!(e, KeyError::NotLora { .. }), "{e:?}");
+        assert!(e.to_string().contains("not a LoRA"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use super::layers::Activation;
 use crate::tokenizer::ClipTokenizer;
+use crate::ConfigError;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
@@ -203,7 +204,7 @@ pub struct ClipTextModel {
 impl ClipTextModel {
     /// Loads from a VarBuilder rooted at the checkpoint (with or without the `text_model.` prefix,
     /// which some `transformers` versions omit when saving).
-    pub fn new(vb: VarBuilder, config: &ClipTextConfig) -> std::result::Result<Self, String> {
+    pub fn new(vb: VarBuilder, config: &ClipTextConfig) -> crate::Result<Self> {
         let act = Activation::parse(&config.hidden_act)?;
         let build = || -> Result<Self> {
             let tm = if vb.contains_tensor("text_model.final_layer_norm.weight") {
@@ -235,7 +236,7 @@ impl ClipTextModel {
                 config: config.clone(),
             })
         };
-        build().map_err(|e| e.to_string())
+        Ok(build()?)
     }
 
     /// The encoder's config.
@@ -378,13 +379,17 @@ pub struct ClipVisionTransformer {
 
 impl ClipVisionTransformer {
     /// Loads from a VarBuilder at `vision_model`.
-    pub fn new(vb: VarBuilder, config: &ClipVisionConfig) -> std::result::Result<Self, String> {
+    pub fn new(vb: VarBuilder, config: &ClipVisionConfig) -> crate::Result<Self> {
         let act = Activation::parse(&config.hidden_act)?;
         if config.patch_size == 0 || !config.image_size.is_multiple_of(config.patch_size) {
-            return Err(format!(
-                "image_size {} is not a multiple of patch_size {}",
-                config.image_size, config.patch_size
-            ));
+            return Err(ConfigError::invalid(
+                "patch_size",
+                format!(
+                    "image_size {} is not a multiple of {}",
+                    config.image_size, config.patch_size
+                ),
+            )
+            .into());
         }
         let build = || -> Result<Self> {
             let (d, p) = (config.hidden_size, config.patch_size);
@@ -415,7 +420,7 @@ impl ClipVisionTransformer {
                 config: config.clone(),
             })
         };
-        build().map_err(|e| e.to_string())
+        Ok(build()?)
     }
 
     /// The tower's config.

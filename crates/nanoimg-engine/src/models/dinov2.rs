@@ -5,6 +5,7 @@
 //! that subject-fidelity papers compare.
 
 use super::layers::{attention, bicubic_resize, merge_heads, patch_embed, split_heads, Activation};
+use crate::ConfigError;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::init::DEFAULT_KAIMING_NORMAL;
 use candle_nn::{Init, LayerNorm, Linear, VarBuilder};
@@ -191,20 +192,25 @@ pub struct Dinov2Model {
 impl Dinov2Model {
     /// Loads from a VarBuilder rooted at the checkpoint (with or without the `dinov2.` prefix
     /// that the classification heads' files put on the backbone).
-    pub fn new(vb: VarBuilder, config: &Dinov2Config) -> std::result::Result<Self, String> {
+    pub fn new(vb: VarBuilder, config: &Dinov2Config) -> crate::Result<Self> {
         let act = Activation::parse(&config.hidden_act)?;
         let (d, p) = (config.hidden_size, config.patch_size);
         if p == 0 || config.image_size < p {
-            return Err(format!(
-                "patch_size {p} does not fit image_size {}",
-                config.image_size
-            ));
+            return Err(ConfigError::invalid(
+                "patch_size",
+                format!("{p} does not fit image_size {}", config.image_size),
+            )
+            .into());
         }
         if config.num_attention_heads == 0 || !d.is_multiple_of(config.num_attention_heads) {
-            return Err(format!(
-                "hidden_size {d} is not a multiple of num_attention_heads {}",
-                config.num_attention_heads
-            ));
+            return Err(ConfigError::invalid(
+                "num_attention_heads",
+                format!(
+                    "hidden_size {d} is not a multiple of {}",
+                    config.num_attention_heads
+                ),
+            )
+            .into());
         }
         let build = || -> Result<Self> {
             let vb = if vb.contains_tensor("dinov2.layernorm.weight") {
@@ -234,7 +240,7 @@ impl Dinov2Model {
                 config: config.clone(),
             })
         };
-        build().map_err(|e| e.to_string())
+        Ok(build()?)
     }
 
     /// The model's config.

@@ -264,11 +264,11 @@ pub enum Activation {
 
 impl Activation {
     /// Reads a `hidden_act` value.
-    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+    pub fn parse(name: &str) -> std::result::Result<Self, crate::ConfigError> {
         match name {
             "quick_gelu" => Ok(Activation::QuickGelu),
             "gelu" => Ok(Activation::Gelu),
-            other => Err(format!("hidden_act {other:?} (expected quick_gelu or gelu)")),
+            other => Err(crate::ConfigError::unsupported("hidden_act", other)),
         }
     }
 

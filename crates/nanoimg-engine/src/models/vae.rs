@@ -3,6 +3,7 @@
 use crate::models::conv::Conv2d;
 use crate::models::kernels::GroupNorm;
 use crate::models::layers::{attention, conv2d, Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::ConfigError;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
@@ -66,28 +67,24 @@ impl VaeConfig {
     }
 
     /// Rejects configurations we would compute wrongly.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         if self.block_out_channels.is_empty() {
-            return Err("block_out_channels is empty".into());
+            return Err(ConfigError::invalid("block_out_channels", "is empty"));
         }
-        for t in &self.down_block_types {
-            if t != "DownEncoderBlock2D" {
-                return Err(format!("down block type {t:?}"));
-            }
+        if let Some(t) = self.down_block_types.iter().find(|t| *t != "DownEncoderBlock2D") {
+            return Err(ConfigError::unsupported("down_block_types", t));
         }
-        for t in &self.up_block_types {
-            if t != "UpDecoderBlock2D" {
-                return Err(format!("up block type {t:?}"));
-            }
+        if let Some(t) = self.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
+            return Err(ConfigError::unsupported("up_block_types", t));
         }
         if let Some(c) = self
             .block_out_channels
             .iter()
             .find(|c| *c % self.norm_num_groups != 0)
         {
-            return Err(format!(
-                "{c} channels do not split into {} groups",
-                self.norm_num_groups
+            return Err(ConfigError::invalid(
+                "norm_num_groups",
+                format!("{c} channels do not split into {} groups", self.norm_num_groups),
             ));
         }
         Ok(())

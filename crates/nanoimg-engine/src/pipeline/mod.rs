@@ -318,7 +318,7 @@ impl StableDiffusion {
         let total = plan.timesteps.len();
         let mut reference = req.reference.as_deref().filter(|r| r.settings.active()).map(|r| {
             let sampler = Sampler::new(req.scheduler, plan.clone(), self.schedule.prediction);
-            ReferenceRun::new(self, r, (w, h), &sampler, cond.guided)
+            ReferenceRun::new(r, (w, h), &sampler, cond.guided)
         });
         let mut out = Vec::with_capacity(req.n as usize);
         for i in 0..req.n as usize {
@@ -379,7 +379,7 @@ impl StableDiffusion {
             out.push(GeneratedImage { image, seed });
         }
         if let Some(r) = reference {
-            r.finish(self, total);
+            r.finish(total);
         }
         Ok(out)
     }

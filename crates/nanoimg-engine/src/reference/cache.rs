@@ -53,7 +53,9 @@ struct Inner {
     stats: CacheStats,
 }
 
-/// A byte-bounded LRU of banks, owned by one loaded model (banks depend on its weights).
+/// A byte-bounded LRU of banks. Banks depend on the weights they were computed with, so the
+/// caller keeps one cache per loaded set of weights and hands it to requests in their
+/// [`Reference`](super::Reference); the shared model itself holds no per-request state.
 pub struct BankCache {
     inner: Mutex<Inner>,
 }

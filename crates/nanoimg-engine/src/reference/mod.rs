@@ -12,8 +12,8 @@
 //! - gates keep the widest fraction of attention layers and of block outputs.
 //!
 //! Banks depend only on the references, their prompt and seed, the size, the schedule and the
-//! gates, so they are computed once and cached ([`BankCache`]): the second image of a character
-//! skips every write pass.
+//! gates (and the weights), so they are computed once and cached in the [`BankCache`] the caller
+//! passes with the reference: the second image of a character skips every write pass.
 
 pub mod bank;
 mod cache;
@@ -113,6 +113,10 @@ pub struct Reference {
     /// Seed of the write pass's noise.
     pub seed: u64,
     pub settings: ReferenceSettings,
+    /// Where banks computed with this model's weights are kept between requests: the caller
+    /// owns one cache per set of weights (a LoRA-merged copy is another set) and passes it here.
+    /// `None` records the banks for this request only.
+    pub cache: Option<Arc<BankCache>>,
 }
 
 impl Reference {
@@ -189,13 +193,7 @@ pub(crate) struct ReferenceRun<'a> {
 }
 
 impl<'a> ReferenceRun<'a> {
-    pub(crate) fn new(
-        model: &StableDiffusion,
-        reference: &'a Reference,
-        size: (u32, u32),
-        sampler: &Sampler,
-        guided: bool,
-    ) -> Self {
+    pub(crate) fn new(reference: &'a Reference, size: (u32, u32), sampler: &Sampler, guided: bool) -> Self {
         let s = &reference.settings;
         let plan = sampler.plan();
         let key = BankKey {
@@ -212,7 +210,7 @@ impl<'a> ReferenceRun<'a> {
             adain_gate: s.adain.to_bits(),
             combine: s.combine,
         };
-        let cached = model.reference_cache().get(&key);
+        let cached = reference.cache.as_ref().and_then(|c| c.get(&key));
         let weights = if guided {
             vec![s.strength * (1.0 - s.style_fidelity), s.strength]
         } else {
@@ -309,10 +307,13 @@ impl<'a> ReferenceRun<'a> {
     }
 
     /// Keeps the bank for later requests once every step has been recorded.
-    pub(crate) fn finish(self, model: &StableDiffusion, steps: usize) {
+    pub(crate) fn finish(self, steps: usize) {
+        let Some(cache) = &self.reference.cache else {
+            return;
+        };
         if self.cached.is_none() && self.built.len() == steps {
             let bytes = self.built.iter().map(|b| b.bytes()).sum();
-            model.reference_cache().insert(
+            cache.insert(
                 self.key,
                 Arc::new(Bank {
                     steps: self.built,

@@ -11,6 +11,7 @@ mod sampler;
 pub use nanoimg_core::SchedulerName;
 pub use sampler::Sampler;
 
+use crate::ConfigError;
 use serde::Deserialize;
 
 /// The fields of a diffusers `scheduler_config.json` that define the training noise schedule.
@@ -93,13 +94,16 @@ pub struct NoiseSchedule {
 
 impl NoiseSchedule {
     /// Builds the schedule, rejecting settings we do not implement with the field's name.
-    pub fn new(c: &SchedulerConfig) -> Result<Self, String> {
+    pub fn new(c: &SchedulerConfig) -> Result<Self, ConfigError> {
         let n = c.num_train_timesteps;
         if !(2..=100_000).contains(&n) {
-            return Err(format!("num_train_timesteps {n} is out of range"));
+            return Err(ConfigError::invalid(
+                "num_train_timesteps",
+                format!("{n} is out of range 2..=100000"),
+            ));
         }
         if c.rescale_betas_zero_snr {
-            return Err("rescale_betas_zero_snr is not supported".into());
+            return Err(ConfigError::unsupported("rescale_betas_zero_snr", true));
         }
         let lin = |a: f64, b: f64| -> Vec<f64> {
             (0..n).map(|i| a + (b - a) * i as f64 / (n - 1) as f64).collect()
@@ -110,10 +114,10 @@ impl NoiseSchedule {
                 .map(|b| b * b)
                 .collect(),
             "linear" => lin(c.beta_start, c.beta_end),
-            other => return Err(format!("beta_schedule {other:?} is not supported")),
+            other => return Err(ConfigError::unsupported("beta_schedule", other)),
         };
         if betas.iter().any(|b| !(*b > 0.0 && *b < 1.0)) {
-            return Err("betas must lie in (0, 1)".into());
+            return Err(ConfigError::invalid("beta_start", "betas must lie in (0, 1)"));
         }
         let mut acc = 1.0;
         let alphas_cumprod: Vec<f64> = betas
@@ -128,13 +132,13 @@ impl NoiseSchedule {
             "epsilon" => Prediction::Epsilon,
             "v_prediction" => Prediction::VPrediction,
             "sample" => Prediction::Sample,
-            other => return Err(format!("prediction_type {other:?} is not supported")),
+            other => return Err(ConfigError::unsupported("prediction_type", other)),
         };
         let spacing = match c.timestep_spacing.as_str() {
             "linspace" => Spacing::Linspace,
             "leading" => Spacing::Leading,
             "trailing" => Spacing::Trailing,
-            other => return Err(format!("timestep_spacing {other:?} is not supported")),
+            other => return Err(ConfigError::unsupported("timestep_spacing", other)),
         };
         Ok(Self {
             alphas_cumprod,
@@ -411,12 +415,16 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert!(err.contains("squaredcos_cap_v2"));
+        assert_eq!(
+            err,
+            ConfigError::unsupported("beta_schedule", "squaredcos_cap_v2")
+        );
+        assert!(err.to_string().contains("squaredcos_cap_v2"), "{err}");
         let err = NoiseSchedule::new(&SchedulerConfig {
             prediction_type: "flow".into(),
             ..Default::default()
         })
         .unwrap_err();
-        assert!(err.contains("prediction_type"));
+        assert_eq!(err.field(), "prediction_type");
     }
 }

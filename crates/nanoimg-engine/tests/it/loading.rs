@@ -112,8 +112,18 @@ fn unsupported_config_field_is_named() {
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["class_embed_type"] = serde_json::json!("timestep");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    match StableDiffusion::load(&p, &LoadOptions::default()) {
+        Err(nanoimg_engine::EngineError::Unsupported { path, reason }) => {
+            assert_eq!(reason.field(), "class_embed_type");
+            assert!(path.ends_with("unet"), "{}", path.display());
+        }
+        other => panic!("{:?}", other.err()),
+    }
     let err = load_err(&p);
-    assert!(err.contains("class_embed_type"), "{err}");
+    assert!(
+        err.contains("class_embed_type") && err.contains("timestep"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use nanoimg_core::{Limits, SchedulerName};
 use nanoimg_engine::models::max_abs_diff;
 use nanoimg_engine::models::unet::hooks::{BlockKind, Site, Stage, UNetHooks};
 use nanoimg_engine::reference::bank::{adain, channel_stats, Gates, Reader, StepBank, Writer};
-use nanoimg_engine::reference::{Combine, Reference, ReferenceSettings};
-use nanoimg_engine::{CancelToken, EngineError, GenerateRequest, LoadOptions, NoProgress, StableDiffusion};
+use nanoimg_engine::reference::{BankCache, Combine, Reference, ReferenceSettings};
+use nanoimg_engine::{CancelToken, EngineError, GenerateRequest, NoProgress, StableDiffusion};
 use std::sync::Arc;
 
 fn reference(images: Vec<image::RgbImage>, settings: ReferenceSettings) -> Arc<Reference> {
@@ -19,6 +19,15 @@ fn reference(images: Vec<image::RgbImage>, settings: ReferenceSettings) -> Arc<R
         prompt: "a red cat".into(),
         seed: 7,
         settings,
+        cache: None,
+    })
+}
+
+/// `r` with its banks kept in `cache`.
+fn with_cache(r: &Arc<Reference>, cache: &Arc<BankCache>) -> Arc<Reference> {
+    Arc::new(Reference {
+        cache: Some(cache.clone()),
+        ..(**r).clone()
     })
 }
 
@@ -51,17 +60,6 @@ fn run(model: &StableDiffusion, req: &GenerateRequest) -> Vec<image::RgbImage> {
         .into_iter()
         .map(|g| g.image)
         .collect()
-}
-
-fn load_with_budget(name: &str, bytes: usize) -> StableDiffusion {
-    StableDiffusion::load(
-        &common::path(name),
-        &LoadOptions {
-            reference_cache_bytes: bytes,
-            ..Default::default()
-        },
-    )
-    .unwrap()
 }
 
 /// Runs one write pass of `r` references (random latents) through the tiny SD1 UNet.
@@ -267,13 +265,17 @@ fn a_reference_changes_the_image_and_strength_zero_changes_nothing() {
 
 #[test]
 fn banks_are_cached_and_reused_across_prompts_seeds_and_strengths() {
-    let model = load_with_budget("tiny-sd1", 64 << 20);
-    let r = reference(
-        vec![stripes(64, 64), test_image(64, 64)],
-        ReferenceSettings::default(),
+    let model = common::load("tiny-sd1");
+    let cache = Arc::new(BankCache::new(64 << 20));
+    let r = with_cache(
+        &reference(
+            vec![stripes(64, 64), test_image(64, 64)],
+            ReferenceSettings::default(),
+        ),
+        &cache,
     );
     let first = run(&model, &request(&model, "a cat", 1, Some(r.clone())));
-    let s = model.reference_cache().stats();
+    let s = cache.stats();
     assert_eq!((s.misses, s.hits, s.entries), (1, 0, 1), "{s:?}");
     assert!(s.bytes > 0);
 
@@ -284,72 +286,83 @@ fn banks_are_cached_and_reused_across_prompts_seeds_and_strengths() {
         &model,
         &request(&model, "a dog", 2, Some(Arc::new(stronger.clone()))),
     );
-    let s2 = model.reference_cache().stats();
+    let s2 = cache.stats();
     assert_eq!(
         (s2.misses, s2.hits, s2.entries, s2.bytes),
         (1, 1, 1, s.bytes),
         "{s2:?}"
     );
 
-    // A cached bank gives exactly what a fresh one gives.
-    let fresh = load_with_budget("tiny-sd1", 0);
+    // A cached bank gives exactly what a fresh one gives: with no cache, and with a cache that
+    // keeps nothing.
+    let uncached = Reference {
+        cache: None,
+        ..stronger.clone()
+    };
     assert_eq!(
-        run(&fresh, &request(&fresh, "a dog", 2, Some(Arc::new(stronger)))),
+        run(&model, &request(&model, "a dog", 2, Some(Arc::new(uncached)))),
         second
     );
-    assert_eq!(run(&fresh, &request(&fresh, "a cat", 1, Some(r.clone()))), first);
+    let nothing = Arc::new(BankCache::new(0));
     assert_eq!(
-        fresh.reference_cache().stats().too_large,
-        2,
-        "budget 0 keeps nothing"
+        run(
+            &model,
+            &request(&model, "a cat", 1, Some(with_cache(&r, &nothing)))
+        ),
+        first
     );
+    assert_eq!(nothing.stats().too_large, 1, "budget 0 keeps nothing");
+    assert_eq!(cache.stats().hits, 1, "the other caches did not read this one");
 
     // n images in one request share the bank (one miss), and each equals its single run.
-    let many = load_with_budget("tiny-sd1", 64 << 20);
-    let mut req = request(&many, "a cat", 1, Some(r.clone()));
+    let own = Arc::new(BankCache::new(64 << 20));
+    let mut req = request(&model, "a cat", 1, Some(with_cache(&r, &own)));
     req.n = 2;
-    let two = run(&many, &req);
-    assert_eq!(many.reference_cache().stats().misses, 1);
+    let two = run(&model, &req);
+    assert_eq!(own.stats().misses, 1);
     assert_eq!(two[0], first[0]);
 
     // Another size or schedule is another bank.
     let mut other = request(&model, "a cat", 1, Some(r.clone()));
     other.steps = 4;
     run(&model, &other);
-    assert_eq!(model.reference_cache().stats().entries, 2);
+    assert_eq!(cache.stats().entries, 2);
 
     // Forgetting the character drops its banks.
-    assert_eq!(model.reference_cache().forget("char_test"), 2);
-    let s3 = model.reference_cache().stats();
+    assert_eq!(cache.forget("char_test"), 2);
+    let s3 = cache.stats();
     assert_eq!((s3.entries, s3.bytes), (0, 0));
 }
 
 #[test]
 fn the_cache_stays_within_its_budget() {
-    let probe = load_with_budget("tiny-sd1", 64 << 20);
-    let r = |key: &str| {
+    let model = common::load("tiny-sd1");
+    let r = |key: &str, cache: &Arc<BankCache>| {
+        let base = reference(vec![stripes(64, 64)], ReferenceSettings::default());
         Arc::new(Reference {
             key: key.into(),
-            ..(*reference(vec![stripes(64, 64)], ReferenceSettings::default())).clone()
+            cache: Some(cache.clone()),
+            ..(*base).clone()
         })
     };
-    run(&probe, &request(&probe, "a cat", 1, Some(r("a"))));
-    let one = probe.reference_cache().stats().bytes;
+    let probe = Arc::new(BankCache::new(64 << 20));
+    run(&model, &request(&model, "a cat", 1, Some(r("a", &probe))));
+    let one = probe.stats().bytes;
 
     // Room for one bank: the second evicts the first.
-    let model = load_with_budget("tiny-sd1", one + one / 2);
-    run(&model, &request(&model, "a cat", 1, Some(r("a"))));
-    run(&model, &request(&model, "a cat", 1, Some(r("b"))));
-    let s = model.reference_cache().stats();
+    let cache = Arc::new(BankCache::new(one + one / 2));
+    run(&model, &request(&model, "a cat", 1, Some(r("a", &cache))));
+    run(&model, &request(&model, "a cat", 1, Some(r("b", &cache))));
+    let s = cache.stats();
     assert_eq!((s.entries, s.bytes), (1, one), "{s:?}");
     assert!(s.bytes <= s.budget);
-    assert_eq!(model.reference_cache().forget("a"), 0, "a was evicted");
-    assert_eq!(model.reference_cache().forget("b"), 1);
+    assert_eq!(cache.forget("a"), 0, "a was evicted");
+    assert_eq!(cache.forget("b"), 1);
 }
 
 #[test]
 fn averaging_identical_references_equals_one_reference() {
-    let model = load_with_budget("tiny-sd1", 0);
+    let model = common::load("tiny-sd1");
     let one = ReferenceSettings {
         strength: 1.0,
         ..Default::default()

@@ -3,6 +3,7 @@
 //! `encoder.layer.N.attention.self.query`, … Post-norm, exact (erf) GELU. Only what sentence
 //! embeddings need: no pooler, no token-type ids other than 0.
 
+use crate::SafetyError;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
@@ -42,21 +43,25 @@ fn default_position_type() -> String {
 impl BertConfig {
     /// Refuses what this implementation does not compute, by name, instead of computing
     /// something else.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), SafetyError> {
+        let unsupported = |field, value: String| Err(SafetyError::UnsupportedConfig { field, value });
         if self.hidden_act != "gelu" {
-            return Err(format!("hidden_act {:?} (only \"gelu\")", self.hidden_act));
+            return unsupported("hidden_act", format!("{:?} (only \"gelu\")", self.hidden_act));
         }
         if self.position_embedding_type != "absolute" {
-            return Err(format!(
-                "position_embedding_type {:?} (only \"absolute\")",
-                self.position_embedding_type
-            ));
+            return unsupported(
+                "position_embedding_type",
+                format!("{:?} (only \"absolute\")", self.position_embedding_type),
+            );
         }
         if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
+            return unsupported(
+                "num_attention_heads",
+                format!(
+                    "{} (hidden_size {} must be a multiple)",
+                    self.num_attention_heads, self.hidden_size
+                ),
+            );
         }
         Ok(())
     }
@@ -201,7 +206,7 @@ pub struct BertModel {
 
 impl BertModel {
     /// Loads from a VarBuilder rooted at the checkpoint (with or without a `bert.` prefix).
-    pub fn new(vb: VarBuilder, config: &BertConfig) -> std::result::Result<Self, String> {
+    pub fn new(vb: VarBuilder, config: &BertConfig) -> std::result::Result<Self, SafetyError> {
         config.check()?;
         let build = || -> Result<Self> {
             let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
@@ -217,7 +222,7 @@ impl BertModel {
                 layers,
             })
         };
-        build().map_err(|e| e.to_string())
+        build().map_err(|e| SafetyError::Model(e.to_string()))
     }
 
     /// `input_ids` and `attention_mask` are `[batch, len]` u32; the mask is 1 for tokens and 0

@@ -4,6 +4,7 @@
 //! model that the catalog keeps for the next job with the same characters.
 
 use super::{Context, JobError};
+use crate::models::Loaded;
 use crate::spec::JobSpec;
 use nanoimg_engine::codec;
 use nanoimg_engine::lora::Lora;
@@ -22,11 +23,11 @@ pub(super) async fn prepare(
     ctx: &Context,
     tenant: &str,
     spec: &JobSpec,
-    base: Arc<StableDiffusion>,
+    base: Loaded,
 ) -> Result<Conditioned, JobError> {
     if spec.characters.is_empty() {
         return Ok(Conditioned {
-            model: base,
+            model: base.model,
             reference: None,
         });
     }
@@ -72,7 +73,7 @@ pub(super) async fn prepare(
     let model = if loras.is_empty() {
         base
     } else {
-        merged(ctx, spec, base, loras).await?
+        merged(ctx, spec, base.model, loras).await?
     };
     let strength = spec.characters.iter().map(|c| c.strength).sum::<f64>() / spec.characters.len() as f64;
     let reference = Reference {
@@ -95,9 +96,10 @@ pub(super) async fn prepare(
             strength,
             ..ReferenceSettings::default()
         },
+        cache: Some(model.banks),
     };
     Ok(Conditioned {
-        model,
+        model: model.model,
         reference: Some(Arc::new(reference)),
     })
 }
@@ -109,7 +111,7 @@ async fn merged(
     spec: &JobSpec,
     base: Arc<StableDiffusion>,
     loras: Vec<(String, f64, Vec<u8>)>,
-) -> Result<Arc<StableDiffusion>, JobError> {
+) -> Result<Loaded, JobError> {
     let key = std::iter::once(spec.model.clone())
         .chain(loras.iter().map(|(id, s, _)| format!("{id}@{s}")))
         .collect::<Vec<_>>()

@@ -29,7 +29,14 @@ use std::sync::{Arc, Mutex};
 /// Runs a job to its outputs.
 pub(super) async fn run(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Output>, JobError> {
     // A claimed job is running already (the claim said so).
-    if job.attempt.is_none() && !ctx.store.job_started(&job.id).await.map_err(JobError::internal)? {
+    if job.attempt.is_none()
+        && !ctx
+            .store
+            .system()
+            .job_started(&job.id)
+            .await
+            .map_err(JobError::internal)?
+    {
         return Err(JobError::Cancelled);
     }
     job.emit(JobEvent::Started);

@@ -152,7 +152,7 @@ impl LocalQueue {
     /// Puts back the detached jobs a previous run left waiting (single process only).
     async fn recover(&self) -> Result<(), StoreError> {
         let store = &self.ctx.store;
-        let recovery = store.recover_jobs().await?;
+        let recovery = store.system().recover_jobs().await?;
         if recovery.failed > 0 {
             tracing::warn!(
                 jobs = recovery.failed,
@@ -165,6 +165,7 @@ impl LocalQueue {
                 Err(e) => {
                     let msg = format!("cannot resume this job after a restart: {e}");
                     store
+                        .system()
                         .job_finished(&rec.tenant_id, &rec.id, JobStatus::Failed, None, Some(&msg))
                         .await?;
                 }
@@ -274,6 +275,7 @@ impl LocalQueue {
         let _ = self
             .ctx
             .store
+            .system()
             .job_finished(
                 &job.tenant_id,
                 &job.id,
@@ -357,6 +359,7 @@ impl LocalQueue {
         if let Some(job) = removed {
             self.ctx
                 .store
+                .system()
                 .job_finished(
                     tenant_id,
                     id,
@@ -419,7 +422,10 @@ impl LocalQueue {
         for job in dropped {
             if let Some(attempt) = job.attempt {
                 // Back to the shared queue, for another worker.
-                let _ = store.release_claim(self.ctx.worker_id(), attempt, &job.id).await;
+                let _ = store
+                    .system()
+                    .release_claim(self.ctx.worker_id(), attempt, &job.id)
+                    .await;
                 continue;
             }
             if job.detached {

@@ -31,6 +31,7 @@ pub(super) fn spawn_reaper(queue: JobQueue) {
         while !queue.stopping() {
             match ctx
                 .store
+                .system()
                 .reap_jobs(timeout_ms, i64::from(q.max_attempts.max(1)))
                 .await
             {
@@ -60,7 +61,7 @@ pub(super) fn spawn_feeder(q: Arc<LocalQueue>) {
                 tokio::time::sleep(idle).await;
                 continue;
             }
-            match q.ctx.store.claim_job(q.ctx.worker_id()).await {
+            match q.ctx.store.system().claim_job(q.ctx.worker_id()).await {
                 Ok(Some(c)) => take_claim(&q, queue.stopping(), c).await,
                 Ok(None) => tokio::time::sleep(idle).await,
                 Err(e) => {
@@ -84,6 +85,7 @@ async fn take_claim(q: &LocalQueue, stopping: bool, c: nanoimg_store::Claimed) {
             let msg = format!("this worker cannot run the job: {e}");
             let code = serde_json::json!({"code": "internal_error"});
             let _ = store
+                .system()
                 .finish_claimed(
                     me,
                     attempt,
@@ -98,7 +100,7 @@ async fn take_claim(q: &LocalQueue, stopping: bool, c: nanoimg_store::Claimed) {
         }
     };
     if stopping {
-        let _ = store.release_claim(me, attempt, &rec.id).await;
+        let _ = store.system().release_claim(me, attempt, &rec.id).await;
         return;
     }
     tracing::info!(job = %rec.id, attempt, "claimed");
@@ -115,7 +117,7 @@ pub(super) fn spawn_heartbeat(q: Arc<LocalQueue>) {
         let every = Duration::from_secs(q.ctx.settings.queue.heartbeat_secs.max(1));
         let queue = JobQueue::Local(q.clone());
         loop {
-            match q.ctx.store.heartbeat(q.ctx.worker_id()).await {
+            match q.ctx.store.system().heartbeat(q.ctx.worker_id()).await {
                 Ok(cancel) => {
                     for id in cancel {
                         q.cancel_running(&id);
@@ -148,7 +150,7 @@ impl ProgressReport {
                 let changed = rx.changed().await;
                 let v = rx.borrow_and_update().clone();
                 if let Some(v) = v {
-                    if let Err(e) = ctx.store.report_progress(ctx.worker_id(), &id, &v).await {
+                    if let Err(e) = ctx.store.system().report_progress(ctx.worker_id(), &id, &v).await {
                         tracing::warn!(job = %id, error = %e, "reporting progress failed");
                     }
                 }
@@ -182,13 +184,14 @@ pub(super) async fn finish_claimed(
     let attempt = job.attempt.expect("a claimed job");
     let me = ctx.worker_id();
     if matches!(event, JobEvent::Failed(JobError::ShuttingDown(_))) {
-        if let Err(e) = ctx.store.release_claim(me, attempt, &job.id).await {
+        if let Err(e) = ctx.store.system().release_claim(me, attempt, &job.id).await {
             tracing::error!(job = %job.id, error = %e, "giving a job back to the queue failed");
         }
         return;
     }
     let recorded = ctx
         .store
+        .system()
         .finish_claimed(me, attempt, &job.tenant_id, &job.id, status, result, error)
         .await;
     match recorded {
@@ -247,7 +250,7 @@ impl ApiNode {
         let refusal = if self.stopping() {
             Some(shutting_down())
         } else {
-            let active = store.active_jobs(owner.tenant_id).await?.len();
+            let active = store.system().active_jobs(owner.tenant_id).await?.len();
             if active >= owner.max_concurrent {
                 Some(JobError::TooManyJobs {
                     active,
@@ -255,7 +258,7 @@ impl ApiNode {
                 })
             } else {
                 // The queue's depth is read only when the tenant's cap lets the job through.
-                let queued = usize::try_from(store.queue_depth().await?.0).unwrap_or(usize::MAX);
+                let queued = usize::try_from(store.system().queue_depth().await?.0).unwrap_or(usize::MAX);
                 (queued >= self.ctx.settings.queue_capacity).then_some(JobError::QueueFull(queued))
             }
         };
@@ -337,7 +340,12 @@ impl ApiNode {
                 job.emit(JobEvent::Started);
             }
             if rec.status == JobStatus::Running {
-                let now = store.job_progress(&job.tenant_id, &job.id).await.ok().flatten();
+                let now = store
+                    .system()
+                    .job_progress(&job.tenant_id, &job.id)
+                    .await
+                    .ok()
+                    .flatten();
                 if now.is_some() && now != last {
                     if let Some(e) = now.as_ref().and_then(progress_event) {
                         job.emit(e);
@@ -399,7 +407,7 @@ impl ApiNode {
         let store = &self.ctx.store;
         match store.scoped(tenant_id).job(id).await {
             Ok(rec) if !rec.status.is_final() => {
-                store.request_cancel(tenant_id, id).await?;
+                store.system().request_cancel(tenant_id, id).await?;
                 Ok(true)
             }
             Ok(_) | Err(StoreError::NotFound(_)) => Ok(false),
@@ -411,7 +419,7 @@ impl ApiNode {
     /// workers to stop them.
     pub(super) async fn stop_tenant(&self, tenant_id: &str) -> usize {
         let store = &self.ctx.store;
-        let ids = match store.active_jobs(tenant_id).await {
+        let ids = match store.system().active_jobs(tenant_id).await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "listing an erased tenant's jobs failed");
@@ -419,13 +427,14 @@ impl ApiNode {
             }
         };
         for id in &ids {
-            if let Err(e) = store.request_cancel(tenant_id, id).await {
+            if let Err(e) = store.system().request_cancel(tenant_id, id).await {
                 tracing::warn!(job = %id, error = %e, "cancelling a job of an erased tenant");
             }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline
             && store
+                .system()
                 .active_jobs(tenant_id)
                 .await
                 .map(|a| !a.is_empty())

@@ -61,6 +61,7 @@ async fn finish(q: &LocalQueue, job: &Arc<LiveJob>, outcome: Result<Vec<Output>,
     } else if let Err(e) = q
         .ctx
         .store
+        .system()
         .job_finished(&job.tenant_id, &job.id, status, result.as_ref(), error.as_deref())
         .await
     {

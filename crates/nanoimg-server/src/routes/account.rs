@@ -25,7 +25,7 @@ pub(crate) async fn usage(State(state): State<AppState>, auth: Auth) -> ApiResul
     let images = state
         .image_limiter
         .check(auth.key_id(), auth.limits.images_per_minute, 0);
-    let active = state.store.active_jobs(auth.tenant_id()).await?.len();
+    let active = state.store.system().active_jobs(auth.tenant_id()).await?.len();
     let stored = state.store.scoped(auth.tenant_id()).usage().await?;
     Ok(Json(json!({
         "object": "usage",
@@ -39,7 +39,7 @@ pub(crate) async fn usage(State(state): State<AppState>, auth: Auth) -> ApiResul
 
 /// `GET /v1/me/keys`: the tenant's keys, revoked ones too, never their secrets.
 pub(crate) async fn list_keys(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
-    let keys = state.store.keys(Some(auth.tenant_id())).await?;
+    let keys = state.store.system().keys(Some(auth.tenant_id())).await?;
     Ok(Json(json!({"object": "list", "data": keys})))
 }
 
@@ -65,7 +65,11 @@ pub(crate) async fn revoke_key(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyRecord>> {
-    let rec = state.store.revoke_key(&id, Some(auth.tenant_id())).await?;
+    let rec = state
+        .store
+        .system()
+        .revoke_key(&id, Some(auth.tenant_id()))
+        .await?;
     tenancy::admin_done(
         &state,
         &auth,

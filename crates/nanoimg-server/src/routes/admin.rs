@@ -27,7 +27,7 @@ pub(crate) async fn create_tenant(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: NewTenant = body::json(&body)?;
-    let t = state.store.create_tenant(&req.name, false).await?;
+    let t = state.store.system().create_tenant(&req.name, false).await?;
     admin_done(
         &state,
         &auth,
@@ -41,7 +41,7 @@ pub(crate) async fn create_tenant(
 
 /// `GET /v1/admin/tenants`.
 pub(crate) async fn list_tenants(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let t = state.store.tenants().await?;
+    let t = state.store.system().tenants().await?;
     Ok(Json(serde_json::json!({"object": "list", "data": t})))
 }
 
@@ -50,7 +50,7 @@ pub(crate) async fn get_tenant(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<Tenant>> {
-    Ok(Json(state.store.tenant(&tenant).await?))
+    Ok(Json(state.store.system().tenant(&tenant).await?))
 }
 
 /// `DELETE /v1/admin/tenants/{id}` (id or name): erases the tenant for real
@@ -62,7 +62,7 @@ pub(crate) async fn erase_tenant(
     auth: Auth,
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let t = state.store.tenant(&tenant).await?;
+    let t = state.store.system().tenant(&tenant).await?;
     erase(&state, &auth, &t).await.map(Json)
 }
 
@@ -76,7 +76,7 @@ pub(crate) async fn set_limits(
     body: Bytes,
 ) -> ApiResult<Json<Tenant>> {
     let limits: TenantLimits = body::json(&body)?;
-    let t = state.store.set_tenant_limits(&tenant, &limits).await?;
+    let t = state.store.system().set_tenant_limits(&tenant, &limits).await?;
     admin_done(
         &state,
         &auth,
@@ -105,6 +105,7 @@ pub(crate) async fn set_moderation(
     let req: ModerationSetting = body::json(&body)?;
     let t = state
         .store
+        .system()
         .set_tenant_low_moderation(&tenant, req.allow_low)
         .await?;
     admin_done(
@@ -134,7 +135,11 @@ pub(crate) async fn set_retention(
     body: Bytes,
 ) -> ApiResult<Json<Tenant>> {
     let req: RetentionSetting = body::json(&body)?;
-    let t = state.store.set_tenant_retention(&tenant, req.days).await?;
+    let t = state
+        .store
+        .system()
+        .set_tenant_retention(&tenant, req.days)
+        .await?;
     admin_done(
         &state,
         &auth,
@@ -154,7 +159,7 @@ pub(crate) async fn create_key(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: NewKeyRequest = body::json(&body)?;
-    let tenant = state.store.tenant(&tenant).await?;
+    let tenant = state.store.system().tenant(&tenant).await?;
     mint_key(&state, &auth, &tenant, req, None).await
 }
 
@@ -163,8 +168,8 @@ pub(crate) async fn list_keys(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let tenant = state.store.tenant(&tenant).await?;
-    let keys = state.store.keys(Some(&tenant.id)).await?;
+    let tenant = state.store.system().tenant(&tenant).await?;
+    let keys = state.store.system().keys(Some(&tenant.id)).await?;
     Ok(Json(serde_json::json!({"object": "list", "data": keys})))
 }
 
@@ -174,7 +179,7 @@ pub(crate) async fn revoke_key(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyRecord>> {
-    let rec = state.store.revoke_key(&id, None).await?;
+    let rec = state.store.system().revoke_key(&id, None).await?;
     admin_done(
         &state,
         &auth,
@@ -192,7 +197,7 @@ pub(crate) async fn rotate_key(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (rec, secret) = state.store.rotate_key(&id, None).await?;
+    let (rec, secret) = state.store.system().rotate_key(&id, None).await?;
     admin_done(
         &state,
         &auth,
@@ -231,6 +236,7 @@ pub(crate) async fn audit(
         "asc" => {
             state
                 .store
+                .system()
                 .audit_events(tenant, q.after.unwrap_or(0), limit)
                 .await?
         }
@@ -240,7 +246,13 @@ pub(crate) async fn audit(
                 "after pages oldest first: use it with order=asc",
             ))
         }
-        "desc" => state.store.audit_events_newest(tenant, q.before, limit).await?,
+        "desc" => {
+            state
+                .store
+                .system()
+                .audit_events_newest(tenant, q.before, limit)
+                .await?
+        }
         other => {
             return Err(ApiError::invalid(
                 "order",
@@ -261,8 +273,8 @@ pub(crate) async fn verify_audit(State(state): State<AppState>) -> ApiResult<Jso
             .map_err(|e| crate::error::ApiError::internal(e.to_string()))??,
         None => Vec::new(),
     };
-    let key = state.store.audit_public_key();
-    let report = state.store.verify_audit(&key, &witness).await?;
+    let key = state.store.system().audit_public_key();
+    let report = state.store.system().verify_audit(&key, &witness).await?;
     Ok(Json(serde_json::json!({
         "ok": report.ok(),
         "public_key": key.to_hex(),

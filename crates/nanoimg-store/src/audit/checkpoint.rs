@@ -214,17 +214,30 @@ impl CheckpointKey {
         hex::encode(self.0.as_bytes())
     }
 
-    pub(crate) fn verify(&self, c: &Checkpoint) -> std::result::Result<(), String> {
+    pub(crate) fn verify(&self, c: &Checkpoint) -> std::result::Result<(), CheckpointFault> {
         if c.public_key != self.to_hex() {
-            return Err(format!("signed with another key ({})", c.public_key));
+            return Err(CheckpointFault::OtherKey(c.public_key.clone()));
         }
-        let hash = super::chain::parse_hash(&c.hash).ok_or("its hash is not 64 hex digits")?;
+        let hash = super::chain::parse_hash(&c.hash).ok_or(CheckpointFault::MalformedHash)?;
         let mut sig = [0u8; 64];
-        hex::decode_to_slice(&c.signature, &mut sig).map_err(|_| "its signature is not 128 hex digits")?;
+        hex::decode_to_slice(&c.signature, &mut sig).map_err(|_| CheckpointFault::MalformedSignature)?;
         self.0
             .verify_strict(&message(c.seq, &hash, c.at), &Signature::from_bytes(&sig))
-            .map_err(|_| "the signature does not verify (forged or altered)".to_string())
+            .map_err(|_| CheckpointFault::BadSignature)
     }
+}
+
+/// Why a checkpoint does not verify against the audit key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CheckpointFault {
+    #[error("signed with another key ({0})")]
+    OtherKey(String),
+    #[error("its hash is not 64 hex digits")]
+    MalformedHash,
+    #[error("its signature is not 128 hex digits")]
+    MalformedSignature,
+    #[error("the signature does not verify (forged or altered)")]
+    BadSignature,
 }
 
 /// Reads a witness file; a missing file has no checkpoints.

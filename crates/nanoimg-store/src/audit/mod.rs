@@ -10,7 +10,7 @@ pub mod checkpoint;
 
 use crate::error::{corrupt, Result};
 use crate::ids::now_ms;
-use crate::Store;
+use crate::System;
 use chain::{detail_hash, parse_hash, Link, GENESIS, REDACTED};
 use checkpoint::{AuditSigner, Checkpoint, CheckpointKey};
 use serde::Serialize;
@@ -139,15 +139,15 @@ async fn checkpoint_if_due(
     Ok(Some(c))
 }
 
-impl Store {
+impl System<'_> {
     /// Appends an event, chained to the one before it. The only place that writes the audit
     /// table. Every `checkpoint_every` events the head is signed.
     pub async fn audit(&self, e: AuditEvent) -> Result<()> {
         let detail = e.detail.to_string();
         let dh = detail_hash(&detail);
-        let log = &self.audit_log;
+        let log = &self.store.audit_log;
         let _order = log.order.lock().await;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.store.db.pool.begin().await?;
         lock_chain(&mut tx).await?;
         let (prev_seq, prev) = head(&mut tx).await?;
         let link = Link {
@@ -192,9 +192,9 @@ impl Store {
     /// Signs the chain's head now, unless the newest checkpoint already covers it (the server
     /// calls this on a timer and at shutdown). Returns the new checkpoint.
     pub async fn audit_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        let log = &self.audit_log;
+        let log = &self.store.audit_log;
         let _order = log.order.lock().await;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.store.db.pool.begin().await?;
         lock_chain(&mut tx).await?;
         let (seq, hash) = head(&mut tx).await?;
         let checkpoint = checkpoint_if_due(&mut tx, &log.signer, seq, &hash, 1).await?;
@@ -207,7 +207,7 @@ impl Store {
 
     /// The public key this store signs checkpoints with.
     pub fn audit_public_key(&self) -> CheckpointKey {
-        self.audit_log.signer.public()
+        self.store.audit_log.signer.public()
     }
 
     /// Walks the whole chain and every checkpoint (the database's and `witness`'s), checking
@@ -217,7 +217,7 @@ impl Store {
         key: &CheckpointKey,
         witness: &[Checkpoint],
     ) -> Result<chain::ChainReport> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.store.db.pool.acquire().await?;
         chain::verify(&mut conn, key, witness).await
     }
 
@@ -232,7 +232,7 @@ impl Store {
         .bind(tenant_id)
         .bind(tenant_id)
         .bind(REDACTED)
-        .execute(&self.db.pool)
+        .execute(&self.store.db.pool)
         .await?;
         Ok(r.rows_affected())
     }
@@ -279,7 +279,7 @@ impl Store {
             .bind(tenant_id)
             .bind(tenant_id)
             .bind(i64::from(limit.clamp(1, 1000)))
-            .fetch_all(&self.db.pool)
+            .fetch_all(&self.store.db.pool)
             .await?;
         rows.iter().map(audit_record).collect()
     }
@@ -325,18 +325,23 @@ mod tests {
         }
         db.pool.close().await;
         let s = Store::open(d.path()).await.unwrap();
-        s.audit(crate::AuditEvent {
-            request_id: None,
-            tenant_id: None,
-            key_id: None,
-            action: "new",
-            target: None,
-            outcome: crate::Outcome::Success,
-            detail: serde_json::json!({}),
-        })
-        .await
-        .unwrap();
-        let r = s.verify_audit(&s.audit_public_key(), &[]).await.unwrap();
+        s.system()
+            .audit(crate::AuditEvent {
+                request_id: None,
+                tenant_id: None,
+                key_id: None,
+                action: "new",
+                target: None,
+                outcome: crate::Outcome::Success,
+                detail: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+        let r = s
+            .system()
+            .verify_audit(&s.system().audit_public_key(), &[])
+            .await
+            .unwrap();
         assert!(r.ok(), "{r:?}");
         assert_eq!(r.events, 4);
     }
@@ -355,17 +360,18 @@ mod tests {
         };
         let s = Store::open_in(d.path(), opts).await.unwrap();
         for i in 1..=10 {
-            s.audit(crate::AuditEvent {
-                request_id: None,
-                tenant_id: None,
-                key_id: None,
-                action: "image.generate",
-                target: None,
-                outcome: crate::Outcome::Success,
-                detail: serde_json::json!({ "i": i }),
-            })
-            .await
-            .unwrap();
+            s.system()
+                .audit(crate::AuditEvent {
+                    request_id: None,
+                    tenant_id: None,
+                    key_id: None,
+                    action: "image.generate",
+                    target: None,
+                    outcome: crate::Outcome::Success,
+                    detail: serde_json::json!({ "i": i }),
+                })
+                .await
+                .unwrap();
         }
         let mut conn = s.db.pool.acquire().await.unwrap();
         for q in [
@@ -376,7 +382,11 @@ mod tests {
         }
         super::chain::chain_existing(&mut conn).await.unwrap();
         drop(conn);
-        let r = s.verify_audit(&s.audit_public_key(), &[]).await.unwrap();
+        let r = s
+            .system()
+            .verify_audit(&s.system().audit_public_key(), &[])
+            .await
+            .unwrap();
         let b = r.first_break.expect("caught");
         assert_eq!(
             (b.seq, b.problem),

@@ -98,8 +98,8 @@ fn one_api_node_and_two_workers_survive_a_worker_killed_mid_job() {
     // Kill w1 while it runs one of them.
     let victim = wait_for(120, "w1 running a job", || {
         ids.iter().find_map(|id| {
-            let (worker, _) = rt.block_on(store.job_claim(id)).unwrap();
-            let status = rt.block_on(store.job_any_tenant(id)).unwrap().status;
+            let (worker, _) = rt.block_on(store.system().job_claim(id)).unwrap();
+            let status = rt.block_on(store.system().job_any_tenant(id)).unwrap().status;
             (worker.as_deref() == Some("w1") && status == JobStatus::Running).then(|| id.clone())
         })
     });
@@ -130,7 +130,7 @@ fn one_api_node_and_two_workers_survive_a_worker_killed_mid_job() {
         assert_eq!(result.len(), 2, "{j}");
         images.extend(result.iter().map(|i| i["id"].as_str().unwrap().to_owned()));
     }
-    let (worker, attempts) = rt.block_on(store.job_claim(&victim)).unwrap();
+    let (worker, attempts) = rt.block_on(store.system().job_claim(&victim)).unwrap();
     assert_eq!((worker.as_deref(), attempts), (Some("w2"), 2), "{victim}");
 
     // Every reported image is stored and readable, and there is no other: nothing ran twice
@@ -145,7 +145,7 @@ fn one_api_node_and_two_workers_survive_a_worker_killed_mid_job() {
     stored.sort();
     images.sort();
     assert_eq!(stored, images);
-    let tenant = rt.block_on(store.tenant("admin")).unwrap();
+    let tenant = rt.block_on(store.system().tenant("admin")).unwrap();
     for id in &images {
         let (_, bytes) = rt.block_on(store.scoped(&tenant.id).asset_bytes(id)).unwrap();
         assert!(image::load_from_memory(&bytes).is_ok(), "{id}");

@@ -8,6 +8,7 @@ pub mod hooks;
 use crate::models::conv::Conv2d;
 use crate::models::kernels::GroupNorm;
 use crate::models::layers::conv2d;
+use crate::ConfigError;
 use blocks::{DownBlock, MidBlock, ResnetSpec, UpBlock};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -26,11 +27,14 @@ pub enum PerBlock<T> {
 
 impl<T: Clone> PerBlock<T> {
     /// The value for each of `n` blocks; errors if a list has the wrong length.
-    pub fn expand(&self, n: usize, field: &str) -> std::result::Result<Vec<T>, String> {
+    pub fn expand(&self, n: usize, field: &'static str) -> std::result::Result<Vec<T>, ConfigError> {
         match self {
             PerBlock::One(v) => Ok(vec![v.clone(); n]),
             PerBlock::Each(v) if v.len() == n => Ok(v.clone()),
-            PerBlock::Each(v) => Err(format!("{field} has {} entries for {n} blocks", v.len())),
+            PerBlock::Each(v) => Err(ConfigError::invalid(
+                field,
+                format!("{} entries for {n} blocks", v.len()),
+            )),
         }
     }
 }
@@ -166,68 +170,94 @@ impl UNetConfig {
     }
 
     /// Rejects configurations this implementation would compute wrongly.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         self.layout().map(|_| ())
     }
 
-    fn layout(&self) -> std::result::Result<Layout, String> {
+    fn layout(&self) -> std::result::Result<Layout, ConfigError> {
         let n = self.block_out_channels.len();
         if n == 0 {
-            return Err("block_out_channels is empty".into());
+            return Err(ConfigError::invalid("block_out_channels", "is empty"));
         }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return Err(format!(
-                "{n} block_out_channels but {} down and {} up block types",
-                self.down_block_types.len(),
-                self.up_block_types.len()
+            return Err(ConfigError::invalid(
+                "down_block_types",
+                format!(
+                    "{n} block_out_channels but {} down and {} up block types",
+                    self.down_block_types.len(),
+                    self.up_block_types.len()
+                ),
             ));
         }
-        for t in &self.down_block_types {
-            if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
-                return Err(format!("down block type {t:?}"));
-            }
+        if let Some(t) = self
+            .down_block_types
+            .iter()
+            .find(|t| *t != "CrossAttnDownBlock2D" && *t != "DownBlock2D")
+        {
+            return Err(ConfigError::unsupported("down_block_types", t));
         }
-        for t in &self.up_block_types {
-            if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
-                return Err(format!("up block type {t:?}"));
-            }
+        if let Some(t) = self
+            .up_block_types
+            .iter()
+            .find(|t| *t != "CrossAttnUpBlock2D" && *t != "UpBlock2D")
+        {
+            return Err(ConfigError::unsupported("up_block_types", t));
         }
         match self.mid_block_type.as_deref() {
             None | Some("UNetMidBlock2DCrossAttn") => {}
-            Some(t) => return Err(format!("mid block type {t:?}")),
+            Some(t) => return Err(ConfigError::unsupported("mid_block_type", t)),
         }
-        let checks: [(bool, &str); 10] = [
-            (self.center_input_sample, "center_input_sample"),
+        let checks: [(bool, &'static str, String); 10] = [
+            (self.center_input_sample, "center_input_sample", "true".into()),
             (
                 self.only_cross_attention != PerBlock::One(false),
                 "only_cross_attention",
+                format!("{:?}", self.only_cross_attention),
             ),
-            (self.dual_cross_attention, "dual_cross_attention"),
-            (self.class_embed_type.is_some(), "class_embed_type"),
-            (self.encoder_hid_dim.is_some(), "encoder_hid_dim"),
+            (self.dual_cross_attention, "dual_cross_attention", "true".into()),
+            (
+                self.class_embed_type.is_some(),
+                "class_embed_type",
+                format!("{:?}", self.class_embed_type),
+            ),
+            (
+                self.encoder_hid_dim.is_some(),
+                "encoder_hid_dim",
+                format!("{:?}", self.encoder_hid_dim),
+            ),
             (
                 self.resnet_time_scale_shift != "default",
                 "resnet_time_scale_shift",
+                format!("{:?}", self.resnet_time_scale_shift),
             ),
-            (self.act_fn != "silu", "act_fn"),
+            (self.act_fn != "silu", "act_fn", format!("{:?}", self.act_fn)),
             (
                 self.conv_in_kernel != 3 || self.conv_out_kernel != 3,
-                "conv kernel size",
+                "conv_in_kernel",
+                format!("{}/{}", self.conv_in_kernel, self.conv_out_kernel),
             ),
-            (self.time_embedding_type != "positional", "time_embedding_type"),
+            (
+                self.time_embedding_type != "positional",
+                "time_embedding_type",
+                format!("{:?}", self.time_embedding_type),
+            ),
             (
                 !matches!(self.addition_embed_type.as_deref(), None | Some("text_time")),
                 "addition_embed_type",
+                format!("{:?}", self.addition_embed_type),
             ),
         ];
-        if let Some((_, name)) = checks.iter().find(|(bad, _)| *bad) {
-            return Err(format!("{name} is not supported"));
+        if let Some((_, field, value)) = checks.into_iter().find(|(bad, ..)| *bad) {
+            return Err(ConfigError::Unsupported { field, value });
         }
         if self.uses_text_time()
             && (self.addition_time_embed_dim.is_none()
                 || self.projection_class_embeddings_input_dim.is_none())
         {
-            return Err("text_time conditioning needs addition_time_embed_dim and projection_class_embeddings_input_dim".into());
+            return Err(ConfigError::invalid(
+                "addition_embed_type",
+                "text_time conditioning needs addition_time_embed_dim and projection_class_embeddings_input_dim",
+            ));
         }
         let heads = match &self.num_attention_heads {
             Some(h) => h.expand(n, "num_attention_heads")?,
@@ -235,16 +265,22 @@ impl UNetConfig {
         };
         let context_dim = match &self.cross_attention_dim {
             PerBlock::One(d) => *d,
-            PerBlock::Each(_) => return Err("per-block cross_attention_dim is not supported".into()),
+            PerBlock::Each(d) => return Err(ConfigError::unsupported("cross_attention_dim", d)),
         };
         for (i, (&c, &h)) in self.block_out_channels.iter().zip(&heads).enumerate() {
             if h == 0 || c % h != 0 {
-                return Err(format!("block {i}: {c} channels do not split into {h} heads"));
+                return Err(ConfigError::invalid(
+                    "attention_head_dim",
+                    format!("block {i}: {c} channels do not split into {h} heads"),
+                ));
             }
             if c % self.norm_num_groups != 0 {
-                return Err(format!(
-                    "block {i}: {c} channels do not split into {} groups",
-                    self.norm_num_groups
+                return Err(ConfigError::invalid(
+                    "norm_num_groups",
+                    format!(
+                        "block {i}: {c} channels do not split into {} groups",
+                        self.norm_num_groups
+                    ),
                 ));
             }
         }
@@ -324,14 +360,11 @@ pub struct UNet2DConditionModel {
 
 impl UNet2DConditionModel {
     /// Builds the UNet from a VarBuilder rooted at the checkpoint. Config errors come back as
-    /// `Err(String)` naming the field; missing or mis-shaped tensors as candle errors.
-    pub fn new(vb: VarBuilder, config: &UNetConfig) -> std::result::Result<Self, crate::EngineError> {
-        let layout = config
-            .layout()
-            .map_err(|message| crate::EngineError::Unsupported {
-                path: Default::default(),
-                message,
-            })?;
+    /// [`EngineError::Unsupported`](crate::EngineError) naming the field; missing or mis-shaped
+    /// tensors as [`EngineError::Tensor`](crate::EngineError); [`crate::EngineError::at`] names
+    /// the folder.
+    pub fn new(vb: VarBuilder, config: &UNetConfig) -> crate::Result<Self> {
+        let layout = config.layout()?;
         Ok(Self::build(vb, config, &layout)?)
     }
 
