@@ -11,7 +11,7 @@
 
 use crate::normalize;
 use crate::SafetyError;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What a prompt can be blocked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -79,6 +79,10 @@ pub enum Group {
     Character,
     /// Benign phrases whose words must not match anything else.
     Allow,
+    /// Clothing: asking the model to *avoid* it (in a negative prompt) asks for nudity.
+    Clothing,
+    /// Adult bodies and features: asking the model to avoid them asks for a child's.
+    Adult,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -142,6 +146,10 @@ pub struct Lexicon {
     by_first: HashMap<String, Vec<usize>>,
     /// Entries whose first word is a prefix pattern.
     prefixed: Vec<usize>,
+    /// Every exact word of every entry but the allow phrases, and every prefix, for
+    /// [`Lexicon::knows`].
+    vocabulary: HashSet<String>,
+    prefixes: Vec<String>,
 }
 
 const BUILTIN: &[(&str, &str)] = &[
@@ -181,6 +189,8 @@ impl Lexicon {
                 "person" => Group::Person,
                 "character" => Group::Character,
                 "allow" => Group::Allow,
+                "clothing" => Group::Clothing,
+                "adult" => Group::Adult,
                 c => Group::Category(Category::parse(c).ok_or_else(|| bad("unknown group"))?),
             };
             let severity = match severity {
@@ -211,6 +221,16 @@ impl Lexicon {
         let Some(first) = patterns.first() else {
             return Err(EntryError::NoWords);
         };
+        if group != Group::Allow {
+            for p in &patterns {
+                match p {
+                    Pattern::Exact(w) => {
+                        self.vocabulary.insert(w.clone());
+                    }
+                    Pattern::Prefix(w) => self.prefixes.push(w.clone()),
+                }
+            }
+        }
         let i = self.entries.len();
         match first {
             Pattern::Exact(w) => self.by_first.entry(w.clone()).or_default().push(i),
@@ -231,6 +251,16 @@ impl Lexicon {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether `word` is a word of some entry (allow phrases aside), as the matcher reads it:
+    /// plurals and prefixes included. Split words are rejoined only into such words.
+    pub fn knows(&self, word: &str) -> bool {
+        [word.strip_suffix("es"), word.strip_suffix('s'), Some(word)]
+            .into_iter()
+            .flatten()
+            .any(|w| self.vocabulary.contains(w))
+            || self.prefixes.iter().any(|p| word.starts_with(p.as_str()))
     }
 
     /// Entries that could start at `word`.

@@ -4,7 +4,9 @@
 //! (NFKC: fullwidth, ligatures, circled letters), invisible characters (zero-width, soft
 //! hyphen, bidi controls), case, look-alike letters from other scripts (Unicode TR39
 //! confusable skeletons), and accents. `variants` then undoes the disguises that span a word:
-//! leetspeak, spaced-out letters ("n a k e d", "n.u.d.e") and stretched letters ("nuuude").
+//! leetspeak, spaced-out letters ("n a k e d", "n.u.d.e"), stretched letters ("nuuude") and
+//! punctuation inside a word ("na-ked", "nu_de"). `rejoin` undoes a word split by spaces into
+//! pieces ("nu de", "chi ld"), given what the matcher knows.
 
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
@@ -174,24 +176,106 @@ fn join_spaced(words: &[String], keep_article: bool) -> Vec<String> {
     out
 }
 
+/// `folded` with punctuation between two letters taken out: "na-ked", "nu_de", "se.xy" become
+/// one word. Spaces still separate words.
+fn close_punctuation(folded: &str) -> String {
+    let chars: Vec<char> = folded.chars().collect();
+    let mut out = String::with_capacity(folded.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let inner = !c.is_alphanumeric() && !c.is_whitespace();
+        let word_edge = |n: &&char| n.is_alphanumeric() || n.is_whitespace();
+        let between = chars[..i]
+            .iter()
+            .rev()
+            .find(word_edge)
+            .is_some_and(|n| n.is_alphabetic())
+            && chars[i + 1..]
+                .iter()
+                .find(word_edge)
+                .is_some_and(|n| n.is_alphabetic());
+        if !(inner && between) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The word sequences a matcher should look at: the plain words, leet decoded (with `1` as
-/// `i` and as `l`), each with stretched letters squashed and spaced-out letters joined.
-/// Duplicates are dropped.
+/// `i` and as `l`), each with stretched letters squashed and spaced-out letters joined, and the
+/// words with the punctuation inside them taken out. Duplicates are dropped.
 pub fn variants(text: &str) -> Vec<Vec<String>> {
     let folded = fold(text);
+    let closed = close_punctuation(&folded);
     let mut out: Vec<Vec<String>> = Vec::new();
-    for leet_one in [None, Some('i'), Some('l')] {
-        let w: Vec<String> = words(&folded, leet_one)
-            .iter()
-            .map(|w| squash_repeats(w))
-            .collect();
-        for v in [join_spaced(&w, false), join_spaced(&w, true), w] {
-            if !out.contains(&v) {
-                out.push(v);
+    for (text, leets) in [
+        (&folded, &[None, Some('i'), Some('l')][..]),
+        (&closed, &[None][..]),
+    ] {
+        for &leet_one in leets {
+            let w: Vec<String> = words(text, leet_one).iter().map(|w| squash_repeats(w)).collect();
+            for v in [join_spaced(&w, false), join_spaced(&w, true), w] {
+                if !out.contains(&v) {
+                    out.push(v);
+                }
             }
         }
     }
     out
+}
+
+/// Words never taken as a piece of a split word: English function words and the pieces an
+/// apostrophe leaves ("john's ex" must not read as "sex"), so "pen is" stays two words.
+const NEVER_A_PIECE: &[&str] = &[
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "i", "me", "my", "we", "us", "our",
+    "you", "your", "he", "him", "his", "she", "her", "it", "its", "they", "them", "their", "this", "that",
+    "these", "those", "of", "in", "on", "at", "to", "for", "with", "by", "from", "as", "into", "onto", "up",
+    "down", "out", "off", "over", "under", "and", "or", "but", "nor", "so", "if", "then", "than", "no",
+    "not", "do", "does", "did", "has", "have", "had", "can", "could", "will", "would", "shall", "should",
+    "may", "might", "must", "just", "very", "too", "also", "all", "any", "some", "each", "every", "both",
+    "few", "more", "most", "other", "such", "own", "same", "only", "here", "there", "when", "where", "why",
+    "how", "what", "which", "who", "whom", "whose", "while", "about", "above", "after", "again", "against",
+    "before", "below", "between", "during", "through", "until", "per", "via", "s", "t", "d", "ll", "re",
+    "ve", "m",
+];
+
+/// The longest piece of a split word that is rejoined: longer pieces are words of their own.
+const MAX_PIECE: usize = 6;
+
+/// `words` with each run of two or three pieces that together spell a word `known` knows
+/// ("nu de" → "nude", "chi ld" → "child") joined into it; `None` when nothing was joined. A
+/// piece is short, not a function word and not a number, and a run never starts with a word
+/// `known` already knows.
+pub fn rejoin(words: &[String], known: impl Fn(&str) -> bool) -> Option<Vec<String>> {
+    let piece = |w: &String| {
+        w.chars().all(char::is_alphabetic)
+            && w.chars().count() <= MAX_PIECE
+            && !NEVER_A_PIECE.contains(&w.as_str())
+    };
+    let mut out = Vec::with_capacity(words.len());
+    let mut joined = false;
+    let mut i = 0;
+    'words: while i < words.len() {
+        for k in [3, 2] {
+            let Some(run) = words.get(i..i + k) else {
+                continue;
+            };
+            // A run that starts with a known word is that word and what follows ("naked mole
+            // rat" is not one word, however the lists' prefixes would read it).
+            let starts_known = (1..k).any(|j| known(&run[..j].concat()));
+            if run.iter().all(piece) && !starts_known {
+                let word = run.concat();
+                if word.chars().count() >= 4 && known(&word) {
+                    out.push(word);
+                    joined = true;
+                    i += k;
+                    continue 'words;
+                }
+            }
+        }
+        out.push(words[i].clone());
+        i += 1;
+    }
+    joined.then_some(out)
 }
 
 #[cfg(test)]
@@ -230,6 +314,20 @@ mod tests {
         assert!(words_of("$3x").contains(&"sex".to_owned()));
         assert!(words_of("k1ll").contains(&"kill".to_owned()));
         assert!(words_of("b1ood").contains(&"blood".to_owned()));
+        // Punctuation inside a word.
+        for split in ["na-ked", "na_ked", "na.ked", "na\u{2011}ked", "na--ked"] {
+            assert!(words_of(split).contains(&"naked".to_owned()), "{split}");
+        }
+        // The words as written come first; the closed-up reading is only another variant.
+        assert_eq!(
+            variants("a well-known painter")[0],
+            ["a", "well", "known", "painter"]
+        );
+        assert!(variants("a well-known painter").contains(&vec![
+            "a".into(),
+            "wellknown".into(),
+            "painter".into()
+        ]));
         // Numbers on their own stay numbers.
         assert!(words_of("a 12 year old").contains(&"12".to_owned()));
         // Ordinary text is unchanged apart from case.
@@ -237,5 +335,27 @@ mod tests {
             variants("A cat, in Essex!")[0],
             vec!["a".to_owned(), "cat".into(), "in".into(), "essex".into()]
         );
+    }
+
+    fn owned(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn split_words_are_rejoined_into_known_words_only() {
+        let known = |w: &str| matches!(w, "nude" | "child" | "sex" | "penis") || w.starts_with("naked");
+        let rejoined = |s: &str| rejoin(&owned(s), known).map(|w| w.join(" "));
+        assert_eq!(rejoined("a nu de woman").as_deref(), Some("a nude woman"));
+        assert_eq!(rejoined("n ak ed child").as_deref(), Some("naked child"));
+        assert_eq!(rejoined("a chi ld").as_deref(), Some("a child"));
+        // Function words and an apostrophe's pieces are never pieces.
+        assert_eq!(rejoined("a pen is on the desk"), None);
+        assert_eq!(rejoined("john s ex wife"), None);
+        // Nothing that spells no known word is joined.
+        assert_eq!(rejoined("a red cat on a mat"), None);
+        // Numbers and long words are not pieces.
+        assert_eq!(rejoined("nu 12 de"), None);
+        // A known word and what follows it stay apart, even where a prefix would match.
+        assert_eq!(rejoined("a naked mole rat"), None);
     }
 }

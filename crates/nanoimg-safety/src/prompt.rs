@@ -170,29 +170,42 @@ impl PromptModerator {
         self.semantic.is_some()
     }
 
-    /// Checks texts that go into one request together (prompt, negative prompt, …): a child
-    /// in one and something sexual in the other still combine.
+    /// Checks texts that go into one request together and all describe the image (prompt,
+    /// instruction, characters' descriptions): a child in one and something sexual in another
+    /// still combine. See [`Self::check_request`] for requests with a negative prompt.
     ///
     /// Fails only when the semantic layer's model fails; callers must then refuse the request,
     /// not let it through.
     pub fn check(&self, texts: &[&str], strictness: Strictness) -> Result<Verdict, SafetyError> {
-        let mut hits: Vec<Hit> = Vec::new();
-        let mut minor_age = false;
-        for text in texts {
-            for words in normalize::variants(text) {
-                minor_age |= states_minor_age(&words);
-                for h in self.lexicon.scan(&words) {
-                    if !hits.contains(&h) {
-                        hits.push(h);
-                    }
-                }
-            }
-        }
+        self.check_request(texts, &[], strictness)
+    }
+
+    /// Checks one request: `positive` texts say what the image shows, `negative` texts (negative
+    /// prompts) what the model is pushed away from. A negative text is read for what avoiding
+    /// it asks for: its sexual, violent or hateful words block nothing (avoiding them is what a
+    /// careful user writes), but avoiding clothing asks for nudity, and avoiding adult bodies
+    /// asks for a child's — both combine with the positive texts like their own words would.
+    pub fn check_request(
+        &self,
+        positive: &[&str],
+        negative: &[&str],
+        strictness: Strictness,
+    ) -> Result<Verdict, SafetyError> {
+        let (hits, minor_age) = self.scan(positive);
+        let (avoided, _) = self.scan(negative);
         let terms = |pred: &dyn Fn(&Hit) -> bool| -> Vec<String> {
             hits.iter().filter(|h| pred(h)).map(|h| h.term.clone()).collect()
         };
+        let avoiding = |group: Group| -> Vec<String> {
+            avoided
+                .iter()
+                .filter(|h| h.group == group)
+                .map(|h| format!("avoids {:?}", h.term))
+                .collect()
+        };
+        let unclothed = avoiding(Group::Clothing);
         let semantic = match &self.semantic {
-            Some(layer) => layer.check(texts)?,
+            Some(layer) => layer.check(positive)?,
             None => Vec::new(),
         };
         let seen = |c: Category| -> Vec<String> {
@@ -204,12 +217,14 @@ impl PromptModerator {
         };
         let mut sexual = terms(&|h| h.group == Group::Category(Category::Sexual));
         sexual.extend(seen(Category::Sexual));
+        sexual.extend(unclothed.iter().cloned());
         let mut violent = terms(&|h| h.group == Group::Category(Category::Violence));
         violent.extend(seen(Category::Violence));
         let mut minors = terms(&|h| h.group == Group::Minor);
         if minor_age {
             minors.push("<age under 18>".into());
         }
+        minors.extend(avoiding(Group::Adult));
         let mut v = Verdict::default();
 
         // Hard blocks, whatever the strictness.
@@ -253,11 +268,36 @@ impl PromptModerator {
             let blocks = worst == Severity::High || strictness == Strictness::Auto;
             v.flag(category, found.iter().map(|h| h.term.clone()).collect(), blocks);
         }
+        if !unclothed.is_empty() {
+            // Nudity asked for by avoiding clothes: mild, like the word "nude".
+            v.flag(Category::Sexual, unclothed, strictness == Strictness::Auto);
+        }
         for hit in &semantic {
             let blocks = hit.severity == Severity::High || strictness == Strictness::Auto;
             v.semantic(hit, blocks);
         }
         Ok(v)
+    }
+
+    /// The list entries in every reading of `texts` (normalised variants, and split words
+    /// rejoined into words the lists know), and whether any states an age under 18.
+    fn scan(&self, texts: &[&str]) -> (Vec<Hit>, bool) {
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut minor_age = false;
+        for text in texts {
+            for words in normalize::variants(text) {
+                let rejoined = normalize::rejoin(&words, |w| self.lexicon.knows(w));
+                for words in std::iter::once(words).chain(rejoined) {
+                    minor_age |= states_minor_age(&words);
+                    for h in self.lexicon.scan(&words) {
+                        if !hits.contains(&h) {
+                            hits.push(h);
+                        }
+                    }
+                }
+            }
+        }
+        (hits, minor_age)
     }
 }
 
@@ -323,11 +363,7 @@ mod tests {
             let v = m.check(&[bad], Strictness::Low).unwrap();
             assert!(v.categories().contains(&Category::SexualMinors), "{bad:?}: {v:?}");
         }
-        // Across prompt and negative prompt too.
-        let v = m
-            .check(&["a little girl on a beach", "clothes"], Strictness::Low)
-            .unwrap();
-        assert!(!v.blocked, "{v:?}");
+        // Across the texts that describe the image (a prompt and a character's description).
         let v = m
             .check(&["a little girl on a beach", "nude"], Strictness::Low)
             .unwrap();
@@ -337,6 +373,61 @@ mod tests {
             .check(&["a 30 year old woman, topless"], Strictness::Low)
             .unwrap();
         assert!(!v.categories().contains(&Category::SexualMinors), "{v:?}");
+    }
+
+    #[test]
+    fn split_words_are_caught_and_function_words_are_not_pieces() {
+        let m = PromptModerator::default();
+        for bad in [
+            "na-ked child",
+            "a nu de child on a bed",
+            "a chi ld, na ked",
+            "a little girl, n-u-d-e",
+            "se-xy schoolgirl",
+        ] {
+            let v = m.check(&[bad], Strictness::Low).unwrap();
+            assert!(v.categories().contains(&Category::SexualMinors), "{bad:?}: {v:?}");
+        }
+        for ok in [
+            "a child holding a pen is smiling",
+            "John's ex-wife at a cafe",
+            "an al fresco lunch with a child",
+            "a well-lit room with a child reading",
+        ] {
+            let v = m.check(&[ok], Strictness::Low).unwrap();
+            assert!(!v.categories().contains(&Category::SexualMinors), "{ok:?}: {v:?}");
+            assert!(!v.categories().contains(&Category::Sexual), "{ok:?}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn a_negative_prompt_is_read_for_what_avoiding_it_asks() {
+        let m = PromptModerator::default();
+        let check = |p: &str, n: &str, s| m.check_request(&[p], &[n], s).unwrap();
+        // Avoiding words blocks nothing: the usual negative prompts pass.
+        for n in ["nude, nsfw, porn, blood, gore", "ugly, deformed, naked"] {
+            let v = check("a portrait of a woman in a garden", n, Strictness::Auto);
+            assert!(!v.blocked, "{n:?}: {v:?}");
+            let v = check("a boy flying a kite", n, Strictness::Auto);
+            assert!(!v.blocked, "{n:?}: {v:?}");
+        }
+        // Avoiding clothes asks for nudity: with a child, the hard block; alone, sexual (mild).
+        for n in ["clothes", "clothing, shirt", "dressed", "swimsuit"] {
+            let v = check("a little girl on a beach", n, Strictness::Low);
+            assert!(v.categories().contains(&Category::SexualMinors), "{n:?}: {v:?}");
+        }
+        let v = check("a woman on a beach", "clothes", Strictness::Auto);
+        assert_eq!(v.categories(), [Category::Sexual], "{v:?}");
+        assert!(!check("a woman on a beach", "clothes", Strictness::Low).blocked);
+        // Avoiding an adult body with sexual content asks for a child's.
+        let v = check(
+            "a nude figure on a bed",
+            "adult body, mature face",
+            Strictness::Low,
+        );
+        assert!(v.categories().contains(&Category::SexualMinors), "{v:?}");
+        // Clothing words in the prompt itself are just clothes.
+        assert!(!check("a child in a red shirt", "", Strictness::Auto).blocked);
     }
 
     #[test]

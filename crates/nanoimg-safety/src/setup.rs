@@ -157,7 +157,10 @@ impl Safety {
                 .map(|l| format!("{} ({})", l.layer, l.detail))
                 .collect();
             return Err(SafetyError::Model(format!(
-                "all safety layers are required (require_all_layers), but these are off: {}",
+                "all safety layers are required (safety.require_all_layers), but these are off: {}. \
+                 Fetch their models with `nanoimg models fetch safety`, or set \
+                 safety.require_all_layers = false (NANOIMG_SAFETY_REQUIRE_ALL_LAYERS=false) to run \
+                 with the word lists only",
                 names.join("; ")
             )));
         }

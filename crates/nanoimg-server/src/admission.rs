@@ -5,10 +5,12 @@
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
+use crate::planner::Provenance;
 use crate::spec::JobSpec;
 use crate::state::AppState;
 use nanoimg_edit::planner::Planned;
-use nanoimg_edit::{EditPlan, Op, PlanLimits};
+use nanoimg_edit::{EditError, EditPlan, Op};
+use nanoimg_safety::Strictness;
 use nanoimg_store::{Outcome, StoreError};
 use serde_json::json;
 
@@ -36,11 +38,12 @@ pub(crate) async fn vet(
     crate::moderation::check_prompt(state, auth, spec).await
 }
 
-/// Takes `n` images from the key's per-minute image budget.
+/// Takes `n` images from the tenant's per-minute image budget (one budget for all its keys, so
+/// minting keys gains nothing).
 fn charge_images(state: &AppState, auth: &Auth, n: u32) -> ApiResult<()> {
     let d = state
         .image_limiter
-        .check(auth.key_id(), auth.limits.images_per_minute, n);
+        .check(auth.tenant_id(), auth.limits.images_per_minute, n);
     if d.allowed {
         return Ok(());
     }
@@ -52,10 +55,13 @@ fn charge_images(state: &AppState, auth: &Auth, n: u32) -> ApiResult<()> {
         serde_json::json!({"reason": "images_per_minute", "limit": d.limit, "asked": n}),
     ));
     let msg = if d.retry_after.is_infinite() {
-        format!("this API key may make {} images a minute; ask for fewer", d.limit)
+        format!(
+            "this tenant's keys may make {} images a minute together; ask for fewer",
+            d.limit
+        )
     } else {
         format!(
-            "this API key may make {} images a minute; {} left; try again in {:.0} s",
+            "this tenant's keys may make {} images a minute together; {} left; try again in {:.0} s",
             d.limit,
             d.remaining,
             d.retry_after.ceil()
@@ -105,11 +111,14 @@ pub(crate) async fn plan_prompt(
     auth: &Auth,
     prompt: &str,
     size: (u32, u32),
+    strictness: Strictness,
 ) -> ApiResult<Option<EditPlan>> {
-    match state.planner.plan(prompt, size, &[]).await.map(|(p, _)| p) {
+    let planned = plan_instruction(state, auth, prompt, size, &[], strictness, "prompt").await?;
+    let limits = state.plan_limits(size);
+    match planned.map(|(p, _)| p) {
         Ok(Planned::Edit(p)) if matches!(p.ops.as_slice(), [Op::Restyle { .. }]) => Ok(None),
         Ok(Planned::Edit(p)) => {
-            p.validate(size, &PlanLimits::default())
+            p.validate(size, &limits)
                 .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
             Ok(Some(p))
         }
@@ -119,6 +128,26 @@ pub(crate) async fn plan_prompt(
         )),
         Err(e) => Err(refused(state, auth, "/v1/images/edits", &e.to_string()).with_param("prompt")),
     }
+}
+
+/// Plans `instruction` (with the session's `history`), moderating its words first: a blocked
+/// instruction never reaches the planner, which may send it to an LLM endpoint — another party.
+/// The outer error is the moderation refusal; the inner one the planner's.
+pub(crate) async fn plan_instruction(
+    state: &AppState,
+    auth: &Auth,
+    instruction: &str,
+    size: (u32, u32),
+    history: &[String],
+    strictness: Strictness,
+    param: &str,
+) -> ApiResult<Result<(Planned, Provenance), EditError>> {
+    let texts = (vec![instruction.to_owned()], Vec::new());
+    crate::moderation::check_texts(state, auth, texts, strictness, param).await?;
+    Ok(state
+        .planner
+        .plan(instruction, size, history, &state.plan_limits(size))
+        .await)
 }
 
 /// An instruction the planner refused: 400 with the reason, and an audit event with it.

@@ -1,4 +1,4 @@
-//! Authentication and authorisation: `Authorization: Bearer nimg_…` → [`Auth`], the per-key
+//! Authentication and authorisation: `Authorization: Bearer nimg_…` → [`Auth`], the per-tenant
 //! request rate, and scope checks, in one layer on every keyed route ([`authorize`], from the
 //! route table's [`Access`]). Handlers take `Auth`; a scope that depends on the body (a job
 //! with a starting image needs `images:edit` too) is checked with [`Auth::require`].
@@ -158,7 +158,7 @@ async fn authenticate(
     };
     let d = state
         .request_limiter
-        .check(auth.key_id(), auth.limits.requests_per_minute, 1);
+        .check(auth.tenant_id(), auth.limits.requests_per_minute, 1);
     if !d.allowed {
         state.metrics.reject("requests_per_minute");
         state.audit.record_later(auth.event(
@@ -170,7 +170,7 @@ async fn authenticate(
         return Err(ApiError::rate_limited(
             "rate_limit_exceeded",
             format!(
-                "this API key may make {} requests a minute; try again in {:.0} s",
+                "this tenant's keys may make {} requests a minute together; try again in {:.0} s",
                 d.limit,
                 d.retry_after.ceil()
             ),

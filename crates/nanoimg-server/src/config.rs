@@ -214,7 +214,8 @@ pub struct SafetyConfig {
     /// Folder with the safety models, as `nanoimg models fetch safety` installs them [default:
     /// `$NANOIMG_HOME/safety` from the CLI, else `<data_dir>/safety`].
     pub models_dir: Option<PathBuf>,
-    /// Refuse to start while a model-based layer is off (its model is not installed).
+    /// Refuse to start while a model-based layer is off (its model is not installed). On by
+    /// default: safety fails closed, and an operator who wants the word lists only says so.
     pub require_all_layers: bool,
     /// open_nsfw score (0–1) at or above which an output or upload is refused.
     pub nsfw_threshold: f32,
@@ -226,7 +227,7 @@ impl Default for SafetyConfig {
     fn default() -> Self {
         Self {
             models_dir: None,
-            require_all_layers: false,
+            require_all_layers: true,
             nsfw_threshold: nanoimg_safety::nsfw::DEFAULT_THRESHOLD,
             block_characters: true,
         }
@@ -301,12 +302,15 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateConfig {
-    /// Authenticated requests a key may make per minute.
+    /// Authenticated requests a tenant's keys may make per minute, together.
     pub requests_per_minute: u32,
-    /// Images a key may ask for per minute (`n` counts).
+    /// Images a tenant's keys may ask for per minute, together (`n` counts).
     pub images_per_minute: u32,
     /// Jobs a tenant may have queued or running at once.
     pub concurrent_jobs_per_tenant: usize,
+    /// Live keys a tenant may hold when it makes its own (`POST /v1/me/keys`); the operator's
+    /// `keys create` is not counted against it.
+    pub keys_per_tenant: u32,
 }
 
 impl Default for RateConfig {
@@ -315,6 +319,7 @@ impl Default for RateConfig {
             requests_per_minute: 600,
             images_per_minute: 60,
             concurrent_jobs_per_tenant: 4,
+            keys_per_tenant: 20,
         }
     }
 }
@@ -385,6 +390,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "NANOIMG_CONCURRENT_JOBS_PER_TENANT",
         "rate.concurrent_jobs_per_tenant",
     ),
+    ("NANOIMG_KEYS_PER_TENANT", "rate.keys_per_tenant"),
     ("NANOIMG_MAX_SIDE", "limits.max_side"),
     ("NANOIMG_MAX_PIXELS", "limits.max_pixels"),
     ("NANOIMG_MAX_STEPS", "limits.max_steps"),

@@ -3,7 +3,7 @@
 //! `POST /v1/images/generations|edits|variations` speak the OpenAI Images API so the official
 //! SDKs work unchanged; `/v1/jobs` (async jobs with SSE progress), `/v1/assets`, `/v1/models` and
 //! `/v1/admin/*` are NanoImg's own. Every request gets an id (`x-request-id`), a JSON log line and
-//! metrics; every authenticated one passes the key check, the per-key rate limit and a scope
+//! metrics; every authenticated one passes the key check, the tenant's rate limit and a scope
 //! check; every object lookup is tenant-scoped in the store.
 //!
 //! Handlers are thin: the route table ([`ROUTES`]) authorises, they parse, and hand over to

@@ -25,7 +25,7 @@ pub struct Decision {
     pub reset: f64,
 }
 
-/// Token buckets per key.
+/// Token buckets, one per tenant.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     buckets: Mutex<HashMap<String, Bucket>>,

@@ -66,35 +66,38 @@ pub fn blocked(param: &str, categories: &[&str]) -> ApiError {
     .with_extra("categories", serde_json::json!(categories))
 }
 
-/// Refuses `spec` with 400 `moderation_blocked` if its texts (prompts, a plan's instruction and
-/// prompts, the characters' descriptions) are blocked at the strictness it gets. Descriptions are
-/// checked with the prompt, so that rules about combinations (a public figure and a framing) see
-/// both.
+/// Refuses `spec` with 400 `moderation_blocked` if its texts are blocked at the strictness it
+/// gets. The prompt, a plan's instruction and prompts and the characters' descriptions say what
+/// the image shows, and are checked together so that rules about combinations (a child and
+/// anything sexual; a public figure and a framing) see all of them; the negative prompt is read
+/// for what avoiding it asks for (`PromptModerator::check_request`).
 pub async fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<()> {
-    let mut texts = vec![spec.prompt.clone(), spec.negative_prompt.clone()];
+    let mut texts = vec![spec.prompt.clone()];
     if let Some(p) = &spec.plan {
         texts.push(p.instruction.clone());
         texts.extend(p.plan.prompts().into_iter().map(str::to_owned));
     }
     texts.extend(spec.characters.iter().map(|c| c.description.clone()));
-    check_texts(state, auth, texts, spec.moderation, "prompt").await
+    let negative = vec![spec.negative_prompt.clone()];
+    check_texts(state, auth, (texts, negative), spec.moderation, "prompt").await
 }
 
-/// Refuses `texts` with 400 `moderation_blocked` naming `param` if they are blocked at the
-/// strictness the caller gets. The check runs off the async threads (the semantic layer is a
-/// transformer).
+/// Refuses `(positive, negative)` texts with 400 `moderation_blocked` naming `param` if they
+/// are blocked at the strictness the caller gets. The check runs off the async threads (the
+/// semantic layer is a transformer).
 pub async fn check_texts(
     state: &AppState,
     auth: &Auth,
-    texts: Vec<String>,
+    (positive, negative): (Vec<String>, Vec<String>),
     asked: Strictness,
     param: &str,
 ) -> ApiResult<()> {
     let level = strictness(auth, asked);
     let moderator = state.safety.prompt.clone();
     let verdict = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        moderator.check(&refs, level)
+        let positive: Vec<&str> = positive.iter().map(String::as_str).collect();
+        let negative: Vec<&str> = negative.iter().map(String::as_str).collect();
+        moderator.check_request(&positive, &negative, level)
     })
     .await
     .map_err(ApiError::internal)?

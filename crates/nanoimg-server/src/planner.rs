@@ -65,12 +65,14 @@ impl Planner {
     }
 
     /// Plans `instruction` for an image of `size`; `history` holds the instructions that made
-    /// the image, oldest first. A refusal is an error with the reason.
+    /// the image, oldest first. An LLM's plan must keep within `limits`. A refusal is an error
+    /// with the reason.
     pub async fn plan(
         &self,
         instruction: &str,
         size: (u32, u32),
         history: &[String],
+        limits: &PlanLimits,
     ) -> Result<(Planned, Provenance), EditError> {
         let builtin = planner::plan_in_context(instruction, size, history)?;
         let own = Provenance {
@@ -81,7 +83,7 @@ impl Planner {
             return Ok((builtin, own));
         };
         let reason = match llm.plan(instruction, size, history).await {
-            Ok(plan) => match plan.validate(size, &PlanLimits::default()) {
+            Ok(plan) => match plan.validate(size, limits) {
                 Ok(_) => {
                     return Ok((
                         Planned::Edit(plan),

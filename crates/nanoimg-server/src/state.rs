@@ -48,6 +48,18 @@ impl Shared {
                 .map_or(rate.concurrent_jobs_per_tenant, |c| c as usize),
         }
     }
+
+    /// What an edit plan may do to an image of `size`: never make it larger than the server's
+    /// output caps (`limits.max_side`, `limits.max_pixels`) at any step. An image already larger
+    /// (an upload) may be edited, never enlarged.
+    pub fn plan_limits(&self, (w, h): (u32, u32)) -> nanoimg_edit::PlanLimits {
+        let l = &self.config.limits;
+        nanoimg_edit::PlanLimits {
+            max_side: l.max_side.max(w.max(h)),
+            max_pixels: l.max_pixels.max(u64::from(w) * u64::from(h)),
+            ..nanoimg_edit::PlanLimits::default()
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {

@@ -74,23 +74,35 @@ pub(crate) fn key_created(rec: &KeyRecord, secret: &SecretKey) -> serde_json::Va
     v
 }
 
+/// What a self-service key may be at most: the minting key's scopes and lifetime, and the
+/// tenant's key quota.
+pub(crate) struct Ceiling<'a> {
+    pub scopes: &'a [Scope],
+    /// When the minting key expires; a new key never outlives it.
+    pub expires_at: Option<i64>,
+    /// Live (unrevoked, unexpired) keys the tenant may hold.
+    pub max_keys: u32,
+}
+
 /// Makes a key for `tenant` and audits it. With a `ceiling` (self-service), the key may carry
-/// only scopes the caller has, and by default gets the defaults the caller has.
+/// only scopes the caller has (by default, the defaults the caller has), expires no later than
+/// the caller's key (by default, with it), and only while the tenant is under its key quota.
 pub(crate) async fn mint_key(
     state: &AppState,
     auth: &Auth,
     tenant: &Tenant,
     req: NewKeyRequest,
-    ceiling: Option<&[Scope]>,
+    ceiling: Option<Ceiling<'_>>,
 ) -> ApiResult<Response> {
-    let scopes = match (&req.scopes, ceiling) {
+    let ceiling_scopes = ceiling.as_ref().map(|c| c.scopes);
+    let scopes = match (&req.scopes, ceiling_scopes) {
         (None, None) => Scope::defaults(),
         (None, Some(c)) => Scope::defaults().into_iter().filter(|s| c.contains(s)).collect(),
         (Some(list), _) => {
             Scope::parse_list(&list.join(",")).map_err(|e| ApiError::invalid("scopes", e.to_string()))?
         }
     };
-    if let Some(c) = ceiling {
+    if let Some(c) = ceiling_scopes {
         let over: Vec<&str> = scopes
             .iter()
             .filter(|s| !c.contains(s))
@@ -106,14 +118,46 @@ pub(crate) async fn mint_key(
             return Err(ApiError::invalid("scopes", "name at least one scope"));
         }
     }
-    let expires_at = match req.expires_in {
+    let now = nanoimg_store::ids::now_ms();
+    let asked = match req.expires_in {
         None => None,
         Some(0) => return Err(ApiError::invalid("expires_in", "must be at least 1 second")),
-        Some(s) => Some(
-            nanoimg_store::ids::now_ms()
-                .saturating_add(i64::try_from(s.min(100 * 365 * 86400)).unwrap_or(i64::MAX / 2) * 1000),
-        ),
+        Some(s) => {
+            Some(now.saturating_add(i64::try_from(s.min(100 * 365 * 86400)).unwrap_or(i64::MAX / 2) * 1000))
+        }
     };
+    let expires_at = match (asked, ceiling.as_ref().and_then(|c| c.expires_at)) {
+        (Some(a), Some(limit)) if a > limit => {
+            return Err(ApiError::invalid(
+                "expires_in",
+                format!(
+                    "a key cannot outlive the key that makes it; this one expires in {} s",
+                    (limit - now).max(0) / 1000
+                ),
+            ))
+        }
+        (None, Some(limit)) => Some(limit),
+        (asked, _) => asked,
+    };
+    if let Some(c) = &ceiling {
+        let live = state
+            .store
+            .system()
+            .keys(Some(&tenant.id))
+            .await?
+            .iter()
+            .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now))
+            .count();
+        if live >= c.max_keys as usize {
+            return Err(ApiError::conflict(
+                "key_quota_exceeded",
+                format!(
+                    "the tenant has {live} live keys and may have {}; revoke one first",
+                    c.max_keys
+                ),
+            ));
+        }
+    }
     let (rec, secret) = state
         .store
         .system()

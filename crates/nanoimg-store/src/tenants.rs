@@ -30,9 +30,9 @@ pub struct Tenant {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimits {
-    /// Requests a minute, per API key.
+    /// Requests a minute, for all the tenant's keys together.
     pub requests_per_minute: Option<u32>,
-    /// Images a minute, per API key.
+    /// Images a minute, for all the tenant's keys together.
     pub images_per_minute: Option<u32>,
     /// Jobs queued or running at once, for the whole tenant.
     pub concurrent_jobs: Option<u32>,

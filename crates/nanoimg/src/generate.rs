@@ -115,7 +115,9 @@ fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
 
 /// Refuses the prompt and negative prompt if moderation blocks them.
 fn check_prompt(safety: &Safety, a: &Args) -> Result<()> {
-    let v = safety.prompt.check(&[&a.prompt, &a.negative], a.moderation)?;
+    let v = safety
+        .prompt
+        .check_request(&[&a.prompt], &[&a.negative], a.moderation)?;
     if v.blocked {
         let cats: Vec<&str> = v.categories().into_iter().map(|c| c.as_str()).collect();
         bail!(

@@ -78,9 +78,8 @@ pub fn run(cmd: Command) -> Result<std::process::ExitCode> {
             layers,
         } => {
             let m = layers.moderator()?;
-            let mut texts = vec![prompt.as_str()];
-            texts.extend(negative_prompt.as_deref());
-            let v = m.check(&texts, strictness)?;
+            let negative: Vec<&str> = negative_prompt.as_deref().into_iter().collect();
+            let v = m.check_request(&[prompt.as_str()], &negative, strictness)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(if v.blocked {
                 std::process::ExitCode::from(1)

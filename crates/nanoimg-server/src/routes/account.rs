@@ -15,16 +15,16 @@ use nanoimg_store::{KeyRecord, Scope};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// `GET /v1/me/usage`: what is left of this key's per-minute budgets, the tenant's running jobs
+/// `GET /v1/me/usage`: what is left of the tenant's per-minute budgets, the tenant's running jobs
 /// against its cap, and what it stores.
 pub(crate) async fn usage(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     // A check that costs nothing reads the bucket without taking from it.
     let requests = state
         .request_limiter
-        .check(auth.key_id(), auth.limits.requests_per_minute, 0);
+        .check(auth.tenant_id(), auth.limits.requests_per_minute, 0);
     let images = state
         .image_limiter
-        .check(auth.key_id(), auth.limits.images_per_minute, 0);
+        .check(auth.tenant_id(), auth.limits.images_per_minute, 0);
     let active = state.store.system().active_jobs(auth.tenant_id()).await?.len();
     let stored = state.store.scoped(auth.tenant_id()).usage().await?;
     Ok(Json(json!({
@@ -44,7 +44,8 @@ pub(crate) async fn list_keys(State(state): State<AppState>, auth: Auth) -> ApiR
 }
 
 /// `POST /v1/me/keys` `{"name", "scopes"?, "expires_in"?}` → 201 with the key, shown once. The
-/// scopes must be ones the calling key has; by default, the caller's non-`account` defaults.
+/// scopes must be ones the calling key has (by default, the caller's non-`account` defaults); it
+/// expires no later than the calling key; the tenant keeps under `rate.keys_per_tenant` keys.
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
@@ -55,7 +56,12 @@ pub(crate) async fn create_key(
         .into_iter()
         .filter(|s| auth.principal.can(*s))
         .collect();
-    tenancy::mint_key(&state, &auth, &auth.principal.tenant, req, Some(&own)).await
+    let ceiling = tenancy::Ceiling {
+        scopes: &own,
+        expires_at: auth.principal.key.expires_at,
+        max_keys: state.config.rate.keys_per_tenant,
+    };
+    tenancy::mint_key(&state, &auth, &auth.principal.tenant, req, Some(ceiling)).await
 }
 
 /// `DELETE /v1/me/keys/{id}`: revokes one of the tenant's keys (the calling one too, which then

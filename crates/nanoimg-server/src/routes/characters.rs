@@ -114,7 +114,14 @@ pub(crate) async fn create(
     }
     // The texts first: a refused description costs no decoding.
     let texts = vec![fields.name.clone(), fields.description.clone()];
-    crate::moderation::check_texts(&state, &auth, texts, Default::default(), "description").await?;
+    crate::moderation::check_texts(
+        &state,
+        &auth,
+        (texts, Vec::new()),
+        Default::default(),
+        "description",
+    )
+    .await?;
     let mut references = Vec::with_capacity(files.len());
     for bytes in files {
         let img = uploads::accept(&state, &auth, bytes, "reference")

@@ -270,7 +270,7 @@ async fn edit_like(
     };
     let (mut spec, delivery) = req.build(&state, kind, Some((init, image.dimensions())), &headers)?;
     if kind == JobKind::Edit {
-        spec.plan = plan_prompt(&state, &auth, &spec.prompt, image.dimensions())
+        spec.plan = plan_prompt(&state, &auth, &spec.prompt, image.dimensions(), spec.moderation)
             .await?
             .map(|plan| PlanSpec {
                 plan,

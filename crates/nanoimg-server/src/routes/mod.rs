@@ -98,7 +98,7 @@ pub const ROUTES: &[Route] = &[
     route!(get "/openapi.json", PUBLIC, "none", system::openapi, "This document"),
     route!(get "/v1/models", KEY, "none", system::models, "Models this server runs"),
     route!(get "/v1/me", KEY, "none", system::me, "The caller's tenant, key, scopes and limits"),
-    route!(get "/v1/me/export", READ, "none", export::export,
+    route!(get "/v1/me/export", ACCOUNT, "none", export::export,
         "Everything the caller's tenant has, as a zip: records (JSON), images and LoRA files"),
     route!(delete "/v1/me", ACCOUNT, "json", account::erase,
         "Erase everything the caller's tenant has; {\"confirm\": tenant name}"),

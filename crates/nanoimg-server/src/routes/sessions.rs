@@ -4,7 +4,7 @@
 //! head. The instruction is data: all it can ever produce is a plan of edits to that one image.
 
 use super::body::{self, ListQuery};
-use crate::admission::{admit, refused, vet};
+use crate::admission::{admit, plan_instruction, refused, vet};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobError;
@@ -17,7 +17,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanoimg_edit::planner::Planned;
-use nanoimg_edit::{EditPlan, PlanLimits};
+use nanoimg_edit::EditPlan;
+use nanoimg_safety::prompt::UnknownStrictness;
+use nanoimg_safety::Strictness;
 use nanoimg_store::{EditSession, Outcome};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -261,7 +263,13 @@ pub(crate) async fn instruct(
         }
         (Some(text), None) => {
             let history = lineage(&session, &base.id);
-            match state.planner.plan(text, size, &history).await {
+            let strictness = match req.moderation.as_deref() {
+                None => Strictness::default(),
+                Some(s) => s
+                    .parse()
+                    .map_err(|e: UnknownStrictness| ApiError::invalid("moderation", e.to_string()))?,
+            };
+            match plan_instruction(&state, &auth, text, size, &history, strictness, "instruction").await? {
                 Ok((Planned::Edit(plan), by)) => (text.clone(), plan, by),
                 Ok((step, _)) => {
                     if req.from_version.is_some() || mask.is_some() {
@@ -287,7 +295,7 @@ pub(crate) async fn instruct(
             }
         }
     };
-    plan.validate(size, &PlanLimits::default()).map_err(|e| {
+    plan.validate(size, &state.plan_limits(size)).map_err(|e| {
         ApiError::invalid(
             if req.plan.is_some() { "plan" } else { "instruction" },
             e.to_string(),

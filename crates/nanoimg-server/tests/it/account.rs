@@ -1,5 +1,6 @@
-//! `/v1/me/*`: a tenant's usage, its own keys (never more than the caller's scopes) and the
-//! erasure of its own data, on a real server.
+//! `/v1/me/*`: a tenant's usage, its own keys (never more than the caller's scopes, never
+//! outliving the caller's key, within the tenant's key quota, all on the tenant's one budget)
+//! and the erasure of its own data, on a real server.
 
 use crate::common::*;
 use serde_json::{json, Value};
@@ -181,6 +182,66 @@ async fn a_tenant_manages_its_own_keys_without_escalating() {
         .await
         .iter()
         .any(|e| e["target"] == k["id"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_keys_neither_outlive_their_maker_nor_escape_the_tenants_budgets() {
+    let s = start(|c| {
+        c.rate.images_per_minute = 3;
+        c.rate.keys_per_tenant = 4;
+    })
+    .await;
+    use reqwest::Method;
+    s.tenant("minter", &["images:generate", "account"]).await;
+    // A key that expires in a minute.
+    let short = s.key("minter", &["images:generate", "account"], Some(60)).await;
+    let mint = |body: Value| send(&s, Method::POST, &short, "/v1/me/keys", Some(body));
+    // A longer life is refused, naming what is left; none inherits the maker's expiry.
+    let (st, e) = mint(json!({"name": "forever", "expires_in": 100u64 * 365 * 86400})).await;
+    assert_eq!(
+        (st, e["error"]["param"].as_str()),
+        (400, Some("expires_in")),
+        "{e}"
+    );
+    assert!(e["error"]["message"].as_str().unwrap().contains("outlive"), "{e}");
+    let (st, k) = mint(json!({"name": "inherits"})).await;
+    assert_eq!(st, 201, "{k}");
+    let (maker_expiry, own) = (
+        s.get_json(&short, "/v1/me").await["key"]["expires_at"].as_i64(),
+        k["expires_at"].as_i64(),
+    );
+    assert!(
+        own.is_some() && own == maker_expiry,
+        "{own:?} vs {maker_expiry:?}"
+    );
+    let (st, k2) = mint(json!({"name": "shorter", "expires_in": 30})).await;
+    assert_eq!(st, 201, "{k2}");
+
+    // Every key of the tenant draws on one image budget: three images, whichever key asks.
+    let keys = [
+        short.clone(),
+        k["key"].as_str().unwrap().to_owned(),
+        k2["key"].as_str().unwrap().to_owned(),
+    ];
+    for key in &keys {
+        let r = s.generate(key, tiny_request(json!({}))).await;
+        assert_eq!(r.status(), 200);
+    }
+    for key in &keys {
+        let r = s.generate(key, tiny_request(json!({}))).await;
+        assert_eq!(r.status(), 429, "a new key made a new budget");
+    }
+
+    // The key quota: the maker's key, the first key and two minted ones make four.
+    let (st, e) = mint(json!({"name": "one too many", "expires_in": 10})).await;
+    assert_eq!(st, 409, "{e}");
+    assert_eq!(e["error"]["code"], "key_quota_exceeded", "{e}");
+    // Revoking one makes room.
+    let id = k2["id"].as_str().unwrap();
+    let (st, _) = send(&s, Method::DELETE, &short, &format!("/v1/me/keys/{id}"), None).await;
+    assert_eq!(st, 200);
+    let (st, e) = mint(json!({"name": "now fits", "expires_in": 10})).await;
+    assert_eq!(st, 201, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

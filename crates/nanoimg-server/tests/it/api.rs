@@ -661,17 +661,23 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     let (_, key) = s.tenant("acme", ALL_SCOPES).await;
     let cases = [
         (json!({"prompt": "a n.u.d.e woman"}), vec!["sexual"]),
+        // A word split by a hyphen, and by spaces, next to a child: the hard block.
         (
-            json!({"prompt": "a nude figure study", "negative_prompt": "a child"}),
+            json!({"prompt": "a na-ked child"}),
+            vec!["sexual", "sexual/minors"],
+        ),
+        (
+            json!({"prompt": "a chi ld on a bed, nu de"}),
+            vec!["sexual", "sexual/minors"],
+        ),
+        // Avoiding clothes asks for nudity: with a child, the hard block.
+        (
+            json!({"prompt": "a little girl on a beach", "negative_prompt": "clothes, swimsuit"}),
             vec!["sexual", "sexual/minors"],
         ),
         (
             json!({"prompt": "news photo of Barack Obama in handcuffs"}),
             vec!["real-person"],
-        ),
-        (
-            json!({"prompt": "a cat", "negative_prompt": "g0re, decapitated"}),
-            vec!["violence/graphic"],
         ),
     ];
     for (body, want) in cases {
@@ -685,6 +691,11 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     // The async endpoint refuses the same way.
     let r = s.submit(&key, tiny_request(json!({"prompt": "p0rn"}))).await;
     assert_eq!(r.status(), 400);
+    // What a negative prompt avoids blocks nothing: a harmless request that avoids gore and
+    // nudity runs.
+    let avoids = json!({"prompt": "a cat", "negative_prompt": "nude, g0re, decapitated"});
+    let r = s.generate(&key, tiny_request(avoids)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     // `low` counts only where the operator allows it for the tenant; then it lets mild content
     // through, never sexual content with a child. An unknown strictness is refused by name.
     let generate = |body: Value| s.generate(&key, tiny_request(body));
@@ -700,8 +711,9 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["allow_low_moderation"], true);
     assert_eq!(generate(low).await.status(), 200);
+    // Avoiding an adult body asks for a child's.
     let mut with_child = json!({"prompt": "a nude figure study", "moderation": "low"});
-    with_child["negative_prompt"] = json!("a child");
+    with_child["negative_prompt"] = json!("adult body");
     let r = generate(with_child).await;
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["categories"], json!(["sexual/minors"]), "{e}");
@@ -709,9 +721,10 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "moderation");
 
-    // Nothing from the blocked requests was kept: one job (the `low` one), one asset.
+    // Nothing from the blocked requests was kept: two jobs (the one avoiding gore and the `low`
+    // one).
     let jobs = s.get_json(&key, "/v1/jobs").await;
-    assert_eq!(jobs["data"].as_array().unwrap().len(), 1, "{jobs}");
+    assert_eq!(jobs["data"].as_array().unwrap().len(), 2, "{jobs}");
     // Counted and audited with the categories, never the key.
     let m = reqwest::get(s.url("/metrics"))
         .await
@@ -720,19 +733,19 @@ async fn moderation_blocks_before_anything_is_queued_and_audits_it() {
         .await
         .unwrap();
     assert!(
-        m.contains("nanoimg_rejections_total{reason=\"moderation\"} 7"),
+        m.contains("nanoimg_rejections_total{reason=\"moderation\"} 8"),
         "{m}"
     );
-    let blocked = audit_of(&s, "moderation.blocked", 7).await;
-    assert_eq!(blocked.len(), 7, "{blocked:?}");
+    let blocked = audit_of(&s, "moderation.blocked", 8).await;
+    assert_eq!(blocked.len(), 8, "{blocked:?}");
     assert_eq!(
         blocked[1]["detail"]["categories"],
         json!(["sexual", "sexual/minors"])
     );
     assert_eq!(blocked[1]["detail"]["flags"][0]["layer"], "lexicon");
     // Asked for low before it was allowed: moderated at auto, and the record says both.
-    assert_eq!(blocked[5]["detail"]["asked"], "low");
-    assert_eq!(blocked[5]["detail"]["strictness"], "auto");
+    assert_eq!(blocked[6]["detail"]["asked"], "low");
+    assert_eq!(blocked[6]["detail"]["strictness"], "auto");
     let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
     assert!(!audit.to_string().contains(&key));
 }

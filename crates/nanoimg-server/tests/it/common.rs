@@ -33,6 +33,9 @@ pub async fn try_start(tweak: impl FnOnce(&mut Config)) -> Result<TestServer, St
         data_dir: dir.path().join("data"),
         ..Config::default()
     };
+    // Safety fails closed by default; most tests run without the models (the word lists only),
+    // and say so. Tests of the model layers set `models_dir`.
+    cfg.safety.require_all_layers = false;
     tweak(&mut cfg);
     let info = nanoimg_engine::ModelInfo::inspect(&model).unwrap();
     let (server, first) = nanoimg_server::start(cfg.clone(), catalog(&info))

@@ -188,10 +188,39 @@ async fn a_tenant_exports_everything_it_has_and_nothing_of_anyone_else() {
         .await;
     assert_eq!(r.status(), 200);
 
+    // The export holds key records, the audit log and LoRA weights: it is the account holder's,
+    // not any reading key's.
+    let reader = s.key("exporter", &["assets:read"], None).await;
+    let defaults = s
+        .key(
+            "exporter",
+            &[
+                "images:generate",
+                "images:edit",
+                "assets:read",
+                "assets:write",
+                "characters",
+            ],
+            None,
+        )
+        .await;
+    for k in [&reader, &defaults] {
+        let r = s
+            .http
+            .get(s.url("/v1/me/export"))
+            .bearer_auth(k)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"]["message"].as_str().unwrap().contains("account"), "{e}");
+    }
+    let owner = s.key("exporter", &["assets:read", "account"], None).await;
     let r = s
         .http
         .get(s.url("/v1/me/export"))
-        .bearer_auth(&key)
+        .bearer_auth(&owner)
         .send()
         .await
         .unwrap();

@@ -590,3 +590,40 @@ async fn a_brush_mask_limits_what_an_instruction_repaints() {
         "left changed {left:.1}, right {right:.1}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_never_grows_an_image_past_the_servers_output_caps() {
+    let s = start(|c| {
+        c.limits.max_side = 256;
+        c.limits.max_pixels = 256 * 192;
+    })
+    .await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let small = upload(&s, &key, scene(64, 48)).await;
+    let (st, session) = post(&s, &key, "/v1/edit-sessions", Some(json!({"image_id": small}))).await;
+    assert_eq!(st, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let dry = |instruction: &str| json!({"instruction": instruction, "dry_run": true});
+    // Within the caps: a ×4 upscale of 64×48 is 256×192.
+    let (st, v) = instruct(&s, &key, &id, dry("upscale it 4x")).await;
+    assert_eq!(st, 200, "{v}");
+    // Past them, however it is asked: a resize, two upscales, a plan sent as JSON.
+    for body in [
+        dry("resize to 1024x1024"),
+        dry("upscale it 4x, then upscale it 2x"),
+        json!({"plan": {"version": 1, "ops": [{"op": "resize", "width": 4096, "height": 4096}]},
+               "dry_run": true}),
+    ] {
+        let (st, e) = instruct(&s, &key, &id, body.clone()).await;
+        assert_eq!(st, 400, "{body} → {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("limit"), "{e}");
+    }
+    // An upload already larger than the caps may be edited, not enlarged.
+    let big = upload(&s, &key, scene(320, 240)).await;
+    let (_, session) = post(&s, &key, "/v1/edit-sessions", Some(json!({"image_id": big}))).await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    let (st, v) = instruct(&s, &key, &id, dry("make it brighter")).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, e) = instruct(&s, &key, &id, dry("upscale it 2x")).await;
+    assert_eq!(st, 400, "{e}");
+}

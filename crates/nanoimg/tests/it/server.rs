@@ -40,6 +40,8 @@ pub(crate) fn start(args: &[&str], home: &std::path::Path, env: &[(&str, &str)])
         .envs(env.iter().copied())
         .env("NANOIMG_HOME", home)
         .env("NANOIMG_MODELS", home.join("no-models"))
+        // Without the safety models (the word lists only), said explicitly: the default refuses.
+        .env("NANOIMG_SAFETY_REQUIRE_ALL_LAYERS", "false")
         .env("NANOIMG_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -100,6 +102,44 @@ pub(crate) fn curl(method: &str, url: &str, key: &str, body: Option<&str>) -> Va
 }
 
 /// The peak resident memory of a process, in KiB (`VmHWM`).
+#[test]
+fn safety_fails_closed_a_fresh_serve_without_the_safety_models_refuses_to_start() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nanoimg"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(home.path().join("data"))
+        .env("NANOIMG_HOME", home.path())
+        .env("NANOIMG_MODELS", home.path().join("no-models"))
+        .env("NANOIMG_LOG", "warn")
+        .env_remove("NANOIMG_SAFETY_REQUIRE_ALL_LAYERS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("nanoimg serve started without the safety models");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    for needed in [
+        "semantic",
+        "image",
+        "nanoimg models fetch safety",
+        "NANOIMG_SAFETY_REQUIRE_ALL_LAYERS",
+    ] {
+        assert!(err.contains(needed), "{needed:?} not in {err}");
+    }
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
