@@ -27,6 +27,12 @@ pub trait Painter {
         strength: f64,
         mask: Option<&GrayImage>,
     ) -> Result<RgbImage, Self::Error>;
+
+    /// Whether the run should stop: asked before every operation, so a cancelled plan stops
+    /// after the operation in hand (each pixel operation is linear in the image's pixels).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// The prompt and strength of an upscale's model pass, which redraws detail after resampling.
@@ -36,7 +42,8 @@ const UPSCALE_STRENGTH: f64 = 0.25;
 /// Runs `plan` on `img`. `mask` (255 = may change), from an OpenAI-style edit, limits the
 /// generative operations that have no area of their own (restyle, variation); it is stretched
 /// to the image's size at that point of the plan. `on_op` hears each operation as it starts.
-/// The caller validates the plan first ([`EditPlan::validate`]).
+/// The caller validates the plan first ([`EditPlan::validate`]). A painter that says it is
+/// cancelled stops the run before the next operation with [`EditError::Cancelled`].
 pub fn run<P: Painter>(
     plan: &EditPlan,
     mut img: RgbImage,
@@ -45,6 +52,9 @@ pub fn run<P: Painter>(
     mut on_op: impl FnMut(usize, &Op),
 ) -> Result<RgbImage, P::Error> {
     for (i, op) in plan.ops.iter().enumerate() {
+        if painter.cancelled() {
+            return Err(EditError::Cancelled.into());
+        }
         on_op(i, op);
         img = step(&img, op, mask, painter)?;
     }

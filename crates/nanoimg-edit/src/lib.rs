@@ -24,6 +24,10 @@ pub enum EditError {
     /// A generative operation reached the pixel executor.
     #[error("the operation `{0}` runs on the image model, not as a pixel operation")]
     NeedsEngine(&'static str),
+    /// The painter said the run was cancelled ([`exec::Painter::cancelled`]); checked before
+    /// every operation.
+    #[error("the edit was cancelled")]
+    Cancelled,
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -15,7 +15,8 @@ use nanoimg_store::{Outcome, StoreError};
 use serde_json::json;
 
 /// The door every validated request passes before it is queued: moderation first (a blocked
-/// prompt costs nothing), then the key's image budget.
+/// prompt costs nothing), then the job's cost against the per-job cap, then the tenant's image
+/// and compute budgets.
 pub(crate) async fn admit(
     state: &AppState,
     auth: &Auth,
@@ -23,7 +24,54 @@ pub(crate) async fn admit(
     character_strength: Option<f64>,
 ) -> ApiResult<()> {
     vet(state, auth, spec, character_strength).await?;
-    charge_images(state, auth, spec.n)
+    let cost = priced(state, spec)?;
+    charge_images(state, auth, spec.n)?;
+    charge_compute(state, auth, cost)
+}
+
+/// The job's cost in megapixel-steps, or 400 `job_too_costly` naming the cost and the cap.
+/// Dry runs are priced too, so a client learns before it asks.
+pub(crate) fn priced(state: &AppState, spec: &JobSpec) -> ApiResult<u32> {
+    let cost = crate::cost::megapixel_steps(spec, state.config.limits.max_pixels);
+    let cap = state.config.rate.max_job_megapixel_steps;
+    if cost > f64::from(cap) {
+        state.metrics.reject("job_too_costly");
+        return Err(ApiError::bad_request(
+            "job_too_costly",
+            format!(
+                "this job would cost {cost:.1} megapixel-steps (pixels × steps × images × passes); \
+                 one job may cost at most {cap} (rate.max_job_megapixel_steps): ask for fewer or \
+                 smaller images, fewer steps or fewer generative edits"
+            ),
+        ));
+    }
+    // At least one token, so that every job draws on the budget.
+    Ok((cost.ceil() as u32).max(1))
+}
+
+/// Takes `cost` megapixel-steps from the tenant's per-minute compute budget.
+fn charge_compute(state: &AppState, auth: &Auth, cost: u32) -> ApiResult<()> {
+    let per_minute = state.config.rate.megapixel_steps_per_minute;
+    let d = state.compute_limiter.check(auth.tenant_id(), per_minute, cost);
+    if d.allowed {
+        return Ok(());
+    }
+    auth.rejected(
+        state,
+        "compute_per_minute",
+        serde_json::json!({"limit": d.limit, "asked": cost}),
+    );
+    Err(ApiError::rate_limited(
+        "compute_budget_exceeded",
+        format!(
+            "this job costs {cost} megapixel-steps and the tenant has {} of its {} a minute left \
+             (rate.megapixel_steps_per_minute); try again in {:.0} s",
+            d.remaining,
+            d.limit,
+            d.retry_after.min(60.0).ceil()
+        ),
+        d.retry_after.min(60.0),
+    ))
 }
 
 /// The checks a dry run makes too: the characters exist and are the caller's, and every text
@@ -47,13 +95,11 @@ fn charge_images(state: &AppState, auth: &Auth, n: u32) -> ApiResult<()> {
     if d.allowed {
         return Ok(());
     }
-    state.metrics.reject("images_per_minute");
-    state.audit.record_later(auth.event(
-        "request.rejected",
-        None,
-        Outcome::Rejected,
-        serde_json::json!({"reason": "images_per_minute", "limit": d.limit, "asked": n}),
-    ));
+    auth.rejected(
+        state,
+        "images_per_minute",
+        serde_json::json!({"limit": d.limit, "asked": n}),
+    );
     let msg = if d.retry_after.is_infinite() {
         format!(
             "this tenant's keys may make {} images a minute together; ask for fewer",

@@ -49,17 +49,25 @@ impl Auth {
         if self.principal.can(scope) {
             return Ok(());
         }
-        state.metrics.reject("insufficient_scope");
-        state.audit.record_later(self.event(
-            "request.rejected",
-            None,
-            Outcome::Rejected,
-            serde_json::json!({"reason": "insufficient_scope", "scope": scope.as_str()}),
-        ));
+        self.rejected(
+            state,
+            "insufficient_scope",
+            serde_json::json!({"scope": scope.as_str()}),
+        );
         Err(ApiError::forbidden(format!(
             "this API key lacks the {scope} scope; its scopes are {}",
             Scope::join(&self.principal.key.scopes).replace(' ', ", ")
         )))
+    }
+
+    /// Counts a refusal of this caller's request under `reason` and audits it
+    /// (`request.rejected`, with `reason` added to `detail`).
+    pub fn rejected(&self, state: &AppState, reason: &'static str, mut detail: serde_json::Value) {
+        state.metrics.reject(reason);
+        detail["reason"] = reason.into();
+        state
+            .audit
+            .record_later(self.event("request.rejected", None, Outcome::Rejected, detail));
     }
 
     /// An audit event attributed to this caller.
@@ -160,13 +168,11 @@ async fn authenticate(
         .request_limiter
         .check(auth.tenant_id(), auth.limits.requests_per_minute, 1);
     if !d.allowed {
-        state.metrics.reject("requests_per_minute");
-        state.audit.record_later(auth.event(
-            "request.rejected",
-            None,
-            Outcome::Rejected,
-            serde_json::json!({"reason": "requests_per_minute", "limit": d.limit}),
-        ));
+        auth.rejected(
+            state,
+            "requests_per_minute",
+            serde_json::json!({"limit": d.limit}),
+        );
         return Err(ApiError::rate_limited(
             "rate_limit_exceeded",
             format!(

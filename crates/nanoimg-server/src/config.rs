@@ -44,6 +44,8 @@ pub struct Config {
     pub url_ttl_secs: u64,
     /// Seconds running jobs get to finish on shutdown before they are cancelled.
     pub shutdown_grace_secs: u64,
+    /// Seconds one job may run; past it the job is stopped and fails with `job_timeout`.
+    pub job_timeout_secs: u64,
     /// Default per-key and per-tenant rates.
     pub rate: RateConfig,
     /// Caps on one generation request.
@@ -311,6 +313,11 @@ pub struct RateConfig {
     /// Live keys a tenant may hold when it makes its own (`POST /v1/me/keys`); the operator's
     /// `keys create` is not counted against it.
     pub keys_per_tenant: u32,
+    /// Compute a tenant's jobs may take per minute, in megapixel-steps (`crate::cost`).
+    pub megapixel_steps_per_minute: u32,
+    /// The most one job may cost, in megapixel-steps; a request over it is refused before any
+    /// work.
+    pub max_job_megapixel_steps: u32,
 }
 
 impl Default for RateConfig {
@@ -320,6 +327,9 @@ impl Default for RateConfig {
             images_per_minute: 60,
             concurrent_jobs_per_tenant: 4,
             keys_per_tenant: 20,
+            // Four guided 1024² images at 30 steps cost 252; a 512² image at 30 steps, 16.
+            megapixel_steps_per_minute: 600,
+            max_job_megapixel_steps: 300,
         }
     }
 }
@@ -342,6 +352,7 @@ impl Default for Config {
             request_timeout_secs: 600,
             url_ttl_secs: 3600,
             shutdown_grace_secs: 30,
+            job_timeout_secs: 600,
             rate: RateConfig::default(),
             limits: Limits {
                 max_side: 1536,
@@ -384,6 +395,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
     ("NANOIMG_URL_TTL_SECS", "url_ttl_secs"),
     ("NANOIMG_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("NANOIMG_JOB_TIMEOUT_SECS", "job_timeout_secs"),
     ("NANOIMG_REQUESTS_PER_MINUTE", "rate.requests_per_minute"),
     ("NANOIMG_IMAGES_PER_MINUTE", "rate.images_per_minute"),
     (
@@ -391,6 +403,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "rate.concurrent_jobs_per_tenant",
     ),
     ("NANOIMG_KEYS_PER_TENANT", "rate.keys_per_tenant"),
+    (
+        "NANOIMG_MEGAPIXEL_STEPS_PER_MINUTE",
+        "rate.megapixel_steps_per_minute",
+    ),
+    ("NANOIMG_MAX_JOB_MEGAPIXEL_STEPS", "rate.max_job_megapixel_steps"),
     ("NANOIMG_MAX_SIDE", "limits.max_side"),
     ("NANOIMG_MAX_PIXELS", "limits.max_pixels"),
     ("NANOIMG_MAX_STEPS", "limits.max_steps"),
@@ -459,6 +476,9 @@ impl Config {
     /// Rejects settings that cannot work.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError(m.to_owned()));
+        if self.job_timeout_secs == 0 {
+            return bad("job_timeout_secs must be at least 1");
+        }
         if self.workers == 0 {
             return bad("workers must be at least 1");
         }

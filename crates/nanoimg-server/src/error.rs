@@ -255,6 +255,7 @@ impl From<crate::jobs::JobError> for ApiError {
             J::ModerationBlocked { message, categories } => ApiError::bad_request(code, message)
                 .with_param("prompt")
                 .with_extra("categories", serde_json::json!(categories)),
+            J::TimedOut(m) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", code, m),
             J::ModelUnavailable(m) | J::WorkerLost(m) | J::Internal(m) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", code, m)
             }

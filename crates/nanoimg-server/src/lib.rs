@@ -13,6 +13,7 @@ pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod cost;
 pub mod error;
 pub mod jobs;
 pub mod limits;
@@ -116,6 +117,7 @@ pub async fn start(
             sealer: safety.sealer(),
             role: config.role,
             queue,
+            job_timeout: std::time::Duration::from_secs(config.job_timeout_secs),
         },
     )
     .await
@@ -128,6 +130,7 @@ pub async fn start(
         safety,
         request_limiter: RateLimiter::new(),
         image_limiter: RateLimiter::new(),
+        compute_limiter: RateLimiter::new(),
         audit,
         config,
         store,

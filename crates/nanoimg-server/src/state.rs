@@ -27,6 +27,8 @@ pub struct Shared {
     pub planner: crate::planner::Planner,
     pub request_limiter: RateLimiter,
     pub image_limiter: RateLimiter,
+    /// Megapixel-steps per tenant (`crate::cost`).
+    pub compute_limiter: RateLimiter,
 }
 
 /// The rate limits that apply to one tenant: its overrides, else the server's defaults.

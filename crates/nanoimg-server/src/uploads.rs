@@ -31,6 +31,19 @@ pub(crate) async fn accept(
     Ok(img)
 }
 
+/// Decodes an uploaded mask into the mask it stands for (white = repaint) and runs the image
+/// safety layer on that mask, as it will be stored: a mask is kept as an asset the tenant can
+/// read, so a picture sent as a mask is judged like any picture.
+pub(crate) async fn accept_mask(state: &AppState, auth: &Auth, bytes: &[u8]) -> ApiResult<image::GrayImage> {
+    let mask = codec::mask_from(&decode(state, bytes, "mask").await?);
+    let judged = DynamicImage::ImageLuma8(mask);
+    crate::moderation::check_upload(state, auth, &judged, "mask").await?;
+    match judged {
+        DynamicImage::ImageLuma8(m) => Ok(m),
+        other => Ok(other.to_luma8()),
+    }
+}
+
 /// Stores a decoded upload, re-encoded as PNG: what we keep is pixels we decoded, never the
 /// client's file or its metadata. Returns the asset id.
 pub(crate) async fn store(

@@ -19,6 +19,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_encryption.sql")),
     (8, include_str!("../migrations/sqlite/0008_retention.sql")),
     (9, include_str!("../migrations/sqlite/0009_shared_queue.sql")),
+    (10, include_str!("../migrations/sqlite/0010_admission_lock.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -34,6 +35,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/postgres/0007_encryption.sql")),
     (8, include_str!("../migrations/postgres/0008_retention.sql")),
     (9, include_str!("../migrations/postgres/0009_shared_queue.sql")),
+    (10, include_str!("../migrations/postgres/0010_admission_lock.sql")),
 ];
 
 /// The migration that adds the audit chain; the events before it are chained in its

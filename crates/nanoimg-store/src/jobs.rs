@@ -124,6 +124,34 @@ fn job_from(row: &AnyRow, key: &FieldKey) -> Result<Job> {
     })
 }
 
+/// Inserts a queued job's row (`sealed` is its parameters, sealed).
+async fn insert(conn: &mut sqlx::AnyConnection, job: &Job, sealed: String) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, key_id, kind, detached, status, params, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&job.id)
+    .bind(&job.tenant_id)
+    .bind(&job.key_id)
+    .bind(&job.kind)
+    .bind(i64::from(job.detached))
+    .bind(job.status.as_str())
+    .bind(sealed)
+    .bind(job.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Why the shared queue did not take a job ([`Scoped::admit_job`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The tenant already has this many jobs queued or running.
+    TenantCap { active: usize },
+    /// The queue already holds this many queued jobs.
+    QueueFull { queued: usize },
+}
+
 impl Scoped<'_> {
     /// Records a new queued job.
     pub async fn insert_job(
@@ -133,7 +161,61 @@ impl Scoped<'_> {
         key_id: Option<&str>,
         params: serde_json::Value,
     ) -> Result<Job> {
-        let job = Job {
+        let job = self.queued_job(kind, detached, key_id, params);
+        let sealed = self.sealed_params(&job).await?;
+        let mut conn = self.store.db.pool.acquire().await?;
+        insert(&mut conn, &job, sealed).await?;
+        Ok(job)
+    }
+
+    /// Records a new queued job if the tenant has fewer than `max_active` jobs queued or
+    /// running and the queue fewer than `capacity` queued ones. The counts and the insert are
+    /// one decision: every admission takes the admission lock first, whichever process asks, so
+    /// concurrent submissions never overshoot either cap.
+    pub async fn admit_job(
+        &self,
+        kind: &str,
+        detached: bool,
+        key_id: Option<&str>,
+        params: serde_json::Value,
+        (max_active, capacity): (usize, usize),
+    ) -> Result<std::result::Result<Job, Refusal>> {
+        let job = self.queued_job(kind, detached, key_id, params);
+        // The tenant's key before the transaction: making one writes.
+        let sealed = self.sealed_params(&job).await?;
+        let mut tx = self.store.db.pool.begin().await?;
+        sqlx::query("UPDATE admission_lock SET admitted = admitted + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let count = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
+        let active: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE tenant_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(self.tenant_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if count(active) >= max_active {
+            return Ok(Err(Refusal::TenantCap {
+                active: count(active),
+            }));
+        }
+        let queued: i64 = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if count(queued) >= capacity {
+            return Ok(Err(Refusal::QueueFull {
+                queued: count(queued),
+            }));
+        }
+        insert(&mut tx, &job, sealed).await?;
+        tx.commit().await?;
+        Ok(Ok(job))
+    }
+
+    fn queued_job(&self, kind: &str, detached: bool, key_id: Option<&str>, params: serde_json::Value) -> Job {
+        Job {
             id: new_id("job"),
             tenant_id: self.tenant_id.to_owned(),
             key_id: key_id.map(str::to_owned),
@@ -146,27 +228,15 @@ impl Scoped<'_> {
             created_at: now_ms(),
             started_at: None,
             finished_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO jobs (id, tenant_id, key_id, kind, detached, status, params, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&job.id)
-        .bind(&job.tenant_id)
-        .bind(&job.key_id)
-        .bind(&job.kind)
-        .bind(i64::from(detached))
-        .bind(job.status.as_str())
-        .bind(
-            self.store
-                .field_key(self.tenant_id)
-                .await?
-                .seal(PARAMS, &job.id, &job.params.to_string())?,
-        )
-        .bind(job.created_at)
-        .execute(&self.store.db.pool)
-        .await?;
-        Ok(job)
+        }
+    }
+
+    /// The job's parameters sealed with the tenant's field key.
+    async fn sealed_params(&self, job: &Job) -> Result<String> {
+        self.store
+            .field_key(self.tenant_id)
+            .await?
+            .seal(PARAMS, &job.id, &job.params.to_string())
     }
 
     /// One job.

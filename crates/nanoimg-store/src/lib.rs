@@ -37,7 +37,7 @@ pub use db::Backend;
 pub use erasure::Erasure;
 pub use error::{Result, StoreError};
 pub use export::ExportRecords;
-pub use jobs::{Job, JobStatus, Recovery};
+pub use jobs::{Job, JobStatus, Recovery, Refusal};
 pub use keys::{Scope, SecretKey};
 pub use queue::{Claimed, Reaped, WORKER_LOST};
 pub use retention::Retained;

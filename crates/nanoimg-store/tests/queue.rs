@@ -1,11 +1,12 @@
-//! The shared job queue on SQLite and PostgreSQL: concurrent workers each claim a job once,
+//! The shared job queue on SQLite and PostgreSQL: admission is one decision however many API
+//! nodes ask at once, concurrent workers each claim a job once,
 //! a silent worker's job is reaped and handed on (and the silent worker can no longer finish it),
 //! the attempts run out into a failure with a reason, and cancellation reaches queued and
 //! running jobs.
 
 mod common;
 use common::TestDb;
-use nanoimg_store::{JobStatus, Store, WORKER_LOST};
+use nanoimg_store::{JobStatus, Refusal, Store, WORKER_LOST};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -227,7 +228,50 @@ async fn cancellation_reaches_queued_and_running_jobs(db: TestDb) {
     );
 }
 
+async fn admission_is_one_decision_however_many_ask_at_once(db: TestDb) {
+    // Two stores on one database, as two API nodes are.
+    let (a, b) = (db.open().await, db.open().await);
+    let t = a.system().create_tenant("acme", false).await.unwrap();
+    let race = |tenant: String, caps: (usize, usize)| {
+        let tries: Vec<_> = (0..40)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let tenant = tenant.clone();
+                tokio::spawn(async move {
+                    s.scoped(&tenant)
+                        .admit_job("generation", true, None, serde_json::json!({"i": i}), caps)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        async move {
+            let mut out = Vec::new();
+            for t in tries {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    // The tenant's cap: two of forty.
+    let results = race(t.id.clone(), (2, 1000)).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(*r, Refusal::TenantCap { active: 2 });
+    }
+    // The queue's capacity: three queued in all, whoever asks.
+    let other = a.system().create_tenant("other", false).await.unwrap();
+    let results = race(other.id.clone(), (1000, 3)).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|r| *r == Refusal::QueueFull { queued: 3 }));
+    assert_eq!(a.system().queue_depth().await.unwrap().0, 3);
+}
+
 on_both_backends!(
+    admission_is_one_decision_however_many_ask_at_once,
     concurrent_workers_claim_each_job_once,
     a_silent_workers_job_is_handed_on_and_its_late_finish_refused,
     cancellation_reaches_queued_and_running_jobs,

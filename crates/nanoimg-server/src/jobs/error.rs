@@ -42,6 +42,9 @@ pub enum JobError {
     /// The worker running it stopped answering and the job was not handed on.
     #[error("{0}")]
     WorkerLost(String),
+    /// It ran past `job_timeout_secs` and was stopped.
+    #[error("{0}")]
+    TimedOut(String),
     /// Anything else; the message is safe to show (it names no secret).
     #[error("{0}")]
     Internal(String),
@@ -61,6 +64,7 @@ impl JobError {
             JobError::ModerationBlocked { .. } => "moderation_blocked",
             JobError::ModelUnavailable(_) => "model_unavailable",
             JobError::WorkerLost(_) => "worker_lost",
+            JobError::TimedOut(_) => "job_timeout",
             JobError::Internal(_) => "internal_error",
         }
     }
@@ -80,6 +84,7 @@ impl JobError {
             },
             Some("model_unavailable") => JobError::ModelUnavailable(message),
             Some("worker_lost") => JobError::WorkerLost(message),
+            Some("job_timeout") => JobError::TimedOut(message),
             _ => JobError::Internal(message),
         }
     }
@@ -111,7 +116,10 @@ impl From<EngineError> for JobError {
 
 impl From<EditError> for JobError {
     fn from(e: EditError) -> Self {
-        JobError::InvalidValue(e.to_string())
+        match e {
+            EditError::Cancelled => JobError::Cancelled,
+            e => JobError::InvalidValue(e.to_string()),
+        }
     }
 }
 
@@ -142,6 +150,7 @@ mod tests {
             },
             JobError::ModelUnavailable("m".into()),
             JobError::WorkerLost("m".into()),
+            JobError::TimedOut("m".into()),
             JobError::Internal("m".into()),
         ];
         for e in all {

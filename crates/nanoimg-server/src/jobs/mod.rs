@@ -110,6 +110,9 @@ pub struct LiveJob {
     input: OnceLock<(Arc<Vec<u8>>, String)>,
     /// The attempt, for a job this worker claimed from the shared queue.
     attempt: Option<i64>,
+    /// Set when the job ran past its time limit and was stopped (its cancellation is then a
+    /// failure, `job_timeout`).
+    timed_out: std::sync::atomic::AtomicBool,
 }
 
 impl LiveJob {
@@ -124,6 +127,7 @@ impl LiveJob {
             events: broadcast::channel(64).0,
             input: OnceLock::new(),
             attempt: None,
+            timed_out: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -174,6 +178,8 @@ pub struct JobSettings {
     pub role: Role,
     /// The shared queue's timing and this worker's name.
     pub queue: QueueConfig,
+    /// How long one job may run before it is stopped.
+    pub job_timeout: std::time::Duration,
 }
 
 /// What the job system shares between its parts.

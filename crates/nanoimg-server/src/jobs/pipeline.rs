@@ -257,6 +257,10 @@ impl Painter for JobPainter<'_> {
             .map(|g| g.image)
             .ok_or_else(|| JobError::internal("the model returned no image"))
     }
+
+    fn cancelled(&self) -> bool {
+        self.engine.job.cancel.is_cancelled()
+    }
 }
 
 /// Previews per image that are checked and sent when the image layer is on (each check costs

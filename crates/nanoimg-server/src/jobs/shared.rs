@@ -1,6 +1,7 @@
 //! The job system across processes, on the shared queue in the database
 //! (`nanoimg_store::queue`):
-//! - an **API node** (`role = api`, [`ApiNode`]) admits jobs against the database's counts,
+//! - an **API node** (`role = api`, [`ApiNode`]) admits jobs against the database's counts in one
+//!   decision under the admission lock (`Scoped::admit_job`),
 //!   records them and watches them there: a poller per watched job turns status and progress
 //!   into the same [`JobEvent`]s a local job emits, so handlers and event streams work unchanged
 //!   (previews excepted: they stay on the worker);
@@ -14,7 +15,7 @@
 use super::queue::{live_from, refusal_reason, shutting_down, JobQueue, LocalQueue};
 use super::{Context, JobError, JobEvent, JobOwner, LiveJob, Output};
 use crate::spec::{JobKind, JobSpec};
-use nanoimg_store::{Job, JobStatus, StoreError, WORKER_LOST};
+use nanoimg_store::{Job, JobStatus, Refusal, StoreError, WORKER_LOST};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -246,31 +247,34 @@ impl ApiNode {
         spec: JobSpec,
         detached: bool,
     ) -> Result<(Arc<LiveJob>, broadcast::Receiver<JobEvent>), JobError> {
-        let store = &self.ctx.store;
-        let refusal = if self.stopping() {
-            Some(shutting_down())
-        } else {
-            let active = store.system().active_jobs(owner.tenant_id).await?.len();
-            if active >= owner.max_concurrent {
-                Some(JobError::TooManyJobs {
-                    active,
-                    max: owner.max_concurrent,
-                })
-            } else {
-                // The queue's depth is read only when the tenant's cap lets the job through.
-                let queued = usize::try_from(store.system().queue_depth().await?.0).unwrap_or(usize::MAX);
-                (queued >= self.ctx.settings.queue_capacity).then_some(JobError::QueueFull(queued))
-            }
-        };
-        if let Some(e) = refusal {
+        if self.stopping() {
+            let e = shutting_down();
             self.ctx.metrics.reject(refusal_reason(&e));
             return Err(e);
         }
         let params = serde_json::to_value(&spec).map_err(JobError::internal)?;
-        let rec = store
+        // One decision under the database's admission lock, whichever API node asks.
+        let caps = (owner.max_concurrent, self.ctx.settings.queue_capacity);
+        let admitted = self
+            .ctx
+            .store
             .scoped(owner.tenant_id)
-            .insert_job(kind.as_str(), detached, Some(owner.key_id), params)
+            .admit_job(kind.as_str(), detached, Some(owner.key_id), params, caps)
             .await?;
+        let rec = match admitted {
+            Ok(rec) => rec,
+            Err(refusal) => {
+                let e = match refusal {
+                    Refusal::TenantCap { active } => JobError::TooManyJobs {
+                        active,
+                        max: owner.max_concurrent,
+                    },
+                    Refusal::QueueFull { queued } => JobError::QueueFull(queued),
+                };
+                self.ctx.metrics.reject(refusal_reason(&e));
+                return Err(e);
+            }
+        };
         let job = Arc::new(live_from(rec, detached, spec));
         let rx = job.subscribe();
         let job = self.watch_job(job);

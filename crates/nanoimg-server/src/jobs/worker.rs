@@ -17,9 +17,22 @@ pub(super) fn spawn(q: &Arc<LocalQueue>) {
 
 async fn work(q: Arc<LocalQueue>) {
     while let Some(job) = q.next().await {
+        let watchdog = stop_after(&job, q.ctx.settings.job_timeout);
         let outcome = pipeline::run(&q.ctx, &job).await;
+        watchdog.abort();
         finish(&q, &job, outcome).await;
     }
+}
+
+/// Stops `job` once it has run for `limit`: its token is cancelled (the engine stops at the
+/// next step, a plan before its next operation) and its end is recorded as a timeout.
+fn stop_after(job: &Arc<LiveJob>, limit: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    let job = job.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(limit).await;
+        job.timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
+        job.cancel.cancel();
+    })
 }
 
 /// Records the end of a job, frees its slot and sends its final event.
@@ -28,6 +41,12 @@ async fn finish(q: &LocalQueue, job: &Arc<LiveJob>, outcome: Result<Vec<Output>,
         Err(JobError::Cancelled) if q.aborting() => Err(JobError::ShuttingDown(
             "interrupted: the server shut down while this job was running".into(),
         )),
+        Err(JobError::Cancelled) if job.timed_out.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(JobError::TimedOut(format!(
+                "the job ran past its time limit of {} s (job_timeout_secs) and was stopped",
+                q.ctx.settings.job_timeout.as_secs()
+            )))
+        }
         o => o,
     };
     let (status, event) = match outcome {

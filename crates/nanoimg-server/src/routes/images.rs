@@ -5,7 +5,7 @@
 
 use super::body::{self, Form};
 use super::sse;
-use crate::admission::{admit, plan_prompt, vet};
+use crate::admission::{admit, plan_prompt, priced, vet};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobError, JobEvent, Output, Submitted};
@@ -23,7 +23,6 @@ use base64::Engine as _;
 use image::DynamicImage;
 use nanoimg_core::ImageSize;
 use nanoimg_edit::{EditPlan, Op};
-use nanoimg_engine::codec;
 use nanoimg_store::Outcome;
 
 fn usage(spec: &JobSpec, outputs: &[Output]) -> serde_json::Value {
@@ -238,6 +237,12 @@ async fn edit_like(
         &["image"]
     };
     let req: ImageRequest = body::form_fields(&form, files, TYPED_FIELDS)?;
+    // The mask first (it is small work): it is judged as it will be kept.
+    let mask = match form.files_named("mask").as_slice() {
+        [] => None,
+        [one] => Some(uploads::accept_mask(&state, &auth, one).await?),
+        _ => return Err(ApiError::invalid("mask", "send at most one mask")),
+    };
     let image = match form.files_named("image").as_slice() {
         [] => return Err(ApiError::invalid("image", "an image file is required")),
         [one] => uploads::accept(&state, &auth, one, "image").await?.to_rgb8(),
@@ -247,11 +252,6 @@ async fn edit_like(
                 "NanoImg edits one image at a time (reference images belong to characters)",
             ))
         }
-    };
-    let mask = match form.files_named("mask").as_slice() {
-        [] => None,
-        [one] => Some(codec::mask_from(&uploads::decode(&state, one, "mask").await?)),
-        _ => return Err(ApiError::invalid("mask", "send at most one mask")),
     };
     if let Some(m) = &mask {
         if m.dimensions() != image.dimensions() {
@@ -288,8 +288,9 @@ async fn edit_like(
                 strength: strength as f32,
             }]),
         };
+        let cost = priced(&state, &spec)?;
         return Ok(Json(serde_json::json!({
-            "dry_run": true, "plan": plan, "masked": mask.is_some(),
+            "dry_run": true, "plan": plan, "masked": mask.is_some(), "megapixel_steps": cost,
         }))
         .into_response());
     }

@@ -4,7 +4,7 @@
 //! head. The instruction is data: all it can ever produce is a plan of edits to that one image.
 
 use super::body::{self, ListQuery};
-use crate::admission::{admit, plan_instruction, refused, vet};
+use crate::admission::{admit, plan_instruction, priced, refused, vet};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobError;
@@ -328,9 +328,10 @@ pub(crate) async fn instruct(
     });
     if req.dry_run {
         vet(&state, &auth, &mut spec, req.character_strength).await?;
+        let cost = priced(&state, &spec)?;
         return Ok(Json(json!({
             "dry_run": true, "from_version": base.id, "plan": plan, "planner": planned_by,
-            "masked": masked,
+            "masked": masked, "megapixel_steps": cost,
         }))
         .into_response());
     }

@@ -843,3 +843,121 @@ async fn audit_seqs(s: &TestServer, query: &str) -> Vec<i64> {
         .map(|e| e["seq"].as_i64().unwrap())
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_is_priced_before_any_work_and_charged_to_the_tenant() {
+    // A 1024² image at 10 unguided steps costs 10.5 megapixel-steps.
+    let s = start(|c| {
+        c.rate.max_job_megapixel_steps = 10;
+        c.rate.megapixel_steps_per_minute = 10;
+    })
+    .await;
+    let (_, key) = s.tenant("spender", ALL_SCOPES).await;
+    let costly = tiny_request(json!({"size": "1024x1024", "steps": 10, "guidance": 1.0}));
+    for r in [
+        s.generate(&key, costly.clone()).await,
+        s.submit(&key, costly).await,
+    ] {
+        assert_eq!(r.status(), 400);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "job_too_costly", "{e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("10.5 megapixel-steps") && msg.contains("rate.max_job_megapixel_steps"),
+            "{msg}"
+        );
+    }
+    // Four images at 512² and 10 steps: at least 10.5 megapixel-steps, where one is 2.6.
+    let four = tiny_request(json!({"size": "512x512", "steps": 10, "n": 4}));
+    let r = s.generate(&key, four).await;
+    assert_eq!(r.status(), 400, "n counts: {}", r.text().await.unwrap());
+    // Within the cap (5.2 each) but over what is left of 10 a minute: 429, naming the budget.
+    let half = tiny_request(json!({"size": "512x512", "steps": 10, "guidance": 1.0, "n": 2}));
+    let r = s.submit(&key, half.clone()).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let r = s.submit(&key, half).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "compute_budget_exceeded", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate.megapixel_steps_per_minute"),
+        "{e}"
+    );
+    // Nothing was queued or run for the refused requests: one job.
+    let jobs = s.get_json(&key, "/v1/jobs").await;
+    assert_eq!(jobs["data"].as_array().unwrap().len(), 1, "{jobs}");
+    // A 16-operation restyle plan is priced as sixteen passes: refused where one passes.
+    let (st, asset) = s
+        .post_form(
+            &key,
+            "/v1/assets",
+            TestServer::file_form("file", png(704, 704, None)),
+        )
+        .await;
+    assert_eq!(st, 201, "{asset}");
+    let session = json_of(
+        s.http
+            .post(s.url("/v1/edit-sessions"))
+            .bearer_auth(&key)
+            .json(&json!({"image_id": asset["id"]})),
+    )
+    .await;
+    let restyle = json!({"op": "restyle", "prompt": "a watercolor", "strength": 1.0});
+    let plan = |n: usize| json!({"plan": {"version": 1, "ops": vec![restyle.clone(); n]}, "steps": 2, "dry_run": true});
+    let url = s.url(&format!(
+        "/v1/edit-sessions/{}/instructions",
+        session["id"].as_str().unwrap()
+    ));
+    let one = json_of(s.http.post(&url).bearer_auth(&key).json(&plan(1))).await;
+    assert!(one["megapixel_steps"].as_u64().unwrap() <= 10, "{one}");
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&plan(16))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "job_too_costly", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_time_limit_is_stopped_and_fails_with_the_reason() {
+    let s = start(|c| c.job_timeout_secs = 1).await;
+    let (_, key) = s.tenant("slow", ALL_SCOPES).await;
+    let long = tiny_request(json!({"size": "256x256", "steps": 100, "n": 4}));
+    // Waiting on the connection: 504 with the reason.
+    let started = Instant::now();
+    let r = s.generate(&key, long.clone()).await;
+    assert_eq!(r.status(), 504);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "job_timeout", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("job_timeout_secs"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // Detached: the record says failed, with the reason; nothing was kept.
+    let id = s.submit_id(&key, long).await;
+    let rec = s.wait_for(&key, &id, "failed").await;
+    assert!(
+        rec["error"].as_str().unwrap().contains("time limit of 1 s"),
+        "{rec}"
+    );
+    assert_eq!(s.get_json(&key, "/v1/assets").await["data"], json!([]));
+    // The worker lives on.
+    assert_eq!(s.generate(&key, tiny_request(json!({}))).await.status(), 200);
+}

@@ -146,16 +146,26 @@ async fn a_refused_upload_is_not_stored() {
     assert_eq!(st, 400);
     assert_eq!(e["error"]["code"], "moderation_blocked", "{e}");
     assert_eq!(e["error"]["param"], "file");
-    // An edit's image too; its mask is not a picture and is not judged.
+    // An edit's image too, and its mask: a mask is kept as a readable asset, so it is judged
+    // (as the mask it stands for) like any picture.
     let form = TestServer::file_form("image", png(64, 64, None))
         .text("prompt", "a cat")
         .text("size", "64x64");
     let (st, e) = s.post_form(&key, "/v1/images/edits", form).await;
     assert_eq!((st, &e["error"]["param"]), (400, &json!("image")), "{e}");
+    let form = TestServer::file_form("image", png(64, 64, None))
+        .part(
+            "mask",
+            reqwest::multipart::Part::bytes(png(64, 64, Some(0))).file_name("mask.png"),
+        )
+        .text("prompt", "a cat")
+        .text("size", "64x64");
+    let (st, e) = s.post_form(&key, "/v1/images/edits", form).await;
+    assert_eq!((st, &e["error"]["param"]), (400, &json!("mask")), "{e}");
     let assets = s.get_json(&key, "/v1/assets").await;
     assert_eq!(assets["data"], json!([]), "{assets}");
-    let ev = audit_of(&s, "moderation.blocked", 2).await;
-    assert_eq!(ev.len(), 2);
+    let ev = audit_of(&s, "moderation.blocked", 3).await;
+    assert_eq!(ev.len(), 3);
     assert_eq!(ev[0]["detail"]["input"], "file");
 }
 

@@ -87,3 +87,49 @@ async fn content(s: &TestServer, key: &str, id: &str) -> Vec<u8> {
     assert_eq!(r.status(), 200);
     r.bytes().await.unwrap().to_vec()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_submits_to_two_api_nodes_never_exceed_the_tenants_cap() {
+    let Some(database) = nanoimg_store::testing::fresh_postgres_database().await else {
+        return;
+    };
+    // Two API nodes on one database (no worker: the admitted jobs stay queued), sharing the
+    // master key as every node of one deployment does.
+    let keys = tempfile::tempdir().unwrap();
+    let master = keys.path().join("master.key");
+    nanoimg_store::MasterKey::load_or_create(&master).unwrap();
+    let node = |database: String, master: std::path::PathBuf| {
+        move |c: &mut nanoimg_server::Config| {
+            c.role = nanoimg_server::config::Role::Api;
+            c.database_url = Some(Secret(database));
+            c.encryption.master_key_file = Some(master);
+            c.rate.concurrent_jobs_per_tenant = 2;
+            c.rate.requests_per_minute = 1000;
+            c.rate.images_per_minute = 1000;
+        }
+    };
+    let a = start(node(database.clone(), master.clone())).await;
+    let b = start(node(database, master)).await;
+    let (_, key) = a.tenant("racer", ALL_SCOPES).await;
+    let submits: Vec<_> = (0..40)
+        .map(|i| {
+            let s = if i % 2 == 0 { &a } else { &b };
+            s.http
+                .post(s.url("/v1/jobs"))
+                .bearer_auth(&key)
+                .json(&tiny_request(json!({"prompt": format!("race {i}")})))
+                .send()
+        })
+        .collect();
+    let answers = futures_util::future::join_all(submits).await;
+    let mut statuses: Vec<u16> = answers
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    statuses.sort_unstable();
+    let admitted = statuses.iter().filter(|s| **s == 202).count();
+    assert_eq!(admitted, 2, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 202 || *s == 429), "{statuses:?}");
+    let jobs = a.get_json(&key, "/v1/jobs").await;
+    assert_eq!(jobs["data"].as_array().unwrap().len(), 2, "{jobs}");
+}
