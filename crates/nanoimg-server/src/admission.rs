@@ -25,8 +25,30 @@ pub(crate) async fn admit(
 ) -> ApiResult<()> {
     vet(state, auth, spec, character_strength).await?;
     let cost = priced(state, spec)?;
+    check_storage(state, auth).await?;
     charge_images(state, auth, spec.n)?;
     charge_compute(state, auth, cost)
+}
+
+/// 507 `storage_quota_exceeded` once the tenant keeps `rate.max_stored_bytes_per_tenant` bytes
+/// of images: checked before every job, upload and character, so a tenant overshoots by at most
+/// what one of them adds.
+pub(crate) async fn check_storage(state: &AppState, auth: &Auth) -> ApiResult<()> {
+    let quota = state.config.rate.max_stored_bytes_per_tenant;
+    let kept = state.store.scoped(auth.tenant_id()).usage().await?.image_bytes;
+    if u64::try_from(kept).unwrap_or(0) < quota {
+        return Ok(());
+    }
+    auth.rejected(state, "storage_quota", json!({"kept": kept, "quota": quota}));
+    Err(ApiError::new(
+        axum::http::StatusCode::INSUFFICIENT_STORAGE,
+        "insufficient_quota",
+        "storage_quota_exceeded",
+        format!(
+            "this tenant keeps {kept} bytes of images and may keep {quota} \
+             (rate.max_stored_bytes_per_tenant); delete images to make room"
+        ),
+    ))
 }
 
 /// The job's cost in megapixel-steps, or 400 `job_too_costly` naming the cost and the cap.
@@ -50,7 +72,7 @@ pub(crate) fn priced(state: &AppState, spec: &JobSpec) -> ApiResult<u32> {
 }
 
 /// Takes `cost` megapixel-steps from the tenant's per-minute compute budget.
-fn charge_compute(state: &AppState, auth: &Auth, cost: u32) -> ApiResult<()> {
+pub(crate) fn charge_compute(state: &AppState, auth: &Auth, cost: u32) -> ApiResult<()> {
     let per_minute = state.config.rate.megapixel_steps_per_minute;
     let d = state.compute_limiter.check(auth.tenant_id(), per_minute, cost);
     if d.allowed {

@@ -138,6 +138,39 @@ pub(crate) async fn authorize(
     next.run(req).await
 }
 
+/// Failed authentications audited a minute at most; the rest are counted in the metrics only,
+/// so a flood of bad keys cannot flood the audit log.
+const AUDITED_FAILURES_PER_MINUTE: u32 = 60;
+
+/// Audits a refused key (`auth.failed`): the reason, and for a well-formed key its display
+/// prefix, never the key.
+fn audit_failure(
+    state: &AppState,
+    request_id: Option<String>,
+    key: &str,
+    failure: nanoimg_store::AuthFailure,
+) {
+    let budget = state
+        .failure_audit_limiter
+        .check("auth.failed", AUDITED_FAILURES_PER_MINUTE, 1);
+    if !budget.allowed {
+        return;
+    }
+    let mut detail = serde_json::json!({"reason": failure.reason()});
+    if failure != nanoimg_store::AuthFailure::Malformed {
+        detail["prefix"] = nanoimg_store::keys::display_prefix(key).into();
+    }
+    state.audit.record_later(AuditEvent {
+        request_id,
+        tenant_id: None,
+        key_id: None,
+        action: "auth.failed",
+        target: None,
+        outcome: Outcome::Rejected,
+        detail,
+    });
+}
+
 /// The key → the caller, with its tenant's limits, its request budget charged.
 async fn authenticate(
     state: &AppState,
@@ -156,6 +189,7 @@ async fn authenticate(
         Ok(p) => p,
         Err(failure) => {
             state.metrics.reject(failure.reason());
+            audit_failure(state, request_id, key, failure);
             return Err(ApiError::unauthorized("invalid_api_key", failure.message()));
         }
     };

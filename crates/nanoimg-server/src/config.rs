@@ -318,6 +318,9 @@ pub struct RateConfig {
     /// The most one job may cost, in megapixel-steps; a request over it is refused before any
     /// work.
     pub max_job_megapixel_steps: u32,
+    /// Bytes of images a tenant may keep (outputs, uploads, references); at it, new jobs and
+    /// uploads are refused until images are deleted or expire.
+    pub max_stored_bytes_per_tenant: u64,
 }
 
 impl Default for RateConfig {
@@ -330,6 +333,7 @@ impl Default for RateConfig {
             // Four guided 1024² images at 30 steps cost 252; a 512² image at 30 steps, 16.
             megapixel_steps_per_minute: 600,
             max_job_megapixel_steps: 300,
+            max_stored_bytes_per_tenant: 10 << 30,
         }
     }
 }
@@ -408,6 +412,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "rate.megapixel_steps_per_minute",
     ),
     ("NANOIMG_MAX_JOB_MEGAPIXEL_STEPS", "rate.max_job_megapixel_steps"),
+    (
+        "NANOIMG_MAX_STORED_BYTES_PER_TENANT",
+        "rate.max_stored_bytes_per_tenant",
+    ),
     ("NANOIMG_MAX_SIDE", "limits.max_side"),
     ("NANOIMG_MAX_PIXELS", "limits.max_pixels"),
     ("NANOIMG_MAX_STEPS", "limits.max_steps"),

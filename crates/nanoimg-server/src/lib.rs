@@ -131,6 +131,7 @@ pub async fn start(
         request_limiter: RateLimiter::new(),
         image_limiter: RateLimiter::new(),
         compute_limiter: RateLimiter::new(),
+        failure_audit_limiter: RateLimiter::new(),
         audit,
         config,
         store,
@@ -296,13 +297,20 @@ const SMALL_BODY: usize = 64 * 1024;
 
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = req
+    // The request's id is always ours, so no client can choose (or reuse) the id that logs and
+    // audit events carry. A client's own id is kept beside it, when it is plain: letters, digits
+    // and `._:-`, at most 64 of them.
+    let id = nanoimg_store::ids::new_id("req");
+    let client_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| nanoimg_store::ids::new_id("req"));
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        })
+        .map(str::to_owned);
     let method = req.method().clone();
     let route = req
         .extensions()
@@ -364,6 +372,9 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert("x-request-id", v);
     }
+    if let Some(v) = client_id.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert("x-client-request-id", v);
+    }
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("cache-control", HeaderValue::from_static("no-store"));
     if !body_read.load(std::sync::atomic::Ordering::Relaxed) {
@@ -395,7 +406,8 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .latency
         .get_or_create(&vec![("route", route.clone())])
         .observe(secs);
-    tracing::info!(request_id = %id, %method, route = %route, status, ms = secs * 1000.0, "request");
+    let client_request_id = client_id.as_deref().unwrap_or("");
+    tracing::info!(request_id = %id, client_request_id, %method, route = %route, status, ms = secs * 1000.0, "request");
     res
 }
 

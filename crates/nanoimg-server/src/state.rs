@@ -29,6 +29,8 @@ pub struct Shared {
     pub image_limiter: RateLimiter,
     /// Megapixel-steps per tenant (`crate::cost`).
     pub compute_limiter: RateLimiter,
+    /// How many failed authentications are audited a minute (`auth.failed`).
+    pub failure_audit_limiter: RateLimiter,
 }
 
 /// The rate limits that apply to one tenant: its overrides, else the server's defaults.

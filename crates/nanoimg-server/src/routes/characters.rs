@@ -112,6 +112,7 @@ pub(crate) async fn create(
     if loras.len() > 1 {
         return Err(ApiError::invalid("lora", "send at most one LoRA file"));
     }
+    crate::admission::check_storage(&state, &auth).await?;
     // The texts first: a refused description costs no decoding.
     let texts = vec![fields.name.clone(), fields.description.clone()];
     crate::moderation::check_texts(

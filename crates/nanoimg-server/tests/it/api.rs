@@ -961,3 +961,79 @@ async fn a_job_past_its_time_limit_is_stopped_and_fails_with_the_reason() {
     // The worker lives on.
     assert_eq!(s.generate(&key, tiny_request(json!({}))).await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_the_servers_and_a_clients_own_is_kept_only_when_plain() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("ids", ALL_SCOPES).await;
+    let me = |client: &'static str| {
+        s.http
+            .get(s.url("/v1/me"))
+            .bearer_auth(&key)
+            .header("x-request-id", client)
+            .send()
+    };
+    let r = me("trace-42:a.b").await.unwrap();
+    let ours = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(ours.starts_with("req_"), "{ours}");
+    assert_eq!(r.headers()["x-client-request-id"], "trace-42:a.b");
+    // An id another request had, or one with markup, is never taken as ours.
+    let r = me("\"}{<script>").await.unwrap();
+    assert!(r.headers()["x-request-id"].to_str().unwrap().starts_with("req_"));
+    assert!(!r.headers().contains_key("x-client-request-id"));
+    let leaked = ours.clone();
+    let r = s
+        .http
+        .get(s.url("/v1/me"))
+        .bearer_auth(&key)
+        .header("x-request-id", leaked.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"].to_str().unwrap(), leaked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_storage_quota_stores_nothing_more_until_it_deletes() {
+    let s = start(|c| c.rate.max_stored_bytes_per_tenant = 1).await;
+    let (_, key) = s.tenant("hoarder", ALL_SCOPES).await;
+    let (_, other) = s.tenant("neighbour", ALL_SCOPES).await;
+    let srv = &s;
+    let upload = move |k: String| async move {
+        srv.post_form(&k, "/v1/assets", TestServer::file_form("file", png(64, 64, None)))
+            .await
+    };
+    let (st, first) = upload(key.clone()).await;
+    assert_eq!(st, 201, "{first}");
+    // At the quota: uploads and jobs are refused, naming it; nothing is kept.
+    let (st, e) = upload(key.clone()).await;
+    assert_eq!(st, 507, "{e}");
+    assert_eq!(e["error"]["code"], "storage_quota_exceeded", "{e}");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rate.max_stored_bytes_per_tenant"));
+    let r = s.generate(&key, tiny_request(json!({}))).await;
+    assert_eq!(r.status(), 507);
+    assert_eq!(
+        s.get_json(&key, "/v1/assets").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.get_json(&key, "/v1/jobs").await["data"], json!([]));
+    // Another tenant has its own quota.
+    assert_eq!(upload(other.clone()).await.0, 201);
+    // Deleting makes room.
+    let id = first["id"].as_str().unwrap();
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/assets/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(upload(key.clone()).await.0, 201);
+}

@@ -272,3 +272,47 @@ async fn every_route_refuses_every_wrong_caller() {
         assert!(!text.contains(k.as_str()), "a key leaked into the audit log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentication_is_audited_without_the_key_and_without_flooding() {
+    let s = start(|_| {}).await;
+    let (_, tenant_key) = s.tenant("acme", ALL_SCOPES).await;
+    let (revoked_id, revoked) = s.key_with_id("acme", ALL_SCOPES, None).await;
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/admin/keys/{revoked_id}")))
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let unknown = format!("{}x", &tenant_key[..tenant_key.len() - 1]);
+    let me = |key: String| {
+        let req = s.http.get(s.url("/v1/me")).bearer_auth(key);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(me("nimg_garbage".into()).await, 401);
+    assert_eq!(me(revoked.clone()).await, 401);
+    assert_eq!(me(unknown.clone()).await, 401);
+    let events = audit_of(&s, "auth.failed", 3).await;
+    let reasons: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail"]["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"malformed_key") && reasons.contains(&"revoked_key"),
+        "{reasons:?}"
+    );
+    let text = serde_json::to_string(&events).unwrap();
+    for secret in [&revoked, &unknown] {
+        assert!(!text.contains(secret.as_str()), "a key in the audit log: {text}");
+    }
+    // A flood is counted, but audits sixty a minute at most.
+    for _ in 0..100 {
+        me("nimg_garbage".into()).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let all = audit_of(&s, "auth.failed", 60).await;
+    // Sixty, and the one a second the bucket refills while the test runs.
+    assert!((60..=70).contains(&all.len()), "{} of 103 audited", all.len());
+}

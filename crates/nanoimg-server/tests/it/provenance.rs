@@ -197,6 +197,8 @@ async fn a_changed_file_is_tampered_an_unsigned_one_has_no_manifest_and_the_mark
     assert_eq!(rep["c2pa"]["state"], Value::Null, "{rep}");
     assert_eq!(rep["watermark"]["present"], true, "{rep}");
     assert_eq!(rep["watermark"]["payload"], "0123456789abcdef", "{rep}");
+    // The detector's score is not told: it would guide an attack on the mark.
+    assert!(rep["watermark"].get("confidence").is_none(), "{rep}");
 
     // An unmarked, unsigned picture: neither.
     let (_, rep) = verify(&s, &key, png(64, 64, None)).await;
@@ -282,4 +284,23 @@ async fn the_local_ca_survives_a_restart_and_readyz_names_it() {
             .contains("local CA"),
         "{r}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_is_charged_to_the_tenants_compute_budget() {
+    // 512² is a quarter megapixel: two megapixel-steps a check (four a megapixel, rounded up);
+    // five a minute.
+    let s = start(|c| c.rate.megapixel_steps_per_minute = 5).await;
+    let (_, key) = s.tenant("checker", ALL_SCOPES).await;
+    let mut bytes = Vec::new();
+    picture(512, 512)
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .unwrap();
+    for _ in 0..2 {
+        let (status, rep) = verify(&s, &key, bytes.clone()).await;
+        assert_eq!(status, 200, "{rep}");
+    }
+    let (status, e) = verify(&s, &key, bytes).await;
+    assert_eq!(status, 429, "{e}");
+    assert_eq!(e["error"]["code"], "compute_budget_exceeded", "{e}");
 }
