@@ -59,7 +59,7 @@ pub(super) async fn run(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Ou
         check: ctx.settings.image_check.clone(),
         report: job.attempt.map(|_| ProgressReport::start(ctx, job)),
     };
-    let images = blocking(move || engine.run(init)).await?;
+    let images = until_cancelled(job, blocking(move || engine.run(init))).await?;
     let images = check_outputs(ctx, job, images).await?;
     let text_tokens = model.prompt_tokens(&spec.prompt) + model.prompt_tokens(&spec.negative_prompt);
     let mut outputs = Vec::with_capacity(images.len());
@@ -108,6 +108,27 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| JobError::internal(format!("a worker thread failed: {e}")))?
+}
+
+/// How often a waiting job looks at its cancel token.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// `work`, or `Cancelled` as soon as the job is cancelled (or stopped by its time limit): the
+/// engine stops at its next step and a plan before its next operation, but the job ends now,
+/// its slot freed, whatever one operation in hand still takes on its blocking thread.
+async fn until_cancelled<T>(
+    job: &LiveJob,
+    work: impl std::future::Future<Output = Result<T, JobError>>,
+) -> Result<T, JobError> {
+    let cancelled = async {
+        while !job.cancel.is_cancelled() {
+            tokio::time::sleep(CANCEL_POLL).await;
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        () = cancelled => Err(JobError::Cancelled),
+    }
 }
 
 /// The job's starting image (and mask), read and decoded with the upload limits; the mark an

@@ -627,3 +627,59 @@ async fn a_plan_never_grows_an_image_past_the_servers_output_caps() {
     let (st, e) = instruct(&s, &key, &id, dry("upscale it 2x")).await;
     assert_eq!(st, 400, "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_pixel_plan_stops_within_two_seconds_of_its_cancellation() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("acme", ALL_SCOPES).await;
+    let big = upload(&s, &key, scene(2048, 2048)).await;
+    let (st, session) = post(&s, &key, "/v1/edit-sessions", Some(json!({"image_id": big}))).await;
+    assert_eq!(st, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    // Sixteen wide blurs and captions on four megapixels: far longer than the test waits.
+    let ops: Vec<Value> = (0..8)
+        .flat_map(|i| {
+            [
+                json!({"op": "blur", "sigma": 50.0}),
+                json!({"op": "caption", "text": format!("line {i}"), "place": "center", "size": 0.3,
+                       "color": [255, 255, 255]}),
+            ]
+        })
+        .collect();
+    let body = json!({"plan": {"version": 1, "ops": ops}});
+    let waiting = {
+        let req = s
+            .http
+            .post(s.url(&format!("/v1/edit-sessions/{id}/instructions")))
+            .bearer_auth(&key)
+            .json(&body);
+        tokio::spawn(async move { req.send().await.unwrap() })
+    };
+    let job = loop {
+        let jobs = s.get_json(&key, "/v1/jobs").await;
+        if let Some(j) = jobs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["status"] == "running")
+        {
+            break j["id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // Let it get into its operations, then cancel.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    assert_eq!(s.cancel(&key, &job).await, 200);
+    s.wait_for(&key, &job, "cancelled").await;
+    let took = asked.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "stopped {took:?} after the cancel"
+    );
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+    // No version came of it.
+    let tree = s.get_json(&key, &format!("/v1/edit-sessions/{id}")).await;
+    assert_eq!(tree["versions"].as_array().unwrap().len(), 1, "{tree}");
+}
