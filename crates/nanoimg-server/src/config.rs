@@ -46,6 +46,10 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Seconds one job may run; past it the job is stopped and fails with `job_timeout`.
     pub job_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers before its connection is closed.
+    pub header_timeout_secs: u64,
     /// Default per-key and per-tenant rates.
     pub rate: RateConfig,
     /// Caps on one generation request.
@@ -357,6 +361,8 @@ impl Default for Config {
             url_ttl_secs: 3600,
             shutdown_grace_secs: 30,
             job_timeout_secs: 600,
+            max_connections: 1024,
+            header_timeout_secs: 10,
             rate: RateConfig::default(),
             limits: Limits {
                 max_side: 1536,
@@ -400,6 +406,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_URL_TTL_SECS", "url_ttl_secs"),
     ("NANOIMG_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("NANOIMG_JOB_TIMEOUT_SECS", "job_timeout_secs"),
+    ("NANOIMG_MAX_CONNECTIONS", "max_connections"),
+    ("NANOIMG_HEADER_TIMEOUT_SECS", "header_timeout_secs"),
     ("NANOIMG_REQUESTS_PER_MINUTE", "rate.requests_per_minute"),
     ("NANOIMG_IMAGES_PER_MINUTE", "rate.images_per_minute"),
     (
@@ -486,6 +494,9 @@ impl Config {
         let bad = |m: &str| Err(ConfigError(m.to_owned()));
         if self.job_timeout_secs == 0 {
             return bad("job_timeout_secs must be at least 1");
+        }
+        if self.header_timeout_secs == 0 || self.max_connections == 0 {
+            return bad("header_timeout_secs and max_connections must be at least 1");
         }
         if self.workers == 0 {
             return bad("workers must be at least 1");

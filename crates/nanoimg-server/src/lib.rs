@@ -146,14 +146,12 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(state.config.bind).await?;
     let addr = listener.local_addr()?;
     let app = router(state.clone());
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let guards = ConnectionGuards {
+        max_connections: state.config.max_connections,
+        header_timeout: Duration::from_secs(state.config.header_timeout_secs),
+    };
+    let serve = tokio::spawn(serve_guarded(listener, app, guards, rx));
     tracing::info!(%addr, "listening");
     Ok((
         Server {
@@ -409,6 +407,69 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     let client_request_id = client_id.as_deref().unwrap_or("");
     tracing::info!(request_id = %id, client_request_id, %method, route = %route, status, ms = secs * 1000.0, "request");
     res
+}
+
+/// What a connection may hold of the server.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionGuards {
+    /// Connections served at once; more wait in the kernel's backlog.
+    max_connections: usize,
+    /// Time a client has to send a request's headers, on a new connection and between requests
+    /// on a kept-alive one.
+    header_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `stop` turns true. A client that trickles its headers (or
+/// sends none) is cut off after `header_timeout`, and at most `max_connections` are open at
+/// once, so slow clients cannot hold the server. On stop no connection is accepted, and open
+/// ones finish the request in hand.
+async fn serve_guarded(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    guards: ConnectionGuards,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(guards.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(guards.max_connections.max(1)));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = stopped(&mut stop) => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then take connections again.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Returns once `stop` says true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Anything that stops the server from starting, with its message.

@@ -1037,3 +1037,44 @@ async fn a_tenant_at_its_storage_quota_stores_nothing_more_until_it_deletes() {
     assert!(r.status().is_success(), "{}", r.status());
     assert_eq!(upload(key.clone()).await.0, 201);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(|c| {
+        c.header_timeout_secs = 1;
+        c.max_connections = 3;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    // As many clients as connections, each starting a request and never finishing its headers.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: nanoimg\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    // A well-behaved client waits for a free connection while they hold them all, and is
+    // served once the server has cut them off.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let r = reqwest::get(s.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "served after {waited:?}: no cap held it"
+    );
+    assert!(waited < Duration::from_secs(10), "served after {waited:?}");
+    // Each slow connection was closed by the server (end of stream, a reset or a 408).
+    for mut c in slow {
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+        match read.expect("the server closed the slow connection") {
+            Ok(0) | Err(_) => {}
+            Ok(n) => assert!(String::from_utf8_lossy(&buf[..n]).contains("408"), "{n} bytes"),
+        }
+    }
+}
