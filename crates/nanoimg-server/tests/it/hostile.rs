@@ -101,7 +101,7 @@ const FIELDS: &[&str] = &[
 
 /// A JSON body: usually a valid tiny request with a few fields changed, sometimes not JSON.
 fn json_body(rng: &mut StdRng) -> Vec<u8> {
-    match rng.random_range(0..10) {
+    match rng.random_range(0..12) {
         0 => return b"{\"prompt\": \"a cat\", ".to_vec(),
         1 => return (0..rng.random_range(0..512)).map(|_| rng.random()).collect(),
         2 => {
@@ -110,6 +110,17 @@ fn json_body(rng: &mut StdRng) -> Vec<u8> {
         }
         3 => return serde_json::to_vec(&odd_value(rng)).unwrap(),
         4 => return serde_json::to_vec(&json!({"prompt": "x".repeat(600 * 1024)})).unwrap(),
+        // Cost amplification: the most the caps allow at once (days of a worker on the small
+        // model), and a plan of sixteen full-strength restyles at the most steps.
+        5 => {
+            let most = tiny_request(json!({"size": "1536x1536", "steps": 100, "n": 4, "name": "k"}));
+            return serde_json::to_vec(&most).unwrap();
+        }
+        6 => {
+            let restyle = json!({"op": "restyle", "prompt": "x", "strength": 1.0});
+            let plan = json!({"plan": {"version": 1, "ops": vec![restyle; 16]}, "steps": 100});
+            return serde_json::to_vec(&plan).unwrap();
+        }
         _ => {}
     }
     let mut v = tiny_request(json!({"name": "k"}));
