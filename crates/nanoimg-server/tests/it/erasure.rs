@@ -154,6 +154,13 @@ async fn an_erased_tenant_leaves_no_plaintext_and_its_jobs_and_keys_stop() {
     for ev in events.iter().filter(|e| e["tenant_id"] == tenant.as_str()) {
         assert_eq!(ev["detail"], json!({"redacted": true}), "{ev}");
     }
+    // The operator's events about it (making it and its keys) keep no detail naming it either.
+    for ev in events.iter().filter(|e| e["action"] != "tenant.erase") {
+        assert!(!ev["detail"].to_string().contains(tenant.as_str()), "{ev}");
+    }
+    assert!(events
+        .iter()
+        .any(|e| e["action"] == "key.create" && e["detail"] == json!({"redacted": true})));
 }
 
 #[tokio::test]

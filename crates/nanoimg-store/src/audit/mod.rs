@@ -225,12 +225,23 @@ impl System<'_> {
     /// `{"redacted":true}` (erasure). Who did what and when stays, and the chain still
     /// verifies. Returns how many changed.
     pub async fn redact_audit(&self, tenant_id: &str) -> Result<u64> {
+        // Events by the tenant, about it, and the operator's that name it in their detail
+        // (making its keys, changing its limits).
+        let named = format!(
+            "%\"{}\"%",
+            tenant_id
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
         let r = sqlx::query(
-            "UPDATE audit_events SET detail = $1 WHERE (tenant_id = $2 OR target = $3) AND detail <> $4",
+            "UPDATE audit_events SET detail = $1 \
+             WHERE (tenant_id = $2 OR target = $3 OR detail LIKE $4 ESCAPE '\\') AND detail <> $5",
         )
         .bind(REDACTED)
         .bind(tenant_id)
         .bind(tenant_id)
+        .bind(named)
         .bind(REDACTED)
         .execute(&self.store.db.pool)
         .await?;
