@@ -112,6 +112,15 @@ pub(crate) async fn create(
     if loras.len() > 1 {
         return Err(ApiError::invalid("lora", "send at most one LoRA file"));
     }
+    if !loras.is_empty() && !fields.consent {
+        // No layer can look inside a LoRA: whoever it was trained on, it draws.
+        return Err(ApiError::bad_request(
+            "consent_required",
+            "a LoRA can carry anyone's likeness and no safety layer can see inside it: it needs \
+             consent=true, which attests that everyone it depicts agreed to this use",
+        )
+        .with_param("consent"));
+    }
     crate::admission::check_storage(&state, &auth).await?;
     // The texts first: a refused description costs no decoding.
     let texts = vec![fields.name.clone(), fields.description.clone()];

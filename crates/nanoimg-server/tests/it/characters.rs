@@ -25,7 +25,7 @@ fn stripes(w: u32, h: u32, phase: u32) -> Vec<u8> {
 }
 
 /// A kohya LoRA for the tiny SD1 model's first self-attention query (32×32), rank 4.
-fn tiny_lora(module: &str, inner: usize) -> Vec<u8> {
+pub(crate) fn tiny_lora(module: &str, inner: usize) -> Vec<u8> {
     let dev = candle_core::Device::Cpu;
     let mut noise = nanoimg_engine::pipeline::SeededNoise::new(4);
     let name = format!("lora_unet_{}", module.replace('.', "_"));
@@ -49,7 +49,7 @@ fn tiny_lora(module: &str, inner: usize) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-const SD1_QUERY: &str = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";
+pub(crate) const SD1_QUERY: &str = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";
 
 fn character_form(name: &str, refs: Vec<Vec<u8>>, lora: Option<Vec<u8>>, extra: &[(&str, &str)]) -> Form {
     let mut f = Form::new()

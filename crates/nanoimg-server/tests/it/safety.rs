@@ -354,4 +354,22 @@ async fn with_the_face_detector_only_references_with_faces_need_consent() {
         created.iter().any(|e| e["detail"]["faces"] == json!([0, 1])),
         "{created:?}"
     );
+    // A LoRA always needs the attestation, even beside face-free references: no layer can see
+    // whose likeness it carries.
+    let lora = crate::characters::tiny_lora(crate::characters::SD1_QUERY, 32);
+    let with_lora = |consent: bool| {
+        form("Trained", &[&coffee], consent).part(
+            "lora",
+            reqwest::multipart::Part::bytes(lora.clone()).file_name("t.safetensors"),
+        )
+    };
+    let (st, e) = s.post_form(&key, "/v1/characters", with_lora(false)).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("consent_required")),
+        "{e}"
+    );
+    assert!(e["error"]["message"].as_str().unwrap().contains("LoRA"), "{e}");
+    let (st, c) = s.post_form(&key, "/v1/characters", with_lora(true)).await;
+    assert_eq!(st, 201, "{c}");
 }
