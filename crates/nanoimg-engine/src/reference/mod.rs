@@ -183,7 +183,13 @@ pub(crate) struct ReferenceRun<'a> {
     reference: &'a Reference,
     key: BankKey,
     cached: Option<Arc<Bank>>,
-    built: Vec<Arc<StepBank>>,
+    /// Each step's bank as recorded, for the request's other images and for the cache; `None`
+    /// where keeping it would have passed `budget` (it is recorded again when needed).
+    built: Vec<Option<Arc<StepBank>>>,
+    /// Bytes of `built` held, and the most it may hold: the cache's budget (the default one
+    /// without a cache), so a run never holds more banks than the operator allows.
+    kept: usize,
+    budget: usize,
     gates: Option<Gates>,
     /// Reference latents `[R, c, h, w]` and the write pass's text conditioning, made when the
     /// first step needs them (never on a cache hit).
@@ -216,11 +222,17 @@ impl<'a> ReferenceRun<'a> {
         } else {
             vec![s.strength]
         };
+        let budget = reference
+            .cache
+            .as_ref()
+            .map_or(DEFAULT_CACHE_BYTES, |c| c.stats().budget);
         Self {
             reference,
             key,
             cached,
             built: Vec::new(),
+            kept: 0,
+            budget,
             gates: None,
             inputs: None,
             weights,
@@ -237,13 +249,18 @@ impl<'a> ReferenceRun<'a> {
         if let Some(bank) = &self.cached {
             return Ok(bank.steps[step].clone());
         }
-        if let Some(bank) = self.built.get(step) {
+        if let Some(Some(bank)) = self.built.get(step) {
             return Ok(bank.clone());
         }
-        debug_assert_eq!(step, self.built.len(), "steps are recorded in order");
-        let bank = self.write_pass(model, sampler, step)?;
-        self.built.push(Arc::new(bank));
-        Ok(self.built[step].clone())
+        let bank = Arc::new(self.write_pass(model, sampler, step)?);
+        if self.built.len() <= step {
+            self.built.resize(step + 1, None);
+        }
+        if self.kept + bank.bytes() <= self.budget {
+            self.kept += bank.bytes();
+            self.built[step] = Some(bank.clone());
+        }
+        Ok(bank)
     }
 
     fn write_pass(&mut self, model: &StableDiffusion, sampler: &Sampler, step: usize) -> Result<StepBank> {
@@ -311,12 +328,13 @@ impl<'a> ReferenceRun<'a> {
         let Some(cache) = &self.reference.cache else {
             return;
         };
-        if self.cached.is_none() && self.built.len() == steps {
-            let bytes = self.built.iter().map(|b| b.bytes()).sum();
+        let whole = self.built.len() == steps && self.built.iter().all(Option::is_some);
+        if self.cached.is_none() && whole {
+            let bytes = self.kept;
             cache.insert(
                 self.key,
                 Arc::new(Bank {
-                    steps: self.built,
+                    steps: self.built.into_iter().flatten().collect(),
                     bytes,
                 }),
             );

@@ -311,7 +311,8 @@ fn banks_are_cached_and_reused_across_prompts_seeds_and_strengths() {
         ),
         first
     );
-    assert_eq!(nothing.stats().too_large, 1, "budget 0 keeps nothing");
+    let s0 = nothing.stats();
+    assert_eq!((s0.entries, s0.bytes), (0, 0), "budget 0 keeps nothing: {s0:?}");
     assert_eq!(cache.stats().hits, 1, "the other caches did not read this one");
 
     // n images in one request share the bank (one miss), and each equals its single run.
@@ -321,6 +322,16 @@ fn banks_are_cached_and_reused_across_prompts_seeds_and_strengths() {
     let two = run(&model, &req);
     assert_eq!(own.stats().misses, 1);
     assert_eq!(two[0], first[0]);
+
+    // A run holds no more banks than the budget: with room for none, the second image records
+    // its banks again (the same ones: it equals the run that kept them), and no whole bank is
+    // ever offered to the cache.
+    let none = Arc::new(BankCache::new(1));
+    let mut req = request(&model, "a cat", 1, Some(with_cache(&r, &none)));
+    req.n = 2;
+    assert_eq!(run(&model, &req), two);
+    let s = none.stats();
+    assert_eq!((s.entries, s.too_large, s.misses), (0, 0, 1), "{s:?}");
 
     // Another size or schedule is another bank.
     let mut other = request(&model, "a cat", 1, Some(r.clone()));
