@@ -202,27 +202,41 @@ async fn edits_deletions_reordering_and_truncation_are_each_found(d: TestDb) {
 
 async fn erasure_redacts_details_and_the_chain_still_verifies(d: TestDb) {
     let s = Store::open_in(d.path(), options(&d, 3)).await.unwrap();
+    let gone = s.system().create_tenant("gone", false).await.unwrap().id;
+    let stays = s.system().create_tenant("stays", false).await.unwrap().id;
     for i in 1..=6 {
-        s.system()
-            .audit(event(i, Some(if i % 2 == 0 { "gone" } else { "stays" })))
-            .await
-            .unwrap();
+        let tenant = if i % 2 == 0 { &gone } else { &stays };
+        s.system().audit(event(i, Some(tenant))).await.unwrap();
     }
-    assert_eq!(s.system().redact_audit("gone").await.unwrap(), 3);
-    assert_eq!(s.system().redact_audit("gone").await.unwrap(), 0, "idempotent");
+    let e = s.system().erase_tenant(&gone).await.unwrap();
+    assert_eq!(e.audit_redacted, 3);
     let r = verify(&s, d.path()).await;
     assert!(r.ok(), "{r:?}");
-    assert_eq!((r.events, r.redacted, r.checkpoints_verified), (6, 3, 2));
+    // Six events and the erasure's marker, which lists what it redacted.
+    assert_eq!((r.events, r.redacted, r.checkpoints_verified), (7, 3, 2));
     let events = s.system().audit_events(None, 0, 10).await.unwrap();
-    for e in &events {
+    for e in events.iter().filter(|e| e.action == "image.generate") {
         let redacted = e.detail == serde_json::json!({"redacted": true});
-        assert_eq!(redacted, e.tenant_id.as_deref() == Some("gone"), "{e:?}");
-        // Who did what, and when, stays.
-        assert_eq!(e.action, "image.generate");
+        assert_eq!(redacted, e.tenant_id.as_deref() == Some(gone.as_str()), "{e:?}");
     }
-    // The database still refuses any other change, redaction of another field included.
+    let marker = events.iter().find(|e| e.action == "tenant.erased").unwrap();
+    assert_eq!(marker.target.as_deref(), Some(gone.as_str()));
+    assert_eq!(marker.detail["redacted_events"], serde_json::json!([2, 4, 6]));
     s.close().await;
+
+    // A detail wiped the same way for a tenant that still exists is not erasure: found.
     let pool = d.raw().await;
+    sqlx::query(r#"UPDATE audit_events SET detail = '{"redacted":true}' WHERE seq = 1"#)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let s = Store::open_in(d.path(), options(&d, 3)).await.unwrap();
+    let r = verify(&s, d.path()).await;
+    let b = r.first_break.expect("a wiped detail passed as erasure");
+    assert_eq!((b.seq, &b.problem), (1, &Problem::Modified), "{}", b.message);
+    assert!(b.message.contains("wiped"), "{}", b.message);
+    s.close().await;
+    // The database still refuses any other change, redaction of another field included.
     for q in [
         r#"UPDATE audit_events SET detail = '{"i":1}' WHERE seq = 1"#,
         r#"UPDATE audit_events SET detail = '{"redacted":true}', target = NULL WHERE seq = 1"#,

@@ -19,6 +19,14 @@ const DOMAIN: &[u8] = b"nanoimg.audit.event.v1";
 /// What erasure leaves of an event's detail.
 pub const REDACTED: &str = r#"{"redacted":true}"#;
 
+/// The action of the marker erasure appends after redacting: its target is the tenant, its
+/// detail `{"redacted_events": [seq, …]}`.
+pub const ERASED: &str = "tenant.erased";
+
+/// The operator's record of an erasure, which older erasures left without a marker: it stands
+/// for the events of its target tenant.
+const ERASE_RECORD: &str = "tenant.erase";
+
 pub(crate) fn detail_hash(detail: &str) -> [u8; 32] {
     Sha256::digest(detail.as_bytes()).into()
 }
@@ -261,6 +269,11 @@ pub(crate) async fn verify(
 
     let mut prev = GENESIS;
     let mut after = 0i64;
+    // Redacted events (with their own tenant), the erasure markers' lists, and the tenants the
+    // operator's records say were erased (for redactions from before the markers).
+    let mut redactions: Vec<(i64, Option<String>)> = Vec::new();
+    let mut erased_events: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    let mut erase_records: std::collections::HashSet<String> = std::collections::HashSet::new();
     'walk: loop {
         let rows = sqlx::query(&format!(
             "SELECT {ROW_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT 1000"
@@ -307,6 +320,7 @@ pub(crate) async fn verify(
             };
             if row.detail == REDACTED {
                 report.redacted += 1;
+                redactions.push((row.seq, row.tenant_id.clone()));
             } else if detail_hash(&row.detail) != dh {
                 report.first_break = broken(
                     row.seq,
@@ -323,6 +337,21 @@ pub(crate) async fn verify(
                     format!("event {} was changed: its fields do not match its hash", row.seq),
                 );
                 break 'walk;
+            }
+            match (row.action.as_str(), &row.target) {
+                (ERASED, Some(t)) => {
+                    let listed: Vec<i64> = serde_json::from_str::<serde_json::Value>(&row.detail)
+                        .ok()
+                        .and_then(|d| serde_json::from_value(d["redacted_events"].clone()).ok())
+                        .unwrap_or_default();
+                    for seq in listed {
+                        erased_events.insert(seq, t.clone());
+                    }
+                }
+                (ERASE_RECORD, Some(t)) => {
+                    erase_records.insert(t.clone());
+                }
+                _ => {}
             }
             if let Some(c) = checkpoints.get(&row.seq) {
                 if c.hash != hex::encode(hash) {
@@ -342,6 +371,33 @@ pub(crate) async fn verify(
     }
     if report.first_break.is_some() {
         return Ok(report);
+    }
+    // A missing detail is erasure's only where the chain says so, for a tenant that is gone;
+    // anywhere else someone wiped it.
+    for (seq, own) in redactions {
+        let tenant = erased_events
+            .get(&seq)
+            .cloned()
+            .or_else(|| own.filter(|t| erase_records.contains(t)));
+        let proven = match &tenant {
+            Some(t) => sqlx::query("SELECT id FROM tenants WHERE id = $1")
+                .bind(t)
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_none(),
+            None => false,
+        };
+        if !proven {
+            report.first_break = broken(
+                seq,
+                Problem::Modified,
+                format!(
+                    "event {seq}'s detail was removed, but no erasure of its tenant is recorded: \
+                     it was wiped, not redacted"
+                ),
+            );
+            return Ok(report);
+        }
     }
     report.head = (report.events > 0).then(|| hex::encode(prev));
     if let Some(c) = checkpoints

@@ -223,8 +223,9 @@ impl System<'_> {
 
     /// Replaces the detail of every event of `tenant_id`, or about it, with
     /// `{"redacted":true}` (erasure). Who did what and when stays, and the chain still
-    /// verifies. Returns how many changed.
-    pub async fn redact_audit(&self, tenant_id: &str) -> Result<u64> {
+    /// verifies once the erasure's marker lists them ([`chain::ERASED`], appended by
+    /// `erase_tenant`). Returns the events changed.
+    pub(crate) async fn redact_audit(&self, tenant_id: &str) -> Result<Vec<i64>> {
         // Events by the tenant, about it, and the operator's that name it in their detail
         // (making its keys, changing its limits).
         let named = format!(
@@ -234,18 +235,24 @@ impl System<'_> {
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        let r = sqlx::query(
+        let rows = sqlx::query(
             "UPDATE audit_events SET detail = $1 \
-             WHERE (tenant_id = $2 OR target = $3 OR detail LIKE $4 ESCAPE '\\') AND detail <> $5",
+             WHERE (tenant_id = $2 OR target = $3 OR detail LIKE $4 ESCAPE '\\') AND detail <> $5 \
+             RETURNING seq",
         )
         .bind(REDACTED)
         .bind(tenant_id)
         .bind(tenant_id)
         .bind(named)
         .bind(REDACTED)
-        .execute(&self.store.db.pool)
+        .fetch_all(&self.store.db.pool)
         .await?;
-        Ok(r.rows_affected())
+        let mut seqs = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 
     /// Events after `after_seq`, oldest first, of one tenant or all.
