@@ -160,6 +160,18 @@ impl TestServer {
         }
     }
 
+    /// Revokes a key as the operator; the status.
+    pub async fn revoke(&self, key_id: &str) -> u16 {
+        self.http
+            .delete(self.url(&format!("/v1/admin/keys/{key_id}")))
+            .bearer_auth(&self.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// `POST path` with a multipart form; the status and the JSON answer (null if none).
     pub async fn post_form(&self, key: &str, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
         let r = self
