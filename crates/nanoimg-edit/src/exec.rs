@@ -35,9 +35,10 @@ pub trait Painter {
     }
 }
 
-/// The prompt and strength of an upscale's model pass, which redraws detail after resampling.
+/// The prompt and strength of an upscale's model pass, which redraws detail after resampling
+/// (the strength is also what prices the pass).
 const UPSCALE_PROMPT: &str = "high detail, sharp focus";
-const UPSCALE_STRENGTH: f64 = 0.25;
+pub const UPSCALE_STRENGTH: f64 = 0.25;
 
 /// Runs `plan` on `img`. `mask` (255 = may change), from an OpenAI-style edit, limits the
 /// generative operations that have no area of their own (restyle, variation); it is stretched

@@ -31,11 +31,11 @@ pub(crate) async fn admit(
 }
 
 /// 507 `storage_quota_exceeded` once the tenant keeps `rate.max_stored_bytes_per_tenant` bytes
-/// of images: checked before every job, upload and character, so a tenant overshoots by at most
-/// what one of them adds.
+/// of images: checked once per request that stores (every admitted job here, an asset upload
+/// and a character in their routes), so a tenant overshoots by at most what one request adds.
 pub(crate) async fn check_storage(state: &AppState, auth: &Auth) -> ApiResult<()> {
     let quota = state.config.rate.max_stored_bytes_per_tenant;
-    let kept = state.store.scoped(auth.tenant_id()).usage().await?.image_bytes;
+    let kept = state.store.scoped(auth.tenant_id()).stored_bytes().await?;
     if u64::try_from(kept).unwrap_or(0) < quota {
         return Ok(());
     }

@@ -8,14 +8,12 @@
 //! `budget.megapixel_steps_per_minute`.
 
 use crate::spec::JobSpec;
+use nanoimg_edit::exec::UPSCALE_STRENGTH;
 use nanoimg_edit::{Op, PlanLimits};
 
 /// A pixel operation's cost per megapixel, in steps: resampling, curves and captions are
 /// linear in the pixels and about a thousand times cheaper than a UNet step.
 const PIXEL_OP_STEPS: f64 = 0.01;
-
-/// The strength of an upscale's model pass (`nanoimg_edit::exec`).
-const UPSCALE_STRENGTH: f64 = 0.25;
 
 /// The megapixel-steps `spec` will cost; `max_pixels` is the most the model draws in one pass
 /// (larger pictures in a plan are drawn at that size and resampled back).

@@ -56,6 +56,16 @@ pub struct ImageRequest {
     pub dry_run: Option<bool>,
 }
 
+/// The request's `moderation` field (`auto` when absent), or 400 naming it.
+pub(crate) fn strictness(asked: Option<&str>) -> ApiResult<nanoimg_safety::Strictness> {
+    asked
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e: nanoimg_safety::prompt::UnknownStrictness| {
+            ApiError::invalid("moderation", e.to_string())
+        })
+}
+
 /// Form fields that are numbers or booleans.
 pub(crate) const TYPED_FIELDS: &[&str] = &[
     "n",
@@ -284,10 +294,7 @@ impl GenerationParams {
                 return Err(ApiError::invalid("output_compression", "must be 0 to 100"));
             }
         }
-        let moderation: nanoimg_safety::Strictness =
-            self.moderation.as_deref().unwrap_or("auto").parse().map_err(
-                |e: nanoimg_safety::prompt::UnknownStrictness| ApiError::invalid("moderation", e.to_string()),
-            )?;
+        let moderation = strictness(self.moderation.as_deref())?;
         let partial_images = self.partial_images.unwrap_or(0);
         if partial_images > 3 {
             return Err(ApiError::invalid("partial_images", "must be 0 to 3"));

@@ -18,6 +18,17 @@ pub struct Usage {
 }
 
 impl Scoped<'_> {
+    /// Bytes of the tenant's stored images (the quota's measure): one sum.
+    pub async fn stored_bytes(&self) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS bytes FROM assets WHERE tenant_id = $1",
+        )
+        .bind(self.tenant_id)
+        .fetch_one(&self.store.db.pool)
+        .await?;
+        Ok(row.try_get("bytes")?)
+    }
+
     /// Counts the tenant's rows; one query, so the numbers agree with each other.
     pub async fn usage(&self) -> Result<Usage> {
         let row = sqlx::query(

@@ -37,6 +37,7 @@ pub(crate) async fn upload(
         [(name, bytes)] if name == "file" => bytes,
         _ => return Err(ApiError::invalid("file", "send exactly one file, named `file`")),
     };
+    crate::admission::check_storage(&state, &auth).await?;
     let img = uploads::accept(&state, &auth, file, "file").await?.to_rgb8();
     let id = uploads::store(&state, &auth, &img, "file").await?;
     state

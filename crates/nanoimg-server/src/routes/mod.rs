@@ -103,7 +103,7 @@ pub const ROUTES: &[Route] = &[
     route!(delete "/v1/me", ACCOUNT, "json", account::erase,
         "Erase everything the caller's tenant has; {\"confirm\": tenant name}"),
     route!(get "/v1/me/usage", KEY, "none", account::usage,
-        "What is left of the key's per-minute budgets, running jobs and stored data"),
+        "What is left of the tenant's per-minute budgets, running jobs and stored data"),
     route!(get "/v1/me/keys", ACCOUNT, "none", account::list_keys, "The tenant's own keys"),
     route!(post "/v1/me/keys", ACCOUNT, "json", account::create_key,
         "Create a key with at most the caller's scopes (its secret is shown once)"),

@@ -18,8 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanoimg_edit::planner::Planned;
 use nanoimg_edit::EditPlan;
-use nanoimg_safety::prompt::UnknownStrictness;
-use nanoimg_safety::Strictness;
 use nanoimg_store::{EditSession, Outcome};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -263,12 +261,7 @@ pub(crate) async fn instruct(
         }
         (Some(text), None) => {
             let history = lineage(&session, &base.id);
-            let strictness = match req.moderation.as_deref() {
-                None => Strictness::default(),
-                Some(s) => s
-                    .parse()
-                    .map_err(|e: UnknownStrictness| ApiError::invalid("moderation", e.to_string()))?,
-            };
+            let strictness = crate::params::strictness(req.moderation.as_deref())?;
             match plan_instruction(&state, &auth, text, size, &history, strictness, "instruction").await? {
                 Ok((Planned::Edit(plan), by)) => (text.clone(), plan, by),
                 Ok((step, _)) => {
