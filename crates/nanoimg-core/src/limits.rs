@@ -37,7 +37,28 @@ impl Default for Limits {
 /// Width and height must be multiples of this (the VAE downsamples by 8).
 pub const SIZE_MULTIPLE: u32 = 8;
 
+/// The size nearest `w`×`h` in its aspect ratio with both sides within `min_side..=max_side`,
+/// at most `max_pixels`, and multiples of 8. A picture too small for the model is drawn larger,
+/// one too large smaller.
+pub fn fit_size(w: u32, h: u32, min_side: u32, max_side: u32, max_pixels: u64) -> (u32, u32) {
+    let (fw, fh) = (f64::from(w.max(1)), f64::from(h.max(1)));
+    let mut s = (f64::from(min_side) / fw.min(fh)).max(1.0);
+    s = s
+        .min(f64::from(max_side) / fw.max(fh))
+        .min((max_pixels as f64 / (fw * fh)).sqrt());
+    let side = |v: f64| {
+        let v = ((v * s).round() as u32 / 8 * 8).max(8);
+        v.clamp(min_side.div_ceil(8) * 8, (max_side / 8 * 8).max(8))
+    };
+    (side(fw), side(fh))
+}
+
 impl Limits {
+    /// The size to draw a `w`×`h` picture at within these limits ([`fit_size`]).
+    pub fn fit(&self, w: u32, h: u32) -> (u32, u32) {
+        fit_size(w, h, self.min_side, self.max_side, self.max_pixels)
+    }
+
     /// Checks an output size: within the side and pixel caps, and a multiple of 8.
     pub fn check_size(&self, size: ImageSize) -> Result<(), InvalidParam> {
         for (name, v) in [("width", size.width), ("height", size.height)] {
@@ -155,5 +176,21 @@ mod tests {
         assert_eq!(l.check_strength(0.0).unwrap_err().param, "strength");
         assert_eq!(l.check_strength(1.5).unwrap_err().param, "strength");
         l.check_strength(1.0).unwrap();
+    }
+
+    #[test]
+    fn sizes_fit_the_model() {
+        // Already fine.
+        assert_eq!(fit_size(512, 384, 64, 1536, 1 << 22), (512, 384));
+        // Rounded down to multiples of 8.
+        assert_eq!(fit_size(515, 389, 64, 1536, 1 << 22), (512, 384));
+        // Too small: scaled up to the smallest side, aspect kept.
+        assert_eq!(fit_size(48, 32, 64, 1536, 1 << 22), (96, 64));
+        // Too large: scaled down to the largest side, and to the pixel budget.
+        assert_eq!(fit_size(4000, 2000, 64, 1536, 1 << 40), (1536, 768));
+        assert_eq!(fit_size(2048, 2048, 64, 4096, 1024 * 1024), (1024, 1024));
+        // Extreme ratios stay within the bounds even when the ratio cannot be kept.
+        let (w, h) = fit_size(4000, 10, 64, 1536, 1 << 22);
+        assert!((64..=1536).contains(&w) && (64..=1536).contains(&h), "{w}x{h}");
     }
 }

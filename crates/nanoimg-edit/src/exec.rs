@@ -6,6 +6,7 @@ use crate::ops::{self, area_rect};
 use crate::plan::{EditPlan, Op};
 use crate::EditError;
 use image::{GrayImage, Luma, RgbImage};
+use nanoimg_core::limits::fit_size;
 
 /// What draws for generative operations: the engine, in the server and the CLI.
 pub trait Painter {
@@ -109,22 +110,6 @@ fn step<P: Painter>(
     }
 }
 
-/// The size nearest `w`×`h` in its aspect ratio with both sides within `min_side..=max_side`,
-/// at most `max_pixels`, and multiples of 8. A picture too small for the model is drawn larger,
-/// one too large smaller.
-pub fn fit_size(w: u32, h: u32, min_side: u32, max_side: u32, max_pixels: u64) -> (u32, u32) {
-    let (fw, fh) = (f64::from(w.max(1)), f64::from(h.max(1)));
-    let mut s = (f64::from(min_side) / fw.min(fh)).max(1.0);
-    s = s
-        .min(f64::from(max_side) / fw.max(fh))
-        .min((max_pixels as f64 / (fw * fh)).sqrt());
-    let side = |v: f64| {
-        let v = ((v * s).round() as u32 / 8 * 8).max(8);
-        v.clamp(min_side.div_ceil(8) * 8, (max_side / 8 * 8).max(8))
-    };
-    (side(fw), side(fh))
-}
-
 /// Paints at the size the painter can draw ([`Painter::drawable`]) and resamples the result
 /// back to the picture's own size.
 fn paint_at_size<P: Painter>(
@@ -149,25 +134,4 @@ fn paint_at_size<P: Painter>(
     let mask = mask.map(|m| image::imageops::resize(m, ew, eh, image::imageops::FilterType::Nearest));
     let out = painter.paint(&fitted, prompt, strength, mask.as_ref())?;
     Ok(ops::apply(&out, &Op::Resize { width: w, height: h })?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fit_size;
-
-    #[test]
-    fn sizes_fit_the_model() {
-        // Already fine.
-        assert_eq!(fit_size(512, 384, 64, 1536, 1 << 22), (512, 384));
-        // Rounded down to multiples of 8.
-        assert_eq!(fit_size(515, 389, 64, 1536, 1 << 22), (512, 384));
-        // Too small: scaled up to the smallest side, aspect kept.
-        assert_eq!(fit_size(48, 32, 64, 1536, 1 << 22), (96, 64));
-        // Too large: scaled down to the largest side, and to the pixel budget.
-        assert_eq!(fit_size(4000, 2000, 64, 1536, 1 << 40), (1536, 768));
-        assert_eq!(fit_size(2048, 2048, 64, 4096, 1024 * 1024), (1024, 1024));
-        // Extreme ratios stay within the bounds even when the ratio cannot be kept.
-        let (w, h) = fit_size(4000, 10, 64, 1536, 1 << 22);
-        assert!((64..=1536).contains(&w) && (64..=1536).contains(&h), "{w}x{h}");
-    }
 }

@@ -7,7 +7,8 @@ use crate::models::clip::ClipTextConfig;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
 use crate::schedulers::{NoiseSchedule, SchedulerConfig, SchedulerName};
-use nanoimg_core::ImageSize;
+use nanoimg_core::limits::{fit_size, SIZE_MULTIPLE};
+use nanoimg_core::{ImageSize, Limits};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,10 @@ struct Overrides {
     scheduler: Option<String>,
     #[serde(default)]
     size: Option<String>,
+    /// The largest picture the model draws (`WIDTHxHEIGHT`); larger requests are drawn within it
+    /// and resampled.
+    #[serde(default)]
+    max_size: Option<String>,
     #[serde(default)]
     description: Option<String>,
 }
@@ -76,12 +81,49 @@ pub struct ModelInfo {
     pub components: Vec<String>,
     pub size_bytes: u64,
     pub defaults: ModelDefaults,
+    /// The largest picture the model draws, from `nanoimg.json` (a model trained at one small
+    /// size, such as the bundled one): a larger request is drawn within it, in its aspect, and
+    /// resampled to the size asked, so it costs what the model really draws. `None`: only the
+    /// caller's limits apply.
+    pub max_size: Option<ImageSize>,
     #[serde(skip)]
     pub force_zeros_for_empty_prompt: bool,
     pub description: Option<String>,
 }
 
 impl ModelInfo {
+    /// `limits` narrowed to what the model draws: with a `max_size`, no side longer than its
+    /// longer side and no more pixels than it has.
+    pub fn capped(&self, limits: &Limits) -> Limits {
+        let mut l = limits.clone();
+        if let Some(m) = self.max_size {
+            l.max_side = l.max_side.min(m.width.max(m.height));
+            l.max_pixels = l.max_pixels.min(m.pixels());
+            l.min_side = l.min_side.min(l.max_side);
+        }
+        l
+    }
+
+    /// The size the model draws a request for `asked` at: `asked` itself, or with a `max_size`
+    /// it does not fit, the nearest size in its aspect within it.
+    pub fn drawn_size(&self, asked: ImageSize) -> ImageSize {
+        match self.max_size {
+            Some(m)
+                if asked.width.max(asked.height) > m.width.max(m.height) || asked.pixels() > m.pixels() =>
+            {
+                let (w, h) = fit_size(
+                    asked.width,
+                    asked.height,
+                    SIZE_MULTIPLE,
+                    m.width.max(m.height),
+                    m.pixels(),
+                );
+                ImageSize::new(w, h)
+            }
+            _ => asked,
+        }
+    }
+
     /// Reads a model folder's configs and checks that every component it needs is present.
     pub fn inspect(path: &Path) -> Result<Self> {
         let folder = ModelFolder::open(path)?;
@@ -204,6 +246,7 @@ impl ModelInfo {
             components,
             size_bytes: folder.size_bytes(),
             defaults,
+            max_size: overrides.max_size.as_deref().map(str::parse).transpose()?,
             force_zeros_for_empty_prompt: folder
                 .index()
                 .get("force_zeros_for_empty_prompt")

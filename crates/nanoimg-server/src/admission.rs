@@ -24,17 +24,28 @@ pub(crate) async fn admit(
     character_strength: Option<f64>,
 ) -> ApiResult<()> {
     vet(state, auth, spec, character_strength).await?;
-    let cost = priced(state, spec)?;
+    let cost = priced(state, auth, spec)?;
     check_storage(state, auth).await?;
     charge_images(state, auth, spec.n)?;
     charge_compute(state, auth, cost)
 }
 
-/// 507 `storage_quota_exceeded` once the tenant keeps `rate.max_stored_bytes_per_tenant` bytes
-/// of images: checked once per request that stores (every admitted job here, an asset upload
-/// and a character in their routes), so a tenant overshoots by at most what one request adds.
+/// Where a limit of the tenant comes from, for messages: its own override, or the server's
+/// setting `rate.{server}`.
+fn source(overridden: bool, own: &str, server: &str) -> String {
+    if overridden {
+        format!("the tenant's {own}")
+    } else {
+        format!("rate.{server}")
+    }
+}
+
+/// 507 `storage_quota_exceeded` once the tenant keeps its quota of image bytes
+/// (`rate.max_stored_bytes_per_tenant`, or its own `max_stored_bytes`): checked once per request
+/// that stores (every admitted job here, an asset upload and a character in their routes), so a
+/// tenant overshoots by at most what one request adds.
 pub(crate) async fn check_storage(state: &AppState, auth: &Auth) -> ApiResult<()> {
-    let quota = state.config.rate.max_stored_bytes_per_tenant;
+    let quota = auth.limits.max_stored_bytes;
     let kept = state.store.scoped(auth.tenant_id()).stored_bytes().await?;
     if u64::try_from(kept).unwrap_or(0) < quota {
         return Ok(());
@@ -45,25 +56,41 @@ pub(crate) async fn check_storage(state: &AppState, auth: &Auth) -> ApiResult<()
         "insufficient_quota",
         "storage_quota_exceeded",
         format!(
-            "this tenant keeps {kept} bytes of images and may keep {quota} \
-             (rate.max_stored_bytes_per_tenant); delete images to make room"
+            "this tenant keeps {kept} bytes of images and may keep {quota} ({}); delete images to \
+             make room",
+            source(
+                auth.principal.tenant.limits.max_stored_bytes.is_some(),
+                "max_stored_bytes",
+                "max_stored_bytes_per_tenant"
+            )
         ),
     ))
 }
 
 /// The job's cost in megapixel-steps, or 400 `job_too_costly` naming the cost and the cap.
 /// Dry runs are priced too, so a client learns before it asks.
-pub(crate) fn priced(state: &AppState, spec: &JobSpec) -> ApiResult<u32> {
-    let cost = crate::cost::megapixel_steps(spec, state.config.limits.max_pixels);
-    let cap = state.config.rate.max_job_megapixel_steps;
+pub(crate) fn priced(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult<u32> {
+    // Priced at what the model draws: a model with a largest size draws larger requests within
+    // it (and they are resampled), so they cost what it draws.
+    let drawn = match state.catalog.pick(Some(&spec.model)) {
+        Some(m) => m.info.capped(&state.config.limits).max_pixels,
+        None => state.config.limits.max_pixels,
+    };
+    let cost = crate::cost::megapixel_steps(spec, drawn);
+    let cap = auth.limits.max_job_megapixel_steps;
     if cost > f64::from(cap) {
         state.metrics.reject("job_too_costly");
+        let from = source(
+            auth.principal.tenant.limits.max_job_megapixel_steps.is_some(),
+            "max_job_megapixel_steps",
+            "max_job_megapixel_steps",
+        );
         return Err(ApiError::bad_request(
             "job_too_costly",
             format!(
                 "this job would cost {cost:.1} megapixel-steps (pixels × steps × images × passes); \
-                 one job may cost at most {cap} (rate.max_job_megapixel_steps): ask for fewer or \
-                 smaller images, fewer steps or fewer generative edits"
+                 one job may cost at most {cap} ({from}): ask for fewer or smaller images, fewer \
+                 steps or fewer generative edits"
             ),
         ));
     }
@@ -73,7 +100,7 @@ pub(crate) fn priced(state: &AppState, spec: &JobSpec) -> ApiResult<u32> {
 
 /// Takes `cost` megapixel-steps from the tenant's per-minute compute budget.
 pub(crate) fn charge_compute(state: &AppState, auth: &Auth, cost: u32) -> ApiResult<()> {
-    let per_minute = state.config.rate.megapixel_steps_per_minute;
+    let per_minute = auth.limits.megapixel_steps_per_minute;
     let d = state.compute_limiter.check(auth.tenant_id(), per_minute, cost);
     if d.allowed {
         return Ok(());
@@ -87,9 +114,14 @@ pub(crate) fn charge_compute(state: &AppState, auth: &Auth, cost: u32) -> ApiRes
         "compute_budget_exceeded",
         format!(
             "this job costs {cost} megapixel-steps and the tenant has {} of its {} a minute left \
-             (rate.megapixel_steps_per_minute); try again in {:.0} s",
+             ({}); try again in {:.0} s",
             d.remaining,
             d.limit,
+            source(
+                auth.principal.tenant.limits.megapixel_steps_per_minute.is_some(),
+                "megapixel_steps_per_minute",
+                "megapixel_steps_per_minute"
+            ),
             d.retry_after.min(60.0).ceil()
         ),
         d.retry_after.min(60.0),

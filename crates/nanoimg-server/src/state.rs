@@ -33,12 +33,17 @@ pub struct Shared {
     pub failure_audit_limiter: RateLimiter,
 }
 
-/// The rate limits that apply to one tenant: its overrides, else the server's defaults.
+/// The rates, budgets and quotas that apply to one tenant: its overrides, else the server's
+/// defaults (`[rate]`).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RateLimits {
     pub requests_per_minute: u32,
     pub images_per_minute: u32,
     pub concurrent_jobs: usize,
+    pub megapixel_steps_per_minute: u32,
+    pub max_job_megapixel_steps: u32,
+    pub max_stored_bytes: u64,
+    pub max_keys: u32,
 }
 
 impl Shared {
@@ -50,6 +55,14 @@ impl Shared {
             concurrent_jobs: own
                 .concurrent_jobs
                 .map_or(rate.concurrent_jobs_per_tenant, |c| c as usize),
+            megapixel_steps_per_minute: own
+                .megapixel_steps_per_minute
+                .unwrap_or(rate.megapixel_steps_per_minute),
+            max_job_megapixel_steps: own
+                .max_job_megapixel_steps
+                .unwrap_or(rate.max_job_megapixel_steps),
+            max_stored_bytes: own.max_stored_bytes.unwrap_or(rate.max_stored_bytes_per_tenant),
+            max_keys: own.max_keys.unwrap_or(rate.keys_per_tenant),
         }
     }
 

@@ -442,6 +442,9 @@ async function fillArea() {
     }
     body = { plan: { version: 1, ops: [{ op: 'restyle', prompt, strength: 1 }] }, mask_id: mask.id };
   }
+  // A seed makes a repaint repeatable; without one the server picks one.
+  const seed = $('edit-seed').value.trim();
+  if (seed !== '') body.seed = Number(seed);
   if (await instruct(body, 'Painting…')) {
     $('area-prompt').value = '';
     setMode(null);

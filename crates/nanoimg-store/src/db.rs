@@ -20,6 +20,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/sqlite/0008_retention.sql")),
     (9, include_str!("../migrations/sqlite/0009_shared_queue.sql")),
     (10, include_str!("../migrations/sqlite/0010_admission_lock.sql")),
+    (11, include_str!("../migrations/sqlite/0011_tenant_budgets.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -36,6 +37,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/postgres/0008_retention.sql")),
     (9, include_str!("../migrations/postgres/0009_shared_queue.sql")),
     (10, include_str!("../migrations/postgres/0010_admission_lock.sql")),
+    (11, include_str!("../migrations/postgres/0011_tenant_budgets.sql")),
 ];
 
 /// The migration that adds the audit chain; the events before it are chained in its

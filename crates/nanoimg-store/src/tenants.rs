@@ -36,18 +36,54 @@ pub struct TenantLimits {
     pub images_per_minute: Option<u32>,
     /// Jobs queued or running at once, for the whole tenant.
     pub concurrent_jobs: Option<u32>,
+    /// Compute a minute, in megapixel-steps, for all the tenant's keys together.
+    pub megapixel_steps_per_minute: Option<u32>,
+    /// The most one job may cost, in megapixel-steps.
+    pub max_job_megapixel_steps: Option<u32>,
+    /// Bytes of images the tenant may keep.
+    pub max_stored_bytes: Option<u64>,
+    /// Live keys the tenant may make for itself.
+    pub max_keys: Option<u32>,
 }
 
 impl TenantLimits {
     /// The most any override may be: beyond this a limit is no limit.
     pub const MAX_RATE: u32 = 1_000_000;
     pub const MAX_CONCURRENT: u32 = 10_000;
+    /// A pebibyte.
+    pub const MAX_STORED_BYTES: u64 = 1 << 50;
+    pub const MAX_KEYS: u32 = 10_000;
 
     fn check(&self) -> Result<()> {
+        let wide = |v: Option<u32>| v.map(u64::from);
         let rates = [
-            ("requests_per_minute", self.requests_per_minute, Self::MAX_RATE),
-            ("images_per_minute", self.images_per_minute, Self::MAX_RATE),
-            ("concurrent_jobs", self.concurrent_jobs, Self::MAX_CONCURRENT),
+            (
+                "requests_per_minute",
+                wide(self.requests_per_minute),
+                u64::from(Self::MAX_RATE),
+            ),
+            (
+                "images_per_minute",
+                wide(self.images_per_minute),
+                u64::from(Self::MAX_RATE),
+            ),
+            (
+                "concurrent_jobs",
+                wide(self.concurrent_jobs),
+                u64::from(Self::MAX_CONCURRENT),
+            ),
+            (
+                "megapixel_steps_per_minute",
+                wide(self.megapixel_steps_per_minute),
+                u64::from(Self::MAX_RATE),
+            ),
+            (
+                "max_job_megapixel_steps",
+                wide(self.max_job_megapixel_steps),
+                u64::from(Self::MAX_RATE),
+            ),
+            ("max_stored_bytes", self.max_stored_bytes, Self::MAX_STORED_BYTES),
+            ("max_keys", wide(self.max_keys), u64::from(Self::MAX_KEYS)),
         ];
         for (name, v, max) in rates {
             if v.is_some_and(|v| v == 0 || v > max) {
@@ -161,8 +197,13 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 /// A tenant from a row whose tenant columns are named `{prefix}id`, `{prefix}name`, ….
 fn tenant_from(row: &AnyRow, prefix: &str) -> Result<Tenant> {
     let col = |c: &str| format!("{prefix}{c}");
-    let limit = |c: &str| -> Result<Option<u32>> {
+    let wide = |c: &str| -> Result<Option<u64>> {
         row.try_get::<Option<i64>, _>(col(c).as_str())?
+            .map(|v| u64::try_from(v).map_err(|_| corrupt(format!("tenant {c}: {v}"))))
+            .transpose()
+    };
+    let limit = |c: &str| -> Result<Option<u32>> {
+        wide(c)?
             .map(|v| u32::try_from(v).map_err(|_| corrupt(format!("tenant {c}: {v}"))))
             .transpose()
     };
@@ -177,11 +218,15 @@ fn tenant_from(row: &AnyRow, prefix: &str) -> Result<Tenant> {
             requests_per_minute: limit("requests_per_minute")?,
             images_per_minute: limit("images_per_minute")?,
             concurrent_jobs: limit("concurrent_jobs")?,
+            megapixel_steps_per_minute: limit("megapixel_steps_per_minute")?,
+            max_job_megapixel_steps: limit("max_job_megapixel_steps")?,
+            max_stored_bytes: wide("max_stored_bytes")?,
+            max_keys: limit("max_keys")?,
         },
     })
 }
 
-const TENANT_COLUMNS: [&str; 9] = [
+const TENANT_COLUMNS: [&str; 13] = [
     "id",
     "name",
     "is_admin",
@@ -189,6 +234,10 @@ const TENANT_COLUMNS: [&str; 9] = [
     "requests_per_minute",
     "images_per_minute",
     "concurrent_jobs",
+    "megapixel_steps_per_minute",
+    "max_job_megapixel_steps",
+    "max_stored_bytes",
+    "max_keys",
     "allow_low_moderation",
     "retention_days",
 ];
@@ -305,11 +354,17 @@ impl System<'_> {
         let t = self.tenant(id_or_name).await?;
         sqlx::query(
             "UPDATE tenants SET requests_per_minute = $1, images_per_minute = $2, \
-             concurrent_jobs = $3 WHERE id = $4",
+             concurrent_jobs = $3, megapixel_steps_per_minute = $4, \
+             max_job_megapixel_steps = $5, max_stored_bytes = $6, max_keys = $7 WHERE id = $8",
         )
         .bind(limits.requests_per_minute.map(i64::from))
         .bind(limits.images_per_minute.map(i64::from))
         .bind(limits.concurrent_jobs.map(i64::from))
+        .bind(limits.megapixel_steps_per_minute.map(i64::from))
+        .bind(limits.max_job_megapixel_steps.map(i64::from))
+        // Checked above: at most MAX_STORED_BYTES, which fits.
+        .bind(limits.max_stored_bytes.map(|b| b as i64))
+        .bind(limits.max_keys.map(i64::from))
         .bind(&t.id)
         .execute(&self.store.db.pool)
         .await?;

@@ -116,6 +116,11 @@ async fn tenant_limits_are_stored_checked_and_reach_the_principal(db: TestDb) {
         requests_per_minute: Some(5000),
         images_per_minute: None,
         concurrent_jobs: Some(8),
+        megapixel_steps_per_minute: Some(12_000),
+        max_job_megapixel_steps: None,
+        // Past what 32 bits hold.
+        max_stored_bytes: Some(5 << 40),
+        max_keys: Some(3),
     };
     let updated = s.system().set_tenant_limits("acme", &limits).await.unwrap();
     assert_eq!(updated.limits, limits);
@@ -128,6 +133,18 @@ async fn tenant_limits_are_stored_checked_and_reach_the_principal(db: TestDb) {
         },
         TenantLimits {
             concurrent_jobs: Some(TenantLimits::MAX_CONCURRENT + 1),
+            ..limits
+        },
+        TenantLimits {
+            megapixel_steps_per_minute: Some(0),
+            ..limits
+        },
+        TenantLimits {
+            max_stored_bytes: Some(TenantLimits::MAX_STORED_BYTES + 1),
+            ..limits
+        },
+        TenantLimits {
+            max_keys: Some(0),
             ..limits
         },
     ] {

@@ -66,15 +66,27 @@ pub enum TenantsCommand {
     Limits {
         /// Tenant name or id.
         tenant: String,
-        /// Requests a minute, per API key.
+        /// Requests a minute, for all the tenant's keys together.
         #[arg(long)]
         requests_per_minute: Option<LimitArg>,
-        /// Images a minute, per API key.
+        /// Images a minute, for all the tenant's keys together.
         #[arg(long)]
         images_per_minute: Option<LimitArg>,
         /// Jobs queued or running at once, for the tenant.
         #[arg(long)]
         concurrent_jobs: Option<LimitArg>,
+        /// Compute a minute, in megapixel-steps (pixels × steps × images × passes / 10^6).
+        #[arg(long)]
+        megapixel_steps_per_minute: Option<LimitArg>,
+        /// The most one job may cost, in megapixel-steps.
+        #[arg(long)]
+        max_job_megapixel_steps: Option<LimitArg>,
+        /// Bytes of images the tenant may keep.
+        #[arg(long)]
+        max_stored_bytes: Option<LimitArg<u64>>,
+        /// Live keys the tenant may make for itself.
+        #[arg(long)]
+        max_keys: Option<LimitArg>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -115,12 +127,12 @@ pub enum TenantsCommand {
 
 /// A limit given on the command line: a number, or `default`.
 #[derive(Debug, Clone, Copy)]
-pub enum LimitArg {
+pub enum LimitArg<T = u32> {
     Default,
-    Value(u32),
+    Value(T),
 }
 
-impl std::str::FromStr for LimitArg {
+impl<T: std::str::FromStr> std::str::FromStr for LimitArg<T> {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         if s == "default" {
@@ -132,8 +144,8 @@ impl std::str::FromStr for LimitArg {
     }
 }
 
-impl LimitArg {
-    fn apply(arg: Option<LimitArg>, current: Option<u32>) -> Option<u32> {
+impl<T> LimitArg<T> {
+    fn apply(arg: Option<LimitArg<T>>, current: Option<T>) -> Option<T> {
         match arg {
             None => current,
             Some(LimitArg::Default) => None,
@@ -464,16 +476,30 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
             requests_per_minute,
             images_per_minute,
             concurrent_jobs,
+            megapixel_steps_per_minute,
+            max_job_megapixel_steps,
+            max_stored_bytes,
+            max_keys,
             data_dir,
         } => with_store(data_dir, |s| async move {
             let mut t = s.system().tenant(&tenant).await?;
-            if requests_per_minute.is_some() || images_per_minute.is_some() || concurrent_jobs.is_some() {
-                let now = t.limits;
-                let limits = TenantLimits {
-                    requests_per_minute: LimitArg::apply(requests_per_minute, now.requests_per_minute),
-                    images_per_minute: LimitArg::apply(images_per_minute, now.images_per_minute),
-                    concurrent_jobs: LimitArg::apply(concurrent_jobs, now.concurrent_jobs),
-                };
+            let now = t.limits;
+            let limits = TenantLimits {
+                requests_per_minute: LimitArg::apply(requests_per_minute, now.requests_per_minute),
+                images_per_minute: LimitArg::apply(images_per_minute, now.images_per_minute),
+                concurrent_jobs: LimitArg::apply(concurrent_jobs, now.concurrent_jobs),
+                megapixel_steps_per_minute: LimitArg::apply(
+                    megapixel_steps_per_minute,
+                    now.megapixel_steps_per_minute,
+                ),
+                max_job_megapixel_steps: LimitArg::apply(
+                    max_job_megapixel_steps,
+                    now.max_job_megapixel_steps,
+                ),
+                max_stored_bytes: LimitArg::apply(max_stored_bytes, now.max_stored_bytes),
+                max_keys: LimitArg::apply(max_keys, now.max_keys),
+            };
+            if limits != now {
                 t = s.system().set_tenant_limits(&t.id, &limits).await?;
                 s.system()
                     .audit(cli_event(
@@ -484,11 +510,26 @@ pub fn tenants(cmd: TenantsCommand) -> Result<()> {
                     ))
                     .await?;
             }
-            let show = |v: Option<u32>| v.map_or("default".to_owned(), |v| v.to_string());
+            let show = |v: Option<u64>| v.map_or("default".to_owned(), |v| v.to_string());
+            let l = &t.limits;
             println!("allow_low_moderation {}", t.allow_low_moderation);
-            println!("requests_per_minute {}", show(t.limits.requests_per_minute));
-            println!("images_per_minute   {}", show(t.limits.images_per_minute));
-            println!("concurrent_jobs     {}", show(t.limits.concurrent_jobs));
+            for (name, v) in [
+                ("requests_per_minute", l.requests_per_minute.map(u64::from)),
+                ("images_per_minute", l.images_per_minute.map(u64::from)),
+                ("concurrent_jobs", l.concurrent_jobs.map(u64::from)),
+                (
+                    "megapixel_steps_per_minute",
+                    l.megapixel_steps_per_minute.map(u64::from),
+                ),
+                (
+                    "max_job_megapixel_steps",
+                    l.max_job_megapixel_steps.map(u64::from),
+                ),
+                ("max_stored_bytes", l.max_stored_bytes),
+                ("max_keys", l.max_keys.map(u64::from)),
+            ] {
+                println!("{name:<26} {}", show(v));
+            }
             Ok(())
         }),
     }

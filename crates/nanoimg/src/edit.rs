@@ -117,7 +117,7 @@ impl Painter for ModelPainter<'_> {
 
     fn drawable(&self, w: u32, h: u32) -> (u32, u32) {
         let l = Limits::default();
-        exec::fit_size(w, h, l.min_side, l.max_side, l.max_pixels)
+        l.fit(w, h)
     }
 
     fn paint(

@@ -207,7 +207,9 @@ impl StableDiffusion {
             .transpose()?;
         let parts: Vec<&TextConditioning> = uncond.iter().chain(std::iter::once(&cond)).collect();
         let context = Tensor::cat(&parts.iter().map(|c| &c.context).collect::<Vec<_>>(), 0)?;
-        let added = self.added_conditioning(&parts, (req.size.width, req.size.height))?;
+        // SDXL's size conditioning: the size the model draws.
+        let drawn = self.info.drawn_size(req.size);
+        let added = self.added_conditioning(&parts, (drawn.width, drawn.height))?;
         Ok(Conditioning {
             context,
             added,
@@ -277,28 +279,25 @@ impl StableDiffusion {
     ) -> Result<Vec<GeneratedImage>> {
         self.validate(req, limits)?;
         let cond = self.conditioning(req)?;
-        let (w, h) = (req.size.width, req.size.height);
+        // A model with a largest size draws a larger request within it; the images are
+        // resampled to the size asked.
+        let asked = req.size;
+        let drawn = self.info.drawn_size(asked);
+        let (w, h) = (drawn.width, drawn.height);
         let scale = self.vae_scale();
         let latent_hw = (h as usize / scale, w as usize / scale);
         let latent_c = self.vae.config().latent_channels;
         let shape = [1, latent_c, latent_hw.0, latent_hw.1];
 
-        // The init image, at the output size.
+        // The init image, at the size drawn, and (to keep its unmasked pixels) at the size asked.
         let init = req.init.as_ref().map(|i| {
-            let image = if i.image.dimensions() == (w, h) {
-                i.image.clone()
-            } else {
-                image::imageops::resize(&i.image, w, h, image::imageops::FilterType::Lanczos3)
-            };
-            let mask = i.mask.as_ref().map(|m| {
-                if m.dimensions() == (w, h) {
-                    m.clone()
-                } else {
-                    image::imageops::resize(m, w, h, image::imageops::FilterType::Triangle)
-                }
-            });
+            let (image, mask) = init_at(i, drawn);
             (image, mask, i.strength)
         });
+        let kept = match &req.init {
+            Some(i) if i.mask.is_some() && drawn != asked => Some(init_at(i, asked)),
+            _ => None,
+        };
         let image_latents = init
             .as_ref()
             .map(|(image, _, _)| self.encode_image(image))
@@ -373,8 +372,19 @@ impl StableDiffusion {
             }
             let decoded = self.vae.decode(&x.to_dtype(self.vae_dtype)?)?;
             let mut image = tensor_to_image(&decoded)?;
-            if let Some((orig, Some(mask), _)) = &init {
-                paste_unmasked(&mut image, orig, mask);
+            if drawn != asked {
+                image = image::imageops::resize(
+                    &image,
+                    asked.width,
+                    asked.height,
+                    image::imageops::FilterType::Lanczos3,
+                );
+            }
+            match (&kept, &init) {
+                (Some((orig, Some(mask))), _) | (None, Some((orig, Some(mask), _))) => {
+                    paste_unmasked(&mut image, orig, mask)
+                }
+                _ => {}
             }
             out.push(GeneratedImage { image, seed });
         }
@@ -413,6 +423,24 @@ impl StableDiffusion {
             Ok(out)
         }
     }
+}
+
+/// An init image and its mask at `size`.
+fn init_at(i: &InitImage, size: ImageSize) -> (RgbImage, Option<GrayImage>) {
+    let (w, h) = (size.width, size.height);
+    let image = if i.image.dimensions() == (w, h) {
+        i.image.clone()
+    } else {
+        image::imageops::resize(&i.image, w, h, image::imageops::FilterType::Lanczos3)
+    };
+    let mask = i.mask.as_ref().map(|m| {
+        if m.dimensions() == (w, h) {
+            m.clone()
+        } else {
+            image::imageops::resize(m, w, h, image::imageops::FilterType::Triangle)
+        }
+    });
+    (image, mask)
 }
 
 /// Number of steps img2img runs for a strength (diffusers: ⌊steps × strength⌋).

@@ -385,3 +385,72 @@ fn sdxl_vae_with_force_upcast_stays_f32_when_the_model_runs_in_f16() {
     let out = run(&model, &request(&model, 2)).remove(0).image;
     assert_eq!(out.dimensions(), (64, 64));
 }
+
+#[test]
+fn a_model_with_a_largest_size_draws_within_it_and_answers_the_size_asked() {
+    // The tiny SD1 model, told in nanoimg.json that it draws at most 64×64.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capped");
+    nanoimg_engine::synthetic::write_model(
+        &path,
+        &nanoimg_engine::synthetic::SyntheticSpec::tiny(nanoimg_engine::Family::Sd1),
+        1,
+    )
+    .unwrap();
+    std::fs::write(path.join("nanoimg.json"), r#"{"max_size": "64x64"}"#).unwrap();
+    let model = nanoimg_engine::StableDiffusion::load(&path, &Default::default()).unwrap();
+    assert_eq!(model.info().max_size, Some(ImageSize::new(64, 64)));
+    assert_eq!(
+        model.info().drawn_size(ImageSize::new(128, 96)),
+        ImageSize::new(64, 48)
+    );
+    assert_eq!(
+        model.info().drawn_size(ImageSize::new(32, 64)),
+        ImageSize::new(32, 64)
+    );
+    let capped = model.info().capped(&Limits::default());
+    assert_eq!((capped.max_side, capped.max_pixels), (64, 64 * 64));
+
+    // What is drawn is 64×48 (the previews are its latents, an eighth of it); what comes back is
+    // the size asked.
+    struct Sizes(Mutex<Vec<(u32, u32)>>);
+    impl nanoimg_engine::ProgressSink for Sizes {
+        fn on_step(&self, p: &Progress<'_>) {
+            self.0.lock().unwrap().extend(p.preview.map(|i| i.dimensions()));
+        }
+        fn wants_preview(&self) -> bool {
+            true
+        }
+    }
+    let mut req = request(&model, 2);
+    req.size = ImageSize::new(128, 96);
+    let sizes = Sizes(Mutex::new(Vec::new()));
+    let out = model
+        .generate(&req, &Limits::default(), &sizes, &CancelToken::new())
+        .unwrap();
+    assert_eq!(out[0].image.dimensions(), (128, 96));
+    assert_eq!(sizes.0.into_inner().unwrap(), vec![(8, 6), (8, 6)]);
+
+    // Inpainting keeps every unmasked pixel of the picture as it was, at the size asked.
+    let original = test_image(128, 96);
+    let mut mask = GrayImage::new(128, 96);
+    for y in 0..48 {
+        for x in 0..64 {
+            mask.put_pixel(x, y, Luma([255]));
+        }
+    }
+    req.init = Some(InitImage {
+        image: original.clone(),
+        strength: 1.0,
+        mask: Some(mask),
+    });
+    let out = run(&model, &req);
+    let img = &out[0].image;
+    assert_eq!(img.dimensions(), (128, 96));
+    for (x, y, p) in img.enumerate_pixels() {
+        if x >= 64 || y >= 48 {
+            assert_eq!(p, original.get_pixel(x, y), "({x}, {y}) changed");
+        }
+    }
+    assert!(mean_abs_diff(img, &original) > 0.5, "nothing was painted");
+}

@@ -26,8 +26,32 @@ use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_store::{AuditEvent, NewAsset, NewVersion, Outcome};
 use std::sync::{Arc, Mutex};
 
-/// Runs a job to its outputs.
+/// Runs a job to its outputs. A panic anywhere in it, in its async steps or on a blocking
+/// thread, fails this job and never the worker that runs it.
 pub(super) async fn run(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Output>, JobError> {
+    guarded(steps(ctx, job)).await
+}
+
+/// `work`'s result, or a panic in it as the job's internal error.
+async fn guarded<T>(work: impl std::future::Future<Output = Result<T, JobError>>) -> Result<T, JobError> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Err(panicked(p.as_ref())))
+}
+
+/// A panic's message as the job's error.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> JobError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    JobError::internal(format!("a bug stopped it (a panic: {message})"))
+}
+
+async fn steps(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Output>, JobError> {
     // A claimed job is running already (the claim said so).
     if job.attempt.is_none()
         && !ctx
@@ -105,9 +129,13 @@ pub(super) async fn run(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Ou
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, JobError> + Send + 'static,
 ) -> Result<T, JobError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| JobError::internal(format!("a worker thread failed: {e}")))?
+    match tokio::task::spawn_blocking(f).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => Err(panicked(e.into_panic().as_ref())),
+        Err(e) => Err(JobError::internal(format!(
+            "its blocking thread was stopped: {e}"
+        ))),
+    }
 }
 
 /// How often a waiting job looks at its cancel token.
@@ -245,8 +273,9 @@ impl Painter for JobPainter<'_> {
     type Error = JobError;
 
     fn drawable(&self, w: u32, h: u32) -> (u32, u32) {
-        let l = &self.engine.limits;
-        exec::fit_size(w, h, l.min_side, l.max_side, l.max_pixels)
+        // Within the server's limits and what the model draws.
+        let e = self.engine;
+        e.model.info().capped(&e.limits).fit(w, h)
     }
 
     fn paint(
@@ -476,5 +505,38 @@ async fn add_version(
                 e => JobError::internal(e),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_fails_the_job_and_the_worker_goes_on() {
+        // On the engine's blocking thread.
+        let e = blocking(|| -> Result<(), JobError> { panic!("a shape mismatch") })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, JobError::Internal(m) if m.contains("a shape mismatch")),
+            "{e:?}"
+        );
+        // In an async step (sealing, storing): the worker's task survives it.
+        let bug = true;
+        let e = guarded(async move {
+            if bug {
+                panic!("{}", String::from("an index out of range"));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, JobError::Internal(m) if m.contains("an index out of range")),
+            "{e:?}"
+        );
+        // And the next job runs.
+        assert_eq!(guarded(async { Ok::<_, JobError>(7) }).await.unwrap(), 7);
     }
 }

@@ -1,6 +1,6 @@
 //! The workers of a local queue: async tasks that take the next job, run its [`pipeline`],
 //! record how it ended and tell its watchers. The engine's tensors run on a blocking thread
-//! inside the pipeline; a panic there fails that job, never the worker.
+//! inside the pipeline; a panic anywhere in the pipeline fails that job, never the worker.
 
 use super::queue::LocalQueue;
 use super::{pipeline, shared, JobError, JobEvent, LiveJob, Output};

@@ -15,8 +15,8 @@ use nanoimg_store::{KeyRecord, Scope};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// `GET /v1/me/usage`: what is left of the tenant's per-minute budgets, the tenant's running jobs
-/// against its cap, and what it stores.
+/// `GET /v1/me/usage`: what is left of the tenant's per-minute budgets (requests, images,
+/// compute), its running jobs against its cap, and what it stores against its quota.
 pub(crate) async fn usage(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     // A check that costs nothing reads the bucket without taking from it.
     let requests = state
@@ -25,14 +25,19 @@ pub(crate) async fn usage(State(state): State<AppState>, auth: Auth) -> ApiResul
     let images = state
         .image_limiter
         .check(auth.tenant_id(), auth.limits.images_per_minute, 0);
+    let compute = state
+        .compute_limiter
+        .check(auth.tenant_id(), auth.limits.megapixel_steps_per_minute, 0);
     let active = state.store.system().active_jobs(auth.tenant_id()).await?.len();
     let stored = state.store.scoped(auth.tenant_id()).usage().await?;
     Ok(Json(json!({
         "object": "usage",
         "requests_per_minute": {"limit": requests.limit, "remaining": requests.remaining},
         "images_per_minute": {"limit": images.limit, "remaining": images.remaining},
+        "megapixel_steps_per_minute": {"limit": compute.limit, "remaining": compute.remaining},
         "concurrent_jobs": {"limit": auth.limits.concurrent_jobs, "active": active},
         "stored": stored,
+        "stored_bytes": {"limit": auth.limits.max_stored_bytes, "used": stored.image_bytes},
         "retention_days": auth.principal.tenant.retention_days,
     })))
 }
@@ -45,7 +50,8 @@ pub(crate) async fn list_keys(State(state): State<AppState>, auth: Auth) -> ApiR
 
 /// `POST /v1/me/keys` `{"name", "scopes"?, "expires_in"?}` → 201 with the key, shown once. The
 /// scopes must be ones the calling key has (by default, the caller's non-`account` defaults); it
-/// expires no later than the calling key; the tenant keeps under `rate.keys_per_tenant` keys.
+/// expires no later than the calling key; the tenant keeps under its key quota
+/// (`rate.keys_per_tenant`, or its own `max_keys`).
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
@@ -59,7 +65,7 @@ pub(crate) async fn create_key(
     let ceiling = tenancy::Ceiling {
         scopes: &own,
         expires_at: auth.principal.key.expires_at,
-        max_keys: state.config.rate.keys_per_tenant,
+        max_keys: auth.limits.max_keys,
     };
     tenancy::mint_key(&state, &auth, &auth.principal.tenant, req, Some(ceiling)).await
 }

@@ -67,8 +67,9 @@ pub(crate) async fn erase_tenant(
 }
 
 /// `PUT /v1/admin/tenants/{id}/limits` `{"requests_per_minute"?, "images_per_minute"?,
-/// "concurrent_jobs"?}`: replaces the overrides; a missing or null field means the server's
-/// default. Takes effect on the tenant's next request.
+/// "concurrent_jobs"?, "megapixel_steps_per_minute"?, "max_job_megapixel_steps"?,
+/// "max_stored_bytes"?, "max_keys"?}`: replaces the overrides; a missing or null field means the
+/// server's default. Takes effect on the tenant's next request.
 pub(crate) async fn set_limits(
     State(state): State<AppState>,
     auth: Auth,

@@ -288,7 +288,7 @@ async fn edit_like(
                 strength: strength as f32,
             }]),
         };
-        let cost = priced(&state, &spec)?;
+        let cost = priced(&state, &auth, &spec)?;
         return Ok(Json(serde_json::json!({
             "dry_run": true, "plan": plan, "masked": mask.is_some(), "megapixel_steps": cost,
         }))

@@ -18,22 +18,20 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanoimg_edit::planner::Planned;
 use nanoimg_edit::EditPlan;
-use nanoimg_store::{EditSession, Outcome};
+use nanoimg_store::{EditSession, EditVersion, Outcome};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+fn version_json(v: &EditVersion) -> Value {
+    json!({
+        "id": v.id, "seq": v.seq, "parent_id": v.parent_id, "image_id": v.asset_id,
+        "instruction": v.instruction, "plan": v.plan, "job_id": v.job_id,
+        "created_at": v.created_at,
+    })
+}
+
 fn session_json(s: &EditSession) -> Value {
-    let versions: Vec<Value> = s
-        .versions
-        .iter()
-        .map(|v| {
-            json!({
-                "id": v.id, "seq": v.seq, "parent_id": v.parent_id, "image_id": v.asset_id,
-                "instruction": v.instruction, "plan": v.plan, "job_id": v.job_id,
-                "created_at": v.created_at,
-            })
-        })
-        .collect();
+    let versions: Vec<Value> = s.versions.iter().map(version_json).collect();
     json!({
         "id": s.id,
         "object": "edit_session",
@@ -321,7 +319,7 @@ pub(crate) async fn instruct(
     });
     if req.dry_run {
         vet(&state, &auth, &mut spec, req.character_strength).await?;
-        let cost = priced(&state, &spec)?;
+        let cost = priced(&state, &auth, &spec)?;
         return Ok(Json(json!({
             "dry_run": true, "from_version": base.id, "plan": plan, "planner": planned_by,
             "masked": masked, "megapixel_steps": cost,
@@ -359,10 +357,7 @@ pub(crate) async fn instruct(
         .ok_or_else(|| ApiError::internal("the new version is not in the session"))?;
     let mut out = session_json(&s);
     out["planner"] = json!(planned_by);
-    out["version"] = json!({
-        "id": v.id, "seq": v.seq, "parent_id": v.parent_id, "image_id": v.asset_id,
-        "instruction": v.instruction, "plan": v.plan, "job_id": v.job_id,
-    });
+    out["version"] = version_json(v);
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 

@@ -65,7 +65,8 @@ pub(crate) async fn models(State(state): State<AppState>, _auth: Auth) -> Json<s
                 "id": e.name, "object": "model", "owned_by": "nanoimg",
                 "default": e.name == state.catalog.default_name(),
                 "family": e.info.family, "turbo": e.info.turbo, "inpainting": e.info.inpainting,
-                "defaults": e.info.defaults, "description": e.info.description,
+                "defaults": e.info.defaults, "max_size": e.info.max_size,
+                "description": e.info.description,
             })
         })
         .collect();
@@ -82,6 +83,10 @@ pub(crate) async fn me(State(state): State<AppState>, auth: Auth) -> ApiResult<J
             "requests_per_minute": auth.limits.requests_per_minute,
             "images_per_minute": auth.limits.images_per_minute,
             "concurrent_jobs": auth.limits.concurrent_jobs,
+            "megapixel_steps_per_minute": auth.limits.megapixel_steps_per_minute,
+            "max_job_megapixel_steps": auth.limits.max_job_megapixel_steps,
+            "max_stored_bytes": auth.limits.max_stored_bytes,
+            "max_keys": auth.limits.max_keys,
             "request": state.config.limits,
         },
     })))

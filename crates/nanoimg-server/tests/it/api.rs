@@ -390,7 +390,11 @@ async fn a_tenant_can_have_its_own_limits() {
     let (_, t) = put_limits("big-co", json!({})).await;
     assert_eq!(
         t["limits"],
-        json!({"requests_per_minute": null, "images_per_minute": null, "concurrent_jobs": null})
+        json!({
+            "requests_per_minute": null, "images_per_minute": null, "concurrent_jobs": null,
+            "megapixel_steps_per_minute": null, "max_job_megapixel_steps": null,
+            "max_stored_bytes": null, "max_keys": null,
+        })
     );
     let audit = s.get_json(&s.admin_key, "/v1/admin/audit?limit=1000").await;
     let changes = audit["data"]
@@ -558,6 +562,44 @@ async fn openapi_lists_every_route_and_every_route_is_served() {
         let msg = r["error"]["message"].as_str().unwrap_or_default();
         assert!(!msg.contains("unknown field"), "{field}: {msg}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_is_valid_openapi_3_1_with_a_schema_for_every_answer() {
+    let s = start(|_| {}).await;
+    let doc: Value = s.get_json("", "/openapi.json").await;
+    // Every route says what it answers: a schema for each JSON success, a media type otherwise.
+    for r in nanoimg_server::openapi::ROUTES {
+        let responses = doc["paths"][r.path][r.method]["responses"].as_object().unwrap();
+        let successes: Vec<_> = responses.iter().filter(|(k, _)| k.starts_with('2')).collect();
+        assert!(!successes.is_empty(), "{} {}", r.method, r.path);
+        for (status, resp) in successes {
+            if let Some(schema) = resp["content"]["application/json"]["schema"]["$ref"].as_str() {
+                let name = schema.trim_start_matches("#/components/schemas/");
+                assert!(
+                    doc["components"]["schemas"][name].is_object(),
+                    "{} {} {status}: {schema}",
+                    r.method,
+                    r.path
+                );
+            }
+        }
+    }
+    // And a real OpenAPI 3.1 validator (openapi-spec-validator) accepts the whole document.
+    let file = s.dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/openapi_check.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.trim_end().ends_with("ok"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -928,6 +970,168 @@ async fn compute_is_priced_before_any_work_and_charged_to_the_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_sets_a_tenants_own_budgets_and_quotas() {
+    let s = start(|c| {
+        c.rate.max_job_megapixel_steps = 10;
+        c.rate.megapixel_steps_per_minute = 10;
+    })
+    .await;
+    let (big, big_key) = s.tenant("big-co", ALL_SCOPES).await;
+    let (small, small_key) = s.tenant("small-co", ALL_SCOPES).await;
+    let set = |tenant: String, limits: Value| {
+        let req = s
+            .http
+            .put(s.url(&format!("/v1/admin/tenants/{tenant}/limits")))
+            .bearer_auth(&s.admin_key)
+            .json(&limits);
+        async move { req.send().await.unwrap() }
+    };
+    // One tenant may run bigger jobs and more of them; another keeps almost nothing.
+    let r = set(
+        big.clone(),
+        json!({"max_job_megapixel_steps": 40, "megapixel_steps_per_minute": 100}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["limits"]["max_job_megapixel_steps"], 40, "{t}");
+    let r = set(small.clone(), json!({"max_stored_bytes": 1, "max_keys": 1})).await;
+    assert_eq!(r.status(), 200);
+    // Out of range: refused, nothing changed.
+    let r = set(small.clone(), json!({"megapixel_steps_per_minute": 0})).await;
+    assert_eq!(r.status(), 400);
+    let me = s.get_json(&small_key, "/v1/me").await;
+    assert_eq!(me["limits"]["max_stored_bytes"], 1, "{me}");
+    assert_eq!(
+        me["limits"]["megapixel_steps_per_minute"], 10,
+        "the server's: {me}"
+    );
+
+    // 10.5 megapixel-steps: over the server's cap, within big-co's.
+    let costly = tiny_request(json!({"size": "1024x1024", "steps": 10, "guidance": 1.0}));
+    let r = s.submit(&small_key, costly.clone()).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate.max_job_megapixel_steps"),
+        "{e}"
+    );
+    let id = s.submit_id(&big_key, costly.clone()).await;
+    s.cancel(&big_key, &id).await;
+    let usage = s.get_json(&big_key, "/v1/me/usage").await;
+    assert_eq!(usage["megapixel_steps_per_minute"]["limit"], 100, "{usage}");
+    assert!(
+        usage["megapixel_steps_per_minute"]["remaining"].as_u64().unwrap() <= 89,
+        "{usage}"
+    );
+
+    // small-co's storage quota of one byte: its first upload is the last.
+    let upload = || TestServer::file_form("file", png(64, 64, None));
+    assert_eq!(s.post_form(&small_key, "/v1/assets", upload()).await.0, 201);
+    let (st, e) = s.post_form(&small_key, "/v1/assets", upload()).await;
+    assert_eq!(st, 507, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the tenant's max_stored_bytes"),
+        "{e}"
+    );
+    assert_eq!(s.post_form(&big_key, "/v1/assets", upload()).await.0, 201);
+    let usage = s.get_json(&small_key, "/v1/me/usage").await;
+    assert_eq!(usage["stored_bytes"]["limit"], 1, "{usage}");
+    assert!(usage["stored_bytes"]["used"].as_u64().unwrap() > 1, "{usage}");
+
+    // And one live key: the one it has.
+    let account = s.key(&small, &["account"], None).await;
+    let r = s
+        .http
+        .post(s.url("/v1/me/keys"))
+        .bearer_auth(&account)
+        .json(&json!({"name": "third", "scopes": ["account"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "key_quota_exceeded", "{e}");
+    // Back to the server's defaults.
+    let r = set(small, json!({})).await;
+    let t: Value = r.json().await.unwrap();
+    assert!(t["limits"]["max_keys"].is_null(), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_a_largest_size_is_priced_at_what_it_draws() {
+    // The model draws at most 64×64; a job may cost one megapixel-step.
+    let s = start_with_model(
+        |c| c.rate.max_job_megapixel_steps = 1,
+        |m| std::fs::write(m.join("nanoimg.json"), r#"{"max_size": "64x64"}"#).unwrap(),
+    )
+    .await;
+    let (_, key) = s.tenant("artist", ALL_SCOPES).await;
+    let models = s.get_json(&key, "/v1/models").await;
+    assert_eq!(
+        models["data"][0]["max_size"],
+        json!({"width": 64, "height": 64}),
+        "{models}"
+    );
+    // 512² at 10 steps would cost 2.6 megapixel-steps; drawn at 64² it costs 0.04.
+    let r = s
+        .generate(
+            &key,
+            tiny_request(json!({"size": "512x512", "steps": 10, "guidance": 1.0})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["size"], "512x512", "the size asked");
+    let id = body["data"][0]["id"].as_str().unwrap();
+    let asset = s.get_json(&key, &format!("/v1/assets/{id}")).await;
+    assert_eq!(
+        (asset["width"].as_u64(), asset["height"].as_u64()),
+        (Some(512), Some(512))
+    );
+    // An edit plan's generative steps are drawn within it too.
+    let (st, up) = s
+        .post_form(
+            &key,
+            "/v1/assets",
+            TestServer::file_form("file", png(512, 512, None)),
+        )
+        .await;
+    assert_eq!(st, 201, "{up}");
+    let session = json_of(
+        s.http
+            .post(s.url("/v1/edit-sessions"))
+            .bearer_auth(&key)
+            .json(&json!({"image_id": up["id"]})),
+    )
+    .await;
+    let plan = json!({"plan": {"version": 1, "ops": [{"op": "restyle", "prompt": "ink", "strength": 1.0}]}, "steps": 10});
+    let url = s.url(&format!(
+        "/v1/edit-sessions/{}/instructions",
+        session["id"].as_str().unwrap()
+    ));
+    let mut dry = plan.clone();
+    dry["dry_run"] = true.into();
+    let priced = json_of(s.http.post(&url).bearer_auth(&key).json(&dry)).await;
+    assert_eq!(priced["megapixel_steps"], 1, "{priced}");
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&plan)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_past_its_time_limit_is_stopped_and_fails_with_the_reason() {
     let s = start(|c| c.job_timeout_secs = 1).await;
     let (_, key) = s.tenant("slow", ALL_SCOPES).await;
@@ -1046,7 +1250,8 @@ async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
         c.max_connections = 3;
     })
     .await;
-    let addr = s.base.trim_start_matches("http://").to_owned();
+    // The server's own socket: this is about its connections, not what it answers.
+    let addr = s.direct.trim_start_matches("http://").to_owned();
     // As many clients as connections, each starting a request and never finishing its headers.
     let mut slow = Vec::new();
     for _ in 0..3 {
@@ -1060,7 +1265,7 @@ async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
     // served once the server has cut them off.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
-    let r = reqwest::get(s.url("/healthz")).await.unwrap();
+    let r = reqwest::get(format!("{}/healthz", s.direct)).await.unwrap();
     assert_eq!(r.status(), 200);
     let waited = started.elapsed();
     assert!(

@@ -1,20 +1,27 @@
-//! A real server on 127.0.0.1:0 with a real SQLite file and a tiny random model.
+//! A real server on 127.0.0.1:0 with a real SQLite file and a tiny random model, behind the
+//! contract proxy ([`crate::contract`]): every answer a test gets is checked against the
+//! server's OpenAPI document.
 
 #![allow(dead_code)]
 
+use crate::contract::Contract;
 use nanoimg_engine::registry::Family;
 use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
 use nanoimg_server::{Config, ModelCatalog, Server};
 use serde_json::{json, Value};
 
 pub struct TestServer {
+    /// The contract proxy's URL: what tests talk to.
     pub base: String,
+    /// The server's own address, for tests of the connection itself (timeouts, limits).
+    pub direct: String,
     pub admin_key: String,
     pub http: reqwest::Client,
     pub server: Option<Server>,
     pub config: Config,
     pub model: nanoimg_engine::ModelInfo,
     pub dir: tempfile::TempDir,
+    pub contract: Contract,
 }
 
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
@@ -25,9 +32,27 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
 
 /// As [`start`], but a refusal to start is returned.
 pub async fn try_start(tweak: impl FnOnce(&mut Config)) -> Result<TestServer, String> {
+    try_start_with_model(tweak, |_| {}).await
+}
+
+/// As [`start`], with `prepare` run on the tiny model's folder first (to add a `nanoimg.json`).
+pub async fn start_with_model(
+    tweak: impl FnOnce(&mut Config),
+    prepare: impl FnOnce(&std::path::Path),
+) -> TestServer {
+    try_start_with_model(tweak, prepare)
+        .await
+        .unwrap_or_else(|e| panic!("the server did not start: {e}"))
+}
+
+async fn try_start_with_model(
+    tweak: impl FnOnce(&mut Config),
+    prepare: impl FnOnce(&std::path::Path),
+) -> Result<TestServer, String> {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("models/tiny");
     write_model(&model, &SyntheticSpec::tiny(Family::Sd1), 3).unwrap();
+    prepare(&model);
     let mut cfg = Config {
         bind: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
@@ -41,8 +66,12 @@ pub async fn try_start(tweak: impl FnOnce(&mut Config)) -> Result<TestServer, St
     let (server, first) = nanoimg_server::start(cfg.clone(), catalog(&info))
         .await
         .map_err(|e| e.0)?;
+    let direct = format!("http://{}", server.addr);
+    let contract = Contract::start(&direct).await;
     Ok(TestServer {
-        base: format!("http://{}", server.addr),
+        base: format!("http://{}", contract.addr),
+        direct,
+        contract,
         // A worker makes no admin key.
         admin_key: first.map(|f| f.admin_key).unwrap_or_default(),
         http: reqwest::Client::new(),
@@ -50,6 +79,19 @@ pub async fn try_start(tweak: impl FnOnce(&mut Config)) -> Result<TestServer, St
         config: cfg,
         model: info,
         dir,
+    })
+}
+
+/// The Python of the test packages (tests/python/requirements.txt), which ./scripts/test.sh
+/// installs into .venv-test.
+pub fn python() -> String {
+    std::env::var("NANOIMG_TEST_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv-test/bin/python");
+        assert!(
+            std::path::Path::new(venv).exists(),
+            "the test packages are not installed: run ./scripts/test.sh, which installs them into .venv-test"
+        );
+        venv.to_owned()
     })
 }
 
@@ -67,7 +109,8 @@ impl TestServer {
             .await
             .unwrap();
         assert!(first.is_none(), "a restart does not make a new admin key");
-        self.base = format!("http://{}", server.addr);
+        self.direct = format!("http://{}", server.addr);
+        self.contract.point_at(&self.direct);
         self.server = Some(server);
     }
 

@@ -6,6 +6,7 @@ mod api;
 mod authz;
 mod characters;
 mod common;
+mod contract;
 mod erasure;
 mod hostile;
 mod llm_planner;

@@ -337,16 +337,36 @@ fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
         "{list}"
     );
     // Limits from the shell apply to the running server's next request.
-    let shown = nanoimg(&["tenants", "limits", "shell-co", "--images-per-minute", "7"]);
-    assert!(shown.contains("images_per_minute   7"), "{shown}");
-    assert!(shown.contains("concurrent_jobs     default"), "{shown}");
+    let setting = |shown: &str, name: &str| -> String {
+        let line = shown.lines().find(|l| l.split_whitespace().next() == Some(name));
+        line.and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let shown = nanoimg(&[
+        "tenants",
+        "limits",
+        "shell-co",
+        "--images-per-minute",
+        "7",
+        "--megapixel-steps-per-minute",
+        "900",
+        "--max-stored-bytes",
+        "8000000000",
+    ]);
+    assert_eq!(setting(&shown, "images_per_minute"), "7", "{shown}");
+    assert_eq!(setting(&shown, "concurrent_jobs"), "default", "{shown}");
+    assert_eq!(setting(&shown, "max_stored_bytes"), "8000000000", "{shown}");
     let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
     assert_eq!(me["limits"]["images_per_minute"], 7, "{me}");
+    assert_eq!(me["limits"]["megapixel_steps_per_minute"], 900, "{me}");
+    assert_eq!(me["limits"]["max_stored_bytes"], 8_000_000_000_u64, "{me}");
     nanoimg(&["tenants", "moderation", "shell-co", "--allow-low", "true"]);
     let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
     assert_eq!(me["tenant"]["allow_low_moderation"], true, "{me}");
     let shown = nanoimg(&["tenants", "limits", "shell-co", "--images-per-minute", "default"]);
-    assert!(shown.contains("images_per_minute   default"), "{shown}");
+    assert_eq!(setting(&shown, "images_per_minute"), "default", "{shown}");
+    assert_eq!(setting(&shown, "megapixel_steps_per_minute"), "900", "{shown}");
 
     let key_id = me["key"]["id"].as_str().unwrap();
     nanoimg(&["keys", "revoke", key_id]);

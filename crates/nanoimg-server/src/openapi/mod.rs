@@ -1,9 +1,13 @@
 //! The OpenAPI 3.1 document at `/openapi.json`, built from [`ROUTES`] — the table the router is
-//! built from, so the document lists exactly what the server serves — and from
-//! [`IMAGE_FIELDS`], which a test checks against the request type.
+//! built from, so the document lists exactly what the server serves, each route with the scope
+//! it needs and what it answers — from [`IMAGE_FIELDS`], which a test checks against the request
+//! type, and from the answers' shapes in [`schemas`], which the test suite checks every answer
+//! it gets against.
 
-pub use crate::routes::{Access, Route, ROUTES};
-use serde_json::{json, Value};
+mod schemas;
+
+pub use crate::routes::{Access, Answer, Route, ROUTES};
+use serde_json::{json, Map, Value};
 
 /// The image request fields: (name, JSON type, description).
 pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
@@ -74,28 +78,90 @@ pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The errors every route may answer, in the `Error` shape; keyed routes add 401 and 403.
+const ERRORS: &[(u16, &str)] = &[
+    (400, "invalid request"),
+    (404, "no such object (or another tenant's)"),
+    (429, "rate limited or over a budget; see Retry-After"),
+    (503, "queue full or shutting down; see Retry-After"),
+];
+
+const KEY_ERRORS: &[(u16, &str)] = &[
+    (401, "missing, unknown, revoked or expired key"),
+    (403, "the key lacks the scope"),
+];
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn json_content(schema: &str) -> Value {
+    json!({"application/json": {"schema": schema_ref(schema)}})
+}
+
+/// What a route answers: its successes from its [`Answer`], then the errors.
+fn responses(route: &Route) -> Value {
+    let mut r = Map::new();
+    let events = json!({"schema": {"type": "string"}});
+    match route.answer {
+        Answer::Json(answers) => {
+            for (status, schema) in answers {
+                let what = if *status < 300 { "success" } else { "see the body" };
+                r.insert(
+                    status.to_string(),
+                    json!({"description": what, "content": json_content(schema)}),
+                );
+            }
+        }
+        Answer::JsonOrEvents(schema) => {
+            let mut content = json_content(schema);
+            content["text/event-stream"] = events;
+            r.insert(
+                "200".into(),
+                json!({
+                    "description": "success; server-sent events when the request asks `stream: true`",
+                    "content": content,
+                }),
+            );
+        }
+        Answer::Events => {
+            r.insert(
+                "200".into(),
+                json!({"description": "server-sent events", "content": {"text/event-stream": events}}),
+            );
+        }
+        Answer::NoContent => {
+            r.insert("204".into(), json!({"description": "done; no body"}));
+        }
+        Answer::Bytes(media) => {
+            r.insert(
+                "200".into(),
+                json!({"description": "success", "content": {media: {"schema": {}}}}),
+            );
+        }
+    }
+    let keyed = route.access != Access::Public;
+    for (status, what) in ERRORS.iter().chain(KEY_ERRORS.iter().filter(|_| keyed)) {
+        r.entry(status.to_string())
+            .or_insert_with(|| json!({"description": what, "content": json_content("Error")}));
+    }
+    r.insert(
+        "default".into(),
+        json!({"description": "any other error", "content": json_content("Error")}),
+    );
+    Value::Object(r)
+}
+
 /// The document.
 pub fn document() -> Value {
-    let mut paths = serde_json::Map::new();
-    let props: serde_json::Map<String, Value> = IMAGE_FIELDS
+    let mut paths = Map::new();
+    let props: Map<String, Value> = IMAGE_FIELDS
         .iter()
         .map(|(n, t, d)| ((*n).to_owned(), json!({"type": t, "description": d})))
         .collect();
-    let error = json!({"$ref": "#/components/schemas/Error"});
     for route in ROUTES {
         let item = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
-        let mut op = json!({
-            "summary": route.summary,
-            "responses": {
-                "200": {"description": "success"},
-                "400": {"description": "invalid request", "content": {"application/json": {"schema": error}}},
-                "401": {"description": "missing, unknown, revoked or expired key"},
-                "403": {"description": "the key lacks the scope"},
-                "404": {"description": "no such object (or another tenant's)"},
-                "429": {"description": "rate limited; see Retry-After"},
-                "503": {"description": "queue full or shutting down; see Retry-After"},
-            },
-        });
+        let mut op = json!({"summary": route.summary, "responses": responses(route)});
         match route.scope() {
             None => op["security"] = json!([]),
             Some(s) => op["x-required-scope"] = json!(s),
@@ -133,10 +199,7 @@ pub fn document() -> Value {
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "nimg_… API key"}},
-            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-                "message": {"type": "string"}, "type": {"type": "string"},
-                "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]},
-            }}}}},
+            "schemas": schemas::all(),
         },
     })
 }
