@@ -82,6 +82,19 @@ impl SchedulerName {
     }
 }
 
+impl SchedulerName {
+    /// The name Automatic1111 writes in a PNG's `parameters` text, and its `Schedule type` where
+    /// the sampler has one (A1111 and ComfyUI read both back; [`FromStr`] reads the name).
+    pub fn a1111(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            SchedulerName::Euler => ("Euler", None),
+            SchedulerName::EulerAncestral => ("Euler a", None),
+            SchedulerName::Ddim => ("DDIM", None),
+            SchedulerName::DpmPp2mKarras => ("DPM++ 2M", Some("Karras")),
+        }
+    }
+}
+
 impl fmt::Display for SchedulerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -132,6 +145,15 @@ impl FromStr for SchedulerName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a1111_names_read_back() {
+        for s in SchedulerName::ALL {
+            let (name, schedule) = s.a1111();
+            let full = format!("{name} {}", schedule.unwrap_or_default());
+            assert_eq!(full.trim().parse::<SchedulerName>().unwrap(), s, "{full}");
+        }
+    }
 
     #[test]
     fn size_parses_common_spellings() {

@@ -9,6 +9,7 @@ use crate::watermark::Watermarker;
 use crate::SafetyError;
 use image::RgbImage;
 use nanoimg_engine::codec::{self, OutputFormat};
+use nanoimg_engine::schedulers::SchedulerName;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -48,8 +49,18 @@ impl OutputRecord {
         if let Some(s) = self.steps {
             settings.push(format!("Steps: {s}"));
         }
-        if let Some(s) = &self.scheduler {
-            settings.push(format!("Sampler: {s}"));
+        // A1111's sampler names, so A1111 and ComfyUI read the settings back.
+        match self.scheduler.as_deref().map(str::parse::<SchedulerName>) {
+            Some(Ok(s)) => {
+                let (name, schedule) = s.a1111();
+                settings.push(format!("Sampler: {name}"));
+                settings.extend(schedule.map(|t| format!("Schedule type: {t}")));
+            }
+            Some(Err(_)) => settings.push(format!(
+                "Sampler: {}",
+                self.scheduler.as_deref().unwrap_or_default()
+            )),
+            None => {}
         }
         if let Some(g) = self.guidance {
             settings.push(format!("CFG scale: {g}"));
@@ -165,7 +176,7 @@ mod tests {
         };
         assert_eq!(
             r.parameters((64, 32)),
-            "a cat\nNegative prompt: blurry\nSteps: 20, Sampler: euler_a, CFG scale: 7.5, Seed: 42, \
+            "a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, \
              Size: 64x32, Model: m"
         );
         let pixel_edit = OutputRecord {

@@ -42,6 +42,9 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// Seconds a signed `url` response link stays valid.
     pub url_ttl_secs: u64,
+    /// The address clients reach this server at (`https://images.example.com`), for signed
+    /// links behind a TLS proxy; without it, links are `http://` and the request's `Host`.
+    pub public_url: Option<String>,
     /// Seconds running jobs get to finish on shutdown before they are cancelled.
     pub shutdown_grace_secs: u64,
     /// Seconds one job may run; past it the job is stopped and fails with `job_timeout`.
@@ -359,6 +362,7 @@ impl Default for Config {
             max_upload_pixels: 4096 * 4096,
             request_timeout_secs: 600,
             url_ttl_secs: 3600,
+            public_url: None,
             shutdown_grace_secs: 30,
             job_timeout_secs: 600,
             max_connections: 1024,
@@ -404,6 +408,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NANOIMG_MAX_UPLOAD_PIXELS", "max_upload_pixels"),
     ("NANOIMG_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
     ("NANOIMG_URL_TTL_SECS", "url_ttl_secs"),
+    ("NANOIMG_PUBLIC_URL", "public_url"),
     ("NANOIMG_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("NANOIMG_JOB_TIMEOUT_SECS", "job_timeout_secs"),
     ("NANOIMG_MAX_CONNECTIONS", "max_connections"),
@@ -494,6 +499,16 @@ impl Config {
         let bad = |m: &str| Err(ConfigError(m.to_owned()));
         if self.job_timeout_secs == 0 {
             return bad("job_timeout_secs must be at least 1");
+        }
+        if let Some(url) = &self.public_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .unwrap_or_default();
+            let host = rest.split('/').next().unwrap_or_default();
+            if host.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) || url.contains(['?', '#']) {
+                return bad("public_url must be an http:// or https:// address with a host, such as https://images.example.com");
+            }
         }
         if self.header_timeout_secs == 0 || self.max_connections == 0 {
             return bad("header_timeout_secs and max_connections must be at least 1");

@@ -23,6 +23,10 @@ pub struct Loaded {
     pub banks: Arc<BankCache>,
 }
 
+/// Prefixes of OpenAI's image model names, present and to come (`dall-e-3`, `gpt-image-1.5`,
+/// `chatgpt-image-latest`): a client written for OpenAI gets this server's default model.
+pub const OPENAI_MODELS: &[&str] = &["dall-e", "gpt-image", "chatgpt-image"];
+
 /// The models on offer and the loaded ones.
 pub struct ModelCatalog {
     entries: Vec<ModelEntry>,
@@ -123,12 +127,12 @@ impl ModelCatalog {
         &self.default
     }
 
-    /// The entry for a requested name; `None` and the OpenAI model names (which mean "whatever
-    /// the server runs") select the default.
+    /// The entry for a requested name; `None` and the OpenAI model names ([`OPENAI_MODELS`],
+    /// which mean "whatever the server runs") select the default.
     pub fn pick(&self, requested: Option<&str>) -> Option<&ModelEntry> {
         let name = match requested {
             None | Some("") => self.default.as_str(),
-            Some(n) if n.starts_with("dall-e") || n.starts_with("gpt-image") => self.default.as_str(),
+            Some(n) if OPENAI_MODELS.iter().any(|p| n.starts_with(p)) => self.default.as_str(),
             Some(n) => n,
         };
         self.entries.iter().find(|e| e.name == name)

@@ -34,6 +34,8 @@ pub struct ImageRequest {
     pub background: Option<String>,
     pub moderation: Option<String>,
     pub user: Option<String>,
+    /// OpenAI's newer name for an end user's id (a stable hash of it); checked like `user`.
+    pub safety_identifier: Option<String>,
     pub stream: Option<bool>,
     pub partial_images: Option<u32>,
     /// DALL·E 3's `vivid` / `natural`: accepted for compatibility, no effect.
@@ -111,7 +113,10 @@ pub(crate) struct Delivery {
     pub stream: bool,
     pub quality: String,
     pub background: String,
-    /// Base for signed links: scheme and host the client used.
+    /// The client's end user (`safety_identifier`, else `user`), for the audit log.
+    pub end_user: Option<String>,
+    /// Base for signed links: the server's `public_url`, else `http://` and the host the client
+    /// used.
     pub base_url: String,
 }
 
@@ -185,8 +190,13 @@ impl ImageRequest {
             &["low", "high"],
             "low",
         )?;
-        if self.user.as_deref().is_some_and(|u| u.len() > 256) {
-            return Err(ApiError::invalid("user", "at most 256 bytes"));
+        for (name, id) in [
+            ("user", &self.user),
+            ("safety_identifier", &self.safety_identifier),
+        ] {
+            if id.as_deref().is_some_and(|u| u.len() > 256) {
+                return Err(ApiError::invalid(name, "at most 256 bytes"));
+            }
         }
         let stream = self.stream.unwrap_or(false);
         if self.partial_images.unwrap_or(0) > 0 && !stream {
@@ -215,12 +225,82 @@ impl ImageRequest {
             stream,
             quality,
             background,
-            base_url: format!("http://{host}"),
+            end_user: self.safety_identifier.clone().or_else(|| self.user.clone()),
+            base_url: match &state.config.public_url {
+                Some(url) => url.trim_end_matches('/').to_owned(),
+                None => format!("http://{host}"),
+            },
         })
     }
 }
 
 const QUALITIES: &[&str] = &["auto", "low", "medium", "high", "standard", "hd"];
+
+/// The OpenAI routes' body as a newer SDK may send it. Every field this server knows is parsed
+/// strictly afterwards; a field it does not know is taken out and named in the answer's
+/// [`IGNORED_HEADER`], so a field an SDK adds later does not break requests. A near miss of a
+/// known field (`negative_promt`, `Steps`) is refused naming the field meant: ignoring it would
+/// silently lose a setting. A `quality` this server does not know is read as `auto` and named.
+pub(crate) fn lenient(mut body: serde_json::Value) -> ApiResult<(serde_json::Value, Vec<String>)> {
+    let Some(fields) = body.as_object_mut() else {
+        return Ok((body, Vec::new()));
+    };
+    let known: Vec<&str> = crate::openapi::IMAGE_FIELDS.iter().map(|f| f.0).collect();
+    let mut ignored = Vec::new();
+    let names: Vec<String> = fields.keys().cloned().collect();
+    for name in names {
+        if known.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(meant) = known.iter().find(|k| near_miss(&name, k)) {
+            return Err(ApiError::invalid(
+                name.clone(),
+                format!("unknown field `{name}`; did you mean `{meant}`?"),
+            ));
+        }
+        fields.remove(&name);
+        ignored.push(name);
+    }
+    if let Some(q) = fields.get("quality").and_then(|q| q.as_str()) {
+        if !QUALITIES.contains(&q) {
+            fields.remove("quality");
+            ignored.push("quality".into());
+        }
+    }
+    Ok((body, ignored))
+}
+
+/// The answer header naming the fields a request sent that changed nothing.
+pub const IGNORED_HEADER: &str = "x-nanoimg-ignored-fields";
+
+/// Whether `name` looks like a mistyped `known`: the same but for case, `-` and `_`, or (for
+/// names of five letters or more) at most two edits away.
+fn near_miss(name: &str, known: &str) -> bool {
+    let plain = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let (a, b) = (plain(name), plain(known));
+    a == b || (a.chars().count() >= 5 && edits(&a, &b) <= 2)
+}
+
+/// Levenshtein distance.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
 
 impl GenerationParams {
     /// The job spec these parameters make, checked against the model and the limits. `init` is

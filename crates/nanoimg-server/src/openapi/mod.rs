@@ -42,6 +42,11 @@ pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
     ("background", "string", "auto | opaque (transparent is refused)"),
     ("moderation", "string", "auto | low"),
     ("user", "string", "Your end user's id, recorded in the audit log"),
+    (
+        "safety_identifier",
+        "string",
+        "OpenAI's newer name for an end user's id (a hash of it)",
+    ),
     ("stream", "boolean", "Answer as server-sent events"),
     ("partial_images", "integer", "0-3 partial images while streaming"),
     ("style", "string", "vivid | natural: accepted, no effect"),

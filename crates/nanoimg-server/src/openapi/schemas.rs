@@ -179,6 +179,13 @@ fn model() -> Value {
     object(&[
         ("id", t("string")),
         ("object", konst("model")),
+        (
+            "created",
+            described(
+                t("integer"),
+                "when the model's files were written, in seconds since the Unix epoch",
+            ),
+        ),
         ("owned_by", t("string")),
         ("default", t("boolean")),
         ("family", t("string")),

@@ -24,6 +24,11 @@ pub(crate) fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T,
     serde_path_to_error::deserialize(v).map_err(|e| schema_error("invalid_value", e))
 }
 
+/// As [`from_value`], for a value that was a JSON body: errors as [`json`]'s.
+pub(crate) fn from_body_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| schema_error("invalid_json", e))
+}
+
 /// The error for a body that does not fit the schema, naming the field: the path where the
 /// value was wrong, or the field that was unknown or missing.
 fn schema_error(code: &'static str, e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -113,6 +118,12 @@ pub(crate) fn form_fields<T: DeserializeOwned>(
     files: &[&str],
     typed: &[&str],
 ) -> Result<T, ApiError> {
+    from_value(form_value(form, files, typed)?)
+}
+
+/// A form's text fields as a JSON object (see [`Form::to_json`]), after checking that files
+/// and text fields are where they belong.
+pub(crate) fn form_value(form: &Form, files: &[&str], typed: &[&str]) -> Result<serde_json::Value, ApiError> {
     for (name, _) in &form.fields {
         let base = name.trim_end_matches("[]");
         if files.contains(&base) {
@@ -128,7 +139,7 @@ pub(crate) fn form_fields<T: DeserializeOwned>(
             return Err(ApiError::invalid(base, format!("unexpected file field `{name}`")));
         }
     }
-    from_value(form.to_json(typed))
+    Ok(form.to_json(typed))
 }
 
 /// `?limit=` of listings that page by count only (jobs, edit sessions).

@@ -9,7 +9,7 @@ use crate::admission::{admit, plan_prompt, priced, vet};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobError, JobEvent, Output, Submitted};
-use crate::params::{default_strength, Delivery, ImageRequest, TYPED_FIELDS};
+use crate::params::{default_strength, lenient, Delivery, ImageRequest, IGNORED_HEADER, TYPED_FIELDS};
 use crate::spec::{InitSpec, JobKind, JobSpec, PlanSpec};
 use crate::state::AppState;
 use crate::uploads;
@@ -81,7 +81,7 @@ async fn run(
         return Ok(stream(state, auth, kind, run, spec, delivery, created).into_response());
     }
     let end = run.outcome().await;
-    audit_end(&state, &auth, kind, &run.job.id, &spec, &end).await;
+    audit_end(&state, &auth, (kind, &run.job.id), &spec, &delivery, &end).await;
     let outputs = end?;
     let data: Vec<_> = outputs
         .iter()
@@ -106,9 +106,9 @@ async fn run(
 async fn audit_end(
     state: &AppState,
     auth: &Auth,
-    kind: JobKind,
-    job: &str,
+    (kind, job): (JobKind, &str),
     spec: &JobSpec,
+    delivery: &Delivery,
     end: &Result<std::sync::Arc<Vec<Output>>, JobError>,
 ) {
     let (outcome, mut detail) = match end {
@@ -120,6 +120,9 @@ async fn audit_end(
     detail["size"] = spec.size.to_string().into();
     detail["steps"] = spec.steps.into();
     detail["n"] = spec.n.into();
+    if let Some(user) = &delivery.end_user {
+        detail["end_user"] = user.clone().into();
+    }
     let action = match kind {
         JobKind::Generation => "image.generate",
         JobKind::Edit => "image.edit",
@@ -185,7 +188,7 @@ fn stream(
                 continue;
             }
             let Some(end) = ev.outcome() else { continue };
-            audit_end(&state, &auth, kind, &run.job.id, &spec, &end).await;
+            audit_end(&state, &auth, (kind, &run.job.id), &spec, &delivery, &end).await;
             match end {
                 Ok(outputs) => {
                     for o in outputs.iter() {
@@ -217,10 +220,22 @@ pub(crate) async fn generations(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: ImageRequest = body::json(&body)?;
+    let (fields, ignored) = lenient(body::json(&body)?)?;
+    let req: ImageRequest = body::from_body_value(fields)?;
     let (mut spec, delivery) = req.build(&state, JobKind::Generation, None, &headers)?;
     admit(&state, &auth, &mut spec, req.character_strength).await?;
-    run(state, auth, JobKind::Generation, spec, delivery).await
+    let answer = run(state, auth, JobKind::Generation, spec, delivery).await?;
+    Ok(naming_ignored(answer, &ignored))
+}
+
+/// The answer, with the fields the request sent that changed nothing named in a header.
+fn naming_ignored(mut answer: Response, ignored: &[String]) -> Response {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&ignored.join(", ")) {
+        if !ignored.is_empty() {
+            answer.headers_mut().insert(IGNORED_HEADER, v);
+        }
+    }
+    answer
 }
 
 async fn edit_like(
@@ -236,7 +251,8 @@ async fn edit_like(
     } else {
         &["image"]
     };
-    let req: ImageRequest = body::form_fields(&form, files, TYPED_FIELDS)?;
+    let (fields, ignored) = lenient(body::form_value(&form, files, TYPED_FIELDS)?)?;
+    let req: ImageRequest = body::from_value(fields)?;
     // The mask first (it is small work): it is judged as it will be kept.
     let mask = match form.files_named("mask").as_slice() {
         [] => None,
@@ -289,10 +305,10 @@ async fn edit_like(
             }]),
         };
         let cost = priced(&state, &auth, &spec)?;
-        return Ok(Json(serde_json::json!({
+        let answer = Json(serde_json::json!({
             "dry_run": true, "plan": plan, "masked": mask.is_some(), "megapixel_steps": cost,
-        }))
-        .into_response());
+        }));
+        return Ok(naming_ignored(answer.into_response(), &ignored));
     }
     admit(&state, &auth, &mut spec, req.character_strength).await?;
     let init = spec.init.as_mut().expect("edits have a starting image");
@@ -301,7 +317,8 @@ async fn edit_like(
         let m = DynamicImage::ImageLuma8(m).to_rgb8();
         init.mask = Some(uploads::store(&state, &auth, &m, "mask").await?);
     }
-    run(state, auth, kind, spec, delivery).await
+    let answer = run(state, auth, kind, spec, delivery).await?;
+    Ok(naming_ignored(answer, &ignored))
 }
 
 /// `POST /v1/images/edits` (multipart: `image` or `image[]`, optional `mask`, `prompt`, …).

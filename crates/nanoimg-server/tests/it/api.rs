@@ -81,7 +81,8 @@ async fn bad_requests_get_a_precise_error_and_nothing_is_stored() {
         (json!({"prompt": "x", "size": "4096x4096"}), "size"),
         (json!({"prompt": "x", "n": 50}), "n"),
         (json!({"prompt": "x", "steps": 1000}), "steps"),
-        (json!({"prompt": "x", "colour": "red"}), "colour"),
+        // A near miss of a known field; a field that is simply unknown is ignored and named.
+        (json!({"prompt": "x", "negative_promt": "red"}), "negative_promt"),
         (json!({"size": "64x64"}), "prompt"),
         (json!({"prompt": "  "}), "prompt"),
         (json!({"prompt": "x", "output_format": "gif"}), "output_format"),
@@ -1129,6 +1130,86 @@ async fn a_model_with_a_largest_size_is_priced_at_what_it_draws() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_openai_sdk_is_served_and_typos_are_still_refused() {
+    let s = start(|c| c.public_url = Some("https://images.example.com/".into())).await;
+    let (tenant, key) = s.tenant("newer-sdk", ALL_SCOPES).await;
+    // Fields a newer SDK sends: an end user's id under its newer name, a field from the future,
+    // a quality value this server does not know, a model name to come.
+    let r = s
+        .generate(
+            &key,
+            tiny_request(json!({
+                "safety_identifier": "user-hash-1", "image_tokens_budget": {"max": 9},
+                "quality": "ultra", "model": "chatgpt-image-latest", "response_format": "url",
+            })),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let ignored = r.headers()["x-nanoimg-ignored-fields"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ignored, "image_tokens_budget, quality");
+    let body: Value = r.json().await.unwrap();
+    // Signed links start with the public address, not the Host the request came to.
+    let url = body["data"][0]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://images.example.com/v1/files/"), "{url}");
+    // The end user is in the audit log.
+    let audit = s
+        .get_json(
+            &s.admin_key,
+            &format!("/v1/admin/audit?tenant={tenant}&limit=100"),
+        )
+        .await;
+    let generated = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "image.generate")
+        .unwrap();
+    assert_eq!(generated["detail"]["end_user"], "user-hash-1", "{generated}");
+    // A near miss of a field this server knows would silently lose a setting: refused by name.
+    for (typo, meant) in [
+        ("negative_promt", "negative_prompt"),
+        ("Steps", "steps"),
+        ("guidence", "guidance"),
+    ] {
+        let r = s.generate(&key, tiny_request(json!({typo: 3}))).await;
+        assert_eq!(r.status(), 400);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["param"], typo, "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("did you mean `{meant}`")),
+            "{e}"
+        );
+    }
+    // Forms too: an edit with a field from the future.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("a.png"),
+        )
+        .text("prompt", "a hat")
+        .text("steps", "2")
+        .text("future_field", "x");
+    let r = s.edit(&key, form).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-nanoimg-ignored-fields"], "future_field");
+    // Models carry OpenAI's `created`.
+    let models = s.get_json(&key, "/v1/models").await;
+    assert!(
+        models["data"][0]["created"].as_u64().unwrap() > 1_700_000_000,
+        "{models}"
+    );
+    // The native job API stays strict.
+    let r = s.submit(&key, tiny_request(json!({"future_field": 1}))).await;
+    assert_eq!(r.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,6 +234,17 @@ impl TestServer {
             .part(field, reqwest::multipart::Part::bytes(bytes).file_name("in.png"))
     }
 
+    /// `POST /v1/images/edits` with a multipart form; the response.
+    pub async fn edit(&self, key: &str, form: reqwest::multipart::Form) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/images/edits"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn generate(&self, key: &str, body: Value) -> reqwest::Response {
         self.http
             .post(self.url("/v1/images/generations"))

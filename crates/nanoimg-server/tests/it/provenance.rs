@@ -137,14 +137,7 @@ async fn an_edit_names_its_input_as_the_parent_ingredient() {
             "image",
             reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("in.png"),
         );
-    let r = s
-        .http
-        .post(s.url("/v1/images/edits"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = s.edit(&key, form).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     let (_, rep) = verify(&s, &key, b64(&v["data"][0]["b64_json"])).await;

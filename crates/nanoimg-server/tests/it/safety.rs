@@ -256,14 +256,7 @@ async fn an_edit_replaces_its_inputs_mark_instead_of_stacking_a_second() {
         .text("size", "512x512")
         .part("image", part(png_in, "in.png"))
         .part("mask", part(png_mask, "mask.png"));
-    let r = s
-        .http
-        .post(s.url("/v1/images/edits"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = s.edit(&key, form).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     let job = v["job_id"].as_str().unwrap();
