@@ -30,13 +30,12 @@ pub(crate) async fn admit(
     charge_compute(state, auth, cost)
 }
 
-/// Where a limit of the tenant comes from, for messages: its own override, or the server's
-/// setting `rate.{server}`.
-fn source(overridden: bool, own: &str, server: &str) -> String {
-    if overridden {
-        format!("the tenant's {own}")
-    } else {
-        format!("rate.{server}")
+/// Where a limit of the tenant comes from, for messages: its own override `own` (when it has
+/// one), else the server's setting `rate.{server}`.
+fn source<T>(override_: Option<T>, own: &str, server: &str) -> String {
+    match override_ {
+        Some(_) => format!("the tenant's {own}"),
+        None => format!("rate.{server}"),
     }
 }
 
@@ -59,7 +58,7 @@ pub(crate) async fn check_storage(state: &AppState, auth: &Auth) -> ApiResult<()
             "this tenant keeps {kept} bytes of images and may keep {quota} ({}); delete images to \
              make room",
             source(
-                auth.principal.tenant.limits.max_stored_bytes.is_some(),
+                auth.principal.tenant.limits.max_stored_bytes,
                 "max_stored_bytes",
                 "max_stored_bytes_per_tenant"
             )
@@ -81,7 +80,7 @@ pub(crate) fn priced(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiResult
     if cost > f64::from(cap) {
         state.metrics.reject("job_too_costly");
         let from = source(
-            auth.principal.tenant.limits.max_job_megapixel_steps.is_some(),
+            auth.principal.tenant.limits.max_job_megapixel_steps,
             "max_job_megapixel_steps",
             "max_job_megapixel_steps",
         );
@@ -118,7 +117,7 @@ pub(crate) fn charge_compute(state: &AppState, auth: &Auth, cost: u32) -> ApiRes
             d.remaining,
             d.limit,
             source(
-                auth.principal.tenant.limits.megapixel_steps_per_minute.is_some(),
+                auth.principal.tenant.limits.megapixel_steps_per_minute,
                 "megapixel_steps_per_minute",
                 "megapixel_steps_per_minute"
             ),

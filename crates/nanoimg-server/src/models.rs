@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 pub struct ModelEntry {
     pub name: String,
     pub info: ModelInfo,
+    /// When the model's files were written, in seconds since the Unix epoch (OpenAI's
+    /// `created`), read once when the catalog is made.
+    pub created: u64,
 }
 
 /// A loaded model and the character reference banks computed with its weights. The model is
@@ -96,7 +99,14 @@ impl ModelCatalog {
     ) -> Result<Self, CatalogError> {
         let entries: Vec<ModelEntry> = models
             .into_iter()
-            .map(|(name, info)| ModelEntry { name, info })
+            .map(|(name, info)| {
+                let created = std::fs::metadata(&info.path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                ModelEntry { name, info, created }
+            })
             .collect();
         if !entries.iter().any(|e| e.name == default) {
             return Err(CatalogError::NoDefault(default.to_owned()));

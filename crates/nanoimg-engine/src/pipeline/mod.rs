@@ -199,7 +199,8 @@ impl StableDiffusion {
         Ok(())
     }
 
-    fn conditioning(&self, req: &GenerateRequest) -> Result<Conditioning> {
+    /// The prompts' conditioning for a picture drawn at `drawn` (SDXL's size conditioning).
+    fn conditioning(&self, req: &GenerateRequest, drawn: ImageSize) -> Result<Conditioning> {
         let guided = req.guidance > 1.0;
         let cond = self.encode_text(&req.prompt, false)?;
         let uncond = guided
@@ -207,8 +208,6 @@ impl StableDiffusion {
             .transpose()?;
         let parts: Vec<&TextConditioning> = uncond.iter().chain(std::iter::once(&cond)).collect();
         let context = Tensor::cat(&parts.iter().map(|c| &c.context).collect::<Vec<_>>(), 0)?;
-        // SDXL's size conditioning: the size the model draws.
-        let drawn = self.info.drawn_size(req.size);
         let added = self.added_conditioning(&parts, (drawn.width, drawn.height))?;
         Ok(Conditioning {
             context,
@@ -278,11 +277,11 @@ impl StableDiffusion {
         cancel: &CancelToken,
     ) -> Result<Vec<GeneratedImage>> {
         self.validate(req, limits)?;
-        let cond = self.conditioning(req)?;
         // A model with a largest size draws a larger request within it; the images are
         // resampled to the size asked.
         let asked = req.size;
         let drawn = self.info.drawn_size(asked);
+        let cond = self.conditioning(req, drawn)?;
         let (w, h) = (drawn.width, drawn.height);
         let scale = self.vae_scale();
         let latent_hw = (h as usize / scale, w as usize / scale);

@@ -230,10 +230,12 @@ pub(crate) async fn generations(
 
 /// The answer, with the fields the request sent that changed nothing named in a header.
 fn naming_ignored(mut answer: Response, ignored: &[String]) -> Response {
+    if ignored.is_empty() {
+        return answer;
+    }
+    // Field names came from a parsed JSON body, so they may hold bytes a header cannot.
     if let Ok(v) = axum::http::HeaderValue::from_str(&ignored.join(", ")) {
-        if !ignored.is_empty() {
-            answer.headers_mut().insert(IGNORED_HEADER, v);
-        }
+        answer.headers_mut().insert(IGNORED_HEADER, v);
     }
     answer
 }

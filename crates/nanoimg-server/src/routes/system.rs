@@ -61,14 +61,8 @@ pub(crate) async fn models(State(state): State<AppState>, _auth: Auth) -> Json<s
         .entries()
         .iter()
         .map(|e| {
-            // When the model's files were last written: OpenAI's `created`, in seconds.
-            let created = std::fs::metadata(&e.info.path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs());
             serde_json::json!({
-                "id": e.name, "object": "model", "created": created, "owned_by": "nanoimg",
+                "id": e.name, "object": "model", "created": e.created, "owned_by": "nanoimg",
                 "default": e.name == state.catalog.default_name(),
                 "family": e.info.family, "turbo": e.info.turbo, "inpainting": e.info.inpainting,
                 "defaults": e.info.defaults, "max_size": e.info.max_size,
