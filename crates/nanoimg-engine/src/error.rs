@@ -11,6 +11,11 @@ pub enum EngineError {
     /// A model folder lacks a file or component that the pipeline needs.
     #[error("model at {path}: {message}")]
     IncompleteModel { path: PathBuf, message: String },
+    /// A single-file checkpoint this engine does not read, or cannot place: a pickle, another
+    /// kind of file (a LoRA, a lone VAE), a family not implemented, or a tensor with no place
+    /// in the model.
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
     /// A model's config asks for something this engine does not implement.
     #[error("model at {path}: unsupported configuration: {reason}")]
     Unsupported { path: PathBuf, reason: ConfigError },

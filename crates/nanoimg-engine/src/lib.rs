@@ -12,10 +12,12 @@
 
 #[cfg(feature = "bundled")]
 pub mod bundled;
+pub mod checkpoint;
 pub mod codec;
 pub mod embed;
 pub mod error;
 pub mod folder;
+pub mod ldm;
 pub mod lora;
 pub mod model;
 pub mod models;
@@ -23,6 +25,7 @@ pub mod pipeline;
 pub mod reference;
 pub mod registry;
 pub mod schedulers;
+pub mod source;
 pub mod synthetic;
 pub mod tokenizer;
 

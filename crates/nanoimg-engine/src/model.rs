@@ -1,6 +1,7 @@
 //! A loaded Stable Diffusion–family model: tokenizers, text encoders, UNet, VAE and noise
-//! schedule, read from a diffusers-layout folder.
+//! schedule, read from a diffusers-layout folder or a single-file checkpoint.
 
+use crate::checkpoint::SourceOptions;
 use crate::error::{EngineError, Result, TensorContext};
 use crate::folder::ModelFolder;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
@@ -9,18 +10,24 @@ use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::registry::{Family, ModelDefaults, ModelInfo};
 use crate::schedulers::{NoiseSchedule, SchedulerConfig};
+use crate::source::ModelSource;
 use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// How to load a model: on which device, at which precision.
+/// How to load a model: on which device, at which precision, and for a single-file checkpoint
+/// where its configs come from; optionally with another VAE.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub device: Device,
     pub dtype: DType,
+    /// A checkpoint's companion (configs and tokenizers) and where to look for one.
+    pub source: SourceOptions,
+    /// A VAE file to use instead of the model's own (original or diffusers layout).
+    pub vae: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -28,6 +35,8 @@ impl Default for LoadOptions {
         Self {
             device: Device::Cpu,
             dtype: DType::F32,
+            source: SourceOptions::default(),
+            vae: None,
         }
     }
 }
@@ -78,21 +87,13 @@ impl std::fmt::Debug for StableDiffusion {
     }
 }
 
-fn load_vb<'a>(
+/// Reads every tensor of a component at `dtype`, by name.
+pub(crate) fn load_weights(
     folder: &ModelFolder,
     component: &str,
     dtype: DType,
     device: &Device,
-) -> Result<VarBuilder<'a>> {
-    let files = folder.weights(component)?;
-    // SAFETY: the files are memory-mapped read-only; NanoImg never writes model files while
-    // serving, and a model swapped on disk underneath a running process is outside its contract.
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-        .context(|| format!("{}: cannot read {component} weights", folder.path().display()))
-}
-
-/// Reads every tensor of a component at `dtype`, by name.
-fn load_weights(folder: &ModelFolder, component: &str, dtype: DType, device: &Device) -> Result<Weights> {
+) -> Result<Weights> {
     let files = folder.weights(component)?;
     let what = || format!("{}: cannot read {component} weights", folder.path().display());
     // SAFETY: as in `load_vb`; the tensors are copied out of the mapping before it is dropped.
@@ -110,11 +111,13 @@ fn load_weights(folder: &ModelFolder, component: &str, dtype: DType, device: &De
 }
 
 impl StableDiffusion {
-    /// Loads every component of the model at `path`. Errors name the component and the file,
-    /// tensor or config field that is missing or wrong.
+    /// Loads every component of the model at `path` (a diffusers folder or a single-file
+    /// checkpoint). Errors name the component and the file, tensor or config field that is
+    /// missing or wrong.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        let folder = ModelFolder::open(path)?;
-        let info = ModelInfo::inspect(path)?;
+        let source = ModelSource::open(path, &opts.source)?;
+        let info = ModelInfo::of(&source)?;
+        let folder = source.configs();
         let (device, dtype) = (&opts.device, opts.dtype);
         if device.is_cpu() && dtype == DType::BF16 {
             // candle's CPU backend has no bf16 matrix multiply.
@@ -132,14 +135,14 @@ impl StableDiffusion {
                 continue;
             }
             let tokenizer = ClipTokenizer::from_dir(&folder.component_dir(tok)?)?;
-            let config: ClipTextConfig = folder.config(enc)?;
+            let config: ClipTextConfig = source.config(enc)?;
             if let Some(m) = config.misfit(&tokenizer) {
                 return Err(EngineError::IncompleteModel {
                     path: path.to_owned(),
                     message: format!("{tok} {m} ({enc})"),
                 });
             }
-            let weights = load_weights(&folder, enc, dtype, device)?;
+            let weights = source.weights(enc, dtype, device)?;
             let model = ClipTextModel::new(from_weights(&weights, dtype, device), &config)
                 .map_err(|e| e.at(&path.join(enc)))?;
             encoders.push(Arc::new(TextEncoder {
@@ -149,14 +152,14 @@ impl StableDiffusion {
             }));
         }
 
-        let unet_config: UNetConfig = folder.config("unet")?;
-        let unet_weights = load_weights(&folder, "unet", dtype, device)?;
+        let unet_config: UNetConfig = source.config("unet")?;
+        let unet_weights = source.weights("unet", dtype, device)?;
         let unet = Arc::new(
             UNet2DConditionModel::new(from_weights(&unet_weights, dtype, device), &unet_config)
                 .map_err(|e| e.at(&path.join("unet")))?,
         );
 
-        let vae_config: VaeConfig = folder.config("vae")?;
+        let vae_config: VaeConfig = source.config("vae")?;
         vae_config.validate().map_err(|reason| EngineError::Unsupported {
             path: path.join("vae"),
             reason,
@@ -166,13 +169,14 @@ impl StableDiffusion {
         } else {
             dtype
         };
+        let vae_weights = source.vae_weights(opts.vae.as_deref(), vae_dtype, device)?;
         let vae = Arc::new(
-            AutoencoderKL::new(load_vb(&folder, "vae", vae_dtype, device)?, &vae_config)
+            AutoencoderKL::new(from_weights(&vae_weights, vae_dtype, device), &vae_config)
                 .context(|| at("vae"))?,
         );
 
         let sched_config: SchedulerConfig = if folder.has("scheduler") {
-            folder.config("scheduler")?
+            source.config("scheduler")?
         } else {
             SchedulerConfig::default()
         };

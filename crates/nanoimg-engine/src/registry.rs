@@ -1,12 +1,13 @@
 //! Which models are installed: model folders in the models directories or at explicit paths,
 //! what family each is, and its suggested defaults. Reads configs only; loads no weights.
 
+use crate::checkpoint::SourceOptions;
 use crate::error::{EngineError, Result};
-use crate::folder::{read_json, ModelFolder};
 use crate::models::clip::ClipTextConfig;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
 use crate::schedulers::{NoiseSchedule, SchedulerConfig, SchedulerName};
+use crate::source::ModelSource;
 use nanoimg_core::limits::{fit_size, SIZE_MULTIPLE};
 use nanoimg_core::{ImageSize, Limits};
 use serde::{Deserialize, Serialize};
@@ -41,30 +42,6 @@ pub struct ModelDefaults {
     pub guidance: f64,
     pub scheduler: SchedulerName,
     pub size: ImageSize,
-}
-
-/// Optional `nanoimg.json` in a model folder: overrides what we would otherwise guess.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Overrides {
-    #[serde(default)]
-    family: Option<Family>,
-    #[serde(default)]
-    turbo: Option<bool>,
-    #[serde(default)]
-    steps: Option<u32>,
-    #[serde(default)]
-    guidance: Option<f64>,
-    #[serde(default)]
-    scheduler: Option<String>,
-    #[serde(default)]
-    size: Option<String>,
-    /// The largest picture the model draws (`WIDTHxHEIGHT`); larger requests are drawn within it
-    /// and resampled.
-    #[serde(default)]
-    max_size: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
 }
 
 /// What `nanoimg models info` shows about one model folder.
@@ -124,11 +101,24 @@ impl ModelInfo {
         }
     }
 
-    /// Reads a model folder's configs and checks that every component it needs is present.
+    /// Reads a model's configs (a diffusers folder, or a single-file checkpoint and its
+    /// companion, found as the environment says) and checks that every component it needs is
+    /// present.
     pub fn inspect(path: &Path) -> Result<Self> {
-        let folder = ModelFolder::open(path)?;
+        Self::inspect_with(path, &SourceOptions::default())
+    }
+
+    /// [`ModelInfo::inspect`] with the checkpoint's companion given.
+    pub fn inspect_with(path: &Path, opts: &SourceOptions) -> Result<Self> {
+        Self::of(&ModelSource::open(path, opts)?)
+    }
+
+    /// What an opened model is.
+    pub fn of(source: &ModelSource) -> Result<Self> {
+        let path = source.path();
+        let folder = source.configs();
         let incomplete = |message: String| EngineError::IncompleteModel {
-            path: path.to_owned(),
+            path: folder.path().to_owned(),
             message,
         };
         for needed in ["unet", "vae", "text_encoder", "tokenizer"] {
@@ -150,11 +140,11 @@ impl ModelInfo {
                 folder.component_dir(c)?;
                 if c.starts_with("tokenizer") {
                     for f in ["vocab.json", "merges.txt"] {
-                        if !path.join(c).join(f).is_file() {
+                        if !folder.path().join(c).join(f).is_file() {
                             return Err(incomplete(format!("missing {c}/{f}")));
                         }
                     }
-                } else if c != "scheduler" {
+                } else if c != "scheduler" && source.checkpoint().is_none() {
                     folder.weights(c)?;
                 }
                 components.push(c.to_owned());
@@ -165,35 +155,28 @@ impl ModelInfo {
                 "text_encoder_2 and tokenizer_2 must come together".into(),
             ));
         }
-        let unet: UNetConfig = folder.config("unet")?;
+        let unet: UNetConfig = source.config("unet")?;
         unet.validate().map_err(|reason| EngineError::Unsupported {
-            path: path.join("unet"),
+            path: folder.path().join("unet"),
             reason,
         })?;
-        let vae: VaeConfig = folder.config("vae")?;
-        let te: ClipTextConfig = folder.config("text_encoder")?;
+        let vae: VaeConfig = source.config("vae")?;
+        let te: ClipTextConfig = source.config("text_encoder")?;
         let sched: SchedulerConfig = if folder.has("scheduler") {
-            folder.config("scheduler")?
+            source.config("scheduler")?
         } else {
             SchedulerConfig::default()
         };
         NoiseSchedule::new(&sched).map_err(|reason| EngineError::Unsupported {
-            path: path.join("scheduler"),
+            path: folder.path().join("scheduler"),
             reason,
         })?;
+        let overrides = &source.overrides;
 
-        let overrides_path = path.join("nanoimg.json");
-        let overrides: Overrides = if overrides_path.is_file() {
-            serde_json::from_value(read_json(&overrides_path)?).map_err(|source| EngineError::Json {
-                path: overrides_path.clone(),
-                source,
-            })?
-        } else {
-            Overrides::default()
-        };
-
-        let family = overrides
-            .family
+        let family = source
+            .checkpoint()
+            .map(|c| c.family())
+            .or(overrides.family)
             .unwrap_or(if unet.uses_text_time() || folder.has("text_encoder_2") {
                 Family::Sdxl
             } else if te.hidden_act == "gelu" {
@@ -201,10 +184,7 @@ impl ModelInfo {
             } else {
                 Family::Sd1
             });
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let name = source.name();
         let turbo = overrides
             .turbo
             .unwrap_or_else(|| name.to_ascii_lowercase().contains("turbo"));
@@ -244,7 +224,7 @@ impl ModelInfo {
             inpainting,
             prediction: sched.prediction_type.clone(),
             components,
-            size_bytes: folder.size_bytes(),
+            size_bytes: source.size_bytes(),
             defaults,
             max_size: overrides.max_size.as_deref().map(str::parse).transpose()?,
             force_zeros_for_empty_prompt: folder
@@ -252,7 +232,7 @@ impl ModelInfo {
                 .get("force_zeros_for_empty_prompt")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
-            description: overrides.description,
+            description: overrides.description.clone(),
         })
     }
 }
@@ -281,6 +261,16 @@ pub fn hf_cache_snapshot(entry: &Path) -> Option<PathBuf> {
         .filter(|p| p.join("model_index.json").is_file())
         .collect();
     (found.len() == 1).then(|| found.remove(0))
+}
+
+/// A file that may be a single-file checkpoint: a `.safetensors` (not a `<stem>.vae.safetensors`
+/// beside one), or a `.ckpt` pickle, listed so that `models list` says how to convert it.
+pub fn is_checkpoint_file(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase());
+    path.is_file()
+        && name.is_some_and(|n| {
+            (n.ends_with(".safetensors") && !n.ends_with(".vae.safetensors")) || n.ends_with(".ckpt")
+        })
 }
 
 /// One entry of a models-directory listing: a usable model, or a folder that is not one and why.
@@ -315,7 +305,7 @@ impl Registry {
         &self.dirs
     }
 
-    /// Every subfolder with a `model_index.json`, inspected.
+    /// Every subfolder with a `model_index.json` and every checkpoint file, inspected.
     pub fn list(&self) -> Vec<Listing> {
         let mut out = Vec::new();
         for dir in &self.dirs {
@@ -323,7 +313,7 @@ impl Registry {
             let mut paths: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok())
                 .map(|e| e.path())
-                .filter(|p| p.join("model_index.json").is_file())
+                .filter(|p| p.join("model_index.json").is_file() || is_checkpoint_file(p))
                 .collect();
             paths.sort();
             for path in paths {
@@ -336,12 +326,14 @@ impl Registry {
         out
     }
 
-    /// Finds a model by folder name in the models directories, or takes `name` as a path. A path
+    /// Finds a model by folder name (or checkpoint file name without `.safetensors`) in the
+    /// models directories, or takes `name` as a path (a folder or a checkpoint file). A path
     /// may also be a Hugging Face cache entry (`models--org--name`), whose `refs/main` snapshot
     /// (or only snapshot) is used.
     pub fn resolve(&self, name: &str) -> Result<PathBuf> {
         let as_path = Path::new(name);
-        if as_path.join("model_index.json").is_file() {
+        // A file given by path is the model, whatever it is: loading it says what is wrong.
+        if as_path.join("model_index.json").is_file() || as_path.is_file() {
             return Ok(as_path.to_owned());
         }
         if let Some(snapshot) = hf_cache_snapshot(as_path) {
@@ -354,6 +346,10 @@ impl Registry {
                 let p = dir.join(name);
                 if p.join("model_index.json").is_file() {
                     return Ok(p);
+                }
+                let file = dir.join(format!("{name}.safetensors"));
+                if is_checkpoint_file(&file) {
+                    return Ok(file);
                 }
             }
         }

@@ -114,11 +114,14 @@ impl SyntheticSpec {
                 unet["up_block_types"] = json!(["CrossAttnUpBlock2D", "UpBlock2D"]);
                 unet["transformer_layers_per_block"] = json!([1, 2]);
                 unet["use_linear_projection"] = json!(true);
-                unet["cross_attention_dim"] = json!(64);
+                // The second encoder is wider than the first, as OpenCLIP bigG is than CLIP-L
+                // (tools tell SDXL's two encoders apart by their widths).
+                unet["cross_attention_dim"] = json!(32 + 48);
                 unet["addition_embed_type"] = json!("text_time");
                 unet["addition_time_embed_dim"] = json!(8);
                 unet["projection_class_embeddings_input_dim"] = json!(16 + 6 * 8);
-                (Some(te("gelu", Some(16))), scheduler_config("epsilon", "leading"))
+                let te2 = clip_config(48, 2, 2, "gelu", TINY_VOCAB, Some(16));
+                (Some(te2), scheduler_config("epsilon", "leading"))
             }
         };
         let act = if family == Family::Sd1 {
@@ -518,4 +521,288 @@ pub fn write_clip(dir: &Path, config: &Value, seed: u64) -> Result<()> {
             "image_std": [0.26862954, 0.26130258, 0.27577711],
         }),
     )
+}
+
+/// Writes the diffusers folder at `folder` as one single-file checkpoint in the original
+/// (LDM/SGM) layout, at `dtype`: `model.diffusion_model.*`, `first_stage_model.*` and the text
+/// encoders as SD 1.x (`cond_stage_model.transformer.*`), SD 2.x (OpenCLIP under
+/// `cond_stage_model.model.*`, with the extra last layer that SD 2.x skips) or SDXL
+/// (`conditioner.embedders.{0,1}.*`) store them. Names are worked out from diffusers' side
+/// here, independently of the loader's reading of the original side, so a test that loads the
+/// result checks one against the other.
+pub fn write_checkpoint(folder: &Path, out: &Path, dtype: DType) -> Result<()> {
+    let source = crate::source::ModelSource::open(folder, &Default::default())?;
+    let family = crate::registry::ModelInfo::of(&source)?.family;
+    let dev = Device::Cpu;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut put = |name: String, t: Tensor| -> Result<()> {
+        let t = t.to_dtype(dtype).context(|| name.clone())?;
+        tensors.insert(name, t);
+        Ok(())
+    };
+
+    let unet_cfg: UNetConfig = source.config("unet")?;
+    let levels = unet_cfg.block_out_channels.len();
+    let per_level = unet_cfg
+        .layers_per_block
+        .expand(levels, "layers_per_block")
+        .map_err(|reason| EngineError::Unsupported {
+            path: folder.join("unet"),
+            reason,
+        })?;
+    let n = per_level[0];
+    let up_has_attention: Vec<bool> = unet_cfg
+        .up_block_types
+        .iter()
+        .map(|t| t.contains("CrossAttn"))
+        .collect();
+    for (name, t) in source.weights("unet", DType::F32, &dev)?.iter() {
+        let ldm = ldm_unet_name(name, n, &up_has_attention).ok_or_else(|| EngineError::IncompleteModel {
+            path: folder.join("unet"),
+            message: format!("{name} has no place in the original layout"),
+        })?;
+        put(format!("model.diffusion_model.{ldm}"), t.clone())?;
+    }
+
+    let vae_cfg: VaeConfig = source.config("vae")?;
+    let vae_levels = vae_cfg.block_out_channels.len();
+    for (name, t) in source.weights("vae", DType::F32, &dev)?.iter() {
+        let (ldm, conv) = ldm_vae_name(name, vae_levels).ok_or_else(|| EngineError::IncompleteModel {
+            path: folder.join("vae"),
+            message: format!("{name} has no place in the original layout"),
+        })?;
+        let t = if conv {
+            let (o, i) = t.dims2().context(|| name.clone())?;
+            t.reshape((o, i, 1, 1)).context(|| name.clone())?
+        } else {
+            t.clone()
+        };
+        put(format!("first_stage_model.{ldm}"), t)?;
+    }
+
+    let te = source.weights("text_encoder", DType::F32, &dev)?;
+    match family {
+        Family::Sd1 => {
+            for (name, t) in te.iter() {
+                put(format!("cond_stage_model.transformer.{name}"), t.clone())?;
+            }
+        }
+        Family::Sd2 => {
+            let layers: ClipTextConfig = source.config("text_encoder")?;
+            open_clip_tensors(&te, layers.num_hidden_layers, true, &mut |k, t| {
+                put(format!("cond_stage_model.model.{k}"), t)
+            })?;
+        }
+        Family::Sdxl => {
+            for (name, t) in te.iter() {
+                put(format!("conditioner.embedders.0.transformer.{name}"), t.clone())?;
+            }
+            let te2 = source.weights("text_encoder_2", DType::F32, &dev)?;
+            let layers: ClipTextConfig = source.config("text_encoder_2")?;
+            open_clip_tensors(&te2, layers.num_hidden_layers, false, &mut |k, t| {
+                put(format!("conditioner.embedders.1.model.{k}"), t)
+            })?;
+        }
+    }
+    candle_core::safetensors::save(&tensors, out).context(|| format!("writing {}", out.display()))
+}
+
+/// A diffusers UNet name in the original layout, for `n` resnets per down level.
+fn ldm_unet_name(name: &str, n: usize, up_has_attention: &[bool]) -> Option<String> {
+    let fixed = [
+        ("conv_in.", "input_blocks.0.0."),
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("add_embedding.linear_1.", "label_emb.0.0."),
+        ("add_embedding.linear_2.", "label_emb.0.2."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+    ];
+    for (d, l) in fixed {
+        if let Some(leaf) = name.strip_prefix(d) {
+            return Some(format!("{l}{leaf}"));
+        }
+    }
+    let resnet = |r: &str| -> Option<String> {
+        let (part, leaf) = r.split_once('.')?;
+        let part = match part {
+            "norm1" => "in_layers.0",
+            "conv1" => "in_layers.2",
+            "time_emb_proj" => "emb_layers.1",
+            "norm2" => "out_layers.0",
+            "conv2" => "out_layers.3",
+            "conv_shortcut" => "skip_connection",
+            _ => return None,
+        };
+        Some(format!("{part}.{leaf}"))
+    };
+    let numbered = |r: &str| -> Option<(usize, String)> {
+        let (i, rest) = r.split_once('.')?;
+        Some((i.parse().ok()?, rest.to_owned()))
+    };
+    if let Some(r) = name.strip_prefix("mid_block.") {
+        let (kind, r) = r.split_once('.')?;
+        let (k, rest) = numbered(r)?;
+        return match (kind, k) {
+            ("resnets", 0) => Some(format!("middle_block.0.{}", resnet(&rest)?)),
+            ("attentions", 0) => Some(format!("middle_block.1.{rest}")),
+            ("resnets", 1) => Some(format!("middle_block.2.{}", resnet(&rest)?)),
+            _ => None,
+        };
+    }
+    let (down, r) = if let Some(r) = name.strip_prefix("down_blocks.") {
+        (true, r)
+    } else {
+        (false, name.strip_prefix("up_blocks.")?)
+    };
+    let (level, r) = numbered(r)?;
+    let (kind, r) = r.split_once('.')?;
+    let (k, rest) = numbered(r)?;
+    Some(match (down, kind) {
+        (true, "resnets") => format!("input_blocks.{}.0.{}", 1 + level * (n + 1) + k, resnet(&rest)?),
+        (true, "attentions") => format!("input_blocks.{}.1.{rest}", 1 + level * (n + 1) + k),
+        (true, "downsamplers") => {
+            format!(
+                "input_blocks.{}.0.{}",
+                (level + 1) * (n + 1),
+                rest.replacen("conv.", "op.", 1)
+            )
+        }
+        (false, "resnets") => format!("output_blocks.{}.0.{}", level * (n + 1) + k, resnet(&rest)?),
+        (false, "attentions") => format!("output_blocks.{}.1.{rest}", level * (n + 1) + k),
+        (false, "upsamplers") => {
+            let part = if *up_has_attention.get(level)? { 2 } else { 1 };
+            format!("output_blocks.{}.{part}.{rest}", level * (n + 1) + n)
+        }
+        _ => return None,
+    })
+}
+
+/// A diffusers VAE name in the original layout, and whether it is an attention projection
+/// (stored there as a 1×1 convolution).
+fn ldm_vae_name(name: &str, levels: usize) -> Option<(String, bool)> {
+    let (coder, rest) = name.split_once('.')?;
+    if !matches!(coder, "encoder" | "decoder") {
+        return Some((name.to_owned(), false));
+    }
+    let resnet = |r: &str| r.replacen("conv_shortcut.", "nin_shortcut.", 1);
+    let mut conv = false;
+    let ldm = if let Some(r) = rest.strip_prefix("mid_block.") {
+        if let Some(r) = r.strip_prefix("resnets.0.") {
+            format!("mid.block_1.{}", resnet(r))
+        } else if let Some(r) = r.strip_prefix("resnets.1.") {
+            format!("mid.block_2.{}", resnet(r))
+        } else {
+            let r = r.strip_prefix("attentions.0.")?;
+            let (part, leaf) = r.rsplit_once('.')?;
+            let part = match part {
+                "group_norm" => "norm",
+                "to_q" => "q",
+                "to_k" => "k",
+                "to_v" => "v",
+                "to_out.0" => "proj_out",
+                _ => return None,
+            };
+            conv = part != "norm" && leaf == "weight";
+            format!("mid.attn_1.{part}.{leaf}")
+        }
+    } else if let Some(r) = rest
+        .strip_prefix("down_blocks.")
+        .or_else(|| rest.strip_prefix("up_blocks."))
+    {
+        let (i, r) = r.split_once('.')?;
+        let i: usize = i.parse().ok()?;
+        let (group, level) = if coder == "encoder" {
+            ("down", i)
+        } else {
+            ("up", levels.checked_sub(i + 1)?)
+        };
+        if let Some(r) = r.strip_prefix("resnets.") {
+            format!("{group}.{level}.block.{}", resnet(r))
+        } else {
+            let r = r
+                .strip_prefix("downsamplers.0.")
+                .or_else(|| r.strip_prefix("upsamplers.0."))?;
+            let sampler = if coder == "encoder" {
+                "downsample"
+            } else {
+                "upsample"
+            };
+            format!("{group}.{level}.{sampler}.{r}")
+        }
+    } else if let Some(r) = rest.strip_prefix("conv_norm_out.") {
+        format!("norm_out.{r}")
+    } else {
+        rest.to_owned()
+    };
+    Some((format!("{coder}.{ldm}"), conv))
+}
+
+/// A transformers CLIP text model's tensors as OpenCLIP names them: q/k/v fused into
+/// `in_proj`, `text_projection` transposed. `extra_layer` appends a copy of the last layer, as
+/// SD 2.x files hold one layer more than the penultimate-layer encoder diffusers builds.
+fn open_clip_tensors(
+    w: &HashMap<String, Tensor>,
+    layers: usize,
+    extra_layer: bool,
+    put: &mut dyn FnMut(String, Tensor) -> Result<()>,
+) -> Result<()> {
+    let get = |k: &str| {
+        w.get(k).cloned().ok_or_else(|| EngineError::IncompleteModel {
+            path: k.into(),
+            message: "missing from the text encoder".into(),
+        })
+    };
+    let tm = "text_model";
+    put(
+        "token_embedding.weight".into(),
+        get(&format!("{tm}.embeddings.token_embedding.weight"))?,
+    )?;
+    put(
+        "positional_embedding".into(),
+        get(&format!("{tm}.embeddings.position_embedding.weight"))?,
+    )?;
+    for leaf in ["weight", "bias"] {
+        put(
+            format!("ln_final.{leaf}"),
+            get(&format!("{tm}.final_layer_norm.{leaf}"))?,
+        )?;
+    }
+    let width = get(&format!("{tm}.final_layer_norm.weight"))?
+        .dim(0)
+        .context(|| "width".into())?;
+    let projection = match w.get("text_projection.weight") {
+        Some(p) => p.t().and_then(|t| t.contiguous()),
+        None => Tensor::eye(width, DType::F32, &Device::Cpu),
+    };
+    put(
+        "text_projection".into(),
+        projection.context(|| "text_projection".into())?,
+    )?;
+    let stored = if extra_layer { layers + 1 } else { layers };
+    for i in 0..stored {
+        let ours = format!("{tm}.encoder.layers.{}", i.min(layers - 1));
+        let theirs = format!("transformer.resblocks.{i}");
+        for leaf in ["weight", "bias"] {
+            let qkv = ["q_proj", "k_proj", "v_proj"]
+                .iter()
+                .map(|p| get(&format!("{ours}.self_attn.{p}.{leaf}")))
+                .collect::<Result<Vec<_>>>()?;
+            let fused = Tensor::cat(&qkv, 0).context(|| "in_proj".into())?;
+            put(format!("{theirs}.attn.in_proj_{leaf}"), fused)?;
+            for (o, t) in [
+                ("self_attn.out_proj", "attn.out_proj"),
+                ("layer_norm1", "ln_1"),
+                ("layer_norm2", "ln_2"),
+                ("mlp.fc1", "mlp.c_fc"),
+                ("mlp.fc2", "mlp.c_proj"),
+            ] {
+                put(
+                    format!("{theirs}.{t}.{leaf}"),
+                    get(&format!("{ours}.{o}.{leaf}"))?,
+                )?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -3,24 +3,49 @@
 //! default and is unpacked into NanoImg's data directory on first use.
 
 use anyhow::{bail, Context, Result};
-use nanoimg_engine::{bundled, EngineError, Registry};
+use nanoimg_engine::checkpoint::SourceOptions;
+use nanoimg_engine::{bundled, EngineError, LoadOptions, Registry};
 use std::path::PathBuf;
 
 /// Which model to run: the flags `generate` and `edit` share.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// Model folder name (in the models directories) or path. Default: the bundled nanoimg-emoji.
+    /// Model name (a folder, or a `.safetensors` checkpoint without its extension, in the models
+    /// directories) or path (a diffusers folder, a single-file checkpoint, a Hugging Face cache
+    /// entry). Default: the bundled nanoimg-emoji.
     #[arg(long, env = "NANOIMG_MODEL")]
     pub model: Option<String>,
-    /// Directory of model folders (colon-separated list). Default: $NANOIMG_MODELS, else ./models.
+    /// Directory of models (colon-separated list). Default: $NANOIMG_MODELS, else ./models.
     #[arg(long)]
     pub models_dir: Option<String>,
+    /// For a single-file checkpoint: a diffusers folder of the same family whose configs and
+    /// tokenizers it uses (default: `config` in `<checkpoint>.nanoimg.json`, else the family's
+    /// reference repository in the Hugging Face cache).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A VAE file to use instead of the model's own (A1111's VAE files, original or diffusers
+    /// layout). Default: `vae` in the model's settings, else `<checkpoint>.vae.safetensors`.
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
 }
 
 impl ModelArgs {
-    /// The chosen model's folder.
+    /// The chosen model's folder or file.
     pub fn path(&self) -> Result<PathBuf> {
         pick_model(&registry(self.models_dir.as_deref()), self.model.as_deref())
+    }
+
+    /// How to load it on `device` at `dtype`.
+    pub fn load_options(&self, device: candle_core::Device, dtype: candle_core::DType) -> LoadOptions {
+        LoadOptions {
+            device,
+            dtype,
+            source: SourceOptions {
+                config: self.config.clone(),
+                hub_cache: None,
+            },
+            vae: self.vae.clone(),
+        }
     }
 }
 

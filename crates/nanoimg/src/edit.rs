@@ -13,7 +13,7 @@ use nanoimg_edit::exec::{self, Painter};
 use nanoimg_edit::planner::{self, Planned};
 use nanoimg_edit::{EditPlan, Op, PlanLimits};
 use nanoimg_engine::codec::{self, OutputFormat};
-use nanoimg_engine::{CancelToken, GenerateRequest, InitImage, LoadOptions, StableDiffusion};
+use nanoimg_engine::{CancelToken, GenerateRequest, InitImage, StableDiffusion};
 use nanoimg_safety::provenance::{media_type_of, Origin};
 use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_safety::{Safety, Strictness};
@@ -102,10 +102,10 @@ impl ModelPainter<'_> {
             let path = self.args.model.path()?;
             self.model = Some(StableDiffusion::load(
                 &path,
-                &LoadOptions {
-                    device: nanoimg_engine::default_device(),
-                    dtype: candle_core::DType::F32,
-                },
+                &self
+                    .args
+                    .model
+                    .load_options(nanoimg_engine::default_device(), candle_core::DType::F32),
             )?);
         }
         Ok(self.model.as_ref().expect("loaded"))

@@ -8,9 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nanoimg_core::{ImageSize, Limits, SchedulerName};
 use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_engine::pipeline::Progress;
-use nanoimg_engine::{
-    parse_dtype, CancelToken, GenerateRequest, InitImage, LoadOptions, ProgressSink, StableDiffusion,
-};
+use nanoimg_engine::{parse_dtype, CancelToken, GenerateRequest, InitImage, ProgressSink, StableDiffusion};
 use nanoimg_safety::provenance::{media_type_of, Origin};
 use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_safety::{Safety, Strictness};
@@ -182,10 +180,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let model = StableDiffusion::load(
         &model_path,
-        &LoadOptions {
-            device: nanoimg_engine::default_device(),
-            dtype,
-        },
+        &a.model.load_options(nanoimg_engine::default_device(), dtype),
     )?;
     // The model's defaults, then what the flags set.
     let defaults = GenerateRequest::new(&model, a.prompt.clone());

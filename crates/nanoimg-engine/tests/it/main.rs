@@ -1,6 +1,7 @@
 //! Every integration test of `nanoimg-engine` in one binary: one link instead of one per file, which
 //! keeps the build small and fast (see ARCHITECTURE.md, "Tests").
 
+mod checkpoint;
 mod codec_mutations;
 mod common;
 mod hooks;

@@ -642,3 +642,102 @@ fn character_eval_scores_with_dinov2_and_clip_folders() {
     assert!(e.contains("--dinov2") && e.contains("expected \"dinov2\""), "{e}");
     assert!(!grid.exists());
 }
+
+/// A single-file checkpoint, as a user with an A1111 models folder has one: `--model FILE`
+/// with `--config` draws what the folder draws; without a companion the error says what to
+/// give; a pickle is refused with the command that converts it.
+#[test]
+fn generate_runs_a_single_file_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (folder, file) = (dir.path().join("tiny"), dir.path().join("tiny-mix.safetensors"));
+    let out = bin()
+        .args(["models", "synth", "--arch", "tiny-sd1", "--seed", "3"])
+        .arg(&folder)
+        .arg("--single-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = ["a cat", "--steps", "2", "--seed", "5", "--size", "64x64"];
+    let from_folder = dir.path().join("folder.png");
+    let o = bin()
+        .arg("generate")
+        .args(args)
+        .arg("--model")
+        .arg(&folder)
+        .arg("-o")
+        .arg(&from_folder)
+        .output()
+        .unwrap();
+    ok(&o);
+    let from_file = dir.path().join("file.png");
+    let o = bin()
+        .arg("generate")
+        .args(args)
+        .arg("--model")
+        .arg(&file)
+        .arg("--config")
+        .arg(&folder)
+        .arg("-o")
+        .arg(&from_file)
+        .output()
+        .unwrap();
+    ok(&o);
+    let (a, b) = (
+        image::open(&from_folder).unwrap().to_rgb8(),
+        image::open(&from_file).unwrap().to_rgb8(),
+    );
+    // The same drawing: only the invisible watermark (its payload differs per image, about 2.7
+    // levels on 64×64) moves pixels, where another seed moves them by tens of levels.
+    let diff = mean_abs_diff(&a, &b);
+    assert!(diff < 5.0, "{diff}");
+    let other_seed = dir.path().join("other.png");
+    let o = bin()
+        .args([
+            "generate", "a cat", "--steps", "2", "--seed", "6", "--size", "64x64", "--model",
+        ])
+        .arg(&file)
+        .arg("--config")
+        .arg(&folder)
+        .arg("-o")
+        .arg(&other_seed)
+        .output()
+        .unwrap();
+    ok(&o);
+    let control = mean_abs_diff(&a, &image::open(&other_seed).unwrap().to_rgb8());
+    assert!(control > 4.0 * diff, "{control} vs {diff}");
+    assert_eq!(meta_of(&from_file)["model"], "tiny-mix");
+
+    let o = bin()
+        .env("HF_HUB_CACHE", dir.path().join("empty-cache"))
+        .arg("generate")
+        .args(args)
+        .arg("--model")
+        .arg(&file)
+        .arg("-o")
+        .arg(dir.path().join("x.png"))
+        .output()
+        .unwrap();
+    let e = err(&o);
+    assert!(
+        e.contains("--config DIR") && e.contains("holds weights only"),
+        "{e}"
+    );
+
+    let ckpt = dir.path().join("old.ckpt");
+    std::fs::write(&ckpt, b"PK\x03\x04").unwrap();
+    let o = bin()
+        .arg("generate")
+        .arg("a cat")
+        .arg("--model")
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(dir.path().join("y.png"))
+        .output()
+        .unwrap();
+    let e = err(&o);
+    assert!(
+        e.contains("never loads pickles") && e.contains("save_file"),
+        "{e}"
+    );
+}

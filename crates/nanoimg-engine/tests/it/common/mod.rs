@@ -34,6 +34,11 @@ pub fn load(name: &str) -> StableDiffusion {
     load_as(name, DType::F32)
 }
 
+pub fn load_path(p: &std::path::Path) -> StableDiffusion {
+    StableDiffusion::load(p, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("loading {}: {e}", p.display()))
+}
+
 pub fn load_as(name: &str, dtype: DType) -> StableDiffusion {
     StableDiffusion::load(
         &path(name),
@@ -43,6 +48,25 @@ pub fn load_as(name: &str, dtype: DType) -> StableDiffusion {
         },
     )
     .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// Copies a folder tree; `keep` says which files (by name) are copied.
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path, keep: &dyn Fn(&str) -> bool) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest, keep);
+        } else if keep(&e.file_name().to_string_lossy()) {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Copies a folder tree.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    copy_tree(from, to, &|_| true);
 }
 
 /// Mean absolute difference between two images of the same size, in 0..255 levels.
