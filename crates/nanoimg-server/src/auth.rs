@@ -90,25 +90,41 @@ impl Auth {
     }
 }
 
-/// The key from `Authorization: Bearer …` (or `x-api-key`, which some clients send).
-fn presented_key(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+/// The key from `Authorization: Bearer …`, or `x-api-key` (which some clients send), or the
+/// password of `Authorization: Basic` (for clients that can only send Basic auth, such as
+/// `webuiapi`'s `set_auth` and A1111's `--api-auth`; the user name is not read).
+fn presented_key(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v
             .to_str()
             .map_err(|_| ApiError::unauthorized("invalid_api_key", "the Authorization header is not text"))?;
         let (scheme, key) = v.split_once(' ').unwrap_or((v, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine as _;
+            let pair = base64::engine::general_purpose::STANDARD
+                .decode(key.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            return match pair.as_deref().and_then(|p| p.split_once(':')) {
+                Some((_, password)) if !password.trim().is_empty() => Ok(password.trim().to_owned()),
+                _ => Err(ApiError::unauthorized(
+                    "invalid_api_key",
+                    "Basic auth carries the API key as its password",
+                )),
+            };
+        }
         if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
             return Err(ApiError::unauthorized(
                 "invalid_api_key",
                 "use Authorization: Bearer <API key>",
             ));
         }
-        return Ok(key.trim());
+        return Ok(key.trim().to_owned());
     }
     if let Some(v) = headers.get("x-api-key") {
         return v
             .to_str()
-            .map(str::trim)
+            .map(|k| k.trim().to_owned())
             .map_err(|_| ApiError::unauthorized("invalid_api_key", "the x-api-key header is not text"));
     }
     Err(ApiError::unauthorized(
@@ -185,11 +201,11 @@ async fn authenticate(
             return Err(e);
         }
     };
-    let principal = match state.store.system().authenticate(key).await? {
+    let principal = match state.store.system().authenticate(&key).await? {
         Ok(p) => p,
         Err(failure) => {
             state.metrics.reject(failure.reason());
-            audit_failure(state, request_id, key, failure);
+            audit_failure(state, request_id, &key, failure);
             return Err(ApiError::unauthorized("invalid_api_key", failure.message()));
         }
     };

@@ -21,6 +21,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/sqlite/0009_shared_queue.sql")),
     (10, include_str!("../migrations/sqlite/0010_admission_lock.sql")),
     (11, include_str!("../migrations/sqlite/0011_tenant_budgets.sql")),
+    (
+        12,
+        include_str!("../migrations/sqlite/0012_tenant_default_model.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -38,6 +42,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/postgres/0009_shared_queue.sql")),
     (10, include_str!("../migrations/postgres/0010_admission_lock.sql")),
     (11, include_str!("../migrations/postgres/0011_tenant_budgets.sql")),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_tenant_default_model.sql"),
+    ),
 ];
 
 /// The migration that adds the audit chain; the events before it are chained in its

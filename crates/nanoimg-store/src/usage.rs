@@ -1,4 +1,5 @@
-//! What a tenant keeps: counts and bytes, for `GET /v1/me/usage` and the studio's account page.
+//! What a tenant keeps: counts and bytes, for `GET /v1/me/usage` and the studio's account page;
+//! and the model its A1111-API clients chose.
 
 use crate::error::Result;
 use crate::Scoped;
@@ -18,6 +19,25 @@ pub struct Usage {
 }
 
 impl Scoped<'_> {
+    /// The model the tenant's A1111-API clients chose (`sd_model_checkpoint`), if any.
+    pub async fn default_model(&self) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT default_model FROM tenants WHERE id = $1")
+            .bind(self.tenant_id)
+            .fetch_one(&self.store.db.pool)
+            .await?;
+        Ok(row.try_get("default_model")?)
+    }
+
+    /// Sets (or, with `None`, clears) the tenant's chosen model.
+    pub async fn set_default_model(&self, model: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE tenants SET default_model = $1 WHERE id = $2")
+            .bind(model)
+            .bind(self.tenant_id)
+            .execute(&self.store.db.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Bytes of the tenant's stored images (the quota's measure): one sum.
     pub async fn stored_bytes(&self) -> Result<i64> {
         let row = sqlx::query(

@@ -113,6 +113,8 @@ pub struct LiveJob {
     /// Set when the job ran past its time limit and was stopped (its cancellation is then a
     /// failure, `job_timeout`).
     timed_out: std::sync::atomic::AtomicBool,
+    /// The last progress heard: (image, images, step, steps).
+    latest: std::sync::Mutex<Option<(usize, usize, usize, usize)>>,
 }
 
 impl LiveJob {
@@ -128,7 +130,13 @@ impl LiveJob {
             input: OnceLock::new(),
             attempt: None,
             timed_out: std::sync::atomic::AtomicBool::new(false),
+            latest: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The last progress the job reported: (image, images, step, steps).
+    pub fn progress(&self) -> Option<(usize, usize, usize, usize)> {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How this job's images came to be, for their C2PA manifest.
@@ -148,6 +156,16 @@ impl LiveJob {
     }
 
     fn emit(&self, e: JobEvent) {
+        if let JobEvent::Progress {
+            image,
+            images,
+            step,
+            steps,
+            ..
+        } = &e
+        {
+            *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((*image, *images, *step, *steps));
+        }
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(e);
     }

@@ -60,6 +60,21 @@ pub fn all() -> Map<String, Value> {
     put("AuditList", list("AuditEvent"));
     put("AuditEvent", audit_event());
     put("AuditVerification", audit_verification());
+    put(
+        "Null",
+        described(t("null"), "JSON null (as the A1111 API answers)"),
+    );
+    put("A1111Images", a1111_images());
+    put("A1111Models", array(a1111_model()));
+    put("A1111Samplers", array(a1111_sampler()));
+    put("A1111Progress", a1111_progress());
+    put(
+        "A1111Options",
+        object(&[
+            ("sd_model_checkpoint", or_null("string")),
+            ("samples_format", konst("png")),
+        ]),
+    );
     for (name, schema) in edit_plan() {
         put(&name, schema);
     }
@@ -669,4 +684,64 @@ fn repoint(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(repoint),
         _ => {}
     }
+}
+
+// The Automatic1111 API's answers (`/sdapi/v1/*`), as A1111 shapes them.
+
+fn a1111_images() -> Value {
+    object(&[
+        ("images", array(described(t("string"), "base64 PNG"))),
+        (
+            "parameters",
+            described(t("object"), "the request's fields, echoed"),
+        ),
+        (
+            "info",
+            described(
+                t("string"),
+                "JSON text: prompt, seeds, sampler, steps, size, model, infotexts (A1111's PNG parameters), job_id, images (asset ids)",
+            ),
+        ),
+    ])
+}
+
+fn a1111_model() -> Value {
+    object(&[
+        ("title", t("string")),
+        ("model_name", t("string")),
+        ("hash", or_null("string")),
+        ("sha256", or_null("string")),
+        ("filename", or_null("string")),
+        ("config", or_null("string")),
+    ])
+}
+
+fn a1111_sampler() -> Value {
+    object(&[
+        ("name", t("string")),
+        ("aliases", array(t("string"))),
+        ("options", t("object")),
+    ])
+}
+
+fn a1111_progress() -> Value {
+    object(&[
+        ("progress", t("number")),
+        ("eta_relative", t("number")),
+        (
+            "state",
+            object(&[
+                ("skipped", t("boolean")),
+                ("interrupted", t("boolean")),
+                ("job", t("string")),
+                ("job_count", t("integer")),
+                ("job_timestamp", t("string")),
+                ("job_no", t("integer")),
+                ("sampling_step", t("integer")),
+                ("sampling_steps", t("integer")),
+            ]),
+        ),
+        ("current_image", t("null")),
+        ("textinfo", t("null")),
+    ])
 }

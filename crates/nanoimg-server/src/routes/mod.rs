@@ -5,6 +5,7 @@
 //! parse and delegate. No route module calls into another: what two share lives outside
 //! `routes/` (`params`, `admission`, `uploads`, `tenancy`), or in the helpers `body` and `sse`.
 
+mod a1111;
 mod account;
 mod admin;
 mod assets;
@@ -176,6 +177,20 @@ pub const ROUTES: &[Route] = &[
         "A character and its reference images"),
     route!(delete "/v1/characters/{id}", CHARACTERS, "none" => Json(&[(200, "CharacterDeleted")]), characters::delete,
         "Delete a character, its reference images, its LoRA and every bank computed from them"),
+    route!(post "/sdapi/v1/txt2img", GENERATE, "json" => Json(&[(200, "A1111Images")]), a1111::txt2img,
+        "Automatic1111 API: images from a prompt (A1111's fields; unsupported settings refused by name)"),
+    route!(post "/sdapi/v1/img2img", EDIT, "json" => Json(&[(200, "A1111Images")]), a1111::img2img,
+        "Automatic1111 API: change an image (init_images, denoising_strength; mask for inpainting)"),
+    route!(get "/sdapi/v1/sd-models", KEY, "none" => Json(&[(200, "A1111Models")]), a1111::sd_models,
+        "Automatic1111 API: the models"),
+    route!(get "/sdapi/v1/samplers", KEY, "none" => Json(&[(200, "A1111Samplers")]), a1111::samplers,
+        "Automatic1111 API: the samplers, by A1111's names"),
+    route!(get "/sdapi/v1/progress", KEY, "none" => Json(&[(200, "A1111Progress")]), a1111::progress,
+        "Automatic1111 API: the tenant's queued and running jobs and the running one's step"),
+    route!(get "/sdapi/v1/options", KEY, "none" => Json(&[(200, "A1111Options")]), a1111::get_options,
+        "Automatic1111 API: the tenant's model (sd_model_checkpoint)"),
+    route!(post "/sdapi/v1/options", GENERATE, "json" => Json(&[(200, "Null")]), a1111::set_options,
+        "Automatic1111 API: set the tenant's model (sd_model_checkpoint; per tenant, not server-wide)"),
     route!(post "/v1/admin/tenants", ADMIN, "json" => Json(&[(201, "Tenant")]), admin::create_tenant, "Create a tenant"),
     route!(get "/v1/admin/tenants", ADMIN, "none" => Json(&[(200, "TenantList")]), admin::list_tenants, "List tenants"),
     route!(get "/v1/admin/tenants/{id}", ADMIN, "none" => Json(&[(200, "Tenant")]), admin::get_tenant,

@@ -64,6 +64,17 @@ async fn request(
             "file",
             reqwest::multipart::Part::bytes(png(8, 8, None)).file_name("a.png"),
         )),
+        ("/sdapi/v1/txt2img", _) => {
+            req.json(&json!({"prompt": "a cat", "width": 64, "height": 64, "steps": 2}))
+        }
+        ("/sdapi/v1/img2img", _) => {
+            use base64::Engine as _;
+            let image = base64::engine::general_purpose::STANDARD.encode(png(64, 64, None));
+            req.json(
+                &json!({"prompt": "a dog", "init_images": [image], "width": 64, "height": 64, "steps": 2}),
+            )
+        }
+        ("/sdapi/v1/options", "json") => req.json(&json!({"sd_model_checkpoint": "tiny"})),
         ("/v1/me", "json") => req.json(&json!({"confirm": o.tenant_name})),
         ("/v1/edit-sessions", "json") => req.json(&json!({"image_id": o.asset})),
         (p, "json") if p.ends_with("/instructions") => req.json(&json!({"instruction": "make it brighter"})),

@@ -95,6 +95,27 @@ pub fn python() -> String {
     })
 }
 
+/// Runs one of `tests/python`'s scripts with `args` on a blocking thread and asserts that it
+/// succeeded and said `ok` last; its output is the failure message.
+pub async fn run_python_check(script: &str, args: Vec<String>) {
+    let script = format!("{}/../../tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.trim_end().ends_with("ok"), "{text}");
+}
+
 fn catalog(tiny: &nanoimg_engine::ModelInfo) -> ModelCatalog {
     ModelCatalog::new(vec![("tiny".into(), tiny.clone())], "tiny", 1).unwrap()
 }

@@ -1,6 +1,7 @@
 //! Every integration test of `nanoimg-server` in one binary: one link instead of one per file, which
 //! keeps the build small and fast (see ARCHITECTURE.md, "Tests").
 
+mod a1111;
 mod account;
 mod api;
 mod authz;
