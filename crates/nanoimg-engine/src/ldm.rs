@@ -224,13 +224,17 @@ enum Part {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// SDXL's shape in miniature: level 0 without attention, level 1 with; two resnets each.
-    fn diffusers_modules() -> BTreeSet<String> {
+    /// SDXL's shape in miniature, as diffusers names its modules: level 0 without attention,
+    /// level 1 with; two resnets each. (The LoRA name tests use it too.)
+    pub(crate) fn diffusers_modules() -> BTreeSet<String> {
         [
             "conv_in",
+            "time_embedding.linear_1",
+            "add_embedding.linear_2",
+            "conv_out",
             "down_blocks.0.resnets.0.conv1",
             "down_blocks.0.resnets.1.conv1",
             "down_blocks.0.downsamplers.0.conv",
@@ -244,6 +248,7 @@ mod tests {
             "mid_block.resnets.1.conv2",
             "up_blocks.0.resnets.0.conv1",
             "up_blocks.0.attentions.0.proj_in",
+            "up_blocks.0.attentions.0.proj_out",
             "up_blocks.0.resnets.1.conv1",
             "up_blocks.0.attentions.1.proj_in",
             "up_blocks.0.resnets.2.conv1",

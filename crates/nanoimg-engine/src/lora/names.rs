@@ -186,36 +186,10 @@ mod tests {
     use super::*;
 
     fn sdxl_like() -> ModuleIndex {
-        // SDXL's shape in miniature: block 0 without attention, block 1 with; two resnets each.
-        let names: Vec<String> = [
-            "conv_in",
-            "down_blocks.0.resnets.0.conv1",
-            "down_blocks.0.resnets.1.conv1",
-            "down_blocks.0.downsamplers.0.conv",
-            "down_blocks.1.resnets.0.conv1",
-            "down_blocks.1.resnets.0.conv_shortcut",
-            "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
-            "down_blocks.1.resnets.1.conv1",
-            "down_blocks.1.attentions.1.proj_in",
-            "mid_block.resnets.0.time_emb_proj",
-            "mid_block.attentions.0.transformer_blocks.1.attn2.to_out.0",
-            "mid_block.resnets.1.conv2",
-            "up_blocks.0.resnets.0.conv1",
-            "up_blocks.0.attentions.0.proj_out",
-            "up_blocks.0.resnets.1.conv1",
-            "up_blocks.0.resnets.2.conv1",
-            "up_blocks.0.attentions.2.proj_out",
-            "up_blocks.0.upsamplers.0.conv",
-            "up_blocks.1.resnets.0.conv1",
-            "up_blocks.1.resnets.1.conv1",
-            "up_blocks.1.resnets.2.conv1",
-            "time_embedding.linear_1",
-            "add_embedding.linear_2",
-            "conv_out",
-        ]
-        .iter()
-        .map(|m| format!("{m}.weight"))
-        .collect();
+        let names: Vec<String> = crate::ldm::tests::diffusers_modules()
+            .iter()
+            .map(|m| format!("{m}.weight"))
+            .collect();
         ModuleIndex::new(names.iter(), true)
     }
 

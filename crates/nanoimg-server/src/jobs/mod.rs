@@ -21,6 +21,7 @@ mod shared;
 mod worker;
 
 pub use error::JobError;
+pub(crate) use pipeline::record as output_record;
 pub use queue::JobQueue;
 
 use crate::audit::Auditor;

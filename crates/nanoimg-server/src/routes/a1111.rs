@@ -9,10 +9,11 @@
 //! `sd_model_checkpoint` (in `POST /options`, or a request's `override_settings`) chooses the
 //! model per tenant, never for the whole server.
 
-use super::body;
+use super::{body, outcome};
 use crate::admission::admit;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
+use crate::jobs::output_record;
 use crate::params::{default_strength, GenerationParams};
 use crate::spec::{InitSpec, JobKind, JobSpec};
 use crate::state::AppState;
@@ -211,40 +212,19 @@ async fn answer(
     spec: JobSpec,
     parameters: serde_json::Map<String, Value>,
 ) -> ApiResult<Json<Value>> {
-    let mut run = state
-        .jobs
-        .submit(auth.job_owner(), kind, spec.clone(), false)
-        .await?;
+    let mut run = outcome::submit(&state, &auth, kind, spec.clone()).await?;
     let end = run.outcome().await;
-    let (outcome, detail) = match &end {
-        Ok(o) => (
-            Outcome::Success,
-            json!({"images": o.len(), "api": "a1111", "model": spec.model}),
-        ),
-        Err(e) => (
-            Outcome::Failure,
-            json!({"code": e.code(), "api": "a1111", "model": spec.model}),
-        ),
-    };
-    let action = if kind == JobKind::Edit {
-        "image.edit"
-    } else {
-        "image.generate"
-    };
-    state
-        .audit
-        .record(auth.event(action, Some(run.job.id.clone()), outcome, detail))
-        .await;
+    let via = [("api", json!("a1111"))];
+    outcome::audit_end(&state, &auth, (kind, &run.job.id), &spec, &via, &end).await;
     let outputs = end?;
     let seeds: Vec<u64> = outputs.iter().map(|o| o.seed).collect();
     let (name, _) = spec.scheduler.a1111();
+    // Each image's infotext is the `parameters` text its PNG carries.
     let infotexts: Vec<String> = outputs
         .iter()
-        .map(|o| {
-            format!(
-                "{}\nNegative prompt: {}\nSteps: {}, Sampler: {name}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}",
-                spec.prompt, spec.negative_prompt, spec.steps, spec.guidance, o.seed, o.asset.width, o.asset.height, spec.model
-            )
+        .enumerate()
+        .map(|(i, o)| {
+            output_record(&spec, o.seed, i).parameters((o.asset.width as u32, o.asset.height as u32))
         })
         .collect();
     let info = json!({
@@ -406,7 +386,7 @@ pub(crate) async fn set_options(
         match (k.as_str(), v) {
             ("sd_model_checkpoint", Value::String(t)) => {
                 let name = model_name(t);
-                if state.catalog.pick(Some(&name)).is_none_or(|e| e.name != name) {
+                if !state.catalog.entries().iter().any(|e| e.name == name) {
                     return Err(ApiError::invalid(
                         "sd_model_checkpoint",
                         format!("no model named {name:?}; GET /sdapi/v1/sd-models lists them"),

@@ -4,11 +4,11 @@
 //! as an SSE stream of partial and completed images with `stream: true`.
 
 use super::body::{self, Form};
-use super::sse;
+use super::{outcome, sse};
 use crate::admission::{admit, plan_prompt, priced, vet};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobError, JobEvent, Output, Submitted};
+use crate::jobs::{JobEvent, Output, Submitted};
 use crate::params::{default_strength, lenient, Delivery, ImageRequest, IGNORED_HEADER, TYPED_FIELDS};
 use crate::spec::{InitSpec, JobKind, JobSpec, PlanSpec};
 use crate::state::AppState;
@@ -23,7 +23,6 @@ use base64::Engine as _;
 use image::DynamicImage;
 use nanoimg_core::ImageSize;
 use nanoimg_edit::{EditPlan, Op};
-use nanoimg_store::Outcome;
 
 fn usage(spec: &JobSpec, outputs: &[Output]) -> serde_json::Value {
     // Tokens are the model's units: CLIP tokens of the prompts, and one "image token" per latent
@@ -64,24 +63,21 @@ async fn run(
     spec: JobSpec,
     delivery: Delivery,
 ) -> ApiResult<Response> {
-    let mut run = state
-        .jobs
-        .submit(auth.job_owner(), kind, spec.clone(), false)
-        .await
-        .inspect_err(|e| {
-            state.audit.record_later(auth.event(
-                "request.rejected",
-                None,
-                Outcome::Rejected,
-                serde_json::json!({"reason": e.code()}),
-            ))
-        })?;
+    let mut run = outcome::submit(&state, &auth, kind, spec.clone()).await?;
     let created = nanoimg_store::ids::now_ms() / 1000;
     if delivery.stream {
         return Ok(stream(state, auth, kind, run, spec, delivery, created).into_response());
     }
     let end = run.outcome().await;
-    audit_end(&state, &auth, (kind, &run.job.id), &spec, &delivery, &end).await;
+    outcome::audit_end(
+        &state,
+        &auth,
+        (kind, &run.job.id),
+        &spec,
+        &end_user(&delivery),
+        &end,
+    )
+    .await;
     let outputs = end?;
     let data: Vec<_> = outputs
         .iter()
@@ -103,35 +99,13 @@ async fn run(
     .into_response())
 }
 
-async fn audit_end(
-    state: &AppState,
-    auth: &Auth,
-    (kind, job): (JobKind, &str),
-    spec: &JobSpec,
-    delivery: &Delivery,
-    end: &Result<std::sync::Arc<Vec<Output>>, JobError>,
-) {
-    let (outcome, mut detail) = match end {
-        Ok(o) => (Outcome::Success, serde_json::json!({"images": o.len()})),
-        Err(JobError::Cancelled) => (Outcome::Failure, serde_json::json!({"code": "cancelled"})),
-        Err(e) => (Outcome::Failure, serde_json::json!({"code": e.code()})),
-    };
-    detail["model"] = spec.model.clone().into();
-    detail["size"] = spec.size.to_string().into();
-    detail["steps"] = spec.steps.into();
-    detail["n"] = spec.n.into();
-    if let Some(user) = &delivery.end_user {
-        detail["end_user"] = user.clone().into();
-    }
-    let action = match kind {
-        JobKind::Generation => "image.generate",
-        JobKind::Edit => "image.edit",
-        JobKind::Variation => "image.variation",
-    };
-    state
-        .audit
-        .record(auth.event(action, Some(job.to_owned()), outcome, detail))
-        .await;
+/// The end user the client named, for the audit log.
+fn end_user(delivery: &Delivery) -> Vec<(&'static str, serde_json::Value)> {
+    delivery
+        .end_user
+        .iter()
+        .map(|u| ("end_user", u.clone().into()))
+        .collect()
 }
 
 /// The OpenAI streaming shape: `image_generation.partial_image` events at evenly spaced steps,
@@ -188,7 +162,15 @@ fn stream(
                 continue;
             }
             let Some(end) = ev.outcome() else { continue };
-            audit_end(&state, &auth, (kind, &run.job.id), &spec, &delivery, &end).await;
+            outcome::audit_end(
+                &state,
+                &auth,
+                (kind, &run.job.id),
+                &spec,
+                &end_user(&delivery),
+                &end,
+            )
+            .await;
             match end {
                 Ok(outputs) => {
                     for o in outputs.iter() {

@@ -14,6 +14,7 @@ mod characters;
 mod export;
 mod images;
 mod jobs;
+mod outcome;
 mod provenance;
 mod sessions;
 mod sse;
