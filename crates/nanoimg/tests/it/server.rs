@@ -373,8 +373,17 @@ fn a_job_running_at_a_crash_is_failed_with_a_reason_after_restart() {
     let me = curl("GET", &format!("{}/v1/me", s.base), &new_key, None);
     assert_eq!(me["error"]["message"], "the API key has been revoked", "{me}");
 
-    // The audit log from the shell: the admin actions above, oldest first, never a key.
-    let log = nanoimg(&["audit", "--json", "--limit", "1000"]);
+    // The audit log from the shell: the admin actions above, oldest first, never a key. The
+    // refused key's `auth.failed` is written in the background: wait for it, so that no event
+    // lands between the listings compared below.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = nanoimg(&["audit", "--json", "--limit", "1000"]);
+        if log.contains("\"auth.failed\"") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let events: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
     for want in [
