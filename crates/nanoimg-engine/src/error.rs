@@ -29,6 +29,9 @@ pub enum EngineError {
     /// The model named by the user was not found.
     #[error("no model named {name:?}; installed: {installed}")]
     ModelNotFound { name: String, installed: String },
+    /// A hub id that is not in the hub cache.
+    #[error("{id} is not in the Hugging Face cache ({cache}): `nanoimg models pull {id}` downloads it")]
+    NotPulled { id: String, cache: String },
     /// The caller cancelled the run through its [`crate::CancelToken`].
     #[error("generation cancelled")]
     Cancelled,

@@ -10,6 +10,7 @@ use crate::schedulers::{NoiseSchedule, SchedulerConfig, SchedulerName};
 use crate::source::ModelSource;
 use nanoimg_core::limits::{fit_size, SIZE_MULTIPLE};
 use nanoimg_core::{ImageSize, Limits};
+use nanoimg_hub::{HubCache, HubRef};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -237,6 +238,50 @@ impl ModelInfo {
     }
 }
 
+impl Registry {
+    /// A pulled model: its snapshot (a diffusers folder), or the one checkpoint file in it.
+    fn resolve_pulled(&self, r: &HubRef) -> Result<PathBuf> {
+        let not_pulled = || EngineError::NotPulled {
+            id: r.to_string(),
+            cache: self
+                .hub_cache
+                .as_ref()
+                .map_or("none: set HF_HUB_CACHE or HF_HOME".into(), |c| {
+                    c.root().display().to_string()
+                }),
+        };
+        let snapshot = self
+            .hub_cache
+            .as_ref()
+            .and_then(|c| c.snapshot(r))
+            .ok_or_else(not_pulled)?;
+        if snapshot.join("model_index.json").is_file() {
+            return Ok(snapshot);
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&snapshot)
+            .map_err(|source| EngineError::Io {
+                path: snapshot.clone(),
+                source,
+            })?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| is_checkpoint_file(p))
+            .collect();
+        match files.len() {
+            1 => Ok(files.remove(0)),
+            0 => Err(EngineError::IncompleteModel {
+                path: snapshot,
+                message: "neither a model_index.json nor a checkpoint file: pulled with --configs-only?"
+                    .into(),
+            }),
+            _ => Err(EngineError::IncompleteModel {
+                path: snapshot,
+                message: "several checkpoint files: give the one to use by its path".into(),
+            }),
+        }
+    }
+}
+
 /// The snapshot folder of a Hugging Face hub cache entry (`models--org--name/snapshots/<rev>`):
 /// the revision `refs/main` names, else the only snapshot holding a `model_index.json`.
 pub fn hf_cache_snapshot(entry: &Path) -> Option<PathBuf> {
@@ -244,14 +289,10 @@ pub fn hf_cache_snapshot(entry: &Path) -> Option<PathBuf> {
     if !snapshots.is_dir() {
         return None;
     }
-    if let Ok(rev) = std::fs::read_to_string(entry.join("refs").join("main")) {
-        let rev = rev.trim();
-        // A revision is a hex hash; anything else could name a path outside the entry.
-        if !rev.is_empty() && rev.chars().all(|c| c.is_ascii_hexdigit()) {
-            let p = snapshots.join(rev);
-            if p.join("model_index.json").is_file() {
-                return Some(p);
-            }
+    if let Some(rev) = nanoimg_hub::cache::read_ref(entry, "main") {
+        let p = snapshots.join(rev);
+        if p.join("model_index.json").is_file() {
+            return Some(p);
         }
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir(&snapshots)
@@ -284,12 +325,22 @@ pub enum Listing {
 #[derive(Debug, Clone)]
 pub struct Registry {
     dirs: Vec<PathBuf>,
+    hub_cache: Option<HubCache>,
 }
 
 impl Registry {
-    /// Searches `dirs` in order.
+    /// Searches `dirs` in order, and the hub cache the environment names for hub ids.
     pub fn new(dirs: Vec<PathBuf>) -> Self {
-        Self { dirs }
+        Self {
+            dirs,
+            hub_cache: HubCache::from_env(),
+        }
+    }
+
+    /// Finds hub ids in the hub cache at `root` instead.
+    pub fn with_hub_cache(mut self, root: PathBuf) -> Self {
+        self.hub_cache = Some(HubCache::new(root));
+        self
     }
 
     /// `$NANOIMG_MODELS` (colon-separated) if set, else `./models`.
@@ -329,7 +380,8 @@ impl Registry {
     /// Finds a model by folder name (or checkpoint file name without `.safetensors`) in the
     /// models directories, or takes `name` as a path (a folder or a checkpoint file). A path
     /// may also be a Hugging Face cache entry (`models--org--name`), whose `refs/main` snapshot
-    /// (or only snapshot) is used.
+    /// (or only snapshot) is used. A hub id (`org/name[@revision]`) that is not a path is
+    /// looked up in the hub cache, without the network.
     pub fn resolve(&self, name: &str) -> Result<PathBuf> {
         let as_path = Path::new(name);
         // A file given by path is the model, whatever it is: loading it says what is wrong.
@@ -338,6 +390,11 @@ impl Registry {
         }
         if let Some(snapshot) = hf_cache_snapshot(as_path) {
             return Ok(snapshot);
+        }
+        if !as_path.exists() {
+            if let Ok(r) = name.parse::<HubRef>() {
+                return self.resolve_pulled(&r);
+            }
         }
         // A bare name must not walk out of the models directory.
         let plain = !name.is_empty() && as_path.components().count() == 1 && !name.starts_with('.');

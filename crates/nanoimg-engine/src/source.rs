@@ -114,10 +114,13 @@ impl ModelSource {
         self.checkpoint.as_ref()
     }
 
-    /// The model's name: the folder's name, or the file's without `.safetensors`.
+    /// The model's name: the folder's name (a hub cache snapshot's repository id), or the
+    /// file's without `.safetensors`.
     pub fn name(&self) -> String {
         let name = if self.checkpoint.is_some() {
             self.path.file_stem()
+        } else if let Some(id) = nanoimg_hub::cache::repo_of_snapshot(&self.path) {
+            return id.to_string();
         } else {
             self.path.file_name()
         };

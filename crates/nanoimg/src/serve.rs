@@ -25,6 +25,10 @@ pub struct Args {
     /// Model directories to offer besides the built-in model (colon-separated).
     #[arg(long)]
     pub models_dir: Option<String>,
+    /// A model pulled into the hub cache to offer too, by its id (`org/name[@revision]`,
+    /// `nanoimg models pull`); repeatable, or comma-separated in $NANOIMG_HUB_MODELS.
+    #[arg(long = "hub-model", env = "NANOIMG_HUB_MODELS", value_delimiter = ',')]
+    pub hub_models: Vec<String>,
     /// `all`: serve and run jobs here [default]; `api`: serve only, with `nanoimg worker`
     /// processes on the shared database running the jobs (docs/deploy.md).
     #[arg(long, value_parser = ["all", "api"])]
@@ -84,7 +88,8 @@ pub fn config_for(dir: &Path) -> Result<Config> {
     Ok(cfg)
 }
 
-/// The built-in model plus every usable model in the models directories.
+/// The built-in model, every usable model in the models directories, and the hub models asked
+/// for (which must be there: they were named).
 fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
     let registry = catalog::registry(args.models_dir.as_deref());
     let mut list: Vec<(String, ModelInfo)> = Vec::new();
@@ -95,6 +100,14 @@ fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
                 tracing::warn!(path = %path.display(), %error, "not serving a model that cannot be used")
             }
         }
+    }
+    for id in &args.hub_models {
+        let mut info = registry
+            .resolve(id)
+            .and_then(|path| ModelInfo::inspect(&path))
+            .with_context(|| format!("--hub-model {id}"))?;
+        info.name = id.clone();
+        list.push((id.clone(), info));
     }
     if !list.iter().any(|(n, _)| n == bundled::NAME) {
         let info = ModelInfo::inspect(&catalog::bundled_model()?)?;

@@ -18,6 +18,7 @@ use crate::registry::{hf_cache_snapshot, Family};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use names::{Plan, Transform};
+use nanoimg_hub::HubCache;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -231,18 +232,6 @@ fn v_prediction(path: &Path, header: &Header) -> Option<bool> {
     }))
 }
 
-/// The hub cache the hub's clients use: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
-/// `~/.cache/huggingface/hub`.
-pub fn hub_cache_from_env() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HF_HUB_CACHE").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(p) = std::env::var_os("HF_HOME").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p).join("hub"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
-}
-
 /// A single-file checkpoint, opened: its header read, its family known, its companion found.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -270,12 +259,16 @@ impl Checkpoint {
                 ModelFolder::open(&dir)?
             }
             None => {
-                let cache = opts.hub_cache.clone().or_else(hub_cache_from_env);
+                let cache = opts
+                    .hub_cache
+                    .clone()
+                    .map(HubCache::new)
+                    .or_else(HubCache::from_env);
                 let repos = references(family, v_prediction);
                 let found = cache.as_ref().and_then(|c| {
                     repos.iter().find_map(|r| {
-                        let snapshot =
-                            hf_cache_snapshot(&c.join(format!("models--{}", r.replace('/', "--"))))?;
+                        let r: nanoimg_hub::HubRef = r.parse().ok()?;
+                        let snapshot = hf_cache_snapshot(&c.repo_dir(&r.repo))?;
                         ModelFolder::open(&snapshot).ok()
                     })
                 });
@@ -283,10 +276,11 @@ impl Checkpoint {
                     bad(format!(
                         "a single-file {family} checkpoint holds weights only; its tokenizer and configs come from a \
                          diffusers folder of the same family. Give one with --config DIR (or \"config\" in {}), or put \
-                         {} in the Hugging Face cache{}",
+                         {} in the Hugging Face cache{} (`nanoimg models pull {} --configs-only` fetches just those)",
                         sidecar_path(path).display(),
                         repos[0],
-                        cache.map(|c| format!(" ({})", c.display())).unwrap_or_default()
+                        cache.map(|c| format!(" ({})", c.root().display())).unwrap_or_default(),
+                        repos[0],
                     ))
                 })?
             }

@@ -259,11 +259,13 @@ fn nanoimg_json_overrides_defaults_and_rejects_unknown_keys() {
 fn hugging_face_cache_entries_resolve_to_their_main_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let entry = dir.path().join("models--stabilityai--sd-turbo");
-    let rev = "0123abcd";
+    let rev = "0123456789abcdef0123456789abcdef01234567";
     common::copy_dir(&common::path("tiny-sd1"), &entry.join("snapshots").join(rev));
     common::copy_dir(
         &common::path("tiny-sd1"),
-        &entry.join("snapshots").join("ffff0000"),
+        &entry
+            .join("snapshots")
+            .join("ffff0000ffff0000ffff0000ffff0000ffff0000"),
     );
     std::fs::create_dir_all(entry.join("refs")).unwrap();
     std::fs::write(entry.join("refs").join("main"), format!("{rev}\n")).unwrap();
@@ -271,6 +273,19 @@ fn hugging_face_cache_entries_resolve_to_their_main_snapshot() {
     let resolved = reg.resolve(entry.to_str().unwrap()).unwrap();
     assert_eq!(resolved, entry.join("snapshots").join(rev));
     StableDiffusion::load(&resolved, &LoadOptions::default()).unwrap();
+    // The snapshot is named after its repository (not its commit), so *turbo* still reads.
+    let info = nanoimg_engine::ModelInfo::inspect(&resolved).unwrap();
+    assert_eq!(info.name, "stabilityai/sd-turbo");
+    assert!(info.turbo);
+    // By hub id, from the cache, offline.
+    let reg = reg.with_hub_cache(dir.path().to_owned());
+    assert_eq!(reg.resolve("stabilityai/sd-turbo").unwrap(), resolved);
+    assert_eq!(
+        reg.resolve(&format!("stabilityai/sd-turbo@{rev}")).unwrap(),
+        resolved
+    );
+    let e = reg.resolve("stabilityai/sdxl-turbo").unwrap_err().to_string();
+    assert!(e.contains("nanoimg models pull stabilityai/sdxl-turbo"), "{e}");
     // A ref that tries to leave the cache entry is ignored; with two snapshots nothing is guessed.
     std::fs::write(entry.join("refs").join("main"), "../../elsewhere").unwrap();
     assert!(reg.resolve(entry.to_str().unwrap()).is_err());

@@ -1,20 +1,10 @@
 //! The `nanoimg` binary, run as a user runs it, against a tiny random model it writes itself.
 //! (The built-in model is tested in `bundled.rs`.)
 
-use crate::common::{mean_abs_diff, ok};
+use crate::common::{bin, mean_abs_diff, ok};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
-
-fn bin() -> Command {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let home = HOME.get_or_init(|| tempfile::tempdir().unwrap());
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nanoimg"));
-    c.env_remove("NANOIMG_MODEL")
-        .env_remove("NANOIMG_MODELS")
-        .env("NANOIMG_HOME", home.path());
-    c
-}
 
 /// A models directory holding one tiny model, written by `nanoimg models synth`.
 fn models_dir() -> &'static Path {

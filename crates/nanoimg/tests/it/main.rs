@@ -5,5 +5,6 @@ mod bundled;
 mod cli;
 mod common;
 mod fetch;
+mod pull;
 mod scale_out;
 mod server;

@@ -1,6 +1,18 @@
 //! Helpers shared by the CLI test binaries.
 
-use std::process::Output;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The `nanoimg` binary with its own data directory and no model chosen by the environment.
+pub fn bin() -> Command {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let home = HOME.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nanoimg"));
+    c.env_remove("NANOIMG_MODEL")
+        .env_remove("NANOIMG_MODELS")
+        .env("NANOIMG_HOME", home.path());
+    c
+}
 
 /// Asserts that the command succeeded (printing its output if not) and returns its stdout.
 pub fn ok(o: &Output) -> String {
