@@ -29,6 +29,9 @@ pub enum EngineError {
     /// The model named by the user was not found.
     #[error("no model named {name:?}; installed: {installed}")]
     ModelNotFound { name: String, installed: String },
+    /// A LoRA named that the library does not hold.
+    #[error("no LoRA named {name:?}; available: {available}")]
+    LoraNotFound { name: String, available: String },
     /// A hub id that is not in the hub cache.
     #[error("{id} is not in the Hugging Face cache ({cache}): `nanoimg models pull {id}` downloads it")]
     NotPulled { id: String, cache: String },

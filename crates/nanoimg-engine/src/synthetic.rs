@@ -806,3 +806,52 @@ fn open_clip_tensors(
     }
     Ok(())
 }
+
+/// Writes a rank-4 LoRA with random weights for the model in `folder`, in kohya's naming, that
+/// changes every attention projection of its UNet: for trying `--lora` and the library without
+/// a trained file, and for tests. Its strength is such that weight 1 visibly changes a tiny
+/// model's drawing.
+pub fn write_lora(folder: &Path, out: &Path, seed: u64) -> Result<()> {
+    let source = crate::source::ModelSource::open(folder, &Default::default())?;
+    let dev = Device::Cpu;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0f32, 1.0).expect("a valid normal distribution");
+    let mut sample = |dims: &[usize]| -> Result<Tensor> {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+        Tensor::from_vec(v, dims, &dev).context(|| "a LoRA tensor".to_owned())
+    };
+    let rank = 4;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut names: Vec<(String, Vec<usize>)> = source
+        .weights("unet", DType::F32, &dev)?
+        .iter()
+        .filter(|(name, t)| {
+            t.dims().len() == 2
+                && [".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+        })
+        .map(|(name, t)| (name.clone(), t.dims().to_vec()))
+        .collect();
+    names.sort();
+    for (name, dims) in names {
+        let module = name.trim_end_matches(".weight").replace('.', "_");
+        let key = format!("lora_unet_{module}");
+        let (out_dim, in_dim) = (dims[0], dims[1]);
+        tensors.insert(format!("{key}.lora_down.weight"), sample(&[rank, in_dim])?);
+        let up = (sample(&[out_dim, rank])? * 0.5).context(|| key.clone())?;
+        tensors.insert(format!("{key}.lora_up.weight"), up);
+        tensors.insert(
+            format!("{key}.alpha"),
+            Tensor::new(rank as f32, &dev).context(|| key.clone())?,
+        );
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    candle_core::safetensors::save(&tensors, out).context(|| out.display().to_string())
+}

@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use nanoimg_core::{ImageSize, Limits, SchedulerName};
 use nanoimg_engine::codec::{self, OutputFormat};
+use nanoimg_engine::lora::library::Entry;
+use nanoimg_engine::lora::prompt::LoraUse;
 use nanoimg_engine::pipeline::Progress;
 use nanoimg_engine::{parse_dtype, CancelToken, GenerateRequest, InitImage, ProgressSink, StableDiffusion};
 use nanoimg_safety::provenance::{media_type_of, Origin};
@@ -61,6 +63,14 @@ pub struct Args {
     /// Precision: f32, f16 (bf16 on GPUs).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// A LoRA to merge in, by name in the LoRA library or by path, at a weight (default 1);
+    /// repeatable. `<lora:name:weight>` in the prompt does the same.
+    #[arg(long = "lora", value_name = "NAME_OR_FILE[:WEIGHT]")]
+    pub loras: Vec<String>,
+    /// The LoRA library (colon-separated folders). Default: $NANOIMG_LORAS, else `loras/` in
+    /// each models directory.
+    #[arg(long)]
+    pub lora_dir: Option<String>,
     /// Print a JSON summary on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -111,11 +121,39 @@ fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
     path.with_file_name(format!("{stem}-{}.{ext}", i + 1))
 }
 
-/// Refuses the prompt and negative prompt if moderation blocks them.
-fn check_prompt(safety: &Safety, a: &Args) -> Result<()> {
+/// The LoRAs a run asks for (the prompt's tags, then `--lora`), found, and the prompt the text
+/// encoder sees (the tags taken out).
+fn loras(a: &Args) -> Result<(String, Vec<(Entry, f64)>)> {
+    let (text, mut uses) = nanoimg_engine::lora::prompt::extract(&a.prompt)?;
+    if a.negative.to_ascii_lowercase().contains("<lora:") {
+        bail!("--negative: LoRA tags belong in the prompt");
+    }
+    for l in &a.loras {
+        uses.push(l.parse().with_context(|| format!("--lora {l}"))?);
+    }
+    let library = crate::catalog::lora_library(a.model.models_dir.as_deref(), a.lora_dir.as_deref());
+    let found = uses
+        .into_iter()
+        .map(|u| Ok((library.resolve(&u.name)?, u.weight)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((text, found))
+}
+
+/// Refuses the prompt and negative prompt if moderation blocks them: the prompt as the text
+/// encoder sees it, and the trigger words of the LoRAs it runs with.
+fn check_prompt(safety: &Safety, a: &Args, text: &str, loras: &[(Entry, f64)]) -> Result<()> {
+    let triggers: Vec<&str> = loras
+        .iter()
+        .flat_map(|(e, _)| e.trigger_words.iter().map(String::as_str))
+        .collect();
+    let triggers = triggers.join(", ");
+    let mut positive = vec![text];
+    if !triggers.is_empty() {
+        positive.push(&triggers);
+    }
     let v = safety
         .prompt
-        .check_request(&[&a.prompt], &[&a.negative], a.moderation)?;
+        .check_request(&positive, &[&a.negative], a.moderation)?;
     if v.blocked {
         let cats: Vec<&str> = v.categories().into_iter().map(|c| c.as_str()).collect();
         bail!(
@@ -148,8 +186,9 @@ pub fn run(a: Args) -> Result<()> {
 
     // The safety layers and every input check come before the (slow) model load, so a refused
     // or bad request fails fast.
+    let (text, loras) = loras(&a)?;
     let safety = a.safety.load()?;
-    check_prompt(&safety, &a)?;
+    check_prompt(&safety, &a, &text, &loras)?;
     let mut input_file = None;
     let mut replaced_mark = None;
     let init = match &a.init_image {
@@ -178,12 +217,20 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
     };
 
-    let model = StableDiffusion::load(
+    let mut model = StableDiffusion::load(
         &model_path,
         &a.model.load_options(nanoimg_engine::default_device(), dtype),
     )?;
+    if !loras.is_empty() {
+        let parsed = loras
+            .iter()
+            .map(|(e, _)| e.load())
+            .collect::<Result<Vec<_>, _>>()?;
+        let pairs: Vec<_> = parsed.iter().zip(&loras).map(|(l, (_, w))| (l, *w)).collect();
+        model = model.with_loras(&pairs).context("merging the LoRAs")?;
+    }
     // The model's defaults, then what the flags set.
-    let defaults = GenerateRequest::new(&model, a.prompt.clone());
+    let defaults = GenerateRequest::new(&model, text);
     let size = match (a.size, &init) {
         (Some(s), _) => s,
         // img2img keeps the init image's size, rounded down to a multiple of 8.
@@ -255,7 +302,15 @@ pub fn run(a: Args) -> Result<()> {
         let path = numbered(&a.output, i, count);
         let record = OutputRecord {
             model: info.name.clone(),
-            prompt: req.prompt.clone(),
+            // As written, tags and all, with --lora flags as tags: how A1111 writes it back.
+            prompt: std::iter::once(a.prompt.clone())
+                .chain(a.loras.iter().map(|l| match l.parse::<LoraUse>() {
+                    Ok(u) => nanoimg_engine::lora::prompt::tag(&u),
+                    Err(_) => String::new(),
+                }))
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
             negative_prompt: req.negative_prompt.clone(),
             steps: Some(req.steps),
             guidance: Some(req.guidance),
@@ -267,7 +322,14 @@ pub fn run(a: Args) -> Result<()> {
         .with("dtype", a.dtype.clone())
         .with("strength", json!(req.init.as_ref().map(|i| i.strength)))
         .with("mode", mode)
-        .with("index", i);
+        .with("index", i)
+        .with(
+            "loras",
+            json!(loras
+                .iter()
+                .map(|(e, w)| json!({"name": e.name, "weight": w}))
+                .collect::<Vec<_>>()),
+        );
         let sealed = sealer
             .seal(&mut g.image, &record, Encoding::default(), replaced_mark, origin)
             .context("sealing the output")?;

@@ -41,6 +41,10 @@ pub enum Command {
         /// layout at this path (f32).
         #[arg(long)]
         single_file: Option<PathBuf>,
+        /// Also write a LoRA with random weights for it at this path (kohya naming, every UNet
+        /// attention projection), for trying `--lora`.
+        #[arg(long)]
+        lora: Option<PathBuf>,
     },
     /// Download a model from the Hugging Face hub (`HF_ENDPOINT`, `HF_TOKEN`) into the hub
     /// cache: only the files it needs, each checked against the hub's size and hash, resumed if
@@ -177,6 +181,7 @@ pub fn run(c: Command) -> Result<()> {
             arch,
             seed,
             single_file,
+            lora,
         } => {
             if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
                 bail!("{} exists and is not empty", dir.display());
@@ -192,6 +197,10 @@ pub fn run(c: Command) -> Result<()> {
             if let Some(file) = single_file {
                 synthetic::write_checkpoint(&dir, &file, candle_core::DType::F32)?;
                 println!("wrote it as a single-file checkpoint to {}", file.display());
+            }
+            if let Some(file) = lora {
+                synthetic::write_lora(&dir, &file, seed)?;
+                println!("wrote a LoRA with random weights for it to {}", file.display());
             }
             Ok(())
         }

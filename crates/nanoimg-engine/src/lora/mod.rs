@@ -13,7 +13,9 @@
 //! is shared with the base model; the base model is never written. "Un-merging" is dropping that
 //! model, which restores the base exactly; swapping is building another from the base.
 
+pub mod library;
 pub mod names;
+pub mod prompt;
 
 use crate::error::{EngineError, Result};
 use crate::model::{from_weights, StableDiffusion, TextEncoder, Weights};

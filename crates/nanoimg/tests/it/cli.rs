@@ -731,3 +731,84 @@ fn generate_runs_a_single_file_checkpoint() {
         "{e}"
     );
 }
+
+/// A LoRA from the library by `--lora NAME:W` or by `<lora:NAME:W>` in the prompt: the same
+/// drawing (the tag is not text the encoder sees), visibly not the base model's; the PNG keeps
+/// the prompt as written; an unknown name lists the library; the LoRA's trigger words are
+/// moderated with the prompt.
+#[test]
+fn generate_merges_loras_from_the_library_by_flag_or_prompt_tag() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    let lora = models.join("loras/ink.safetensors");
+    ok(&bin()
+        .args(["models", "synth", "--arch", "tiny-sd1", "--seed", "3"])
+        .arg(models.join("tiny"))
+        .arg("--lora")
+        .arg(&lora)
+        .output()
+        .unwrap());
+    let run = |prompt: &str, extra: &[&str], name: &str| {
+        let out = d.path().join(name);
+        let o = bin()
+            .args([
+                "generate", prompt, "--steps", "2", "--seed", "5", "--size", "64x64", "--model", "tiny",
+            ])
+            .args(extra)
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("-o")
+            .arg(&out)
+            .env_remove("NANOIMG_LORAS")
+            .output()
+            .unwrap();
+        (o, out)
+    };
+    let rgb = |p: &Path| image::open(p).unwrap().to_rgb8();
+    let (o, base) = run("a cat", &[], "base.png");
+    ok(&o);
+    let (o, flag) = run("a cat", &["--lora", "ink:0.9"], "flag.png");
+    ok(&o);
+    let (o, tag) = run("a cat <lora:ink:0.9>", &[], "tag.png");
+    ok(&o);
+    // By path too.
+    let (o, by_path) = run(
+        "a cat",
+        &["--lora", &format!("{}:0.9", lora.display())],
+        "path.png",
+    );
+    ok(&o);
+    assert!(mean_abs_diff(&rgb(&flag), &rgb(&base)) > 10.0);
+    assert!(mean_abs_diff(&rgb(&flag), &rgb(&tag)) < 5.0);
+    assert!(mean_abs_diff(&rgb(&flag), &rgb(&by_path)) < 5.0);
+    let text = std::fs::read(&tag).unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("a cat <lora:ink:0.9>"),
+        "the parameters keep the prompt as written"
+    );
+
+    let (o, _) = run("a cat <lora:nope:1>", &[], "x.png");
+    let e = err(&o);
+    assert!(e.contains("no LoRA named \"nope\"; available: ink"), "{e}");
+    let (o, _) = run("a cat <lora:ink:abc>", &[], "x.png");
+    assert!(err(&o).contains("the weight is not a number"), "{}", err(&o));
+    let (o, _) = run("a cat", &["--negative", "<lora:ink:1>"], "x.png");
+    assert!(err(&o).contains("LoRA tags belong in the prompt"), "{}", err(&o));
+
+    // Trigger words (A1111's sidecar) are moderated with the prompt, which alone passes.
+    std::fs::write(
+        models.join("loras/ink.json"),
+        r#"{"activation text": "n.u.d.e woman"}"#,
+    )
+    .unwrap();
+    let (o, out) = run("a cat", &["--lora", "ink"], "blocked.png");
+    assert!(
+        err(&o).contains("refused by NanoImg's safety system (sexual)"),
+        "{}",
+        err(&o)
+    );
+    assert!(!out.exists());
+    let (o, _) = run("a cat", &[], "fine.png");
+    ok(&o);
+}
