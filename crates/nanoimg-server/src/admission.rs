@@ -136,6 +136,7 @@ pub(crate) async fn vet(
     character_strength: Option<f64>,
 ) -> ApiResult<()> {
     resolve_characters(state, auth, spec, character_strength).await?;
+    resolve_loras(state, spec).await?;
     crate::moderation::check_prompt(state, auth, spec).await
 }
 
@@ -196,6 +197,28 @@ async fn resolve_characters(
         use_.description = c.description;
         use_.strength = strength.unwrap_or(c.strength);
         use_.seed = c.seed;
+    }
+    Ok(())
+}
+
+/// Looks up the spec's LoRAs in the server's library and reads their trigger words (for
+/// moderation); an unknown name is a 400 listing the library.
+async fn resolve_loras(state: &AppState, spec: &mut JobSpec) -> ApiResult<()> {
+    if spec.loras.is_empty() {
+        return Ok(());
+    }
+    let (library, names) = (state.catalog.loras().clone(), spec.loras.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        names
+            .iter()
+            .map(|l| library.find(&l.name))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::invalid("loras", e.to_string()))?;
+    for (l, entry) in spec.loras.iter_mut().zip(found) {
+        l.trigger_words = entry.trigger_words;
     }
     Ok(())
 }

@@ -79,6 +79,7 @@ mod tests {
             moderation: Default::default(),
             plan: None,
             characters: Vec::new(),
+            loras: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! only, by the caller's registry); weights load on first use, in a worker, and the least recently used
 //! model is dropped when more than `max_loaded` are in memory.
 
+use nanoimg_engine::lora::library::Library;
 use nanoimg_engine::reference::BankCache;
 use nanoimg_engine::{LoadOptions, ModelInfo, StableDiffusion};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ pub struct ModelCatalog {
     derived: Mutex<Vec<Derived>>,
     /// Bytes of character reference banks kept for each loaded model.
     reference_cache_bytes: usize,
+    /// The LoRAs requests may name.
+    loras: Library,
 }
 
 /// A loaded model with characters' LoRAs merged in.
@@ -119,7 +122,19 @@ impl ModelCatalog {
             loading: Mutex::new(()),
             derived: Mutex::new(Vec::new()),
             reference_cache_bytes: nanoimg_engine::reference::DEFAULT_CACHE_BYTES,
+            loras: Library::default(),
         })
+    }
+
+    /// Offers the LoRAs in `library` to requests (`loras`, `<lora:…>` tags).
+    pub fn with_loras(mut self, library: Library) -> Self {
+        self.loras = library;
+        self
+    }
+
+    /// The LoRA library.
+    pub fn loras(&self) -> &Library {
+        &self.loras
     }
 
     /// Sets how many bytes of character reference banks are kept for each loaded model

@@ -78,6 +78,13 @@ pub async fn check_prompt(state: &AppState, auth: &Auth, spec: &JobSpec) -> ApiR
         texts.extend(p.plan.prompts().into_iter().map(str::to_owned));
     }
     texts.extend(spec.characters.iter().map(|c| c.description.clone()));
+    // A LoRA's trigger words say what it was trained to draw.
+    texts.extend(
+        spec.loras
+            .iter()
+            .filter(|l| !l.trigger_words.is_empty())
+            .map(|l| l.trigger_words.join(", ")),
+    );
     let negative = vec![spec.negative_prompt.clone()];
     check_texts(state, auth, (texts, negative), spec.moderation, "prompt").await
 }

@@ -7,11 +7,12 @@
 //! against the model and the limits. [`Delivery`] is how the client wants the images back.
 
 use crate::error::{ApiError, ApiResult};
-use crate::spec::{CharacterUse, InitSpec, JobKind, JobSpec};
+use crate::spec::{CharacterUse, InitSpec, JobKind, JobSpec, LoraSpec};
 use crate::state::AppState;
 use axum::http::HeaderMap;
 use nanoimg_core::{ImageSize, SchedulerName};
 use nanoimg_engine::codec::OutputFormat;
+use nanoimg_engine::lora::prompt::LoraUse;
 use nanoimg_engine::pipeline::MAX_PROMPT_BYTES;
 use serde::Deserialize;
 
@@ -56,6 +57,56 @@ pub struct ImageRequest {
     pub character_strength: Option<f64>,
     /// Edits: answer with the plan the prompt makes, without running it.
     pub dry_run: Option<bool>,
+    /// LoRAs from the server's library: `[{"name": "ink", "weight": 0.8}]`, `["ink:0.8"]`, or
+    /// (in forms) `"ink:0.8,other"`.
+    pub loras: Option<LorasParam>,
+}
+
+/// Most LoRAs one request may merge.
+pub const MAX_LORAS: usize = 8;
+
+/// The `loras` field in the shapes clients send it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LorasParam {
+    /// `"ink:0.8,other"`, or a JSON array in a form field.
+    Text(String),
+    List(Vec<LoraItem>),
+}
+
+/// One entry of `loras`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LoraItem {
+    Text(String),
+    Object { name: String, weight: Option<f64> },
+}
+
+impl LorasParam {
+    /// The LoRAs named, checked (names, weights), in order.
+    pub fn uses(&self) -> ApiResult<Vec<LoraUse>> {
+        let bad = |m: String| ApiError::invalid("loras", m);
+        let items: Vec<LoraItem> = match self {
+            LorasParam::Text(t) if t.trim_start().starts_with('[') => {
+                serde_json::from_str(t).map_err(|e| bad(format!("not a list of LoRAs: {e}")))?
+            }
+            LorasParam::Text(t) => t
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| LoraItem::Text(p.trim().to_owned()))
+                .collect(),
+            LorasParam::List(l) => l.clone(),
+        };
+        items
+            .into_iter()
+            .map(|i| match i {
+                LoraItem::Text(t) => t.parse::<LoraUse>().map_err(|e| bad(e.to_string())),
+                LoraItem::Object { name, weight } => format!("{name}:{}", weight.unwrap_or(1.0))
+                    .parse::<LoraUse>()
+                    .map_err(|e| bad(e.to_string())),
+            })
+            .collect()
+    }
 }
 
 /// The request's `moderation` field (`auto` when absent), or 400 naming it.
@@ -104,6 +155,7 @@ pub struct GenerationParams {
     pub character_id: Option<String>,
     pub character_ids: Option<Vec<String>>,
     pub character_strength: Option<f64>,
+    pub loras: Option<LorasParam>,
 }
 
 /// How the client wants its images.
@@ -142,6 +194,7 @@ impl ImageRequest {
             character_id: self.character_id.clone(),
             character_ids: self.character_ids.clone(),
             character_strength: self.character_strength,
+            loras: self.loras.clone(),
         }
     }
 
@@ -336,6 +389,7 @@ impl GenerationParams {
             (_, Some(p)) => p.clone(),
         };
         let negative_prompt = self.negative_prompt.clone().unwrap_or_default();
+        let (prompt, loras) = self.loras(&prompt, &negative_prompt)?;
         for (param, text) in [("prompt", &prompt), ("negative_prompt", &negative_prompt)] {
             if text.len() > MAX_PROMPT_BYTES {
                 return Err(ApiError::invalid(
@@ -413,7 +467,42 @@ impl GenerationParams {
             moderation,
             plan: None,
             characters,
+            loras,
         })
+    }
+
+    /// The prompt the text encoder sees (`<lora:…>` tags taken out) and the LoRAs asked for:
+    /// the tags, then `loras`. Their names are looked up at admission.
+    fn loras(&self, prompt: &str, negative: &str) -> ApiResult<(String, Vec<LoraSpec>)> {
+        if negative.to_ascii_lowercase().contains("<lora:") {
+            return Err(ApiError::invalid(
+                "negative_prompt",
+                "LoRA tags belong in the prompt",
+            ));
+        }
+        let (text, mut uses) = nanoimg_engine::lora::prompt::extract(prompt)?;
+        if let Some(l) = &self.loras {
+            uses.extend(l.uses()?);
+        }
+        if uses.len() > MAX_LORAS {
+            return Err(ApiError::invalid(
+                "loras",
+                format!("at most {MAX_LORAS} LoRAs per request"),
+            ));
+        }
+        if !prompt.trim().is_empty() && text.trim().is_empty() {
+            return Err(ApiError::invalid("prompt", "the prompt is only LoRA tags"));
+        }
+        Ok((
+            text,
+            uses.into_iter()
+                .map(|u| LoraSpec {
+                    name: u.name,
+                    weight: u.weight,
+                    trigger_words: Vec::new(),
+                })
+                .collect(),
+        ))
     }
 }
 

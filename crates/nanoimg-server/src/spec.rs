@@ -38,6 +38,20 @@ pub struct JobSpec {
     /// Characters that condition every model pass (references, LoRA, description).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub characters: Vec<CharacterUse>,
+    /// LoRAs from the server's library merged for every model pass: the request's `loras` and
+    /// the prompt's `<lora:…>` tags (which `prompt` no longer holds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraSpec>,
+}
+
+/// A library LoRA as a job uses it; its trigger words are read when the job is admitted, for
+/// moderation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub name: String,
+    pub weight: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trigger_words: Vec<String>,
 }
 
 /// A character as a job uses it, resolved when the job is admitted: the description and

@@ -29,6 +29,10 @@ pub struct Args {
     /// `nanoimg models pull`); repeatable, or comma-separated in $NANOIMG_HUB_MODELS.
     #[arg(long = "hub-model", env = "NANOIMG_HUB_MODELS", value_delimiter = ',')]
     pub hub_models: Vec<String>,
+    /// The LoRA library requests may name (colon-separated folders). Default: $NANOIMG_LORAS,
+    /// else `loras/` in each models directory.
+    #[arg(long)]
+    pub lora_dir: Option<String>,
     /// `all`: serve and run jobs here [default]; `api`: serve only, with `nanoimg worker`
     /// processes on the shared database running the jobs (docs/deploy.md).
     #[arg(long, value_parser = ["all", "api"])]
@@ -119,7 +123,11 @@ fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
         .unwrap_or_else(|| bundled::NAME.to_owned());
     Ok(ModelCatalog::new(list, &default, cfg.max_loaded_models)
         .map_err(anyhow::Error::msg)?
-        .with_reference_cache(cfg.reference_cache_mib.saturating_mul(1 << 20)))
+        .with_reference_cache(cfg.reference_cache_mib.saturating_mul(1 << 20))
+        .with_loras(catalog::lora_library(
+            args.models_dir.as_deref(),
+            args.lora_dir.as_deref(),
+        )))
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -2,8 +2,9 @@
 //! `<lora:name:weight>`. The tags are taken out of the text; what is left is what the text
 //! encoder (and moderation) sees.
 
-use crate::error::{EngineError, Result};
 use nanoimg_core::InvalidParam;
+
+type Result<T> = std::result::Result<T, InvalidParam>;
 
 /// A LoRA asked for by name, at a weight.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,11 +14,11 @@ pub struct LoraUse {
 }
 
 impl std::str::FromStr for LoraUse {
-    type Err = EngineError;
+    type Err = InvalidParam;
 
     /// `name` or `name:weight` (the form `--lora` takes).
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |m: String| EngineError::InvalidParam(InvalidParam::new("lora", m));
+        let bad = |m: String| InvalidParam::new("lora", m);
         let (name, weight) = match s.rsplit_once(':') {
             Some((n, w)) if w.trim().parse::<f64>().is_ok() => (n, w.trim().parse::<f64>().unwrap_or(1.0)),
             _ => (s, 1.0),
@@ -49,40 +50,41 @@ pub fn extract(prompt: &str) -> Result<(String, Vec<LoraUse>)> {
     while let Some(start) = find_tag(rest) {
         text.push_str(&rest[..start]);
         let tag = &rest[start..];
-        let end = tag.find('>').ok_or_else(|| {
-            EngineError::InvalidParam(InvalidParam::new(
-                "prompt",
-                format!("an unclosed LoRA tag: {tag:?}"),
-            ))
-        })?;
+        let end = tag
+            .find('>')
+            .ok_or_else(|| InvalidParam::new("prompt", format!("an unclosed LoRA tag: {tag:?}")))?;
         let inner = &tag["<lora:".len()..end];
         let mut parts = inner.split(':');
         let name = parts.next().unwrap_or_default();
         let weight = parts.next();
         if parts.next().is_some() || name.trim().is_empty() {
-            return Err(EngineError::InvalidParam(InvalidParam::new(
+            return Err(InvalidParam::new(
                 "prompt",
                 format!(
                     "{:?}: a LoRA tag is <lora:name> or <lora:name:weight>",
                     &tag[..=end]
                 ),
-            )));
+            ));
         }
         let spec = match weight {
             Some(w) => format!("{name}:{w}"),
             None => name.to_owned(),
         };
-        let parsed: LoraUse = spec.parse().map_err(|e: EngineError| {
-            EngineError::InvalidParam(InvalidParam::new("prompt", format!("{:?}: {e}", &tag[..=end])))
+        let parsed: LoraUse = spec.parse().map_err(|e: InvalidParam| {
+            InvalidParam::new("prompt", format!("{:?}: {}", &tag[..=end], e.message))
         })?;
         if weight.is_some_and(|w| w.trim().parse::<f64>().is_err()) {
-            return Err(EngineError::InvalidParam(InvalidParam::new(
+            return Err(InvalidParam::new(
                 "prompt",
                 format!("{:?}: the weight is not a number", &tag[..=end]),
-            )));
+            ));
         }
         uses.push(parsed);
         rest = &tag[end + 1..];
+    }
+    if uses.is_empty() {
+        // A prompt without tags is left exactly as written.
+        return Ok((prompt.to_owned(), uses));
     }
     text.push_str(rest);
     Ok((tidy(&text), uses))

@@ -1,7 +1,8 @@
 //! What a job's characters add to its model passes, read when the job runs (a character deleted
 //! after the job was queued fails it with `input_unavailable`): the reference images, decoded
-//! with the upload limits, become one [`Reference`]; the LoRAs are merged into a copy of the
-//! model that the catalog keeps for the next job with the same characters.
+//! with the upload limits, become one [`Reference`]; the LoRAs (the characters' and the
+//! request's, from the library) are merged into a copy of the model that the catalog keeps for
+//! the next job with the same ones.
 
 use super::{Context, JobError};
 use crate::models::Loaded;
@@ -26,8 +27,13 @@ pub(super) async fn prepare(
     base: Loaded,
 ) -> Result<Conditioned, JobError> {
     if spec.characters.is_empty() {
+        let model = if spec.loras.is_empty() {
+            base.model
+        } else {
+            merged(ctx, spec, base.model, Vec::new()).await?.model
+        };
         return Ok(Conditioned {
-            model: base.model,
+            model,
             reference: None,
         });
     }
@@ -70,7 +76,7 @@ pub(super) async fn prepare(
     })
     .await
     .map_err(JobError::internal)??;
-    let model = if loras.is_empty() {
+    let model = if loras.is_empty() && spec.loras.is_empty() {
         base
     } else {
         merged(ctx, spec, base.model, loras).await?
@@ -104,35 +110,51 @@ pub(super) async fn prepare(
     })
 }
 
-/// The base model with the characters' LoRAs merged in: the catalog's copy when it has one,
-/// else merged now (on a blocking thread: it is tensor work).
+/// The base model with the request's library LoRAs and the characters' LoRAs merged in: the
+/// catalog's copy when it has one, else merged now (on a blocking thread: it is tensor work).
+/// The cache key names each library file as it is now, so a replaced file is merged anew.
 async fn merged(
     ctx: &Context,
     spec: &JobSpec,
     base: Arc<StableDiffusion>,
     loras: Vec<(String, f64, Vec<u8>)>,
 ) -> Result<Loaded, JobError> {
-    let key = std::iter::once(spec.model.clone())
-        .chain(loras.iter().map(|(id, s, _)| format!("{id}@{s}")))
-        .collect::<Vec<_>>()
-        .join("|");
-    let ids: Vec<String> = loras.iter().map(|(id, _, _)| id.clone()).collect();
     let (catalog, model_name) = (ctx.catalog.clone(), spec.model.clone());
+    let asked = spec.loras.clone();
     tokio::task::spawn_blocking(move || {
+        let library = asked
+            .iter()
+            .map(|l| {
+                catalog
+                    .loras()
+                    .find(&l.name)
+                    .map(|e| (e, l.weight))
+                    .map_err(|e| JobError::InputUnavailable(format!("LoRA {}: {e}", l.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = std::iter::once(model_name.clone())
+            .chain(library.iter().map(|(e, w)| format!("lora:{}@{w}", e.cache_key())))
+            .chain(loras.iter().map(|(id, s, _)| format!("{id}@{s}")))
+            .collect::<Vec<_>>()
+            .join("|");
+        let ids: Vec<String> = loras.iter().map(|(id, _, _)| id.clone()).collect();
         catalog.derived(&key, &ids, || {
-            let parsed = loras
+            let mut parsed = library
                 .iter()
-                .map(|(id, _, bytes)| {
-                    Lora::from_safetensors(bytes)
-                        .map_err(|e| JobError::InvalidValue(format!("character {id}'s LoRA: {e}")))
+                .map(|(e, w)| {
+                    e.load()
+                        .map(|l| (l, *w))
+                        .map_err(|err| JobError::InvalidValue(format!("LoRA {}: {err}", e.name)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let pairs: Vec<(&Lora, f64)> = parsed.iter().zip(&loras).map(|(l, (_, s, _))| (l, *s)).collect();
-            base.with_loras(&pairs).map_err(|e| {
-                JobError::InvalidValue(format!(
-                    "the characters' LoRAs do not fit model {model_name}: {e}"
-                ))
-            })
+            for (id, s, bytes) in &loras {
+                let l = Lora::from_safetensors(bytes)
+                    .map_err(|e| JobError::InvalidValue(format!("character {id}'s LoRA: {e}")))?;
+                parsed.push((l, *s));
+            }
+            let pairs: Vec<(&Lora, f64)> = parsed.iter().map(|(l, s)| (l, *s)).collect();
+            base.with_loras(&pairs)
+                .map_err(|e| JobError::InvalidValue(format!("the LoRAs do not fit model {model_name}: {e}")))
         })
     })
     .await

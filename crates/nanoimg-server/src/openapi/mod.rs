@@ -81,6 +81,12 @@ pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
         "boolean",
         "NanoImg, edits: answer with the plan the prompt makes, without running it",
     ),
+    (
+        "loras",
+        "array",
+        "NanoImg: up to 8 LoRAs from the server's library, [{\"name\", \"weight\"}] or [\"name:weight\"] \
+         (in forms the string \"name:weight,other\"); <lora:name:weight> in the prompt does the same",
+    ),
 ];
 
 /// The errors every route may answer, in the `Error` shape; keyed routes add 401 and 403.

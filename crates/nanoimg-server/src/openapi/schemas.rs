@@ -69,6 +69,15 @@ pub fn all() -> Map<String, Value> {
     put("A1111Samplers", array(a1111_sampler()));
     put("A1111Progress", a1111_progress());
     put(
+        "A1111Loras",
+        array(object(&[
+            ("name", t("string")),
+            ("alias", t("string")),
+            ("path", t("string")),
+            ("metadata", t("object")),
+        ])),
+    );
+    put(
         "A1111Options",
         object(&[
             ("sd_model_checkpoint", or_null("string")),

@@ -355,6 +355,25 @@ pub(crate) async fn samplers(_auth: Auth) -> Json<Value> {
     Json(Value::Array(list))
 }
 
+/// `GET /sdapi/v1/loras`: the library's LoRAs, each with its trigger words (A1111's
+/// "activation text"). The path is the file's name only: the server's folders stay its own.
+pub(crate) async fn loras(State(state): State<AppState>, _auth: Auth) -> ApiResult<Json<Value>> {
+    let library = state.catalog.loras().clone();
+    let list = tokio::task::spawn_blocking(move || library.list())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(
+        list.into_iter()
+            .map(|e| {
+                json!({
+                    "name": e.name, "alias": e.name, "path": format!("{}.safetensors", e.name),
+                    "metadata": {"activation text": e.trigger_words.join(", "), "size": e.size},
+                })
+            })
+            .collect(),
+    )))
+}
+
 /// `GET /sdapi/v1/options`: the settings a client reads — the tenant's model.
 pub(crate) async fn get_options(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let chosen = state.store.scoped(auth.tenant_id()).default_model().await?;

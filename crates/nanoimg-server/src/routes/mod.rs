@@ -186,6 +186,8 @@ pub const ROUTES: &[Route] = &[
         "Automatic1111 API: the models"),
     route!(get "/sdapi/v1/samplers", KEY, "none" => Json(&[(200, "A1111Samplers")]), a1111::samplers,
         "Automatic1111 API: the samplers, by A1111's names"),
+    route!(get "/sdapi/v1/loras", KEY, "none" => Json(&[(200, "A1111Loras")]), a1111::loras,
+        "Automatic1111 API: the LoRA library, by the names `<lora:name:weight>` takes"),
     route!(get "/sdapi/v1/progress", KEY, "none" => Json(&[(200, "A1111Progress")]), a1111::progress,
         "Automatic1111 API: the tenant's queued and running jobs and the running one's step"),
     route!(get "/sdapi/v1/options", KEY, "none" => Json(&[(200, "A1111Options")]), a1111::get_options,

@@ -116,8 +116,17 @@ pub async fn run_python_check(script: &str, args: Vec<String>) {
     assert!(out.status.success() && text.trim_end().ends_with("ok"), "{text}");
 }
 
+/// The tiny model, and a LoRA library beside it (`models/loras`, empty until a test writes
+/// one there).
 fn catalog(tiny: &nanoimg_engine::ModelInfo) -> ModelCatalog {
-    ModelCatalog::new(vec![("tiny".into(), tiny.clone())], "tiny", 1).unwrap()
+    let loras = tiny
+        .path
+        .parent()
+        .expect("models/tiny has a parent")
+        .join("loras");
+    ModelCatalog::new(vec![("tiny".into(), tiny.clone())], "tiny", 1)
+        .unwrap()
+        .with_loras(nanoimg_engine::lora::library::Library::new(vec![loras]))
 }
 
 impl TestServer {

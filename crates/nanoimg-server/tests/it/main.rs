@@ -11,6 +11,7 @@ mod contract;
 mod erasure;
 mod hostile;
 mod llm_planner;
+mod loras;
 mod provenance;
 mod safety;
 mod sessions;
