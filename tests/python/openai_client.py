@@ -1,6 +1,8 @@
 """Calls a running NanoImg server with the official `openai` package, unchanged.
 
-Usage: openai_client.py BASE_URL API_KEY
+Usage: openai_client.py BASE_URL API_KEY [--semantic]
+Run with the pinned package (tests/python/requirements.txt) and with the newest from PyPI
+(scripts/test.sh keeps both).
 Exits non-zero (with the reason) if any call fails or returns something that does not decode.
 """
 import base64
@@ -79,7 +81,12 @@ def main():
     r = client.images.edit(image=[("a.png", image, "image/png")], prompt="a star",
                            extra_body={"steps": 3})
     assert png_size(base64.b64decode(r.data[0].b64_json)) == (64, 64)
-    print("edit: image and image[] work")
+    # Several images: the first is edited, the others condition it as references.
+    ref = png(64, 64, (220, 30, 30, 255))
+    r = client.images.edit(image=[("a.png", image, "image/png"), ("ref.png", ref, "image/png")],
+                           prompt="a star", extra_body={"steps": 3})
+    assert len(r.data) == 1 and png_size(base64.b64decode(r.data[0].b64_json)) == (64, 64)
+    print("edit: image, image[] and two images work")
 
     events = list(client.images.generate(prompt="a moon", size="64x64", stream=True, partial_images=2,
                                          extra_body={"steps": 6}))
@@ -93,7 +100,7 @@ def main():
     # know the route), then used through the SDK's extra_body on a generation and on an edit
     # (a multipart field).
     c = post_multipart(base + "/v1/characters", key,
-                       fields={"name": "Sunny", "description": "a yellow smiling face", "consent": "true"},
+                       fields={"name": f"Sunny (openai {openai.__version__})", "description": "a yellow smiling face", "consent": "true"},
                        files=[("reference", "ref.png", png(64, 64, (240, 200, 30, 255)))])
     cid = c["id"]
     r = client.images.generate(prompt="a face", size="64x64",
@@ -136,6 +143,7 @@ def main():
             assert e.body["categories"] == ["sexual"], e.body
         print("semantic layer: paraphrase refused")
     print("errors: typed exceptions with param, and moderation_blocked")
+    print("openai", openai.__version__)
     print("ok")
 
 

@@ -1,7 +1,8 @@
 //! What a job costs, in **megapixel-steps**: a denoising step's work grows with the pixels it
 //! draws, so a job costs the megapixels of every model pass times its steps, summed over its
 //! images and passes (twice with classifier-free guidance, which runs the model on two
-//! batches; twice again with characters, whose references are written each step). An edit
+//! batches; twice again with characters or reference images, whose references are written each
+//! step). An edit
 //! plan costs each generative operation as one pass at the size the model draws it, and each
 //! pixel operation a hundredth of a step per megapixel. Admission refuses a job that costs more
 //! than `budget.max_job_megapixel_steps` before any work, and charges the rest to the tenant's
@@ -21,7 +22,11 @@ pub fn megapixel_steps(spec: &JobSpec, max_pixels: u64) -> f64 {
     let mp = |w: u32, h: u32| (u64::from(w) * u64::from(h)).min(max_pixels) as f64 / 1e6;
     let per_pass = f64::from(spec.steps)
         * if spec.guidance > 1.0 { 2.0 } else { 1.0 }
-        * if spec.characters.is_empty() { 1.0 } else { 2.0 };
+        * if spec.characters.is_empty() && spec.references.is_empty() {
+            1.0
+        } else {
+            2.0
+        };
     let strength = |s: f64| s.clamp(0.0, 1.0);
     let Some(plan) = &spec.plan else {
         // img2img denoises only the last `strength` of the schedule.
@@ -80,6 +85,7 @@ mod tests {
             plan: None,
             characters: Vec::new(),
             loras: Vec::new(),
+            references: Vec::new(),
         }
     }
 

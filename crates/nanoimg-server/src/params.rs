@@ -468,6 +468,7 @@ impl GenerationParams {
             plan: None,
             characters,
             loras,
+            references: Vec::new(),
         })
     }
 

@@ -42,6 +42,10 @@ pub struct JobSpec {
     /// the prompt's `<lora:…>` tags (which `prompt` no longer holds).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<LoraSpec>,
+    /// Reference images (asset ids) that condition the edit, as a character's references do:
+    /// the second and later `image[]` of an OpenAI edit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
 }
 
 /// A library LoRA as a job uses it; its trigger words are read when the job is admitted, for

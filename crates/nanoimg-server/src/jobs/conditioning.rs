@@ -26,7 +26,7 @@ pub(super) async fn prepare(
     spec: &JobSpec,
     base: Loaded,
 ) -> Result<Conditioned, JobError> {
-    if spec.characters.is_empty() {
+    if spec.characters.is_empty() && spec.references.is_empty() {
         let model = if spec.loras.is_empty() {
             base.model
         } else {
@@ -39,9 +39,18 @@ pub(super) async fn prepare(
     }
     let scoped = ctx.store.scoped(tenant);
     let unavailable = JobError::InputUnavailable;
-    // Several characters share the engine's reference budget evenly.
-    let per_character = (MAX_REFERENCES / spec.characters.len()).max(1);
     let mut files = Vec::new();
+    // The request's own reference images first (admission left room for them) ...
+    for (i, id) in spec.references.iter().enumerate() {
+        let (_, bytes) = scoped
+            .asset_bytes(id)
+            .await
+            .map_err(|e| unavailable(format!("reference image {}: {e}", i + 1)))?;
+        files.push((format!("reference image {}", i + 1), bytes));
+    }
+    // ... then the characters share what is left of the engine's budget evenly.
+    let per_character =
+        (MAX_REFERENCES.saturating_sub(spec.references.len()) / spec.characters.len().max(1)).max(1);
     let mut loras = Vec::new();
     for c in &spec.characters {
         let ch = scoped
@@ -53,7 +62,7 @@ pub(super) async fn prepare(
                 .asset_bytes(&r.asset_id)
                 .await
                 .map_err(|e| unavailable(format!("character {} reference {}: {e}", c.id, r.position)))?;
-            files.push((c.id.clone(), bytes));
+            files.push((format!("character {}", c.id), bytes));
         }
         if let Some(bytes) = scoped
             .character_lora(&ch)
@@ -70,7 +79,7 @@ pub(super) async fn prepare(
             .map(|(id, bytes)| {
                 codec::decode(bytes, &limits, "reference")
                     .map(|img| img.to_rgb8())
-                    .map_err(|e| JobError::InvalidImage(format!("character {id}: {e}")))
+                    .map_err(|e| JobError::InvalidImage(format!("{id}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()
     })
@@ -81,12 +90,19 @@ pub(super) async fn prepare(
     } else {
         merged(ctx, spec, base.model, loras).await?
     };
-    let strength = spec.characters.iter().map(|c| c.strength).sum::<f64>() / spec.characters.len() as f64;
+    let strength = if spec.characters.is_empty() {
+        ReferenceSettings::default().strength
+    } else {
+        spec.characters.iter().map(|c| c.strength).sum::<f64>() / spec.characters.len() as f64
+    };
+    // Banks of a request's own images are not kept: no later job has the same ones.
+    let cache = spec.references.is_empty().then_some(model.banks);
     let reference = Reference {
         key: spec
             .characters
             .iter()
             .map(|c| c.id.as_str())
+            .chain(spec.references.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join("+"),
         images,
@@ -97,12 +113,12 @@ pub(super) async fn prepare(
             .filter(|d| !d.is_empty())
             .collect::<Vec<_>>()
             .join(", "),
-        seed: spec.characters[0].seed,
+        seed: spec.characters.first().map_or(spec.seed, |c| c.seed),
         settings: ReferenceSettings {
             strength,
             ..ReferenceSettings::default()
         },
-        cache: Some(model.banks),
+        cache,
     };
     Ok(Conditioned {
         model: model.model,

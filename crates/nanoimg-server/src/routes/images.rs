@@ -23,6 +23,7 @@ use base64::Engine as _;
 use image::DynamicImage;
 use nanoimg_core::ImageSize;
 use nanoimg_edit::{EditPlan, Op};
+use nanoimg_engine::reference::MAX_REFERENCES;
 
 fn usage(spec: &JobSpec, outputs: &[Output]) -> serde_json::Value {
     // Tokens are the model's units: CLIP tokens of the prompts, and one "image token" per latent
@@ -243,14 +244,20 @@ async fn edit_like(
         [one] => Some(uploads::accept_mask(&state, &auth, one).await?),
         _ => return Err(ApiError::invalid("mask", "send at most one mask")),
     };
-    let image = match form.files_named("image").as_slice() {
-        [] => return Err(ApiError::invalid("image", "an image file is required")),
-        [one] => uploads::accept(&state, &auth, one, "image").await?.to_rgb8(),
-        _ => {
-            return Err(ApiError::invalid(
-                "image",
-                "NanoImg edits one image at a time (reference images belong to characters)",
-            ))
+    let images = form.files_named("image");
+    let (image, references) = match (images.as_slice(), kind) {
+        ([], _) => return Err(ApiError::invalid("image", "an image file is required")),
+        ([_, _, ..], JobKind::Variation) => {
+            return Err(ApiError::invalid("image", "a variation takes one image"))
+        }
+        ([first, rest @ ..], _) => {
+            check_reference_count(rest.len(), &req)?;
+            let image = uploads::accept(&state, &auth, first, "image").await?.to_rgb8();
+            let mut references = Vec::with_capacity(rest.len());
+            for r in rest {
+                references.push(uploads::accept(&state, &auth, r, "image").await?.to_rgb8());
+            }
+            (image, references)
         }
     };
     if let Some(m) = &mask {
@@ -269,6 +276,8 @@ async fn edit_like(
         strength: default_strength(kind, mask.is_some()),
     };
     let (mut spec, delivery) = req.build(&state, kind, Some((init, image.dimensions())), &headers)?;
+    // Marks the spec as conditioned (for pricing) before admission; the ids come once stored.
+    spec.references = vec![String::new(); references.len()];
     if kind == JobKind::Edit {
         spec.plan = plan_prompt(&state, &auth, &spec.prompt, image.dimensions(), spec.moderation)
             .await?
@@ -295,6 +304,9 @@ async fn edit_like(
         return Ok(naming_ignored(answer.into_response(), &ignored));
     }
     admit(&state, &auth, &mut spec, req.character_strength).await?;
+    for (slot, r) in spec.references.iter_mut().zip(&references) {
+        *slot = uploads::store(&state, &auth, r, "image").await?;
+    }
     let init = spec.init.as_mut().expect("edits have a starting image");
     init.image = uploads::store(&state, &auth, &image, "image").await?;
     if let Some(m) = mask {
@@ -305,7 +317,34 @@ async fn edit_like(
     Ok(naming_ignored(answer, &ignored))
 }
 
-/// `POST /v1/images/edits` (multipart: `image` or `image[]`, optional `mask`, `prompt`, …).
+/// Most images one edit takes (OpenAI's limit): the first is edited, the rest are references.
+pub(crate) const MAX_EDIT_IMAGES: usize = 16;
+
+/// Refuses more references than the engine conditions on (with the characters named, which
+/// take at least one each): dropping some would change the result silently.
+fn check_reference_count(references: usize, req: &ImageRequest) -> ApiResult<()> {
+    if references + 1 > MAX_EDIT_IMAGES {
+        return Err(ApiError::invalid(
+            "image",
+            format!("at most {MAX_EDIT_IMAGES} images per edit"),
+        ));
+    }
+    let characters = usize::from(req.character_id.is_some()) + req.character_ids.as_ref().map_or(0, Vec::len);
+    let room = MAX_REFERENCES.saturating_sub(characters);
+    if references > room {
+        return Err(ApiError::invalid(
+            "image",
+            format!(
+                "{references} reference images (after the one edited); NanoImg conditions an edit on at most \
+                 {MAX_REFERENCES} reference images, one at least for each character named, so at most {room} here"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/images/edits` (multipart: `image` or `image[]` — the first is edited, the rest
+/// condition it as references — optional `mask`, `prompt`, …).
 pub(crate) async fn edits(
     State(state): State<AppState>,
     auth: Auth,

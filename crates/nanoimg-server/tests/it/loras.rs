@@ -85,6 +85,31 @@ async fn library_loras_by_field_or_prompt_tag() {
     .await;
     assert_eq!(e["error"]["param"], "loras", "{e}");
 
+    // In a form (an edit, as the SDKs send extra_body there): the string form.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "a cat")
+        .text("steps", "2")
+        .text("seed", "1")
+        .text("response_format", "b64_json")
+        .text("loras", "ink:0.9")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("in.png"),
+        );
+    let r = s.edit(&key, form).await;
+    assert_eq!(r.status(), 200);
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "a cat")
+        .text("loras", "nope:0.9")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png(64, 64, None)).file_name("in.png"),
+        );
+    let r = s.edit(&key, form).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["param"], "loras", "{e}");
+
     // The A1111 API: the library, and the tags written back into the infotext.
     let listed = s.get_json(&key, "/sdapi/v1/loras").await;
     assert_eq!(listed[0]["name"], "ink", "{listed}");

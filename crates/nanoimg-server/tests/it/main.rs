@@ -13,6 +13,7 @@ mod hostile;
 mod llm_planner;
 mod loras;
 mod provenance;
+mod references;
 mod safety;
 mod sessions;
 mod shared_services;

@@ -487,21 +487,41 @@ fn the_official_openai_python_package_works_unchanged() {
         &[("NANOIMG_SAFETY_MODELS_DIR", models.to_str().unwrap())],
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/openai_client.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(&s.base)
-        .arg(s.key.as_ref().unwrap())
-        .arg("--semantic")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let run = |python: &str, extra: &[&str]| {
+        let out = Command::new(python)
+            .arg(script)
+            .arg(&s.base)
+            .arg(s.key.as_ref().unwrap())
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{python}: {text}");
+        assert!(text.contains("\nok"), "{text}");
+        text
+    };
+    let text = run(&python, &["--semantic"]);
     assert!(text.contains("semantic layer: paraphrase refused"), "{text}");
-    assert!(text.contains("\nok"), "{text}");
+    assert!(text.contains("openai 3.54.0\n"), "the pinned package: {text}");
+    // The newest release on PyPI (scripts/test.sh upgrades it each run), which is how an SDK
+    // change that breaks the API is caught before users meet it.
+    let latest = std::env::var("NANOIMG_TEST_PYTHON_OPENAI_LATEST").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv-openai-latest/bin/python");
+        assert!(
+            std::path::Path::new(venv).exists(),
+            "the newest openai package is not installed: run ./scripts/test.sh, which keeps it in .venv-openai-latest"
+        );
+        venv.to_owned()
+    });
+    let text = run(&latest, &[]);
+    eprintln!(
+        "newest openai package: {}",
+        text.lines().rev().nth(1).unwrap_or_default()
+    );
 }
 
 /// `nanoimg session` drives an edit session on the running server as a client: start from a
