@@ -18,6 +18,7 @@ pub mod embed;
 pub mod error;
 pub mod folder;
 pub mod ldm;
+pub mod library;
 pub mod lora;
 pub mod model;
 pub mod models;
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod schedulers;
 pub mod source;
 pub mod synthetic;
+pub mod textual_inversion;
 pub mod tokenizer;
 
 pub use error::{ConfigError, EngineError, Result};

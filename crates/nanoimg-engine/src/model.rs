@@ -11,6 +11,7 @@ use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::registry::{Family, ModelDefaults, ModelInfo};
 use crate::schedulers::{NoiseSchedule, SchedulerConfig};
 use crate::source::ModelSource;
+use crate::textual_inversion::Words;
 use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -65,6 +66,7 @@ pub(crate) struct TextEncoder {
 pub(crate) type Weights = Arc<HashMap<String, Tensor>>;
 
 /// A model ready to generate: shared read-only by every request.
+#[derive(Clone)]
 pub struct StableDiffusion {
     pub(crate) info: ModelInfo,
     pub(crate) encoders: Vec<Arc<TextEncoder>>,
@@ -75,6 +77,8 @@ pub struct StableDiffusion {
     pub(crate) device: Device,
     pub(crate) dtype: DType,
     pub(crate) vae_dtype: DType,
+    /// Textual-inversion embeddings the text encoders know by name.
+    pub(crate) words: Arc<Words>,
 }
 
 impl std::fmt::Debug for StableDiffusion {
@@ -195,6 +199,7 @@ impl StableDiffusion {
             device: device.clone(),
             dtype,
             vae_dtype,
+            words: Arc::new(Words::default()),
         };
         model.check_consistency()?;
         Ok(model)
@@ -306,10 +311,17 @@ impl StableDiffusion {
     /// If `prompt` is longer than a text encoder's context (so its end would be ignored), that
     /// context's length in tokens; `None` when it fits.
     pub fn prompt_truncated(&self, prompt: &str) -> Option<usize> {
-        self.encoders
-            .iter()
-            .find(|e| e.tokenizer.encode(prompt).truncated)
-            .map(|e| e.tokenizer.max_length())
+        (0..self.encoders.len())
+            .find(|&i| self.tokens(i, prompt).truncated)
+            .map(|i| self.encoders[i].tokenizer.max_length())
+    }
+
+    /// A prompt as encoder `i` reads it: its embeddings' words as placeholders past the
+    /// vocabulary.
+    fn tokens(&self, i: usize, prompt: &str) -> crate::tokenizer::Tokens {
+        let enc = &self.encoders[i];
+        enc.tokenizer
+            .encode_with(prompt, &self.words.words, enc.model.config().vocab_size as u32)
     }
 
     /// How many tokens `prompt` is, by the first text encoder's tokenizer, before truncation and
@@ -327,13 +339,13 @@ impl StableDiffusion {
         let mut contexts = Vec::new();
         let mut pooled = None;
         let mut truncated = false;
-        for enc in &self.encoders {
-            let tokens = enc.tokenizer.encode(prompt);
+        for (i, enc) in self.encoders.iter().enumerate() {
+            let tokens = self.tokens(i, prompt);
             truncated |= tokens.truncated;
             let ids = Tensor::new(tokens.ids.as_slice(), &self.device)?.unsqueeze(0)?;
             let out = enc
                 .model
-                .forward(&ids, &[tokens.eos_index])
+                .forward_with(&ids, &[tokens.eos_index], self.words.extra.get(i))
                 .context(|| "text encoder".into())?;
             contexts.push(if sdxl {
                 out.penultimate

@@ -855,3 +855,45 @@ pub fn write_lora(folder: &Path, out: &Path, seed: u64) -> Result<()> {
     }
     candle_core::safetensors::save(&tensors, out).context(|| out.display().to_string())
 }
+
+/// Writes a textual-inversion embedding for the model in `folder` whose vectors are the token
+/// vectors of `words`, so a prompt naming it encodes exactly as one with `words` would: A1111's
+/// `emb_params` for one text encoder, `clip_l` + `clip_g` for SDXL's two. For tests and for
+/// trying embeddings without a trained file.
+pub fn write_embedding(folder: &Path, words: &str, out: &Path) -> Result<()> {
+    let source = crate::source::ModelSource::open(folder, &Default::default())?;
+    let dev = Device::Cpu;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let encoders = [("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")];
+    let present: Vec<_> = encoders.iter().filter(|(e, _)| source.configs().has(e)).collect();
+    for (i, (encoder, tokenizer)) in present.iter().enumerate() {
+        let ids = crate::tokenizer::ClipTokenizer::from_dir(&source.configs().path().join(tokenizer))?
+            .encode_raw(words);
+        let weights = source.weights(encoder, DType::F32, &dev)?;
+        let table = weights
+            .iter()
+            .find(|(k, _)| k.ends_with("embeddings.token_embedding.weight"))
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| EngineError::IncompleteModel {
+                path: folder.join(encoder),
+                message: "no token embedding".into(),
+            })?;
+        let ids = Tensor::new(ids.as_slice(), &dev).context(|| "token ids".to_owned())?;
+        let rows = table
+            .index_select(&ids, 0)
+            .context(|| "token vectors".to_owned())?;
+        let key = match (present.len(), i) {
+            (1, _) => "emb_params",
+            (_, 0) => "clip_l",
+            _ => "clip_g",
+        };
+        tensors.insert(key.to_owned(), rows);
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    candle_core::safetensors::save(&tensors, out).context(|| out.display().to_string())
+}

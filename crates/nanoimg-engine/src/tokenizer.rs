@@ -210,7 +210,43 @@ impl ClipTokenizer {
 
     /// Encodes a prompt as the text encoder expects it: BOS, tokens, EOS, padding to 77.
     pub fn encode(&self, text: &str) -> Tokens {
-        let mut body = self.encode_raw(text);
+        self.encode_with(text, &[], 0)
+    }
+
+    /// As [`Self::encode`], with `words` — (lowercase word, first placeholder, count) — each
+    /// standing for `count` placeholder ids from `base + first` wherever it appears as a whole
+    /// word (not inside a longer one), case aside. Textual-inversion embeddings use this.
+    pub fn encode_with(&self, text: &str, words: &[(String, u32, u32)], base: u32) -> Tokens {
+        let mut body = Vec::new();
+        let lower = text.to_lowercase();
+        let mut rest = lower.as_str();
+        let is_word_char = |c: char| c.is_alphanumeric() || c == '_';
+        'scan: while !rest.is_empty() && !words.is_empty() {
+            // The earliest whole-word occurrence of any word (the longest at one place, as
+            // `words` comes longest first).
+            let mut best: Option<(usize, &(String, u32, u32))> = None;
+            for w in words {
+                let mut from = 0;
+                while let Some(i) = rest[from..].find(w.0.as_str()).map(|i| i + from) {
+                    let before = rest[..i].chars().next_back();
+                    let after = rest[i + w.0.len()..].chars().next();
+                    if !before.is_some_and(is_word_char) && !after.is_some_and(is_word_char) {
+                        if best.is_none_or(|(b, _)| i < b) {
+                            best = Some((i, w));
+                        }
+                        break;
+                    }
+                    from = i + rest[i..].chars().next().map_or(1, char::len_utf8);
+                }
+            }
+            let Some((i, (word, first, count))) = best else {
+                break 'scan;
+            };
+            body.extend(self.encode_raw(&rest[..i]));
+            body.extend((0..*count).map(|k| base + first + k));
+            rest = &rest[i + word.len()..];
+        }
+        body.extend(self.encode_raw(rest));
         let room = self.max_length - 2;
         let truncated = body.len() > room;
         body.truncate(room);

@@ -2,7 +2,7 @@
 //! only, by the caller's registry); weights load on first use, in a worker, and the least recently used
 //! model is dropped when more than `max_loaded` are in memory.
 
-use nanoimg_engine::lora::library::Library;
+use nanoimg_engine::library::Library;
 use nanoimg_engine::reference::BankCache;
 use nanoimg_engine::{LoadOptions, ModelInfo, StableDiffusion};
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,8 @@ pub struct ModelCatalog {
     reference_cache_bytes: usize,
     /// The LoRAs requests may name.
     loras: Library,
+    /// Textual-inversion embeddings every loaded model knows by name.
+    embeddings: Library,
 }
 
 /// A loaded model with characters' LoRAs merged in.
@@ -123,7 +125,15 @@ impl ModelCatalog {
             derived: Mutex::new(Vec::new()),
             reference_cache_bytes: nanoimg_engine::reference::DEFAULT_CACHE_BYTES,
             loras: Library::default(),
+            embeddings: Library::default(),
         })
+    }
+
+    /// Textual-inversion embeddings in `library` become words every model loaded from now on
+    /// knows (those that fit it).
+    pub fn with_embeddings(mut self, library: Library) -> Self {
+        self.embeddings = library;
+        self
     }
 
     /// Offers the LoRAs in `library` to requests (`loras`, `<lora:…>` tags).
@@ -182,7 +192,12 @@ impl ModelCatalog {
             ..LoadOptions::default()
         };
         let started = std::time::Instant::now();
-        let model = self.with_banks(StableDiffusion::load(&entry.info.path, &opts)?);
+        let (model, skipped) =
+            StableDiffusion::load(&entry.info.path, &opts)?.with_embedding_library(&self.embeddings)?;
+        for (embedding, why) in skipped {
+            tracing::warn!(model = %name, %embedding, %why, "textual-inversion embedding left out");
+        }
+        let model = self.with_banks(model);
         tracing::info!(model = %name, secs = started.elapsed().as_secs_f64(), "model loaded");
         let mut loaded = lock(&self.loaded);
         loaded.push((name.to_owned(), model.clone()));

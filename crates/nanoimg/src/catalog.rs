@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use nanoimg_engine::checkpoint::SourceOptions;
-use nanoimg_engine::lora::library::Library;
+use nanoimg_engine::library::Library;
 use nanoimg_engine::{bundled, EngineError, LoadOptions, Registry};
 use std::path::PathBuf;
 
@@ -54,17 +54,21 @@ impl ModelArgs {
 /// The LoRA library: `--lora-dir` (colon-separated), else `$NANOIMG_LORAS`, else the `loras`
 /// folder of each models directory.
 pub fn lora_library(models_dir: Option<&str>, lora_dir: Option<&str>) -> Library {
-    let from_env = std::env::var_os("NANOIMG_LORAS").filter(|v| !v.is_empty());
-    match (lora_dir, from_env) {
+    library(models_dir, lora_dir, "NANOIMG_LORAS", "loras")
+}
+
+/// The textual-inversion embeddings: `--embedding-dir`, else `$NANOIMG_EMBEDDINGS`, else the
+/// `embeddings` folder of each models directory.
+pub fn embedding_library(models_dir: Option<&str>, dir: Option<&str>) -> Library {
+    library(models_dir, dir, "NANOIMG_EMBEDDINGS", "embeddings")
+}
+
+fn library(models_dir: Option<&str>, flag: Option<&str>, var: &str, sub: &str) -> Library {
+    let from_env = std::env::var_os(var).filter(|v| !v.is_empty());
+    match (flag, from_env) {
         (Some(d), _) => Library::new(std::env::split_paths(d).collect()),
         (None, Some(v)) => Library::new(std::env::split_paths(&v).collect()),
-        (None, None) => Library::new(
-            registry(models_dir)
-                .dirs()
-                .iter()
-                .map(|d| d.join("loras"))
-                .collect(),
-        ),
+        (None, None) => Library::new(registry(models_dir).dirs().iter().map(|d| d.join(sub)).collect()),
     }
 }
 

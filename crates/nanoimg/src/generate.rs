@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use nanoimg_core::{ImageSize, Limits, SchedulerName};
 use nanoimg_engine::codec::{self, OutputFormat};
-use nanoimg_engine::lora::library::Entry;
+use nanoimg_engine::library::Entry;
 use nanoimg_engine::lora::prompt::LoraUse;
 use nanoimg_engine::pipeline::Progress;
 use nanoimg_engine::{parse_dtype, CancelToken, GenerateRequest, InitImage, ProgressSink, StableDiffusion};
@@ -71,6 +71,10 @@ pub struct Args {
     /// each models directory.
     #[arg(long)]
     pub lora_dir: Option<String>,
+    /// Textual-inversion embeddings, used by name in the prompt (colon-separated folders).
+    /// Default: $NANOIMG_EMBEDDINGS, else `embeddings/` in each models directory.
+    #[arg(long)]
+    pub embedding_dir: Option<String>,
     /// Print a JSON summary on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -221,10 +225,17 @@ pub fn run(a: Args) -> Result<()> {
         &model_path,
         &a.model.load_options(nanoimg_engine::default_device(), dtype),
     )?;
+    let embeddings =
+        crate::catalog::embedding_library(a.model.models_dir.as_deref(), a.embedding_dir.as_deref());
+    let (with_words, left_out) = model.with_embedding_library(&embeddings)?;
+    model = with_words;
+    for (name, why) in left_out {
+        eprintln!("warning: embedding {name} left out: {why}");
+    }
     if !loras.is_empty() {
         let parsed = loras
             .iter()
-            .map(|(e, _)| e.load())
+            .map(|(e, _)| e.load_lora())
             .collect::<Result<Vec<_>, _>>()?;
         let pairs: Vec<_> = parsed.iter().zip(&loras).map(|(l, (_, w))| (l, *w)).collect();
         model = model.with_loras(&pairs).context("merging the LoRAs")?;

@@ -33,6 +33,10 @@ pub struct Args {
     /// else `loras/` in each models directory.
     #[arg(long)]
     pub lora_dir: Option<String>,
+    /// Textual-inversion embeddings every model knows by name (colon-separated folders).
+    /// Default: $NANOIMG_EMBEDDINGS, else `embeddings/` in each models directory.
+    #[arg(long)]
+    pub embedding_dir: Option<String>,
     /// `all`: serve and run jobs here [default]; `api`: serve only, with `nanoimg worker`
     /// processes on the shared database running the jobs (docs/deploy.md).
     #[arg(long, value_parser = ["all", "api"])]
@@ -127,6 +131,10 @@ fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
         .with_loras(catalog::lora_library(
             args.models_dir.as_deref(),
             args.lora_dir.as_deref(),
+        ))
+        .with_embeddings(catalog::embedding_library(
+            args.models_dir.as_deref(),
+            args.embedding_dir.as_deref(),
         )))
 }
 

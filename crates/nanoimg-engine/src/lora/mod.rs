@@ -13,7 +13,6 @@
 //! is shared with the base model; the base model is never written. "Un-merging" is dropping that
 //! model, which restores the base exactly; swapping is building another from the base.
 
-pub mod library;
 pub mod names;
 pub mod prompt;
 
@@ -320,6 +319,7 @@ impl StableDiffusion {
             device: self.device.clone(),
             dtype: self.dtype,
             vae_dtype: self.vae_dtype,
+            words: self.words.clone(),
         })
     }
 }

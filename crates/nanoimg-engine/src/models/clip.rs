@@ -253,15 +253,32 @@ impl ClipTextModel {
 
     /// Encodes `ids` `[batch, tokens]`; `eos_index[b]` is where each prompt's EOS token sits.
     pub fn forward(&self, ids: &Tensor, eos_index: &[usize]) -> Result<ClipOutput> {
+        self.forward_with(ids, eos_index, None)
+    }
+
+    /// As [`Self::forward`], with `extra` `[k, hidden]` vectors for the ids past the
+    /// vocabulary (`vocab_size + i` is `extra[i]`): textual-inversion embeddings.
+    pub fn forward_with(
+        &self,
+        ids: &Tensor,
+        eos_index: &[usize],
+        extra: Option<&Tensor>,
+    ) -> Result<ClipOutput> {
         let (b, n) = ids.dims2()?;
         if eos_index.len() != b {
             candle_core::bail!("eos_index has {} entries for a batch of {b}", eos_index.len());
         }
         let positions = Tensor::arange(0u32, n as u32, ids.device())?;
-        let mut x = self
-            .token_embedding
-            .forward(ids)?
-            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let tokens = match extra {
+            None => self.token_embedding.forward(ids)?,
+            Some(extra) => {
+                let table = self.token_embedding.embeddings();
+                let extra = extra.to_device(table.device())?.to_dtype(table.dtype())?;
+                let table = Tensor::cat(&[table, &extra], 0)?;
+                table.index_select(&ids.flatten_all()?, 0)?.reshape((b, n, ()))?
+            }
+        };
+        let mut x = tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = Self::causal_mask(n, ids.device())?;
         let mut penultimate = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {

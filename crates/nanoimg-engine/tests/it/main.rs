@@ -10,3 +10,4 @@ mod lora;
 mod parity;
 mod pipelines;
 mod reference;
+mod textual_inversion;

@@ -158,7 +158,7 @@ async fn merged(
             let mut parsed = library
                 .iter()
                 .map(|(e, w)| {
-                    e.load()
+                    e.load_lora()
                         .map(|l| (l, *w))
                         .map_err(|err| JobError::InvalidValue(format!("LoRA {}: {err}", e.name)))
                 })

@@ -116,17 +116,15 @@ pub async fn run_python_check(script: &str, args: Vec<String>) {
     assert!(out.status.success() && text.trim_end().ends_with("ok"), "{text}");
 }
 
-/// The tiny model, and a LoRA library beside it (`models/loras`, empty until a test writes
-/// one there).
+/// The tiny model, and a LoRA library and an embeddings folder beside it (`models/loras`,
+/// `models/embeddings`, empty until a test writes there).
 fn catalog(tiny: &nanoimg_engine::ModelInfo) -> ModelCatalog {
-    let loras = tiny
-        .path
-        .parent()
-        .expect("models/tiny has a parent")
-        .join("loras");
+    let models = tiny.path.parent().expect("models/tiny has a parent");
+    let library = |sub: &str| nanoimg_engine::library::Library::new(vec![models.join(sub)]);
     ModelCatalog::new(vec![("tiny".into(), tiny.clone())], "tiny", 1)
         .unwrap()
-        .with_loras(nanoimg_engine::lora::library::Library::new(vec![loras]))
+        .with_loras(library("loras"))
+        .with_embeddings(library("embeddings"))
 }
 
 impl TestServer {

@@ -2,6 +2,7 @@
 //! in the prompt draw the same (the tag is not text the encoder sees), visibly not the base
 //! model's; unknown names and malformed tags are 400s naming the field; the trigger words are
 //! moderated; the A1111 API lists the library and writes the tags back in its infotexts.
+//! Textual-inversion embeddings in the embeddings folder are words every model knows.
 
 use crate::common::*;
 use serde_json::{json, Value};
@@ -149,4 +150,39 @@ async fn library_loras_by_field_or_prompt_tag() {
         "{listed}"
     );
     image(&s, &key, json!({"response_format": "b64_json"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_are_words_the_served_model_knows() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("embedding-user", ALL_SCOPES).await;
+    let file = s
+        .model
+        .path
+        .parent()
+        .unwrap()
+        .join("embeddings/redcat.safetensors");
+    // Before the model's first use: it is read when the model loads.
+    nanoimg_engine::synthetic::write_embedding(&s.model.path, "red cat", &file).unwrap();
+    let by_name = image(
+        &s,
+        &key,
+        json!({"response_format": "b64_json", "prompt": "a redcat"}),
+    )
+    .await;
+    let by_words = image(
+        &s,
+        &key,
+        json!({"response_format": "b64_json", "prompt": "a red cat"}),
+    )
+    .await;
+    let other = image(
+        &s,
+        &key,
+        json!({"response_format": "b64_json", "prompt": "a green dog"}),
+    )
+    .await;
+    let same = mean_abs_diff(&by_name, &by_words);
+    assert!(same < 5.0, "{same}");
+    assert!(mean_abs_diff(&by_name, &other) > same);
 }

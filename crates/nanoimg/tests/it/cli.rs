@@ -812,3 +812,51 @@ fn generate_merges_loras_from_the_library_by_flag_or_prompt_tag() {
     let (o, _) = run("a cat", &[], "fine.png");
     ok(&o);
 }
+
+/// A textual-inversion embedding in the models directory's `embeddings/` is a word the prompt
+/// can use: one made of the vectors of "red cat" draws what "red cat" draws. A file there that
+/// is not an embedding is left out with a warning, not an error.
+#[test]
+fn generate_knows_embeddings_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    ok(&bin()
+        .args(["models", "synth", "--arch", "tiny-sd1", "--seed", "3"])
+        .arg(models.join("tiny"))
+        .output()
+        .unwrap());
+    let embeddings = models.join("embeddings");
+    nanoimg_engine::synthetic::write_embedding(
+        &models.join("tiny"),
+        "red cat",
+        &embeddings.join("redcat.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(embeddings.join("broken.safetensors"), b"not safetensors").unwrap();
+    let run = |prompt: &str, name: &str| {
+        let out = d.path().join(name);
+        let o = bin()
+            .args([
+                "generate", prompt, "--steps", "2", "--seed", "5", "--size", "64x64", "--model", "tiny",
+            ])
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("-o")
+            .arg(&out)
+            .env_remove("NANOIMG_EMBEDDINGS")
+            .output()
+            .unwrap();
+        ok(&o);
+        (
+            image::open(&out).unwrap().to_rgb8(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (by_name, log) = run("a redcat on a mat", "a.png");
+    let (by_words, _) = run("a red cat on a mat", "b.png");
+    let (other, _) = run("a green dog on a mat", "c.png");
+    assert!(log.contains("warning: embedding broken left out"), "{log}");
+    let same = mean_abs_diff(&by_name, &by_words);
+    assert!(same < 5.0, "{same}");
+    assert!(mean_abs_diff(&by_name, &other) > same, "the prompt matters");
+}

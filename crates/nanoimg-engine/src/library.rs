@@ -1,21 +1,22 @@
-//! The LoRA library: `.safetensors` LoRA files in a few folders, offered by name (the file's
-//! name without `.safetensors`, as A1111's `models/Lora` works). Each file's trigger words come
+//! Libraries of named files: `.safetensors` files in a few folders, offered by name (the
+//! file's name without `.safetensors`), as A1111's `models/Lora` and `embeddings` work — the
+//! LoRA library and the textual-inversion embeddings. A LoRA's trigger words come
 //! with it — A1111's `<name>.json` (`"activation text"`), a model site's `<name>.civitai.info`
 //! (`"trainedWords"`), or the file's own `modelspec.trigger_phrase` — because moderation must
 //! see them: a LoRA may be trained to draw something its trigger words say.
 
-use super::Lora;
 use crate::checkpoint::Header;
 use crate::error::{EngineError, Result};
+use crate::lora::Lora;
 use std::path::{Path, PathBuf};
 
-/// The folders LoRAs are offered from, searched in order.
+/// The folders files are offered from, searched in order.
 #[derive(Debug, Clone, Default)]
 pub struct Library {
     dirs: Vec<PathBuf>,
 }
 
-/// One LoRA file of the library.
+/// One file of a library.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Entry {
     pub name: String,
@@ -45,7 +46,7 @@ impl Library {
         &self.dirs
     }
 
-    /// Every LoRA, by name (the first folder's wins when two have the same name).
+    /// Every file, by name (the first folder's wins when two have the same name).
     pub fn list(&self) -> Vec<Entry> {
         let mut out: Vec<Entry> = Vec::new();
         for dir in &self.dirs {
@@ -64,7 +65,7 @@ impl Library {
         out
     }
 
-    /// The LoRA named `name`, or an error listing the ones there are.
+    /// The file named `name`, or an error listing the ones there are.
     pub fn find(&self, name: &str) -> Result<Entry> {
         if plain(name) {
             for dir in &self.dirs {
@@ -162,8 +163,8 @@ fn trigger_words(path: &Path) -> Vec<String> {
 }
 
 impl Entry {
-    /// Reads and parses the file.
-    pub fn load(&self) -> Result<Lora> {
+    /// Reads and parses the file as a LoRA.
+    pub fn load_lora(&self) -> Result<Lora> {
         let bytes = std::fs::read(&self.path).map_err(|source| EngineError::Io {
             path: self.path.clone(),
             source,
