@@ -239,6 +239,36 @@ impl ModelInfo {
 }
 
 impl Registry {
+    /// Every diffusers model in the hub cache (its `main` snapshot), inspected and named by its
+    /// id: what `nanoimg models pull` fetched, or diffusers did.
+    pub fn list_pulled(&self) -> Vec<Listing> {
+        let Some(cache) = &self.hub_cache else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(cache.root()) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<HubRef> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let folder = e.file_name().to_str()?.strip_prefix("models--")?.to_owned();
+                let (owner, name) = folder.split_once("--")?;
+                format!("{owner}/{name}").parse().ok()
+            })
+            .collect();
+        ids.sort_by_key(|r| r.to_string());
+        ids.into_iter()
+            .filter_map(|r| {
+                let snapshot = cache.snapshot(&r)?;
+                snapshot.join("model_index.json").is_file().then_some(snapshot)
+            })
+            .map(|path| match ModelInfo::inspect(&path) {
+                Ok(info) => Listing::Ready(Box::new(info)),
+                Err(error) => Listing::Broken { path, error },
+            })
+            .collect()
+    }
+
     /// A pulled model: its snapshot (a diffusers folder), or the one checkpoint file in it.
     fn resolve_pulled(&self, r: &HubRef) -> Result<PathBuf> {
         let not_pulled = || EngineError::NotPulled {

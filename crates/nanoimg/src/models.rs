@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// List the built-in model and the models in the models directories (and folders that are
-    /// not usable, with why).
+    /// List the built-in model, the models in the models directories and the diffusers models
+    /// in the Hugging Face cache (by id), and those that are not usable, with why.
     List {
         #[arg(long)]
         models_dir: Option<String>,
@@ -125,7 +125,8 @@ pub fn run(c: Command) -> Result<()> {
             let reg = registry(models_dir.as_deref());
             let mut builtin = ModelInfo::inspect(&bundled_model()?)?;
             builtin.name = bundled::NAME.to_owned();
-            let listing = reg.list();
+            let mut listing = reg.list();
+            listing.extend(reg.list_pulled());
             if json {
                 let mut v = vec![serde_json::json!({"ok": true, "builtin": true, "model": builtin})];
                 v.extend(listing.iter().map(|l| match l {

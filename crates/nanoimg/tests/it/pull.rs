@@ -373,13 +373,11 @@ fn a_killed_pull_resumes_and_the_model_then_runs_offline() {
         .spawn()
         .unwrap();
     let began = Instant::now();
-    let partial = loop {
-        let (_, incomplete) = blobs(&cache, "models--org--tiny");
-        if let Some(p) = incomplete
-            .iter()
-            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
-        {
-            break p.clone();
+    // The stalled file's own partial blob (small files pass through theirs too, briefly).
+    let partial = cache.join(format!("models--org--tiny/blobs/{}.incomplete", sha256(&unet)));
+    loop {
+        if std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0) {
+            break;
         }
         assert!(
             began.elapsed() < Duration::from_secs(60),
@@ -390,7 +388,7 @@ fn a_killed_pull_resumes_and_the_model_then_runs_offline() {
             "the pull ended before the stall"
         );
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let have = std::fs::metadata(&partial).unwrap().len();
@@ -474,6 +472,13 @@ fn a_killed_pull_resumes_and_the_model_then_runs_offline() {
     assert!(mean_abs_diff(&rgb(&by_commit), &rgb(&by_path)) < 5.0);
     assert!(mean_abs_diff(&rgb(&other), &rgb(&by_path)) > 10.0);
 
+    // Listed by its id (the companion pulled with configs only is not a model).
+    let o = bin()
+        .args(["models", "list"])
+        .env("HF_HUB_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(ok(&o).lines().any(|l| l.starts_with("org/tiny ")), "{}", ok(&o));
     // Named by its id, with the repository's name, and served by id.
     let o = bin()
         .args(["models", "info", "org/tiny"])
