@@ -197,3 +197,11 @@ pub(crate) fn safetensors_in(dir: &Path) -> Result<Vec<PathBuf>> {
         }),
     }
 }
+
+/// Folders as a user reads them in a message: `a, b, c`.
+pub fn display_paths(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -84,11 +84,7 @@ impl Library {
                     if self.dirs.is_empty() {
                         "not set up".to_owned()
                     } else {
-                        self.dirs
-                            .iter()
-                            .map(|d| d.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        crate::folder::display_paths(&self.dirs)
                     }
                 )
             } else {

@@ -451,14 +451,7 @@ impl Registry {
         Err(EngineError::ModelNotFound {
             name: name.to_owned(),
             installed: if installed.is_empty() {
-                format!(
-                    "none in {}",
-                    self.dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                format!("none in {}", crate::folder::display_paths(&self.dirs))
             } else {
                 installed.join(", ")
             },

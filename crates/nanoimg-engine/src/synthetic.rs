@@ -847,13 +847,7 @@ pub fn write_lora(folder: &Path, out: &Path, seed: u64) -> Result<()> {
             Tensor::new(rank as f32, &dev).context(|| key.clone())?,
         );
     }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
-            path: parent.to_owned(),
-            source,
-        })?;
-    }
-    candle_core::safetensors::save(&tensors, out).context(|| out.display().to_string())
+    save_creating_folder(&tensors, out)
 }
 
 /// Writes a textual-inversion embedding for the model in `folder` whose vectors are the token
@@ -889,11 +883,16 @@ pub fn write_embedding(folder: &Path, words: &str, out: &Path) -> Result<()> {
         };
         tensors.insert(key.to_owned(), rows);
     }
+    save_creating_folder(&tensors, out)
+}
+
+/// Saves `tensors` at `out`, making its folder first.
+fn save_creating_folder(tensors: &HashMap<String, Tensor>, out: &Path) -> Result<()> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
             path: parent.to_owned(),
             source,
         })?;
     }
-    candle_core::safetensors::save(&tensors, out).context(|| out.display().to_string())
+    candle_core::safetensors::save(tensors, out).context(|| out.display().to_string())
 }
