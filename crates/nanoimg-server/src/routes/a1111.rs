@@ -355,6 +355,27 @@ pub(crate) async fn samplers(_auth: Auth) -> Json<Value> {
     Json(Value::Array(list))
 }
 
+/// `POST /sdapi/v1/interrupt`: A1111's Stop. A1111 has one queue per user, so Stop means every
+/// job this tenant has queued or running: waiting ones end at once, running ones at their next
+/// step (their requests answer with the cancellation). Other tenants' jobs are not touched.
+pub(crate) async fn interrupt(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let active = state.store.system().active_jobs(auth.tenant_id()).await?;
+    for id in active {
+        if state.jobs.cancel(auth.tenant_id(), &id).await? {
+            state
+                .audit
+                .record(auth.event(
+                    "job.cancel",
+                    Some(id),
+                    Outcome::Success,
+                    json!({"via": "/sdapi/v1/interrupt"}),
+                ))
+                .await;
+        }
+    }
+    Ok(Json(Value::Null))
+}
+
 /// `GET /sdapi/v1/loras`: the library's LoRAs, each with its trigger words (A1111's
 /// "activation text"). The path is the file's name only: the server's folders stay its own.
 pub(crate) async fn loras(State(state): State<AppState>, _auth: Auth) -> ApiResult<Json<Value>> {

@@ -192,6 +192,8 @@ pub const ROUTES: &[Route] = &[
         "Automatic1111 API: the tenant's queued and running jobs and the running one's step"),
     route!(get "/sdapi/v1/options", KEY, "none" => Json(&[(200, "A1111Options")]), a1111::get_options,
         "Automatic1111 API: the tenant's model (sd_model_checkpoint)"),
+    route!(post "/sdapi/v1/interrupt", GENERATE, "none" => Json(&[(200, "Null")]), a1111::interrupt,
+        "Automatic1111 API: stop the tenant's queued and running jobs (its Stop button)"),
     route!(post "/sdapi/v1/options", GENERATE, "json" => Json(&[(200, "Null")]), a1111::set_options,
         "Automatic1111 API: set the tenant's model (sd_model_checkpoint; per tenant, not server-wide)"),
     route!(post "/v1/admin/tenants", ADMIN, "json" => Json(&[(201, "Tenant")]), admin::create_tenant, "Create a tenant"),

@@ -91,3 +91,28 @@ async fn settings_that_would_change_the_picture_are_refused_by_name() {
         .iter()
         .any(|e| e["action"] == "tenant.model_set" && e["detail"]["model"] == "tiny"));
 }
+
+/// A1111's Stop (`POST /sdapi/v1/interrupt`) ends the tenant's queued and running jobs, and
+/// only the tenant's: another tenant's job runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interrupt_stops_the_tenants_jobs_and_only_its_own() {
+    let s = start(|_| {}).await;
+    let (_, key) = s.tenant("a1111-stop", ALL_SCOPES).await;
+    let (_, other) = s.tenant("a1111-bystander", ALL_SCOPES).await;
+    let long = || tiny_request(json!({"steps": 100, "n": 4}));
+    let mine = s.submit_id(&key, long()).await;
+    let theirs = s.submit_id(&other, tiny_request(json!({"steps": 4}))).await;
+    let r = s
+        .http
+        .post(s.url("/sdapi/v1/interrupt"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), Value::Null);
+    s.wait_for(&key, &mine, "cancelled").await;
+    s.wait_for(&other, &theirs, "succeeded").await;
+    let events = audit_of(&s, "job.cancel", 1).await;
+    assert_eq!(events[0]["target"], mine.as_str(), "{events:?}");
+}

@@ -342,6 +342,13 @@ async fn hostile_input_gets_a_4xx_and_leaves_nothing_behind() {
             .map(|v| v.to_str().unwrap_or("").to_owned())
             .unwrap_or_default();
         let body = r.bytes().await.unwrap();
+        // The same refusal seen through the contract proxy: the server answered and closed
+        // while the proxy was still sending the large body, so the proxy says 502.
+        if status == 502 && sent > 256 * 1024 && body.starts_with(b"the proxy's upstream") {
+            *statuses.entry(0).or_default() += 1;
+            assert_eq!(before, footprint(&s, &key, &tenant).await);
+            continue;
+        }
         let what = format!("round {round} (seed {seed}): {method} {path} → {status}");
         assert!(status < 500, "{what}: {}", String::from_utf8_lossy(&body));
         if status >= 400 {
