@@ -122,6 +122,19 @@ impl ModelInfo {
             path: folder.path().to_owned(),
             message,
         };
+        let refiner = folder
+            .index()
+            .get("requires_aesthetics_score")
+            .and_then(|v| v.as_bool())
+            == Some(true)
+            || (!folder.has("text_encoder") && folder.has("text_encoder_2"));
+        if refiner {
+            return Err(incomplete(
+                "an SDXL refiner (text_encoder_2 only, conditioned on an aesthetic score), which this engine does not \
+                 run yet; use the base model"
+                    .into(),
+            ));
+        }
         for needed in ["unet", "vae", "text_encoder", "tokenizer"] {
             if !folder.has(needed) {
                 return Err(incomplete(format!("model_index.json does not list {needed}")));

@@ -290,3 +290,23 @@ fn hugging_face_cache_entries_resolve_to_their_main_snapshot() {
     std::fs::write(entry.join("refs").join("main"), "../../elsewhere").unwrap();
     assert!(reg.resolve(entry.to_str().unwrap()).is_err());
 }
+
+/// An SDXL refiner folder (text_encoder_2 only, `requires_aesthetics_score`) is refused by
+/// name, not as a folder missing its text encoder.
+#[test]
+fn an_sdxl_refiner_folder_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let refiner = dir.path().join("refiner");
+    common::copy_dir(&common::path("tiny-sdxl"), &refiner);
+    let index_path = refiner.join("model_index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+    index["text_encoder"] = serde_json::json!([null, null]);
+    index["tokenizer"] = serde_json::json!([null, null]);
+    index["requires_aesthetics_score"] = serde_json::json!(true);
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let e = nanoimg_engine::ModelInfo::inspect(&refiner)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("an SDXL refiner"), "{e}");
+}
