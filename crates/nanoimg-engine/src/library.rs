@@ -17,16 +17,13 @@ pub struct Library {
 }
 
 /// One file of a library.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub name: String,
     pub path: PathBuf,
     pub size: u64,
-    /// Words the LoRA was trained to answer to.
-    pub trigger_words: Vec<String>,
     /// Seconds since the epoch of the file's last change (part of a merged model's cache key,
     /// so a replaced file is merged anew).
-    #[serde(skip)]
     pub modified: u64,
 }
 
@@ -109,7 +106,6 @@ impl Library {
 
 fn entry(name: String, path: PathBuf) -> Entry {
     let meta = std::fs::metadata(&path).ok();
-    let trigger_words = trigger_words(&path);
     Entry {
         name,
         size: meta.as_ref().map_or(0, |m| m.len()),
@@ -117,12 +113,11 @@ fn entry(name: String, path: PathBuf) -> Entry {
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs()),
-        trigger_words,
         path,
     }
 }
 
-/// The trigger words beside the file or in it.
+/// The trigger words of the LoRA at `path`, beside the file or in it.
 fn trigger_words(path: &Path) -> Vec<String> {
     let split = |s: &str| -> Vec<String> {
         s.split(',')
@@ -159,6 +154,12 @@ fn trigger_words(path: &Path) -> Vec<String> {
 }
 
 impl Entry {
+    /// Words the LoRA was trained to answer to (read from the files each time: only admission
+    /// and listings need them, not a job's run).
+    pub fn trigger_words(&self) -> Vec<String> {
+        trigger_words(&self.path)
+    }
+
     /// Reads and parses the file as a LoRA.
     pub fn load_lora(&self) -> Result<Lora> {
         let bytes = std::fs::read(&self.path).map_err(|source| EngineError::Io {

@@ -10,7 +10,7 @@ use crate::schedulers::{NoiseSchedule, SchedulerConfig, SchedulerName};
 use crate::source::ModelSource;
 use nanoimg_core::limits::{fit_size, SIZE_MULTIPLE};
 use nanoimg_core::{ImageSize, Limits};
-use nanoimg_hub::{HubCache, HubRef};
+use nanoimg_hub::{HubCache, HubRef, RepoId};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -263,11 +263,7 @@ impl Registry {
         };
         let mut ids: Vec<HubRef> = rd
             .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let folder = e.file_name().to_str()?.strip_prefix("models--")?.to_owned();
-                let (owner, name) = folder.split_once("--")?;
-                format!("{owner}/{name}").parse().ok()
-            })
+            .filter_map(|e| RepoId::from_cache_folder(e.file_name().to_str()?).map(HubRef::from))
             .collect();
         ids.sort_by_key(|r| r.to_string());
         ids.into_iter()

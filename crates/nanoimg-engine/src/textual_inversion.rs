@@ -118,15 +118,10 @@ impl TextualInversion {
     }
 
     /// How many vectors (tokens) it stands for.
-    pub fn len(&self) -> usize {
+    pub fn vectors(&self) -> usize {
         match &self.vectors {
             Vectors::One(t) | Vectors::Sdxl { clip_l: t, .. } => t.dims()[0],
         }
-    }
-
-    /// Never: an embedding has at least one vector.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Its vectors for text encoders of widths `widths`, or why it does not fit them.
@@ -204,7 +199,7 @@ impl StableDiffusion {
                     continue;
                 }
             };
-            let n = e.len() as u32;
+            let n = e.vectors() as u32;
             for word in std::iter::once(&e.name).chain(e.token.as_ref()) {
                 let word = word.to_lowercase();
                 if !word.trim().is_empty() && !words.words.iter().any(|(w, _, _)| *w == word) {

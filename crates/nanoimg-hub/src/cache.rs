@@ -44,8 +44,7 @@ pub fn repo_of_snapshot(path: &Path) -> Option<RepoId> {
     if !is_commit(commit) || snapshots.file_name()? != "snapshots" {
         return None;
     }
-    let (owner, name) = folder.strip_prefix("models--")?.split_once("--")?;
-    format!("{owner}/{name}").parse::<HubRef>().ok().map(|r| r.repo)
+    RepoId::from_cache_folder(folder)
 }
 
 impl HubCache {

@@ -27,6 +27,12 @@ impl RepoId {
     pub fn cache_folder(&self) -> String {
         format!("models--{}--{}", self.owner, self.name)
     }
+
+    /// The repository a hub cache folder (`models--owner--name`) holds, if it is one.
+    pub fn from_cache_folder(folder: &str) -> Option<Self> {
+        let (owner, name) = folder.strip_prefix("models--")?.split_once("--")?;
+        format!("{owner}/{name}").parse::<HubRef>().ok().map(|r| r.repo)
+    }
 }
 
 impl fmt::Display for RepoId {
@@ -56,6 +62,13 @@ impl HubRef {
     /// Whether `s` looks like a hub id rather than a name or a path: one `/`, both sides valid.
     pub fn looks_like(s: &str) -> bool {
         s.parse::<HubRef>().is_ok()
+    }
+}
+
+impl From<RepoId> for HubRef {
+    /// The repository at `main`.
+    fn from(repo: RepoId) -> Self {
+        Self { repo, revision: None }
     }
 }
 
@@ -157,6 +170,11 @@ mod tests {
         assert_eq!(r.repo.to_string(), "stabilityai/sd-turbo");
         assert_eq!(r.revision(), "main");
         assert_eq!(r.repo.cache_folder(), "models--stabilityai--sd-turbo");
+        assert_eq!(
+            RepoId::from_cache_folder(&r.repo.cache_folder()),
+            Some(r.repo.clone())
+        );
+        assert_eq!(RepoId::from_cache_folder("datasets--a--b"), None);
         let r: HubRef = "a/b@refs/pr/1".parse().unwrap();
         assert_eq!(r.revision(), "refs/pr/1");
         assert!(!r.is_commit());

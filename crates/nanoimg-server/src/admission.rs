@@ -218,7 +218,7 @@ async fn resolve_loras(state: &AppState, spec: &mut JobSpec) -> ApiResult<()> {
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::invalid("loras", e.to_string()))?;
     for (l, entry) in spec.loras.iter_mut().zip(found) {
-        l.trigger_words = entry.trigger_words;
+        l.trigger_words = entry.trigger_words();
     }
     Ok(())
 }

@@ -101,9 +101,9 @@ impl LorasParam {
             .into_iter()
             .map(|i| match i {
                 LoraItem::Text(t) => t.parse::<LoraUse>().map_err(|e| bad(e.to_string())),
-                LoraItem::Object { name, weight } => format!("{name}:{}", weight.unwrap_or(1.0))
-                    .parse::<LoraUse>()
-                    .map_err(|e| bad(e.to_string())),
+                LoraItem::Object { name, weight } => {
+                    LoraUse::new(&name, weight.unwrap_or(1.0)).map_err(|e| bad(e.to_string()))
+                }
             })
             .collect()
     }

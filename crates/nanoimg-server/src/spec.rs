@@ -58,6 +58,17 @@ pub struct LoraSpec {
     pub trigger_words: Vec<String>,
 }
 
+impl LoraSpec {
+    /// Its `<lora:name:weight>` tag.
+    pub fn tag(&self) -> String {
+        nanoimg_engine::lora::prompt::LoraUse {
+            name: self.name.clone(),
+            weight: self.weight,
+        }
+        .tag()
+    }
+}
+
 /// A character as a job uses it, resolved when the job is admitted: the description and
 /// strength are fixed then; the references and LoRA are read when the job runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

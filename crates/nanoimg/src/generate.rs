@@ -146,10 +146,7 @@ fn loras(a: &Args) -> Result<(String, Vec<(Entry, f64)>)> {
 /// Refuses the prompt and negative prompt if moderation blocks them: the prompt as the text
 /// encoder sees it, and the trigger words of the LoRAs it runs with.
 fn check_prompt(safety: &Safety, a: &Args, text: &str, loras: &[(Entry, f64)]) -> Result<()> {
-    let triggers: Vec<&str> = loras
-        .iter()
-        .flat_map(|(e, _)| e.trigger_words.iter().map(String::as_str))
-        .collect();
+    let triggers: Vec<String> = loras.iter().flat_map(|(e, _)| e.trigger_words()).collect();
     let triggers = triggers.join(", ");
     let mut positive = vec![text];
     if !triggers.is_empty() {
@@ -315,11 +312,12 @@ pub fn run(a: Args) -> Result<()> {
             model: info.name.clone(),
             // As written, tags and all, with --lora flags as tags: how A1111 writes it back.
             prompt: std::iter::once(a.prompt.clone())
-                .chain(a.loras.iter().map(|l| match l.parse::<LoraUse>() {
-                    Ok(u) => nanoimg_engine::lora::prompt::tag(&u),
-                    Err(_) => String::new(),
-                }))
-                .filter(|p| !p.is_empty())
+                .chain(
+                    a.loras
+                        .iter()
+                        .filter_map(|l| l.parse::<LoraUse>().ok())
+                        .map(|u| u.tag()),
+                )
                 .collect::<Vec<_>>()
                 .join(" "),
             negative_prompt: req.negative_prompt.clone(),

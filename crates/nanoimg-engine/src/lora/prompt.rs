@@ -13,30 +13,46 @@ pub struct LoraUse {
     pub weight: f64,
 }
 
-impl std::str::FromStr for LoraUse {
-    type Err = InvalidParam;
-
-    /// `name` or `name:weight` (the form `--lora` takes).
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = |m: String| InvalidParam::new("lora", m);
-        let (name, weight) = match s.rsplit_once(':') {
-            Some((n, w)) if w.trim().parse::<f64>().is_ok() => (n, w.trim().parse::<f64>().unwrap_or(1.0)),
-            _ => (s, 1.0),
-        };
+impl LoraUse {
+    /// `name` at `weight`, checked: a name, and a weight in [`super::STRENGTH_RANGE`].
+    pub fn new(name: &str, weight: f64) -> Result<Self> {
         let name = name.trim();
         if name.is_empty() {
-            return Err(bad(format!("{s:?} names no LoRA")));
+            return Err(InvalidParam::new("lora", "a LoRA without a name"));
         }
         if !weight.is_finite() || !super::STRENGTH_RANGE.contains(&weight) {
-            return Err(bad(format!(
-                "{s:?}: the weight {weight} is outside {:?}",
-                super::STRENGTH_RANGE
-            )));
+            return Err(InvalidParam::new(
+                "lora",
+                format!(
+                    "{name}: the weight {weight} is outside {:?}",
+                    super::STRENGTH_RANGE
+                ),
+            ));
         }
         Ok(Self {
             name: name.to_owned(),
             weight,
         })
+    }
+
+    /// The tag that asks for it, as A1111 writes it back into a prompt.
+    pub fn tag(&self) -> String {
+        format!("<lora:{}:{}>", self.name, self.weight)
+    }
+}
+
+impl std::str::FromStr for LoraUse {
+    type Err = InvalidParam;
+
+    /// `name` or `name:weight` (the form `--lora` takes).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.rsplit_once(':') {
+            Some((n, w)) => match w.trim().parse::<f64>() {
+                Ok(weight) => Self::new(n, weight),
+                Err(_) => Self::new(s, 1.0),
+            },
+            None => Self::new(s, 1.0),
+        }
     }
 }
 
@@ -66,19 +82,17 @@ pub fn extract(prompt: &str) -> Result<(String, Vec<LoraUse>)> {
                 ),
             ));
         }
-        let spec = match weight {
-            Some(w) => format!("{name}:{w}"),
-            None => name.to_owned(),
+        let weight = match weight {
+            None => 1.0,
+            Some(w) => w.trim().parse::<f64>().map_err(|_| {
+                InvalidParam::new(
+                    "prompt",
+                    format!("{:?}: the weight is not a number", &tag[..=end]),
+                )
+            })?,
         };
-        let parsed: LoraUse = spec.parse().map_err(|e: InvalidParam| {
-            InvalidParam::new("prompt", format!("{:?}: {}", &tag[..=end], e.message))
-        })?;
-        if weight.is_some_and(|w| w.trim().parse::<f64>().is_err()) {
-            return Err(InvalidParam::new(
-                "prompt",
-                format!("{:?}: the weight is not a number", &tag[..=end]),
-            ));
-        }
+        let parsed = LoraUse::new(name, weight)
+            .map_err(|e| InvalidParam::new("prompt", format!("{:?}: {}", &tag[..=end], e.message)))?;
         uses.push(parsed);
         rest = &tag[end + 1..];
     }
@@ -104,11 +118,6 @@ fn tidy(s: &str) -> String {
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The tag that asks for `u`, as A1111 writes it back into a prompt.
-pub fn tag(u: &LoraUse) -> String {
-    format!("<lora:{}:{}>", u.name, u.weight)
 }
 
 #[cfg(test)]
@@ -153,6 +162,6 @@ mod tests {
             "dir/a.safetensors"
         );
         assert!("a:9".parse::<LoraUse>().is_err());
-        assert_eq!(tag(&"a:0.5".parse().unwrap()), "<lora:a:0.5>");
+        assert_eq!("a:0.5".parse::<LoraUse>().unwrap().tag(), "<lora:a:0.5>");
     }
 }

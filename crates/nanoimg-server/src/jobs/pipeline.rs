@@ -427,10 +427,7 @@ async fn check_outputs(
 /// What the job's outputs carry: the spec's parameters (and its plan), per image.
 pub(crate) fn record(spec: &JobSpec, seed: u64, index: usize) -> OutputRecord {
     // The LoRAs as tags at the end of the prompt, as A1111 writes (and reads back) them.
-    let tags = spec
-        .loras
-        .iter()
-        .map(|l| format!(" <lora:{}:{}>", l.name, l.weight));
+    let tags = spec.loras.iter().map(|l| format!(" {}", l.tag()));
     let mut r = OutputRecord {
         model: spec.model.clone(),
         prompt: std::iter::once(spec.prompt.clone()).chain(tags).collect(),

@@ -388,7 +388,7 @@ pub(crate) async fn loras(State(state): State<AppState>, _auth: Auth) -> ApiResu
             .map(|e| {
                 json!({
                     "name": e.name, "alias": e.name, "path": format!("{}.safetensors", e.name),
-                    "metadata": {"activation text": e.trigger_words.join(", "), "size": e.size},
+                    "metadata": {"activation text": e.trigger_words().join(", "), "size": e.size},
                 })
             })
             .collect(),
