@@ -9,7 +9,7 @@ them on fixed inputs, and saves inputs and outputs to small safetensors files. T
 that our code gives the same numbers. CI does not need PyTorch: only this script does.
 
     bench/setup_reference.sh                       # PyTorch + diffusers in .venv-bench
-    for a in tiny-sd1 tiny-sd2 tiny-sdxl tiny-inpaint; do
+    for a in tiny-sd1 tiny-sd2 tiny-sdxl tiny-sdxl-refiner tiny-inpaint; do
         nanoimg models synth --arch $a --seed 7 /tmp/parity/$a
     done
     .venv-bench/bin/python bench/parity_fixtures.py /tmp/parity crates/nanoimg-engine/tests/fixtures
@@ -56,12 +56,15 @@ def fixture(model_dir: Path) -> dict:
     t = {}
     index = json.loads((model_dir / "model_index.json").read_text())
     sdxl = "text_encoder_2" in index
-    ids, last, penult, pooled = encode(model_dir, "text_encoder", "tokenizer")
-    t.update(ids=ids.to(torch.int64), last_hidden_state=last, penultimate=penult, pooled=pooled)
+    # The SDXL refiner has SDXL's second text encoder only.
+    refiner = index.get("requires_aesthetics_score", False)
+    if not refiner:
+        ids, last, penult, pooled = encode(model_dir, "text_encoder", "tokenizer")
+        t.update(ids=ids.to(torch.int64), last_hidden_state=last, penultimate=penult, pooled=pooled)
     if sdxl:
         ids2, _, penult2, pooled2 = encode(model_dir, "text_encoder_2", "tokenizer_2")
         t.update(ids_2=ids2.to(torch.int64), penultimate_2=penult2, pooled_2=pooled2)
-        context = torch.cat([penult, penult2], dim=-1)
+        context = penult2 if refiner else torch.cat([penult, penult2], dim=-1)
     else:
         context = last
 
@@ -72,7 +75,10 @@ def fixture(model_dir: Path) -> dict:
     ctx = context.repeat(2, 1, 1)
     kwargs = {}
     if sdxl:
-        time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0], [128.0, 96.0, 8.0, 4.0, 64.0, 48.0]])
+        if refiner:  # size, crop corner, aesthetic score
+            time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 2.5], [128.0, 96.0, 8.0, 4.0, 6.0]])
+        else:  # size, crop corner, target size
+            time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0], [128.0, 96.0, 8.0, 4.0, 64.0, 48.0]])
         text_embeds = pooled2.repeat(2, 1)
         kwargs["added_cond_kwargs"] = {"text_embeds": text_embeds, "time_ids": time_ids}
         t.update(time_ids=time_ids)
@@ -88,7 +94,47 @@ def fixture(model_dir: Path) -> dict:
         image=image,
         encoded_mean=vae.encode(image).latent_dist.mean * vae.config.scaling_factor,
     )
+    if sdxl:
+        t.update(pipeline_conditioning(model_dir, refiner))
     return {k: v.contiguous() for k, v in t.items()}
+
+
+class _Seen(Exception):
+    pass
+
+
+def pipeline_conditioning(model_dir: Path, refiner: bool) -> dict:
+    """What diffusers' own SDXL pipeline hands its UNet on the first step of a guided run with
+    no negative prompt at 64x48 (the refiner's: img2img, as it is meant to run): the
+    context batch, the pooled embeddings and the time ids, negative row first. Captured with a
+    forward pre-hook, so it is the pipeline's own conditioning code (the empty-negative rule,
+    the aesthetic scores), not a copy of it."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    cls = StableDiffusionXLImg2ImgPipeline if refiner else StableDiffusionXLPipeline
+    pipe = cls.from_pretrained(model_dir, torch_dtype=torch.float32)
+    seen = {}
+
+    def hook(_module, _args, kwargs):
+        seen.update(
+            pipe_context=kwargs["encoder_hidden_states"],
+            pipe_pooled=kwargs["added_cond_kwargs"]["text_embeds"],
+            pipe_time_ids=kwargs["added_cond_kwargs"]["time_ids"],
+        )
+        raise _Seen
+
+    pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    # No negative prompt, as a request without one: SDXL base zeroes it, the refiner encodes "".
+    run = dict(prompt=PROMPT, num_inference_steps=4, guidance_scale=5.0, output_type="latent")
+    if refiner:
+        run.update(image=torch.rand(1, 3, 48, 64), strength=0.5)
+    else:
+        run.update(height=48, width=64)
+    try:
+        pipe(**run)
+    except _Seen:
+        pass
+    return {k: v.float() for k, v in seen.items()}
 
 
 def picture() -> torch.Tensor:

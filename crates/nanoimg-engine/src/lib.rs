@@ -32,9 +32,10 @@ pub mod textual_inversion;
 pub mod tokenizer;
 
 pub use error::{ConfigError, EngineError, Result};
-pub use model::{LoadOptions, StableDiffusion, TextConditioning};
+pub use model::{LoadOptions, Side, StableDiffusion, TextConditioning};
 pub use pipeline::{
     parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress, Progress, ProgressSink,
+    Refiner,
 };
 pub use registry::{Family, ModelDefaults, ModelInfo, Registry};
 

@@ -54,6 +54,19 @@ pub struct TextConditioning {
     pub truncated: bool,
 }
 
+/// Which side of classifier-free guidance a prompt's conditioning is for: the SDXL refiner
+/// conditions the two on different aesthetic scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Negative,
+    Positive,
+}
+
+/// The aesthetic scores the SDXL refiner is conditioned on (diffusers' and A1111's defaults):
+/// high for the prompt, low for the negative prompt, so guidance pushes towards the high one.
+pub const AESTHETIC_SCORE: f32 = 6.0;
+pub const NEGATIVE_AESTHETIC_SCORE: f32 = 2.5;
+
 pub(crate) struct TextEncoder {
     pub(crate) tokenizer: Arc<ClipTokenizer>,
     pub(crate) model: ClipTextModel,
@@ -220,7 +233,7 @@ impl StableDiffusion {
             crate::models::unet::PerBlock::One(d) => d,
             _ => unreachable!("per-block cross_attention_dim is rejected by UNetConfig::validate"),
         };
-        let expected_width = if self.info.family == Family::Sdxl {
+        let expected_width = if self.info.family.is_sdxl() {
             text_width
         } else {
             self.encoders[0].model.config().hidden_size
@@ -271,31 +284,47 @@ impl StableDiffusion {
     }
 
     /// SDXL's added conditioning for a batch of prompts at an output size (`None` for the other
-    /// families): the pooled text embeddings and the size/crop ids.
+    /// families): the pooled text embeddings and the time ids — original size, crop corner and
+    /// target size for the base model; original size, crop corner and an aesthetic score per
+    /// side for the refiner.
     pub(crate) fn added_conditioning(
         &self,
-        parts: &[&TextConditioning],
+        parts: &[(&TextConditioning, Side)],
         (w, h): (u32, u32),
     ) -> Result<Option<AddedConditioning>> {
-        if self.info.family != Family::Sdxl {
+        let family = self.info.family;
+        if !family.is_sdxl() {
             return Ok(None);
         }
         let pooled: Vec<&Tensor> = parts
             .iter()
-            .map(|c| {
+            .map(|(c, _)| {
                 c.pooled
                     .as_ref()
                     .ok_or_else(|| candle_core::Error::Msg("SDXL prompt without pooled embedding".into()))
             })
             .collect::<candle_core::Result<_>>()?;
-        let (h, w) = (h as f32, w as f32);
-        let ids = Tensor::new(&[h, w, 0.0, 0.0, h, w], &self.device)?
-            .unsqueeze(0)?
-            .repeat((parts.len(), 1))?;
+        let ids: Vec<Vec<f32>> = parts
+            .iter()
+            .filter_map(|(_, side)| self.time_ids(*side, (w, h)))
+            .collect();
         Ok(Some(AddedConditioning {
             text_embeds: Tensor::cat(&pooled, 0)?,
-            time_ids: ids,
+            time_ids: Tensor::new(ids, &self.device)?,
         }))
+    }
+
+    /// The SDXL time ids one side of a `w`×`h` picture is conditioned on (`None` for the
+    /// families without): `[h, w, 0, 0, h, w]` (original size, crop corner, target size) for
+    /// the base model, `[h, w, 0, 0, score]` for the refiner.
+    pub fn time_ids(&self, side: Side, (w, h): (u32, u32)) -> Option<Vec<f32>> {
+        let (h, w) = (h as f32, w as f32);
+        match (self.info.family, side) {
+            (Family::SdxlRefiner, Side::Positive) => Some(vec![h, w, 0.0, 0.0, AESTHETIC_SCORE]),
+            (Family::SdxlRefiner, Side::Negative) => Some(vec![h, w, 0.0, 0.0, NEGATIVE_AESTHETIC_SCORE]),
+            (Family::Sdxl, _) => Some(vec![h, w, 0.0, 0.0, h, w]),
+            (Family::Sd1 | Family::Sd2, _) => None,
+        }
     }
 
     /// The VAE.
@@ -335,7 +364,7 @@ impl StableDiffusion {
     /// Encodes a prompt. An empty prompt on a model with `force_zeros_for_empty_prompt` (SDXL)
     /// gives all-zero embeddings, as diffusers does for the negative prompt.
     pub fn encode_text(&self, prompt: &str, zero_if_empty: bool) -> Result<TextConditioning> {
-        let sdxl = self.info.family == Family::Sdxl;
+        let sdxl = self.info.family.is_sdxl();
         let mut contexts = Vec::new();
         let mut pooled = None;
         let mut truncated = false;

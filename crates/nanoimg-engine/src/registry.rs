@@ -24,6 +24,17 @@ pub enum Family {
     Sd2,
     /// SDXL and SDXL-Turbo: two text encoders (penultimate states), pooled embedding + time ids.
     Sdxl,
+    /// The SDXL refiner: SDXL's second text encoder only, and an aesthetic score in place of
+    /// the target size among the time ids. It finishes what an SDXL base model started (the
+    /// last steps of a two-stage run) or refines an image (img2img at low strength).
+    SdxlRefiner,
+}
+
+impl Family {
+    /// An SDXL-architecture UNet: penultimate text states, a pooled embedding and time ids.
+    pub fn is_sdxl(self) -> bool {
+        matches!(self, Family::Sdxl | Family::SdxlRefiner)
+    }
 }
 
 impl std::fmt::Display for Family {
@@ -32,6 +43,7 @@ impl std::fmt::Display for Family {
             Family::Sd1 => "sd1",
             Family::Sd2 => "sd2",
             Family::Sdxl => "sdxl",
+            Family::SdxlRefiner => "sdxl_refiner",
         })
     }
 }
@@ -82,6 +94,29 @@ impl ModelInfo {
         l
     }
 
+    /// Whether `refiner` can draw the last steps of this model's runs, as far as their configs
+    /// tell (the loaded models are checked exactly when a run starts): not an inpainting UNet,
+    /// the same latent space (SDXL's or SD's) and the same prediction type.
+    pub fn can_refine_with(&self, refiner: &ModelInfo) -> std::result::Result<(), String> {
+        let name = &refiner.name;
+        if refiner.inpainting {
+            return Err(format!("{name} is an inpainting model, which cannot refine"));
+        }
+        if self.family.is_sdxl() != refiner.family.is_sdxl() {
+            return Err(format!(
+                "{name} ({}) draws in another latent space than {} ({})",
+                refiner.family, self.name, self.family
+            ));
+        }
+        if self.prediction != refiner.prediction {
+            return Err(format!(
+                "{name} predicts {} and {} predicts {}",
+                refiner.prediction, self.name, self.prediction
+            ));
+        }
+        Ok(())
+    }
+
     /// The size the model draws a request for `asked` at: `asked` itself, or with a `max_size`
     /// it does not fit, the nearest size in its aspect within it.
     pub fn drawn_size(&self, asked: ImageSize) -> ImageSize {
@@ -128,14 +163,13 @@ impl ModelInfo {
             .and_then(|v| v.as_bool())
             == Some(true)
             || (!folder.has("text_encoder") && folder.has("text_encoder_2"));
-        if refiner {
-            return Err(incomplete(
-                "an SDXL refiner (text_encoder_2 only, conditioned on an aesthetic score), which this engine does not \
-                 run yet; use the base model"
-                    .into(),
-            ));
-        }
-        for needed in ["unet", "vae", "text_encoder", "tokenizer"] {
+        // A refiner has SDXL's second text encoder only; every other model has the first.
+        let (encoder, tokenizer) = if refiner {
+            ("text_encoder_2", "tokenizer_2")
+        } else {
+            ("text_encoder", "tokenizer")
+        };
+        for needed in ["unet", "vae", encoder, tokenizer] {
             if !folder.has(needed) {
                 return Err(incomplete(format!("model_index.json does not list {needed}")));
             }
@@ -175,7 +209,7 @@ impl ModelInfo {
             reason,
         })?;
         let vae: VaeConfig = source.config("vae")?;
-        let te: ClipTextConfig = source.config("text_encoder")?;
+        let te: ClipTextConfig = source.config(encoder)?;
         let sched: SchedulerConfig = if folder.has("scheduler") {
             source.config("scheduler")?
         } else {
@@ -191,7 +225,9 @@ impl ModelInfo {
             .checkpoint()
             .map(|c| c.family())
             .or(overrides.family)
-            .unwrap_or(if unet.uses_text_time() || folder.has("text_encoder_2") {
+            .unwrap_or(if refiner {
+                Family::SdxlRefiner
+            } else if unet.uses_text_time() || folder.has("text_encoder_2") {
                 Family::Sdxl
             } else if te.hidden_act == "gelu" {
                 Family::Sd2
@@ -202,16 +238,15 @@ impl ModelInfo {
         let turbo = overrides
             .turbo
             .unwrap_or_else(|| name.to_ascii_lowercase().contains("turbo"));
-        let latent_side = unet.sample_size.unwrap_or(match family {
-            Family::Sdxl => 128,
-            _ => 64,
-        });
+        let latent_side = unet
+            .sample_size
+            .unwrap_or(if family.is_sdxl() { 128 } else { 64 });
         let side = (latent_side * vae.downscale()) as u32;
         let mut defaults = ModelDefaults {
             steps: if turbo { 1 } else { 30 },
             guidance: match (turbo, family) {
                 (true, _) => 0.0,
-                (false, Family::Sdxl) => 5.0,
+                (false, f) if f.is_sdxl() => 5.0,
                 (false, _) => 7.5,
             },
             scheduler: SchedulerName::Euler,

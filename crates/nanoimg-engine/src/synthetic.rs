@@ -27,7 +27,8 @@ pub struct SyntheticSpec {
     pub family: Family,
     pub unet: Value,
     pub vae: Value,
-    pub text_encoder: Value,
+    /// `None` for the SDXL refiner, which has only the second.
+    pub text_encoder: Option<Value>,
     pub text_encoder_2: Option<Value>,
     pub scheduler: Value,
     /// Written as `nanoimg.json` when set.
@@ -109,7 +110,7 @@ impl SyntheticSpec {
                 unet["use_linear_projection"] = json!(true);
                 (None, scheduler_config("v_prediction", "leading"))
             }
-            Family::Sdxl => {
+            Family::Sdxl | Family::SdxlRefiner => {
                 unet["down_block_types"] = json!(["DownBlock2D", "CrossAttnDownBlock2D"]);
                 unet["up_block_types"] = json!(["CrossAttnUpBlock2D", "UpBlock2D"]);
                 unet["transformer_layers_per_block"] = json!([1, 2]);
@@ -133,11 +134,21 @@ impl SyntheticSpec {
             family,
             unet,
             vae: vae_config(&[8, 8, 16, 16], 1, 8, 0.18215, 64),
-            text_encoder: te(act, None),
+            text_encoder: Some(te(act, None)),
             text_encoder_2: te2,
             scheduler: sched,
             overrides: None,
         }
+    }
+
+    /// A tiny SDXL refiner: the second text encoder only, and five time ids (size, crop corner,
+    /// aesthetic score) in the UNet's added embedding.
+    pub fn tiny_sdxl_refiner() -> Self {
+        let mut s = Self::tiny(Family::SdxlRefiner);
+        s.text_encoder = None;
+        s.unet["cross_attention_dim"] = json!(48);
+        s.unet["projection_class_embeddings_input_dim"] = json!(16 + 5 * 8);
+        s
     }
 
     /// A tiny native inpainting model (9-channel UNet input).
@@ -161,7 +172,7 @@ impl SyntheticSpec {
                 "norm_num_groups": 32,
             }),
             vae: vae_config(&[128, 256, 512, 512], 2, 32, 0.18215, 512),
-            text_encoder: clip_config(768, 12, 12, "quick_gelu", 49408, None),
+            text_encoder: Some(clip_config(768, 12, 12, "quick_gelu", 49408, None)),
             text_encoder_2: None,
             scheduler: scheduler_config("epsilon", "leading"),
             overrides: None,
@@ -176,7 +187,7 @@ impl SyntheticSpec {
         s.unet["attention_head_dim"] = json!([5, 10, 20, 20]);
         s.unet["cross_attention_dim"] = json!(1024);
         s.unet["use_linear_projection"] = json!(true);
-        s.text_encoder = clip_config(1024, 23, 16, "gelu", 49408, None);
+        s.text_encoder = Some(clip_config(1024, 23, 16, "gelu", 49408, None));
         s.scheduler = scheduler_config("epsilon", "trailing");
         s.overrides = Some(json!({"turbo": true}));
         s
@@ -350,10 +361,10 @@ pub fn write_tokenizer(dir: &Path, max_length: usize, merges: &[&str]) -> Result
 /// Writes a complete diffusers-layout model folder with random weights drawn from `seed`.
 pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
     mkdir(dir)?;
-    let pipeline = if spec.family == Family::Sdxl {
-        "StableDiffusionXLPipeline"
-    } else {
-        "StableDiffusionPipeline"
+    let pipeline = match spec.family {
+        Family::Sdxl => "StableDiffusionXLPipeline",
+        Family::SdxlRefiner => "StableDiffusionXLImg2ImgPipeline",
+        Family::Sd1 | Family::Sd2 => "StableDiffusionPipeline",
     };
     let mut index = json!({
         "_class_name": pipeline,
@@ -375,12 +386,22 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
         let tok = sub.replace("text_encoder", "tokenizer");
         write_tokenizer(&dir.join(tok), max_len, &TINY_MERGES)
     };
-    clip("text_encoder", &spec.text_encoder, seed)?;
+    match &spec.text_encoder {
+        Some(te) => clip("text_encoder", te, seed)?,
+        None => {
+            // As the refiner's own model_index.json says it has none.
+            index["text_encoder"] = json!([null, null]);
+            index["tokenizer"] = json!([null, null]);
+        }
+    }
     if let Some(te2) = &spec.text_encoder_2 {
         clip("text_encoder_2", te2, seed.wrapping_add(1))?;
         index["text_encoder_2"] = json!(["transformers", "CLIPTextModelWithProjection"]);
         index["tokenizer_2"] = json!(["transformers", "CLIPTokenizer"]);
-        index["force_zeros_for_empty_prompt"] = json!(true);
+        index["force_zeros_for_empty_prompt"] = json!(spec.family == Family::Sdxl);
+    }
+    if spec.family == Family::SdxlRefiner {
+        index["requires_aesthetics_score"] = json!(true);
     }
     let unet_cfg: UNetConfig = parse(&spec.unet, "unet")?;
     write_component(
@@ -580,27 +601,40 @@ pub fn write_checkpoint(folder: &Path, out: &Path, dtype: DType) -> Result<()> {
         put(format!("first_stage_model.{ldm}"), t)?;
     }
 
-    let te = source.weights("text_encoder", DType::F32, &dev)?;
+    let te = || source.weights("text_encoder", DType::F32, &dev);
+    let te2 = || -> Result<_> {
+        let layers: ClipTextConfig = source.config("text_encoder_2")?;
+        Ok((
+            source.weights("text_encoder_2", DType::F32, &dev)?,
+            layers.num_hidden_layers,
+        ))
+    };
     match family {
         Family::Sd1 => {
+            let te = te()?;
             for (name, t) in te.iter() {
                 put(format!("cond_stage_model.transformer.{name}"), t.clone())?;
             }
         }
         Family::Sd2 => {
             let layers: ClipTextConfig = source.config("text_encoder")?;
-            open_clip_tensors(&te, layers.num_hidden_layers, true, &mut |k, t| {
+            open_clip_tensors(&*te()?, layers.num_hidden_layers, true, &mut |k, t| {
                 put(format!("cond_stage_model.model.{k}"), t)
             })?;
         }
         Family::Sdxl => {
-            for (name, t) in te.iter() {
+            for (name, t) in te()?.iter() {
                 put(format!("conditioner.embedders.0.transformer.{name}"), t.clone())?;
             }
-            let te2 = source.weights("text_encoder_2", DType::F32, &dev)?;
-            let layers: ClipTextConfig = source.config("text_encoder_2")?;
-            open_clip_tensors(&te2, layers.num_hidden_layers, false, &mut |k, t| {
+            let (te2, layers) = te2()?;
+            open_clip_tensors(&te2, layers, false, &mut |k, t| {
                 put(format!("conditioner.embedders.1.model.{k}"), t)
+            })?;
+        }
+        Family::SdxlRefiner => {
+            let (te2, layers) = te2()?;
+            open_clip_tensors(&te2, layers, false, &mut |k, t| {
+                put(format!("conditioner.embedders.0.model.{k}"), t)
             })?;
         }
     }

@@ -138,6 +138,8 @@ impl TextualInversion {
             (Vectors::Sdxl { clip_l, clip_g }, [a, b]) if width(clip_l) == *a && width(clip_g) == *b => {
                 Ok(vec![clip_l.clone(), clip_g.clone()])
             }
+            // The SDXL refiner has SDXL's second encoder only.
+            (Vectors::Sdxl { clip_g, .. }, [w]) if width(clip_g) == *w => Ok(vec![clip_g.clone()]),
             (Vectors::Sdxl { .. }, _) => Err(format!("an SDXL embedding on a model with encoders {widths:?} wide")),
         }
     }

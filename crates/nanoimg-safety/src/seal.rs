@@ -70,6 +70,10 @@ impl OutputRecord {
         }
         settings.push(format!("Size: {w}x{h}"));
         settings.push(format!("Model: {}", self.model));
+        if let Some(r) = self.extra.get("refiner").filter(|r| r.is_object()) {
+            settings.push(format!("Refiner: {}", r["model"].as_str().unwrap_or_default()));
+            settings.push(format!("Refiner switch at: {}", r["switch_at"]));
+        }
         out.push('\n');
         out.push_str(&settings.join(", "));
         out
@@ -178,6 +182,16 @@ mod tests {
             r.parameters((64, 32)),
             "a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, \
              Size: 64x32, Model: m"
+        );
+        let refined = r
+            .clone()
+            .with("refiner", json!({"model": "sdxl-refiner", "switch_at": 0.8}));
+        assert!(
+            refined
+                .parameters((64, 32))
+                .ends_with("Model: m, Refiner: sdxl-refiner, Refiner switch at: 0.8"),
+            "{}",
+            refined.parameters((64, 32))
         );
         let pixel_edit = OutputRecord {
             model: "none (pixel operations)".into(),

@@ -86,6 +86,7 @@ mod tests {
             characters: Vec::new(),
             loras: Vec::new(),
             references: Vec::new(),
+            refiner: None,
         }
     }
 

@@ -7,13 +7,14 @@
 //! against the model and the limits. [`Delivery`] is how the client wants the images back.
 
 use crate::error::{ApiError, ApiResult};
-use crate::spec::{CharacterUse, InitSpec, JobKind, JobSpec, LoraSpec};
+use crate::spec::{CharacterUse, InitSpec, JobKind, JobSpec, LoraSpec, RefinerSpec};
 use crate::state::AppState;
 use axum::http::HeaderMap;
 use nanoimg_core::{ImageSize, SchedulerName};
 use nanoimg_engine::codec::OutputFormat;
 use nanoimg_engine::lora::prompt::LoraUse;
-use nanoimg_engine::pipeline::MAX_PROMPT_BYTES;
+use nanoimg_engine::pipeline::{DEFAULT_SWITCH_AT, MAX_PROMPT_BYTES};
+use nanoimg_engine::ModelInfo;
 use serde::Deserialize;
 
 /// Most characters one request may use.
@@ -60,6 +61,10 @@ pub struct ImageRequest {
     /// LoRAs from the server's library: `[{"name": "ink", "weight": 0.8}]`, `["ink:0.8"]`, or
     /// (in forms) `"ink:0.8,other"`.
     pub loras: Option<LorasParam>,
+    /// A model that draws the last steps (an SDXL refiner after an SDXL base).
+    pub refiner: Option<String>,
+    /// The fraction of the schedule drawn before the refiner takes over, 0–1 (default 0.8).
+    pub refiner_switch_at: Option<f64>,
 }
 
 /// Most LoRAs one request may merge.
@@ -131,6 +136,7 @@ pub(crate) const TYPED_FIELDS: &[&str] = &[
     "strength",
     "dry_run",
     "character_strength",
+    "refiner_switch_at",
 ];
 
 /// The parameters of a generation, edit or variation that shape its images.
@@ -156,6 +162,8 @@ pub struct GenerationParams {
     pub character_ids: Option<Vec<String>>,
     pub character_strength: Option<f64>,
     pub loras: Option<LorasParam>,
+    pub refiner: Option<String>,
+    pub refiner_switch_at: Option<f64>,
 }
 
 /// How the client wants its images.
@@ -195,6 +203,8 @@ impl ImageRequest {
             character_ids: self.character_ids.clone(),
             character_strength: self.character_strength,
             loras: self.loras.clone(),
+            refiner: self.refiner.clone(),
+            refiner_switch_at: self.refiner_switch_at,
         }
     }
 
@@ -434,6 +444,7 @@ impl GenerationParams {
             return Err(ApiError::invalid("partial_images", "must be 0 to 3"));
         }
         let characters = requested(self)?;
+        let refiner = self.refiner(state, &entry.info)?;
         let init = match (init, self.strength) {
             (Some((mut i, _)), s) => {
                 if let Some(s) = s {
@@ -469,7 +480,41 @@ impl GenerationParams {
             characters,
             loras,
             references: Vec::new(),
+            refiner,
         })
+    }
+
+    /// The refiner asked for, found in the catalog and able to continue `base`'s latents.
+    fn refiner(&self, state: &AppState, base: &ModelInfo) -> ApiResult<Option<RefinerSpec>> {
+        let name = match (
+            self.refiner.as_deref().filter(|r| !r.is_empty()),
+            self.refiner_switch_at,
+        ) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "refiner_switch_at",
+                    "refiner_switch_at needs a refiner",
+                ))
+            }
+            (Some(name), _) => name,
+        };
+        let switch_at = self.refiner_switch_at.unwrap_or(DEFAULT_SWITCH_AT);
+        if !(0.0..=1.0).contains(&switch_at) {
+            return Err(ApiError::invalid("refiner_switch_at", "must be 0 to 1"));
+        }
+        let entry = state
+            .catalog
+            .entries()
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| ApiError::invalid("refiner", format!("no model named {name:?}")))?;
+        base.can_refine_with(&entry.info)
+            .map_err(|why| ApiError::invalid("refiner", why))?;
+        Ok(Some(RefinerSpec {
+            model: entry.name.clone(),
+            switch_at,
+        }))
     }
 
     /// The prompt the text encoder sees (`<lora:…>` tags taken out) and the LoRAs asked for:

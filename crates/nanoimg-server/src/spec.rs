@@ -4,7 +4,7 @@
 use nanoimg_core::{ImageSize, SchedulerName};
 use nanoimg_engine::codec::OutputFormat;
 use nanoimg_engine::reference::Reference;
-use nanoimg_engine::{GenerateRequest, InitImage};
+use nanoimg_engine::{GenerateRequest, InitImage, Refiner};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -46,6 +46,17 @@ pub struct JobSpec {
     /// the second and later `image[]` of an OpenAI edit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<String>,
+    /// A second model that draws the last steps of every model pass (SDXL's refiner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refiner: Option<RefinerSpec>,
+}
+
+/// The model that finishes each pass, and the fraction of the schedule drawn before it takes
+/// over (see [`nanoimg_engine::Refiner`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefinerSpec {
+    pub model: String,
+    pub switch_at: f64,
 }
 
 /// A library LoRA as a job uses it; its trigger words are read when the job is admitted, for
@@ -83,14 +94,16 @@ pub struct CharacterUse {
 
 impl JobSpec {
     /// The one mapping from a job to a model pass: `prompt` (the job's, or a plan step's) with
-    /// the characters' descriptions, the job's sampling settings, and what the pass starts from.
-    /// A plan step passes its own size, seed and single image.
+    /// the characters' descriptions, the job's sampling settings, and what the pass starts from
+    /// and is conditioned and finished by. A plan step passes its own size, seed and single
+    /// image.
     pub fn request(
         &self,
         prompt: &str,
         pass: Pass,
         init: Option<InitImage>,
         reference: Option<Arc<Reference>>,
+        refiner: Option<Refiner>,
     ) -> GenerateRequest {
         GenerateRequest {
             prompt: self.model_prompt(prompt),
@@ -104,6 +117,7 @@ impl JobSpec {
             init,
             reference,
             hooks: None,
+            refiner,
         }
     }
 

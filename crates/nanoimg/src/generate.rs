@@ -10,12 +10,15 @@ use nanoimg_engine::codec::{self, OutputFormat};
 use nanoimg_engine::library::Entry;
 use nanoimg_engine::lora::prompt::LoraUse;
 use nanoimg_engine::pipeline::Progress;
-use nanoimg_engine::{parse_dtype, CancelToken, GenerateRequest, InitImage, ProgressSink, StableDiffusion};
+use nanoimg_engine::{
+    parse_dtype, CancelToken, GenerateRequest, InitImage, ProgressSink, Refiner, StableDiffusion,
+};
 use nanoimg_safety::provenance::{media_type_of, Origin};
 use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_safety::{Safety, Strictness};
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -75,6 +78,14 @@ pub struct Args {
     /// Default: $NANOIMG_EMBEDDINGS, else `embeddings/` in each models directory.
     #[arg(long)]
     pub embedding_dir: Option<String>,
+    /// A second model that draws the last steps, as SDXL's refiner after its base: a model
+    /// name, path or hub id, as for --model.
+    #[arg(long, value_name = "MODEL")]
+    pub refiner: Option<String>,
+    /// The fraction of the noise schedule the first model draws before the refiner takes over
+    /// (0–1; A1111's "Refiner switch at", diffusers' denoising_end).
+    #[arg(long, value_name = "F", default_value_t = nanoimg_engine::pipeline::DEFAULT_SWITCH_AT, requires = "refiner")]
+    pub refiner_switch_at: f64,
     /// Print a JSON summary on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -229,6 +240,26 @@ pub fn run(a: Args) -> Result<()> {
     for (name, why) in left_out {
         eprintln!("warning: embedding {name} left out: {why}");
     }
+    let refiner = match &a.refiner {
+        Some(name) => {
+            let path = crate::catalog::pick_model(
+                &crate::catalog::registry(a.model.models_dir.as_deref()),
+                Some(name),
+            )?;
+            let opts = nanoimg_engine::LoadOptions {
+                device: nanoimg_engine::default_device(),
+                dtype,
+                ..Default::default()
+            };
+            let loaded = StableDiffusion::load(&path, &opts).with_context(|| format!("--refiner {name}"))?;
+            let (loaded, _) = loaded.with_embedding_library(&embeddings)?;
+            Some(Refiner {
+                model: Arc::new(loaded),
+                switch_at: a.refiner_switch_at,
+            })
+        }
+        None => None,
+    };
     if !loras.is_empty() {
         let parsed = loras
             .iter()
@@ -255,6 +286,7 @@ pub fn run(a: Args) -> Result<()> {
         seed,
         n: a.n,
         init,
+        refiner,
         ..defaults
     };
     model.validate(&req, &limits)?;
@@ -332,6 +364,13 @@ pub fn run(a: Args) -> Result<()> {
         .with("strength", json!(req.init.as_ref().map(|i| i.strength)))
         .with("mode", mode)
         .with("index", i)
+        .with(
+            "refiner",
+            json!(req
+                .refiner
+                .as_ref()
+                .map(|r| json!({"model": r.model.info().name, "switch_at": r.switch_at}))),
+        )
         .with(
             "loras",
             json!(loras

@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate images from a prompt (txt2img, img2img, inpaint, outpaint).
-    Generate(generate::Args),
+    Generate(Box<generate::Args>),
     /// Edit an image with a plain-language instruction (or a JSON plan).
     Edit(edit::Args),
     /// Edit sessions on a running server: start, edit turn by turn, undo, redo, branch.
@@ -72,7 +72,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(a) => generate::run(a).map(ok),
+        Command::Generate(a) => generate::run(*a).map(ok),
         Command::Edit(a) => edit::run(a).map(ok),
         Command::Session(a) => session::run(a).map(ok),
         Command::Character(a) => character::run(a).map(ok),

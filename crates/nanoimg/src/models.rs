@@ -30,7 +30,7 @@ pub enum Command {
     Synth {
         /// Where to write the folder.
         dir: PathBuf,
-        /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo; or an
+        /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, sd15, sd-turbo; or an
         /// image embedder for `character eval`: tiny-dinov2, tiny-clip, and at full size (for
         /// timing) dinov2-small, clip-vit-b32.
         #[arg(long, default_value = "tiny-sd1")]
@@ -108,11 +108,12 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
         "tiny-sd1" => SyntheticSpec::tiny(Family::Sd1),
         "tiny-sd2" => SyntheticSpec::tiny(Family::Sd2),
         "tiny-sdxl" => SyntheticSpec::tiny(Family::Sdxl),
+        "tiny-sdxl-refiner" => SyntheticSpec::tiny_sdxl_refiner(),
         "tiny-inpaint" => SyntheticSpec::tiny_inpainting(),
         "sd15" => SyntheticSpec::sd15(),
         "sd-turbo" => SyntheticSpec::sd_turbo(),
         other => bail!(
-            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-inpaint, sd15, sd-turbo, tiny-dinov2, tiny-clip, dinov2-small or clip-vit-b32"
+            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, sd15, sd-turbo, tiny-dinov2, tiny-clip, dinov2-small or clip-vit-b32"
         ),
     })
 }

@@ -61,10 +61,11 @@ fn references(family: Family, v_prediction: Option<bool>) -> Vec<&'static str> {
             "stabilityai/stable-diffusion-xl-base-1.0",
             "stabilityai/sdxl-turbo",
         ],
+        Family::SdxlRefiner => vec!["stabilityai/stable-diffusion-xl-refiner-1.0"],
     }
 }
 
-/// Where the text encoders are stored in each family's files.
+/// Where a text encoder is stored in a family's files.
 #[derive(Debug, Clone, Copy)]
 enum TextLayout {
     /// transformers' CLIP under a prefix.
@@ -73,14 +74,26 @@ enum TextLayout {
     OpenClip(&'static str),
 }
 
-fn text_layouts(family: Family) -> &'static [TextLayout] {
+/// Each family's text encoders: the diffusers component and where the file stores it.
+fn text_layouts(family: Family) -> &'static [(&'static str, TextLayout)] {
     match family {
-        Family::Sd1 => &[TextLayout::Clip("cond_stage_model.transformer.")],
-        Family::Sd2 => &[TextLayout::OpenClip("cond_stage_model.model.")],
+        Family::Sd1 => &[("text_encoder", TextLayout::Clip("cond_stage_model.transformer."))],
+        Family::Sd2 => &[("text_encoder", TextLayout::OpenClip("cond_stage_model.model."))],
         Family::Sdxl => &[
-            TextLayout::Clip("conditioner.embedders.0.transformer."),
-            TextLayout::OpenClip("conditioner.embedders.1.model."),
+            (
+                "text_encoder",
+                TextLayout::Clip("conditioner.embedders.0.transformer."),
+            ),
+            (
+                "text_encoder_2",
+                TextLayout::OpenClip("conditioner.embedders.1.model."),
+            ),
         ],
+        // The refiner's one embedder is SDXL's second encoder (OpenCLIP bigG).
+        Family::SdxlRefiner => &[(
+            "text_encoder_2",
+            TextLayout::OpenClip("conditioner.embedders.0.model."),
+        )],
     }
 }
 
@@ -189,8 +202,8 @@ pub fn detect(header: &Header) -> std::result::Result<Family, String> {
         if has("conditioner.embedders.0.transformer.") && has("conditioner.embedders.1.model.") {
             return Ok(Family::Sdxl);
         }
-        if has("conditioner.embedders.0.model.") {
-            return Err("an SDXL refiner, which this engine does not run yet (it conditions on an aesthetic score); use the base model".into());
+        if has("conditioner.embedders.0.model.transformer.resblocks.") && !has("conditioner.embedders.1.") {
+            return Ok(Family::SdxlRefiner);
         }
         return Err("an SGM checkpoint whose text encoders this engine does not know".into());
     }
@@ -336,15 +349,16 @@ impl Checkpoint {
                 self.family
             ),
         };
-        let encoders = ["text_encoder", "text_encoder_2"]
-            .iter()
+        let encoders: Vec<&str> = ["text_encoder", "text_encoder_2"]
+            .into_iter()
             .filter(|c| self.companion.has(c))
-            .count();
-        if encoders != text_layouts(self.family).len() {
-            return Err(misfit(format!("it has {encoders} text encoder(s)")));
+            .collect();
+        let layouts = text_layouts(self.family);
+        if !encoders.iter().eq(layouts.iter().map(|(c, _)| c)) {
+            return Err(misfit(format!("it has {}", encoders.join(" and "))));
         }
-        for (i, layout) in text_layouts(self.family).iter().enumerate() {
-            let config: crate::models::clip::ClipTextConfig = self.companion.config(encoder_dir(i))?;
+        for (component, layout) in layouts {
+            let config: crate::models::clip::ClipTextConfig = self.companion.config(component)?;
             let stored = match layout {
                 TextLayout::Clip(p) => format!("{p}text_model.embeddings.token_embedding.weight"),
                 TextLayout::OpenClip(p) => format!("{p}token_embedding.weight"),
@@ -358,10 +372,8 @@ impl Checkpoint {
                 .ok_or_else(|| misfit(format!("the file has no {stored}")))?;
             if shape.as_slice() != [config.vocab_size, config.hidden_size] {
                 return Err(misfit(format!(
-                    "{} says {} tokens of width {}, the file's {stored} is {shape:?}",
-                    encoder_dir(i),
-                    config.vocab_size,
-                    config.hidden_size
+                    "{component} says {} tokens of width {}, the file's {stored} is {shape:?}",
+                    config.vocab_size, config.hidden_size
                 )));
             }
         }
@@ -378,9 +390,16 @@ impl Checkpoint {
             "unet" => names::unet(self.header.names(), UNET).map_err(unplaced),
             "vae" => names::vae(self.header.names(), VAE).map_err(unplaced),
             "text_encoder" | "text_encoder_2" => {
-                let i = usize::from(component == "text_encoder_2");
+                let layout = text_layouts(self.family)
+                    .iter()
+                    .find(|(c, _)| *c == component)
+                    .map(|(_, l)| *l)
+                    .ok_or_else(|| EngineError::IncompleteModel {
+                        path: self.path.clone(),
+                        message: format!("a {} checkpoint has no {component}", self.family),
+                    })?;
                 let config: crate::models::clip::ClipTextConfig = self.companion.config(component)?;
-                match text_layouts(self.family)[i] {
+                match layout {
                     TextLayout::Clip(prefix) => Ok(names::clip(self.header.names(), prefix)),
                     TextLayout::OpenClip(prefix) => names::open_clip(
                         self.header.names(),
@@ -401,14 +420,6 @@ impl Checkpoint {
     /// Reads `component`'s tensors at `dtype`, by our names.
     pub(crate) fn weights(&self, component: &str, dtype: DType, device: &Device) -> Result<Weights> {
         read_plan(&self.path, &self.plan(component)?, dtype, device)
-    }
-}
-
-fn encoder_dir(i: usize) -> &'static str {
-    if i == 0 {
-        "text_encoder"
-    } else {
-        "text_encoder_2"
     }
 }
 

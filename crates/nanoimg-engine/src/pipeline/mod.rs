@@ -4,12 +4,14 @@
 
 mod convert;
 mod progress;
+mod refiner;
 
 pub use convert::{image_to_tensor, latent_preview, mask_to_tensor, tensor_to_image, SeededNoise};
 pub use progress::{CancelToken, NoProgress, Progress, ProgressSink};
+pub use refiner::{Refiner, DEFAULT_SWITCH_AT};
 
 use crate::error::{EngineError, Result};
-use crate::model::{StableDiffusion, TextConditioning};
+use crate::model::{Side, StableDiffusion, TextConditioning};
 use crate::models::unet::hooks::UNetHooks;
 use crate::models::unet::AddedConditioning;
 use crate::reference::{Reference, ReferenceRun};
@@ -52,6 +54,9 @@ pub struct GenerateRequest {
     pub reference: Option<Arc<Reference>>,
     /// Per-request UNet hooks of the caller's own (cannot be combined with `reference`).
     pub hooks: Option<Arc<dyn UNetHooks>>,
+    /// A second model that draws the last steps (SDXL's refiner). References and hooks
+    /// condition the first model's steps only.
+    pub refiner: Option<Refiner>,
 }
 
 impl std::fmt::Debug for GenerateRequest {
@@ -80,6 +85,10 @@ impl std::fmt::Debug for GenerateRequest {
                     .map(|r| (&r.key, r.images.len(), r.settings)),
             )
             .field("hooks", &self.hooks.is_some())
+            .field(
+                "refiner",
+                &self.refiner.as_ref().map(|r| (&r.model.info().name, r.switch_at)),
+            )
             .finish()
     }
 }
@@ -100,6 +109,7 @@ impl GenerateRequest {
             init: None,
             reference: None,
             hooks: None,
+            refiner: None,
         }
     }
 }
@@ -187,6 +197,9 @@ impl StableDiffusion {
                 "this is an inpainting model: it needs an image and a mask",
             ));
         }
+        if let Some(r) = &req.refiner {
+            r.validate(self, req.scheduler, req.steps)?;
+        }
         if let Some(r) = &req.reference {
             r.validate(limits)?;
             if req.hooks.is_some() {
@@ -206,8 +219,12 @@ impl StableDiffusion {
         let uncond = guided
             .then(|| self.encode_text(&req.negative_prompt, true))
             .transpose()?;
-        let parts: Vec<&TextConditioning> = uncond.iter().chain(std::iter::once(&cond)).collect();
-        let context = Tensor::cat(&parts.iter().map(|c| &c.context).collect::<Vec<_>>(), 0)?;
+        let parts: Vec<(&TextConditioning, Side)> = uncond
+            .iter()
+            .map(|c| (c, Side::Negative))
+            .chain(std::iter::once((&cond, Side::Positive)))
+            .collect();
+        let context = Tensor::cat(&parts.iter().map(|(c, _)| &c.context).collect::<Vec<_>>(), 0)?;
         let added = self.added_conditioning(&parts, (drawn.width, drawn.height))?;
         Ok(Conditioning {
             context,
@@ -314,6 +331,16 @@ impl StableDiffusion {
             None => full_plan,
         };
         let total = plan.timesteps.len();
+        // The refiner's own conditioning (its encoders, its time ids), and its first step.
+        let refining = req
+            .refiner
+            .as_ref()
+            .map(|r| -> Result<_> {
+                let first = r.first_step(&plan.timesteps, self.schedule.alphas_cumprod.len());
+                Ok((&*r.model, r.model.conditioning(req, drawn)?, first))
+            })
+            .transpose()?;
+        let base_steps = refining.as_ref().map_or(total, |(_, _, first)| *first);
         let mut reference = req.reference.as_deref().filter(|r| r.settings.active()).map(|r| {
             let sampler = Sampler::new(req.scheduler, plan.clone(), self.schedule.prediction);
             ReferenceRun::new(r, (w, h), &sampler, cond.guided)
@@ -333,8 +360,10 @@ impl StableDiffusion {
                 if cancel.is_cancelled() {
                     return Err(EngineError::Cancelled);
                 }
+                let refined = step >= base_steps;
                 let bank = reference
                     .as_mut()
+                    .filter(|_| !refined)
                     .map(|r| r.step(self, &sampler, step))
                     .transpose()?;
                 let reader = match (&reference, &bank) {
@@ -345,14 +374,20 @@ impl StableDiffusion {
                     Some(r) => Some(r as &dyn UNetHooks),
                     None => req.hooks.as_deref(),
                 };
-                let model_out = self.predict(&sampler, step, &x, &cond, inpaint.as_ref(), hooks)?;
+                let model_out = match &refining {
+                    // A native inpainting UNet's extra channels are the base's alone.
+                    Some((model, cond, _)) if refined => {
+                        model.predict(&sampler, step, &x, cond, None, None)?
+                    }
+                    _ => self.predict(&sampler, step, &x, &cond, inpaint.as_ref(), hooks)?,
+                };
                 let denoised = sampler.denoised(step, &x, &model_out)?;
                 let step_noise = sampler
                     .needs_noise()
                     .then(|| noise_source.sample(&shape, &self.device, self.dtype))
                     .transpose()?;
                 x = sampler.step(step, &x, &denoised, step_noise.as_ref())?;
-                if let Some(state) = inpaint.as_ref().filter(|s| s.native_extra.is_none()) {
+                if let Some(state) = inpaint.as_ref().filter(|s| s.native_extra.is_none() || refined) {
                     // Latent blending: outside the mask, put back the original at this noise level.
                     let known = (&state.image_latents + (&noise * plan.sigmas[step + 1])?)?;
                     x = (x.broadcast_mul(&state.mask)? + known.broadcast_mul(&state.keep)?)?;
@@ -369,7 +404,12 @@ impl StableDiffusion {
                     preview: preview.as_ref(),
                 });
             }
-            let decoded = self.vae.decode(&x.to_dtype(self.vae_dtype)?)?;
+            // The model that drew the last step decodes, as diffusers' refiner pipeline does.
+            let decoder = match &refining {
+                Some((model, _, first)) if *first < total => *model,
+                _ => self,
+            };
+            let decoded = decoder.vae.decode(&x.to_dtype(decoder.vae_dtype)?)?;
             let mut image = tensor_to_image(&decoded)?;
             if drawn != asked {
                 image = image::imageops::resize(
@@ -388,6 +428,7 @@ impl StableDiffusion {
             out.push(GeneratedImage { image, seed });
         }
         if let Some(r) = reference {
+            // A refined run builds the bank for the base's steps only: it is not kept.
             r.finish(total);
         }
         Ok(out)

@@ -21,7 +21,7 @@ mod cache;
 pub use cache::{Bank, BankCache, BankKey, CacheStats};
 
 use crate::error::Result;
-use crate::model::StableDiffusion;
+use crate::model::{Side, StableDiffusion};
 use crate::models::unet::AddedConditioning;
 use crate::pipeline::{image_to_tensor, SeededNoise};
 use crate::schedulers::Sampler;
@@ -314,7 +314,7 @@ impl<'a> ReferenceRun<'a> {
         let r = latents.dim(0)?;
         let text = model.encode_text(&self.reference.prompt, false)?;
         let context = text.context.repeat((r, 1, 1))?;
-        let added = model.added_conditioning(&vec![&text; r], self.key.size)?;
+        let added = model.added_conditioning(&vec![(&text, Side::Positive); r], self.key.size)?;
         Ok((latents, context, added))
     }
 

@@ -67,7 +67,12 @@ fn inpaint() -> InitImage {
 #[test]
 fn single_files_draw_the_same_pixels_as_their_folders() {
     let dir = tempfile::tempdir().unwrap();
-    for (model, family) in [("tiny-sd1", "sd1"), ("tiny-sd2-v", "sd2"), ("tiny-sdxl", "sdxl")] {
+    for (model, family) in [
+        ("tiny-sd1", "sd1"),
+        ("tiny-sd2-v", "sd2"),
+        ("tiny-sdxl", "sdxl"),
+        ("tiny-sdxl-refiner", "sdxl_refiner"),
+    ] {
         let file = dir.path().join(format!("{model}.safetensors"));
         write_checkpoint(&common::path(model), &file, DType::F32).unwrap();
         let config = companion(model, &dir.path().join(format!("{model}-config")));
@@ -213,6 +218,22 @@ fn what_is_not_a_checkpoint_is_refused_with_the_reason() {
     let sdxl = companion("tiny-sdxl", &dir.path().join("sdxl-config"));
     let e = load_err(&file, &with_config(&sdxl));
     assert!(e.contains("does not fit this sd1 checkpoint"), "{e}");
+
+    // SDXL's base and refiner are told apart by their embedders, and neither takes the other's
+    // companion.
+    let refiner_file = dir.path().join("refiner.safetensors");
+    write_checkpoint(&common::path("tiny-sdxl-refiner"), &refiner_file, DType::F32).unwrap();
+    let e = load_err(&refiner_file, &with_config(&sdxl));
+    assert!(
+        e.contains("does not fit this sdxl_refiner checkpoint")
+            && e.contains("text_encoder and text_encoder_2"),
+        "{e}"
+    );
+    let refiner = companion("tiny-sdxl-refiner", &dir.path().join("refiner-config"));
+    let sdxl_file = dir.path().join("sdxl.safetensors");
+    write_checkpoint(&common::path("tiny-sdxl"), &sdxl_file, DType::F32).unwrap();
+    let e = load_err(&sdxl_file, &with_config(&refiner));
+    assert!(e.contains("does not fit this sdxl checkpoint"), "{e}");
 }
 
 /// Writes the tensors of `file` under `prefix`, without it.

@@ -291,22 +291,32 @@ fn hugging_face_cache_entries_resolve_to_their_main_snapshot() {
     assert!(reg.resolve(entry.to_str().unwrap()).is_err());
 }
 
-/// An SDXL refiner folder (text_encoder_2 only, `requires_aesthetics_score`) is refused by
-/// name, not as a folder missing its text encoder.
+/// An SDXL refiner folder (text_encoder_2 only, `requires_aesthetics_score`, as the hub's
+/// refiner repository lays it out) is read as a refiner: its one encoder, its five time ids.
 #[test]
-fn an_sdxl_refiner_folder_is_refused_by_name() {
+fn an_sdxl_refiner_folder_loads_as_a_refiner() {
+    let model = common::load("tiny-sdxl-refiner");
+    let info = model.info();
+    assert_eq!(info.family, nanoimg_engine::Family::SdxlRefiner);
+    assert_eq!(
+        info.components,
+        ["text_encoder_2", "tokenizer_2", "unet", "vae", "scheduler"]
+    );
+    assert_eq!(
+        model.time_ids(nanoimg_engine::Side::Positive, (64, 48)),
+        Some(vec![48.0, 64.0, 0.0, 0.0, 6.0])
+    );
+    // A refiner folder whose index lost the flag is still one: it has no first text encoder.
     let dir = tempfile::tempdir().unwrap();
-    let refiner = dir.path().join("refiner");
-    common::copy_dir(&common::path("tiny-sdxl"), &refiner);
-    let index_path = refiner.join("model_index.json");
+    let copy = dir.path().join("refiner");
+    common::copy_dir(&common::path("tiny-sdxl-refiner"), &copy);
+    let index_path = copy.join("model_index.json");
     let mut index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
-    index["text_encoder"] = serde_json::json!([null, null]);
-    index["tokenizer"] = serde_json::json!([null, null]);
-    index["requires_aesthetics_score"] = serde_json::json!(true);
+    index.as_object_mut().unwrap().remove("requires_aesthetics_score");
     std::fs::write(&index_path, index.to_string()).unwrap();
-    let e = nanoimg_engine::ModelInfo::inspect(&refiner)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("an SDXL refiner"), "{e}");
+    assert_eq!(
+        nanoimg_engine::ModelInfo::inspect(&copy).unwrap().family,
+        nanoimg_engine::Family::SdxlRefiner
+    );
 }

@@ -9,7 +9,7 @@ use nanoimg_engine::embed::{cosine, ClipEmbedder, Dinov2Embedder};
 use nanoimg_engine::models::unet::AddedConditioning;
 use nanoimg_engine::synthetic::{self, write_model, SyntheticSpec};
 use nanoimg_engine::tokenizer::ClipTokenizer;
-use nanoimg_engine::{Family, LoadOptions, StableDiffusion};
+use nanoimg_engine::{Family, LoadOptions, Side, StableDiffusion};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -63,18 +63,22 @@ fn run_parity(name: &str, spec: SyntheticSpec) {
 fn check_folder(name: &str, dir: &Path, family: Family) {
     let f = fixture(name);
     let model = StableDiffusion::load(dir, &LoadOptions::default()).unwrap();
-    let sdxl = family == Family::Sdxl;
+    let sdxl = family.is_sdxl();
 
-    // Tokenizer: same ids as transformers' CLIPTokenizer.
-    let tok = ClipTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
-    assert_eq!(tok.encode(PROMPT).ids, ids(&f["ids"]), "{name}: token ids");
+    // Tokenizer(s): same ids as transformers' CLIPTokenizer.
+    for (tokenizer, key) in [("tokenizer", "ids"), ("tokenizer_2", "ids_2")] {
+        if let Some(expected) = f.get(key) {
+            let tok = ClipTokenizer::from_dir(&dir.join(tokenizer)).unwrap();
+            assert_eq!(tok.encode(PROMPT).ids, ids(expected), "{name}: {tokenizer} ids");
+        }
+    }
 
     // Text encoder(s): compare through the public conditioning path.
     let cond = model.encode_text(PROMPT, false).unwrap();
-    let expected_ctx = if sdxl {
-        Tensor::cat(&[&f["penultimate"], &f["penultimate_2"]], 2).unwrap()
-    } else {
-        f["last_hidden_state"].clone()
+    let expected_ctx = match family {
+        Family::Sdxl => Tensor::cat(&[&f["penultimate"], &f["penultimate_2"]], 2).unwrap(),
+        Family::SdxlRefiner => f["penultimate_2"].clone(),
+        Family::Sd1 | Family::Sd2 => f["last_hidden_state"].clone(),
     };
     check(&format!("{name}: text context"), &cond.context, &expected_ctx);
     if sdxl {
@@ -96,6 +100,29 @@ fn check_folder(name: &str, dir: &Path, family: Family) {
         .forward(&f["sample"], &f["timestep"], &ctx, added.as_ref(), None)
         .unwrap();
     check(&format!("{name}: unet"), &out, &f["unet_out"]);
+
+    // What diffusers' own SDXL pipeline hands its UNet (negative row first) for a 64x48 picture
+    // with no negative prompt: the context and pooled batch, and the time ids.
+    if sdxl {
+        let uncond = model.encode_text("", true).unwrap();
+        let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
+        check(&format!("{name}: pipeline context"), &context, &f["pipe_context"]);
+        let pooled = Tensor::cat(
+            &[uncond.pooled.as_ref().unwrap(), cond.pooled.as_ref().unwrap()],
+            0,
+        )
+        .unwrap();
+        check(&format!("{name}: pipeline pooled"), &pooled, &f["pipe_pooled"]);
+        let time_ids: Vec<Vec<f32>> = [Side::Negative, Side::Positive]
+            .iter()
+            .map(|&side| model.time_ids(side, (64, 48)).unwrap())
+            .collect();
+        assert_eq!(
+            time_ids,
+            f["pipe_time_ids"].to_vec2::<f32>().unwrap(),
+            "{name}: time ids"
+        );
+    }
 
     // VAE both ways.
     check(
@@ -123,6 +150,13 @@ fn sd2_linear_projection_and_gelu_clip_match_diffusers() {
 #[test]
 fn sdxl_with_add_embedding_and_two_encoders_matches_diffusers() {
     run_parity("tiny-sdxl", SyntheticSpec::tiny(Family::Sdxl));
+}
+
+/// The refiner: the second encoder alone, five time ids with the aesthetic scores, a negative
+/// prompt encoded rather than zeroed.
+#[test]
+fn sdxl_refiner_matches_diffusers() {
+    run_parity("tiny-sdxl-refiner", SyntheticSpec::tiny_sdxl_refiner());
 }
 
 #[test]

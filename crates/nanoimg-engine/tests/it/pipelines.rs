@@ -32,7 +32,7 @@ fn run(
 
 #[test]
 fn every_family_generates_the_requested_size_with_guidance() {
-    for name in ["tiny-sd1", "tiny-sd2-v", "tiny-sdxl"] {
+    for name in ["tiny-sd1", "tiny-sd2-v", "tiny-sdxl", "tiny-sdxl-refiner"] {
         let model = load(name);
         let mut req = request(&model, 2);
         req.size = ImageSize::new(64, 96);
@@ -52,6 +52,7 @@ fn families_are_detected_from_configs() {
     assert_eq!(load("tiny-sd2-v").info().family, Family::Sd2);
     assert_eq!(load("tiny-sd2-v").info().prediction, "v_prediction");
     assert_eq!(load("tiny-sdxl").info().family, Family::Sdxl);
+    assert_eq!(load("tiny-sdxl-refiner").info().family, Family::SdxlRefiner);
     assert!(load("tiny-inpaint").info().inpainting);
 }
 
@@ -66,6 +67,72 @@ fn sdxl_conditioning_changes_with_size_and_pooled_prompt() {
     req.prompt = "a dog".into();
     let b = run(&model, &req)[0].image.clone();
     assert!(mean_abs_diff(&a, &b) > 0.1, "prompt had no effect");
+}
+
+/// Two-stage runs: the refiner carries on the base's latents in the same sampling loop.
+#[test]
+fn a_refiner_draws_the_last_steps_of_the_base_run() {
+    use nanoimg_engine::Refiner;
+    use std::sync::Arc;
+    let base = load("tiny-sdxl");
+    let refiner = Arc::new(load("tiny-sdxl-refiner"));
+    type Model = Arc<nanoimg_engine::StableDiffusion>;
+    let req = |model: &nanoimg_engine::StableDiffusion, r: Option<(&Model, f64)>| GenerateRequest {
+        refiner: r.map(|(m, switch_at)| Refiner {
+            model: m.clone(),
+            switch_at,
+        }),
+        scheduler: SchedulerName::Euler,
+        ..request(model, 4)
+    };
+    let alone = run(&base, &req(&base, None))[0].image.clone();
+    // Switching at 1 never hands over.
+    assert_eq!(run(&base, &req(&base, Some((&refiner, 1.0))))[0].image, alone);
+    // Handing over to the same model is the same run: the continuation is exact (same sampler,
+    // latents and noise), not a decode and re-encode.
+    let same = Arc::new(load("tiny-sdxl"));
+    assert_eq!(run(&base, &req(&base, Some((&same, 0.5))))[0].image, alone);
+    // Switching at 0 hands over every step: the refiner's own run, decoded by its own VAE.
+    let refiner_alone = run(&refiner, &req(&refiner, None))[0].image.clone();
+    assert_eq!(
+        run(&base, &req(&base, Some((&refiner, 0.0))))[0].image,
+        refiner_alone
+    );
+    // Half and half is neither.
+    let two_stage = run(&base, &req(&base, Some((&refiner, 0.5))))[0].image.clone();
+    assert!(mean_abs_diff(&two_stage, &alone) > 0.5);
+    assert!(mean_abs_diff(&two_stage, &refiner_alone) > 0.5);
+    // img2img refines too.
+    let mut edit = req(&base, Some((&refiner, 0.5)));
+    edit.init = Some(InitImage {
+        image: test_image(64, 64),
+        strength: 0.75,
+        mask: None,
+    });
+    assert_eq!(run(&base, &edit)[0].image.dimensions(), (64, 64));
+
+    // What cannot continue the base's latents is refused by name.
+    let limits = Limits::default();
+    let v_model = Arc::new(load("tiny-sd2-v"));
+    let e = base
+        .validate(&req(&base, Some((&v_model, 0.8))), &limits)
+        .unwrap_err();
+    assert_eq!(e.param, "refiner");
+    assert!(e.message.contains("another latent space"), "{e}");
+    let sd1 = load("tiny-sd1");
+    let e = sd1
+        .validate(&req(&sd1, Some((&v_model, 0.8))), &limits)
+        .unwrap_err();
+    assert!(e.message.contains("predicts v_prediction"), "{e}");
+    let inpaint = Arc::new(load("tiny-inpaint"));
+    let e = base
+        .validate(&req(&base, Some((&inpaint, 0.8))), &limits)
+        .unwrap_err();
+    assert!(e.message.contains("inpainting"), "{e}");
+    let e = base
+        .validate(&req(&base, Some((&refiner, 1.5))), &limits)
+        .unwrap_err();
+    assert_eq!(e.param, "refiner_switch_at");
 }
 
 #[test]

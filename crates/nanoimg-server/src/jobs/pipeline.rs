@@ -20,7 +20,7 @@ use nanoimg_core::{ImageSize, Limits};
 use nanoimg_edit::exec::{self, Painter};
 use nanoimg_engine::codec;
 use nanoimg_engine::reference::Reference;
-use nanoimg_engine::{GeneratedImage, InitImage, Progress, ProgressSink, StableDiffusion};
+use nanoimg_engine::{GeneratedImage, InitImage, Progress, ProgressSink, Refiner, StableDiffusion};
 use nanoimg_safety::nsfw::NsfwClassifier;
 use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_store::{AuditEvent, NewAsset, NewVersion, Outcome};
@@ -67,10 +67,22 @@ async fn steps(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Output>, Jo
     let spec = &job.spec;
     let catalog = ctx.catalog.clone();
     let name = spec.model.clone();
-    let base = blocking(move || {
-        catalog
-            .load(&name)
-            .map_err(|e| JobError::ModelUnavailable(e.to_string()))
+    let refiner_spec = spec.refiner.clone();
+    let (base, refiner) = blocking(move || {
+        let load = |name: &str| {
+            catalog
+                .load(name)
+                .map_err(|e| JobError::ModelUnavailable(e.to_string()))
+        };
+        let refiner = refiner_spec
+            .map(|r| -> Result<_, JobError> {
+                Ok(Refiner {
+                    model: load(&r.model)?.model,
+                    switch_at: r.switch_at,
+                })
+            })
+            .transpose()?;
+        Ok((load(&name)?, refiner))
     })
     .await?;
     let Conditioned { model, reference } = conditioning::prepare(ctx, &job.tenant_id, spec, base).await?;
@@ -80,6 +92,7 @@ async fn steps(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Output>, Jo
         job: job.clone(),
         limits: ctx.settings.limits.clone(),
         reference,
+        refiner,
         check: ctx.settings.image_check.clone(),
         report: job.attempt.map(|_| ProgressReport::start(ctx, job)),
     };
@@ -216,6 +229,7 @@ struct Engine {
     job: Arc<LiveJob>,
     limits: Limits,
     reference: Option<Arc<Reference>>,
+    refiner: Option<Refiner>,
     check: Option<Arc<NsfwClassifier>>,
     report: Option<ProgressReport>,
 }
@@ -253,7 +267,13 @@ impl Engine {
                 .collect(),
             (Some(_), None) => Err(JobError::internal("an edit plan without an image to edit")),
             (None, init) => {
-                let req = spec.request(&spec.prompt, spec.whole(), init, self.reference.clone());
+                let req = spec.request(
+                    &spec.prompt,
+                    spec.whole(),
+                    init,
+                    self.reference.clone(),
+                    self.refiner.clone(),
+                );
                 Ok(self.model.generate(&req, &self.limits, &sink, &self.job.cancel)?)
             }
         }
@@ -296,7 +316,10 @@ impl Painter for JobPainter<'_> {
             strength,
             mask: mask.cloned(),
         };
-        let req = e.job.spec.request(prompt, pass, Some(init), e.reference.clone());
+        let req = e
+            .job
+            .spec
+            .request(prompt, pass, Some(init), e.reference.clone(), e.refiner.clone());
         self.passes += 1;
         e.model
             .validate(&req, &e.limits)
@@ -439,6 +462,12 @@ pub(crate) fn record(spec: &JobSpec, seed: u64, index: usize) -> OutputRecord {
         extra: Default::default(),
     }
     .with("index", index);
+    if let Some(refiner) = &spec.refiner {
+        r = r.with(
+            "refiner",
+            serde_json::json!({"model": refiner.model, "switch_at": refiner.switch_at}),
+        );
+    }
     if let Some(p) = &spec.plan {
         r = r
             .with("instruction", p.instruction.clone())

@@ -87,6 +87,16 @@ pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
         "NanoImg: up to 8 LoRAs from the server's library, [{\"name\", \"weight\"}] or [\"name:weight\"] \
          (in forms the string \"name:weight,other\"); <lora:name:weight> in the prompt does the same",
     ),
+    (
+        "refiner",
+        "string",
+        "NanoImg: a model that draws the last steps, as SDXL's refiner after its base",
+    ),
+    (
+        "refiner_switch_at",
+        "number",
+        "NanoImg: the fraction of the schedule drawn before the refiner takes over, 0-1 (default 0.8)",
+    ),
 ];
 
 /// The errors every route may answer, in the `Error` shape; keyed routes add 401 and 403.

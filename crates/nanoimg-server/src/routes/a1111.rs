@@ -51,6 +51,9 @@ struct A1111Request {
     mask: Option<String>,
     denoising_strength: Option<f64>,
     inpainting_mask_invert: Option<u8>,
+    // A1111's refiner: a checkpoint title and the fraction of steps before it takes over.
+    refiner_checkpoint: Option<String>,
+    refiner_switch_at: Option<f64>,
 }
 
 /// Settings that change the picture and that NanoImg does not do, with the value that means
@@ -80,7 +83,6 @@ fn unsupported() -> Vec<(&'static str, Value, &'static str)> {
             json!({}),
             "extensions (alwayson_scripts) are not available",
         ),
-        ("refiner_checkpoint", Value::Null, "a refiner is not available"),
         ("controlnet_units", json!([]), "ControlNet is not available"),
     ]
 }
@@ -153,6 +155,12 @@ async fn params(state: &AppState, auth: &Auth, req: &A1111Request) -> ApiResult<
         None => state.store.scoped(auth.tenant_id()).default_model().await?,
     };
     let n = req.batch_size.unwrap_or(1).max(1) * req.n_iter.unwrap_or(1).max(1);
+    // No refiner is `null`, "" or "None", as A1111's UI sends it.
+    let refiner = req
+        .refiner_checkpoint
+        .as_deref()
+        .filter(|t| !t.trim().is_empty() && *t != "None")
+        .map(model_name);
     let size = match (req.width, req.height) {
         (None, None) => None,
         (w, h) => Some(format!("{}x{}", w.unwrap_or(512), h.unwrap_or(512))),
@@ -174,6 +182,9 @@ async fn params(state: &AppState, auth: &Auth, req: &A1111Request) -> ApiResult<
         // A1111 sends denoising_strength with txt2img too (for hires fix); img2img sets it.
         strength: None,
         output_format: Some("png".into()),
+        // A1111 sends refiner_switch_at with or without a refiner (its default is 0.8).
+        refiner_switch_at: req.refiner_switch_at.filter(|_| refiner.is_some()),
+        refiner,
         ..Default::default()
     })
 }

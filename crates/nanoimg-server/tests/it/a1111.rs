@@ -92,6 +92,98 @@ async fn settings_that_would_change_the_picture_are_refused_by_name() {
         .any(|e| e["action"] == "tenant.model_set" && e["detail"]["model"] == "tiny"));
 }
 
+/// A1111's refiner (`refiner_checkpoint`, `refiner_switch_at`) and NanoImg's own `refiner`:
+/// an SDXL base drawn and finished by its refiner, said in the infotext as A1111 says it; a
+/// refiner that cannot continue the base is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdxl_refiner_finishes_the_base_models_run() {
+    use nanoimg_engine::synthetic::{write_model, SyntheticSpec};
+    use nanoimg_engine::Family;
+    let s = start_with_model(
+        |_| {},
+        |tiny| {
+            let models = tiny.parent().unwrap();
+            write_model(&models.join("xl"), &SyntheticSpec::tiny(Family::Sdxl), 5).unwrap();
+            write_model(&models.join("xl-refiner"), &SyntheticSpec::tiny_sdxl_refiner(), 6).unwrap();
+        },
+    )
+    .await;
+    let (_, key) = s.tenant("a1111-refiner", ALL_SCOPES).await;
+    let post =
+        |path: &'static str, body: Value| s.http.post(s.url(path)).bearer_auth(&key).json(&body).send();
+    let body = |extra: Value| {
+        let mut b = json!({
+            "prompt": "a cat", "width": 64, "height": 64, "steps": 4, "seed": 3,
+            "override_settings": {"sd_model_checkpoint": "xl.safetensors [0123abcd]"},
+        });
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let r = post(
+        "/sdapi/v1/txt2img",
+        body(json!({"refiner_checkpoint": "xl-refiner.safetensors [89abcdef]", "refiner_switch_at": 0.5})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    let info: Value = serde_json::from_str(out["info"].as_str().unwrap()).unwrap();
+    let text = info["infotexts"][0].as_str().unwrap();
+    assert!(
+        text.contains("Model: xl, Refiner: xl-refiner, Refiner switch at: 0.5"),
+        "{text}"
+    );
+    // No refiner, as A1111's UI sends it, with its default switch.
+    let r = post(
+        "/sdapi/v1/txt2img",
+        body(json!({"refiner_checkpoint": "None", "refiner_switch_at": 0.8})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    assert!(!out["info"].as_str().unwrap().contains("Refiner"));
+    // NanoImg's own API (extra_body for the OpenAI SDK), with the default switch.
+    let r = post(
+        "/v1/images/generations",
+        json!({"prompt": "a cat", "model": "xl", "size": "64x64", "steps": 4, "refiner": "xl-refiner"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Refused by name: a model that is not there, an SD 1 model under an SDXL base, a switch
+    // outside 0–1, a switch without a refiner.
+    for (extra, param, says) in [
+        (json!({"refiner_checkpoint": "nope"}), "refiner", "no model named"),
+        (
+            json!({"refiner_checkpoint": "tiny"}),
+            "refiner",
+            "another latent space",
+        ),
+        (
+            json!({"refiner_checkpoint": "xl-refiner", "refiner_switch_at": 1.5}),
+            "refiner_switch_at",
+            "0 to 1",
+        ),
+    ] {
+        let r = post("/sdapi/v1/txt2img", body(extra.clone())).await.unwrap();
+        assert_eq!(r.status(), 400, "{extra}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["param"], param, "{e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(says), "{e}");
+    }
+    let r = post(
+        "/v1/images/generations",
+        json!({"prompt": "a cat", "model": "xl", "refiner_switch_at": 0.5}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
 /// A1111's Stop (`POST /sdapi/v1/interrupt`) ends the tenant's queued and running jobs, and
 /// only the tenant's: another tenant's job runs on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -116,12 +116,24 @@ pub async fn run_python_check(script: &str, args: Vec<String>) {
     assert!(out.status.success() && text.trim_end().ends_with("ok"), "{text}");
 }
 
-/// The tiny model, and a LoRA library and an embeddings folder beside it (`models/loras`,
-/// `models/embeddings`, empty until a test writes there).
+/// The tiny model (the default), any other model folder a test's `prepare` wrote beside it,
+/// and a LoRA library and an embeddings folder there too (`models/loras`, `models/embeddings`,
+/// empty until a test writes there).
 fn catalog(tiny: &nanoimg_engine::ModelInfo) -> ModelCatalog {
     let models = tiny.path.parent().expect("models/tiny has a parent");
     let library = |sub: &str| nanoimg_engine::library::Library::new(vec![models.join(sub)]);
-    ModelCatalog::new(vec![("tiny".into(), tiny.clone())], "tiny", 1)
+    let mut entries = vec![("tiny".to_owned(), tiny.clone())];
+    let mut others: Vec<_> = std::fs::read_dir(models)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model_index.json").is_file() && *p != tiny.path)
+        .collect();
+    others.sort();
+    for p in others {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        entries.push((name, nanoimg_engine::ModelInfo::inspect(&p).unwrap()));
+    }
+    ModelCatalog::new(entries, "tiny", 1)
         .unwrap()
         .with_loras(library("loras"))
         .with_embeddings(library("embeddings"))

@@ -732,6 +732,57 @@ fn generate_runs_a_single_file_checkpoint() {
     );
 }
 
+/// `--refiner`: an SDXL base finished by its refiner (folders written by `models synth`), the
+/// PNG's parameters saying so as A1111 writes it; a refiner from another latent space refused.
+#[test]
+fn generate_finishes_an_sdxl_base_with_its_refiner() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    for (arch, name) in [
+        ("tiny-sdxl", "xl"),
+        ("tiny-sdxl-refiner", "xl-refiner"),
+        ("tiny-sd1", "sd1"),
+    ] {
+        ok(&bin()
+            .args(["models", "synth", "--arch", arch, "--seed", "3"])
+            .arg(models.join(name))
+            .output()
+            .unwrap());
+    }
+    let run = |extra: &[&str], name: &str| {
+        let out = d.path().join(name);
+        let o = bin()
+            .args([
+                "generate", "a cat", "--steps", "4", "--seed", "5", "--model", "xl",
+            ])
+            .args(extra)
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        (o, out)
+    };
+    let (o, refined) = run(
+        &["--refiner", "xl-refiner", "--refiner-switch-at", "0.5"],
+        "refined.png",
+    );
+    ok(&o);
+    let parameters = png_text(&refined)
+        .into_iter()
+        .find(|(k, _)| k == "parameters")
+        .expect("parameters chunk")
+        .1;
+    assert!(
+        parameters.contains("Model: xl, Refiner: xl-refiner, Refiner switch at: 0.5"),
+        "{parameters}"
+    );
+    let (o, _) = run(&["--refiner", "sd1"], "x.png");
+    let e = err(&o);
+    assert!(e.contains("another latent space"), "{e}");
+}
+
 /// A LoRA from the library by `--lora NAME:W` or by `<lora:NAME:W>` in the prompt: the same
 /// drawing (the tag is not text the encoder sees), visibly not the base model's; the PNG keeps
 /// the prompt as written; an unknown name lists the library; the LoRA's trigger words are

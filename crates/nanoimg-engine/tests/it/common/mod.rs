@@ -22,6 +22,12 @@ pub fn fixtures() -> &'static Fixtures {
         write_model(&root.join("tiny-sd2-v"), &SyntheticSpec::tiny(Family::Sd2), 2).expect("sd2");
         write_model(&root.join("tiny-sdxl"), &SyntheticSpec::tiny(Family::Sdxl), 3).expect("sdxl");
         write_model(&root.join("tiny-inpaint"), &SyntheticSpec::tiny_inpainting(), 4).expect("inpaint");
+        write_model(
+            &root.join("tiny-sdxl-refiner"),
+            &SyntheticSpec::tiny_sdxl_refiner(),
+            5,
+        )
+        .expect("refiner");
         Fixtures { _dir: dir, root }
     })
 }
