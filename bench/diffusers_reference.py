@@ -15,7 +15,7 @@ import statistics
 import time
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 UNET_SD15 = dict(
@@ -100,6 +100,11 @@ def main():
             elif op == "vae":
                 z = torch.randn(1, 4, lat, lat)
                 fn = lambda z=z: vae.decode(z)
+            elif op == "vae-tiny":
+                # TAESD's architecture (AutoencoderTiny's defaults), random weights.
+                tiny = AutoencoderTiny().eval()
+                z = torch.randn(1, 4, lat, lat)
+                fn = lambda z=z, tiny=tiny: tiny.decode(z)
             else:
                 raise SystemExit(f"unknown op {op}")
             med, runs, peak = timed(args.runs, fn)

@@ -24,6 +24,10 @@ pixel values for a fixed picture:
 
     nanoimg models synth --arch tiny-dinov2 --seed 7 /tmp/parity/tiny-dinov2
     nanoimg models synth --arch tiny-clip --seed 7 /tmp/parity/tiny-clip
+
+The tiny autoencoder (diffusers' AutoencoderTiny, TAESD's architecture) both ways:
+
+    nanoimg models synth --arch tiny-taesd --seed 7 /tmp/parity/tiny-taesd
 """
 
 import json
@@ -184,6 +188,28 @@ def embedder_fixture(model_dir: Path) -> dict:
     return {k: v.contiguous() for k, v in t.items()}
 
 
+@torch.no_grad()
+def taesd_fixture(model_dir: Path) -> dict:
+    """diffusers' AutoencoderTiny both ways: latents to pixels, pixels to latents."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    vae = AutoencoderTiny.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    latents = torch.randn(1, vae.config.latent_channels, 8, 8) * 2
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    return {
+        "latents": latents,
+        "decoded": vae.decode(latents).sample,
+        "image": image,
+        "encoded": vae.encode(image).latents,
+    }
+
+
+def taesd_kind(p: Path):
+    cfg = p / "config.json"
+    return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "AutoencoderTiny"
+
+
 def embedder_kind(p: Path):
     cfg = p / "config.json"
     return cfg.is_file() and json.loads(cfg.read_text()).get("model_type") in ("dinov2", "clip")
@@ -192,8 +218,14 @@ def embedder_kind(p: Path):
 def main():
     src, dst = Path(sys.argv[1]), Path(sys.argv[2])
     dst.mkdir(parents=True, exist_ok=True)
-    for model_dir in sorted(p for p in src.iterdir() if (p / "model_index.json").is_file() or embedder_kind(p)):
-        tensors = embedder_fixture(model_dir) if embedder_kind(model_dir) else fixture(model_dir)
+    for model_dir in sorted(p for p in src.iterdir()
+                            if (p / "model_index.json").is_file() or embedder_kind(p) or taesd_kind(p)):
+        if embedder_kind(model_dir):
+            tensors = embedder_fixture(model_dir)
+        elif taesd_kind(model_dir):
+            tensors = taesd_fixture(model_dir)
+        else:
+            tensors = fixture(model_dir)
         out = dst / f"parity-{model_dir.name}.safetensors"
         save_file(tensors, out)
         print(f"{out}: {', '.join(f'{k}{list(v.shape)}' for k, v in tensors.items())}")

@@ -29,6 +29,7 @@ pub mod schedulers;
 pub mod source;
 pub mod synthetic;
 pub mod textual_inversion;
+pub mod tiny_vae;
 pub mod tokenizer;
 
 pub use error::{ConfigError, EngineError, Result};
@@ -38,6 +39,7 @@ pub use pipeline::{
     Refiner,
 };
 pub use registry::{Family, ModelDefaults, ModelInfo, Registry};
+pub use tiny_vae::VaeChoice;
 
 /// Picks the compute device: the first CUDA or Metal GPU when built with that feature and one is
 /// present, else the CPU.

@@ -5,6 +5,7 @@ use crate::checkpoint::SourceOptions;
 use crate::error::{EngineError, Result, TensorContext};
 use crate::folder::ModelFolder;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::models::taesd::AutoencoderTiny;
 use crate::models::unet::AddedConditioning;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
@@ -12,6 +13,7 @@ use crate::registry::{Family, ModelDefaults, ModelInfo};
 use crate::schedulers::{NoiseSchedule, SchedulerConfig};
 use crate::source::ModelSource;
 use crate::textual_inversion::Words;
+use crate::tiny_vae::VaeChoice;
 use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -92,6 +94,8 @@ pub struct StableDiffusion {
     pub(crate) vae_dtype: DType,
     /// Textual-inversion embeddings the text encoders know by name.
     pub(crate) words: Arc<Words>,
+    /// The tiny autoencoder for this model's latent space, when one was given.
+    pub(crate) tiny_vae: Option<Arc<AutoencoderTiny>>,
 }
 
 impl std::fmt::Debug for StableDiffusion {
@@ -213,6 +217,7 @@ impl StableDiffusion {
             dtype,
             vae_dtype,
             words: Arc::new(Words::default()),
+            tiny_vae: None,
         };
         model.check_consistency()?;
         Ok(model)
@@ -330,6 +335,50 @@ impl StableDiffusion {
     /// The VAE.
     pub fn vae(&self) -> &AutoencoderKL {
         &self.vae
+    }
+
+    /// `self` with a tiny autoencoder (TAESD) that requests may choose instead of the full VAE
+    /// ([`VaeChoice::Tiny`]). It must draw in the same latent shape: channels and scale.
+    pub fn with_tiny_vae(&self, tiny: Arc<AutoencoderTiny>) -> Result<Self> {
+        let (full, t) = (self.vae.config(), tiny.config());
+        if (t.latent_channels, t.downscale()) != (full.latent_channels, full.downscale()) {
+            return Err(EngineError::IncompleteModel {
+                path: self.info.path.clone(),
+                message: format!(
+                    "the tiny autoencoder has {} latent channels at 1/{} scale; this model's VAE has {} at 1/{}",
+                    t.latent_channels,
+                    t.downscale(),
+                    full.latent_channels,
+                    full.downscale()
+                ),
+            });
+        }
+        let mut model = self.clone();
+        model.tiny_vae = Some(tiny);
+        Ok(model)
+    }
+
+    /// The tiny autoencoder, when the model has one.
+    pub fn tiny_vae(&self) -> Option<&AutoencoderTiny> {
+        self.tiny_vae.as_deref()
+    }
+
+    /// Decodes latents to images in about [-1, 1] with the chosen autoencoder.
+    pub fn decode_latents(&self, latents: &Tensor, vae: VaeChoice) -> Result<Tensor> {
+        Ok(match (vae, &self.tiny_vae) {
+            (VaeChoice::Tiny, Some(tiny)) => tiny.decode(latents)?,
+            _ => self.vae.decode(&latents.to_dtype(self.vae_dtype)?)?,
+        })
+    }
+
+    /// Encodes images in [-1, 1] to latents at the model's precision with the chosen
+    /// autoencoder.
+    pub(crate) fn encode_pixels(&self, images: &Tensor, vae: VaeChoice) -> Result<Tensor> {
+        Ok(match (vae, &self.tiny_vae) {
+            (VaeChoice::Tiny, Some(tiny)) => tiny.encode(&images.to_dtype(self.dtype)?)?,
+            _ => self.vae.encode(&images.to_dtype(self.vae_dtype)?)?,
+        }
+        .to_dtype(self.dtype)?)
     }
 
     /// Pixels per latent cell per side (8 for every SD VAE).

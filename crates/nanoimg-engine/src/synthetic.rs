@@ -8,6 +8,7 @@
 use crate::error::{EngineError, Result, TensorContext};
 use crate::models::clip::{ClipModelConfig, ClipTextConfig, ClipTextModel, ClipVisionTransformer};
 use crate::models::dinov2::{Dinov2Config, Dinov2Model};
+use crate::models::taesd::{AutoencoderTiny, TinyVaeConfig};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::registry::Family;
@@ -433,6 +434,42 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
         write_json(&dir.join("nanoimg.json"), o)?;
     }
     Ok(())
+}
+
+/// A tiny `AutoencoderTiny` config: TAESD's geometry (four levels, 8× per side, ReLU blocks)
+/// with 8 channels and fewer blocks, for tests and parity.
+pub fn tiny_taesd_config() -> Value {
+    json!({
+        "_class_name": "AutoencoderTiny",
+        "encoder_block_out_channels": [8, 8, 8, 8], "decoder_block_out_channels": [8, 8, 8, 8],
+        "num_encoder_blocks": [1, 2, 1, 2], "num_decoder_blocks": [2, 1, 2, 1],
+        "latent_channels": 4, "act_fn": "relu", "upsample_fn": "nearest",
+        "upsampling_scaling_factor": 2, "scaling_factor": 1.0, "shift_factor": 0.0,
+        "latent_magnitude": 3, "latent_shift": 0.5, "force_upcast": false,
+    })
+}
+
+/// TAESD's real config (`madebyollin/taesd`, and TAESDXL's: they differ only in weights).
+pub fn taesd_config() -> Value {
+    json!({
+        "_class_name": "AutoencoderTiny",
+        "encoder_block_out_channels": [64, 64, 64, 64], "decoder_block_out_channels": [64, 64, 64, 64],
+        "num_encoder_blocks": [1, 3, 3, 3], "num_decoder_blocks": [3, 3, 3, 1],
+        "latent_channels": 4, "act_fn": "relu", "upsample_fn": "nearest",
+        "upsampling_scaling_factor": 2, "scaling_factor": 1.0, "shift_factor": 0.0,
+        "latent_magnitude": 3, "latent_shift": 0.5, "force_upcast": false,
+    })
+}
+
+/// Writes an `AutoencoderTiny` folder (`config.json`, `diffusion_pytorch_model.safetensors`)
+/// with random weights drawn from `seed`.
+pub fn write_taesd(dir: &Path, config: &Value, seed: u64) -> Result<()> {
+    let cfg: TinyVaeConfig = parse(config, "taesd")?;
+    write_component(dir, config, "diffusion_pytorch_model.safetensors", seed, |vb| {
+        AutoencoderTiny::new(vb, &cfg)
+            .map(drop)
+            .context(|| "taesd".into())
+    })
 }
 
 /// A tiny `Dinov2Model` config: DINOv2's geometry (14-px patches, learnt at 518 px, so 224-px

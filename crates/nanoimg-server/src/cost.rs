@@ -87,6 +87,7 @@ mod tests {
             loras: Vec::new(),
             references: Vec::new(),
             refiner: None,
+            vae: Default::default(),
         }
     }
 

@@ -15,6 +15,9 @@ pub struct ModelEntry {
     /// When the model's files were written, in seconds since the Unix epoch (OpenAI's
     /// `created`), read once when the catalog is made.
     pub created: u64,
+    /// The tiny autoencoder requests may choose (`vae: "tiny"`): a `taesd`/`taesdxl` folder
+    /// beside the model, else the one in the hub cache.
+    pub tiny_vae: Option<std::path::PathBuf>,
 }
 
 /// A loaded model and the character reference banks computed with its weights. The model is
@@ -110,7 +113,13 @@ impl ModelCatalog {
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs());
-                ModelEntry { name, info, created }
+                let tiny_vae = nanoimg_engine::tiny_vae::find(info.family, info.path.parent());
+                ModelEntry {
+                    name,
+                    info,
+                    created,
+                    tiny_vae,
+                }
             })
             .collect();
         if !entries.iter().any(|e| e.name == default) {
@@ -192,8 +201,12 @@ impl ModelCatalog {
             ..LoadOptions::default()
         };
         let started = std::time::Instant::now();
-        let (model, skipped) =
+        let (mut model, skipped) =
             StableDiffusion::load(&entry.info.path, &opts)?.with_embedding_library(&self.embeddings)?;
+        if let Some(path) = &entry.tiny_vae {
+            let tiny = nanoimg_engine::tiny_vae::load(path, model.device(), model.dtype())?;
+            model = model.with_tiny_vae(Arc::new(tiny))?;
+        }
         for (embedding, why) in skipped {
             tracing::warn!(model = %name, %embedding, %why, "textual-inversion embedding left out");
         }

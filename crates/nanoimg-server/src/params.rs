@@ -14,7 +14,7 @@ use nanoimg_core::{ImageSize, SchedulerName};
 use nanoimg_engine::codec::OutputFormat;
 use nanoimg_engine::lora::prompt::LoraUse;
 use nanoimg_engine::pipeline::{DEFAULT_SWITCH_AT, MAX_PROMPT_BYTES};
-use nanoimg_engine::ModelInfo;
+use nanoimg_engine::{ModelInfo, VaeChoice};
 use serde::Deserialize;
 
 /// Most characters one request may use.
@@ -65,6 +65,8 @@ pub struct ImageRequest {
     pub refiner: Option<String>,
     /// The fraction of the schedule drawn before the refiner takes over, 0–1 (default 0.8).
     pub refiner_switch_at: Option<f64>,
+    /// `full` (the model's VAE, the default) or `tiny` (its tiny autoencoder: faster, less detail).
+    pub vae: Option<String>,
 }
 
 /// Most LoRAs one request may merge.
@@ -164,6 +166,7 @@ pub struct GenerationParams {
     pub loras: Option<LorasParam>,
     pub refiner: Option<String>,
     pub refiner_switch_at: Option<f64>,
+    pub vae: Option<String>,
 }
 
 /// How the client wants its images.
@@ -205,6 +208,7 @@ impl ImageRequest {
             loras: self.loras.clone(),
             refiner: self.refiner.clone(),
             refiner_switch_at: self.refiner_switch_at,
+            vae: self.vae.clone(),
         }
     }
 
@@ -445,6 +449,16 @@ impl GenerationParams {
         }
         let characters = requested(self)?;
         let refiner = self.refiner(state, &entry.info)?;
+        let vae: VaeChoice = match self.vae.as_deref() {
+            None => VaeChoice::Full,
+            Some(v) => v.parse()?,
+        };
+        if vae == VaeChoice::Tiny && entry.tiny_vae.is_none() {
+            return Err(ApiError::invalid(
+                "vae",
+                format!("{} has no tiny autoencoder on this server", entry.name),
+            ));
+        }
         let init = match (init, self.strength) {
             (Some((mut i, _)), s) => {
                 if let Some(s) = s {
@@ -481,6 +495,7 @@ impl GenerationParams {
             loras,
             references: Vec::new(),
             refiner,
+            vae,
         })
     }
 

@@ -4,7 +4,7 @@
 use nanoimg_core::{ImageSize, SchedulerName};
 use nanoimg_engine::codec::OutputFormat;
 use nanoimg_engine::reference::Reference;
-use nanoimg_engine::{GenerateRequest, InitImage, Refiner};
+use nanoimg_engine::{GenerateRequest, InitImage, Refiner, VaeChoice};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -49,6 +49,13 @@ pub struct JobSpec {
     /// A second model that draws the last steps of every model pass (SDXL's refiner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refiner: Option<RefinerSpec>,
+    /// The autoencoder that decodes (and encodes the init image): the full VAE, or the tiny one.
+    #[serde(default, skip_serializing_if = "is_full")]
+    pub vae: VaeChoice,
+}
+
+fn is_full(v: &VaeChoice) -> bool {
+    *v == VaeChoice::Full
 }
 
 /// The model that finishes each pass, and the fraction of the schedule drawn before it takes
@@ -118,6 +125,7 @@ impl JobSpec {
             reference,
             hooks: None,
             refiner,
+            vae: self.vae,
         }
     }
 

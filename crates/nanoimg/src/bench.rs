@@ -11,7 +11,7 @@ use nanoimg_core::{ImageSize, Limits};
 use nanoimg_engine::pipeline::SeededNoise;
 use nanoimg_engine::reference::{BankCache, DEFAULT_CACHE_BYTES};
 use nanoimg_engine::synthetic::write_model;
-use nanoimg_engine::{CancelToken, GenerateRequest, LoadOptions, NoProgress, StableDiffusion};
+use nanoimg_engine::{CancelToken, GenerateRequest, LoadOptions, NoProgress, StableDiffusion, VaeChoice};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,7 +31,8 @@ pub struct Args {
     /// at the model's default steps, guidance and scheduler; opt-in, as it is slow for 30-step
     /// models); reference-cold / reference-warm (generate with one reference image, its bank
     /// computed afresh / taken from the cache; the bank's size is printed); lora-merge (merging
-    /// a rank-16 LoRA on every attention projection).
+    /// a rank-16 LoRA on every attention projection); vae-tiny (TAESD's decoder, random
+    /// weights) and generate-tiny (a whole image decoded by it).
     #[arg(long, value_delimiter = ',', default_value = "clip,unet,unet-cfg,vae")]
     pub ops: Vec<String>,
     /// Image side in pixels (the model's default size when omitted).
@@ -104,6 +105,20 @@ fn ensure_model(work_dir: &std::path::Path, arch: &str) -> Result<PathBuf> {
     let tmp = work_dir.join(format!(".{arch}.partial"));
     let _ = std::fs::remove_dir_all(&tmp);
     write_model(&tmp, &spec, 0)?;
+    std::fs::rename(&tmp, &dir).with_context(|| format!("moving into {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// TAESD's architecture with random weights, written once.
+fn ensure_taesd(work_dir: &std::path::Path) -> Result<PathBuf> {
+    let dir = work_dir.join("taesd");
+    if dir.join("config.json").is_file() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(work_dir)?;
+    let tmp = work_dir.join(".taesd.partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    nanoimg_engine::synthetic::write_taesd(&tmp, &nanoimg_engine::synthetic::taesd_config(), 0)?;
     std::fs::rename(&tmp, &dir).with_context(|| format!("moving into {}", dir.display()))?;
     Ok(dir)
 }
@@ -195,7 +210,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     let prompt = "a photograph of an astronaut riding a horse";
     for (label, path) in &targets {
-        let model = StableDiffusion::load(path, &LoadOptions::default())?;
+        let mut model = StableDiffusion::load(path, &LoadOptions::default())?;
+        if a.ops.iter().any(|o| o.ends_with("-tiny")) {
+            let dir = ensure_taesd(&a.work_dir)?;
+            let tiny = nanoimg_engine::tiny_vae::load(&dir, &Device::Cpu, DType::F32)?;
+            model = model.with_tiny_vae(std::sync::Arc::new(tiny))?;
+        }
         let banks = std::sync::Arc::new(BankCache::new(DEFAULT_CACHE_BYTES));
         let dev = Device::Cpu;
         let size = a.size.unwrap_or(model.defaults().size.width as usize);
@@ -220,22 +240,32 @@ pub fn run(a: Args) -> Result<()> {
                         Ok(())
                     })?
                 }
-                "vae" => {
+                "vae" | "vae-tiny" => {
                     let z = SeededNoise::new(0).sample(&[1, latent_c, lat, lat], &dev, DType::F32)?;
+                    let vae = if op == "vae" {
+                        VaeChoice::Full
+                    } else {
+                        VaeChoice::Tiny
+                    };
                     time(a.runs, || {
-                        model.vae().decode(&z)?;
+                        model.decode_latents(&z, vae)?;
                         Ok(())
                     })?
                 }
-                "generate" | "reference-cold" | "reference-warm" => {
+                "generate" | "generate-tiny" | "reference-cold" | "reference-warm" => {
                     let mut req = GenerateRequest {
                         size: ImageSize::new(size as u32, size as u32),
+                        vae: if op == "generate-tiny" {
+                            VaeChoice::Tiny
+                        } else {
+                            VaeChoice::Full
+                        },
                         ..GenerateRequest::new(&model, prompt)
                     };
                     if let Some(s) = a.steps {
                         req.steps = s;
                     }
-                    if op != "generate" {
+                    if op.starts_with("reference") {
                         req.reference = Some(bench_reference(size as u32, &banks));
                     }
                     let cold = op == "reference-cold";
@@ -247,7 +277,7 @@ pub fn run(a: Args) -> Result<()> {
                         model.generate(&req, &limits, &NoProgress, &CancelToken::new())?;
                         Ok(())
                     })?;
-                    bank_bytes = (op != "generate").then(|| banks.stats().bytes);
+                    bank_bytes = op.starts_with("reference").then(|| banks.stats().bytes);
                     t
                 }
                 "lora-merge" => {
@@ -258,8 +288,8 @@ pub fn run(a: Args) -> Result<()> {
                     })?
                 }
                 other => bail!(
-                    "unknown operation {other:?}; use clip, unet, unet-cfg, vae, generate, \
-                     reference-cold, reference-warm, lora-merge"
+                    "unknown operation {other:?}; use clip, unet, unet-cfg, vae, vae-tiny, generate, \
+                     generate-tiny, reference-cold, reference-warm, lora-merge"
                 ),
             };
             if a.json {

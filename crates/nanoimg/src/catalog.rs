@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use nanoimg_engine::checkpoint::SourceOptions;
 use nanoimg_engine::library::Library;
-use nanoimg_engine::{bundled, EngineError, LoadOptions, Registry};
+use nanoimg_engine::{bundled, tiny_vae, EngineError, LoadOptions, Registry, StableDiffusion, VaeChoice};
 use std::path::PathBuf;
 
 /// Which model to run: the flags `generate` and `edit` share.
@@ -25,10 +25,17 @@ pub struct ModelArgs {
     /// reference repository in the Hugging Face cache).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// A VAE file to use instead of the model's own (A1111's VAE files, original or diffusers
-    /// layout). Default: `vae` in the model's settings, else `<checkpoint>.vae.safetensors`.
-    #[arg(long)]
-    pub vae: Option<PathBuf>,
+    /// `tiny` for the tiny autoencoder (TAESD: about a tenth of the decoder's work, some loss
+    /// of fine detail), `full` for the model's VAE, or a VAE file to use instead of the model's
+    /// own (A1111's VAE files, original or diffusers layout). Default: `vae` in the model's
+    /// settings, else `<checkpoint>.vae.safetensors`, else the model's own.
+    #[arg(long, value_name = "tiny|full|FILE")]
+    pub vae: Option<String>,
+    /// The tiny autoencoder for `--vae tiny`: a diffusers `AutoencoderTiny` folder. Default: a
+    /// `taesd` (SD 1.x/2.x) or `taesdxl` (SDXL) folder beside the model, else
+    /// madebyollin/taesd or madebyollin/taesdxl in the hub cache.
+    #[arg(long, value_name = "DIR")]
+    pub tiny_vae: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -46,8 +53,43 @@ impl ModelArgs {
                 config: self.config.clone(),
                 hub_cache: None,
             },
-            vae: self.vae.clone(),
+            vae: self.vae_file(),
         }
+    }
+
+    /// Which autoencoder `--vae` asks for (a file is a full VAE).
+    pub fn vae_choice(&self) -> VaeChoice {
+        self.vae
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// The VAE file `--vae` names, if it names one.
+    fn vae_file(&self) -> Option<PathBuf> {
+        self.vae
+            .as_deref()
+            .filter(|v| v.parse::<VaeChoice>().is_err())
+            .map(PathBuf::from)
+    }
+
+    /// `model` with the tiny autoencoder when `--vae tiny` asks for it and one is found
+    /// (`--tiny-vae`, else beside the model, else the hub cache); without one, the request's
+    /// validation says how to get it.
+    pub fn with_tiny_vae(&self, model: StableDiffusion) -> Result<StableDiffusion> {
+        if self.vae_choice() != VaeChoice::Tiny {
+            return Ok(model);
+        }
+        let found = self
+            .tiny_vae
+            .clone()
+            .or_else(|| tiny_vae::find(model.info().family, model.info().path.parent()));
+        let Some(path) = found else {
+            return Ok(model);
+        };
+        let tiny = tiny_vae::load(&path, model.device(), model.dtype())
+            .with_context(|| format!("the tiny autoencoder at {}", path.display()))?;
+        Ok(model.with_tiny_vae(std::sync::Arc::new(tiny))?)
     }
 }
 

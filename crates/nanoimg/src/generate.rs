@@ -233,6 +233,7 @@ pub fn run(a: Args) -> Result<()> {
         &model_path,
         &a.model.load_options(nanoimg_engine::default_device(), dtype),
     )?;
+    model = a.model.with_tiny_vae(model)?;
     let embeddings =
         crate::catalog::embedding_library(a.model.models_dir.as_deref(), a.embedding_dir.as_deref());
     let (with_words, left_out) = model.with_embedding_library(&embeddings)?;
@@ -287,6 +288,7 @@ pub fn run(a: Args) -> Result<()> {
         n: a.n,
         init,
         refiner,
+        vae: a.model.vae_choice(),
         ..defaults
     };
     model.validate(&req, &limits)?;
@@ -364,6 +366,7 @@ pub fn run(a: Args) -> Result<()> {
         .with("strength", json!(req.init.as_ref().map(|i| i.strength)))
         .with("mode", mode)
         .with("index", i)
+        .with("vae", req.vae.to_string())
         .with(
             "refiner",
             json!(req

@@ -32,7 +32,8 @@ pub enum Command {
         dir: PathBuf,
         /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, sd15, sd-turbo; or an
         /// image embedder for `character eval`: tiny-dinov2, tiny-clip, and at full size (for
-        /// timing) dinov2-small, clip-vit-b32.
+        /// timing) dinov2-small, clip-vit-b32; or a tiny autoencoder (`--tiny-vae`): tiny-taesd,
+        /// and TAESD's real size, taesd.
         #[arg(long, default_value = "tiny-sd1")]
         arch: String,
         #[arg(long, default_value_t = 0)]
@@ -113,7 +114,7 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
         "sd15" => SyntheticSpec::sd15(),
         "sd-turbo" => SyntheticSpec::sd_turbo(),
         other => bail!(
-            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, sd15, sd-turbo, tiny-dinov2, tiny-clip, dinov2-small or clip-vit-b32"
+            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, sd15, sd-turbo, tiny-dinov2, tiny-clip, dinov2-small, clip-vit-b32, tiny-taesd or taesd"
         ),
     })
 }
@@ -193,6 +194,8 @@ pub fn run(c: Command) -> Result<()> {
                 "tiny-clip" => synthetic::write_clip(&dir, &synthetic::tiny_clip_config(), seed)?,
                 "dinov2-small" => synthetic::write_dinov2(&dir, &synthetic::dinov2_small_config(), seed)?,
                 "clip-vit-b32" => synthetic::write_clip(&dir, &synthetic::clip_vit_b32_config(), seed)?,
+                "tiny-taesd" => synthetic::write_taesd(&dir, &synthetic::tiny_taesd_config(), seed)?,
+                "taesd" => synthetic::write_taesd(&dir, &synthetic::taesd_config(), seed)?,
                 _ => write_model(&dir, &spec_named(&arch)?, seed)?,
             }
             println!("wrote {arch} with random weights to {}", dir.display());

@@ -310,16 +310,10 @@ impl StableDiffusion {
             });
         }
         Ok(StableDiffusion {
-            info: self.info.clone(),
             encoders,
             unet,
             unet_weights,
-            vae: self.vae.clone(),
-            schedule: self.schedule.clone(),
-            device: self.device.clone(),
-            dtype: self.dtype,
-            vae_dtype: self.vae_dtype,
-            words: self.words.clone(),
+            ..self.clone()
         })
     }
 }

@@ -22,6 +22,30 @@ pub fn conv2d(
     Ok(Conv2d::new(candle_nn::conv2d(cin, cout, kernel, cfg, vb)?))
 }
 
+/// A convolution stored without a bias (`weight` only), given a zero bias so it takes the fast
+/// CPU path.
+pub fn conv2d_no_bias(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        stride,
+        padding,
+        ..Default::default()
+    };
+    let weight = vb.get_with_hints(
+        (cout, cin, kernel, kernel),
+        "weight",
+        candle_nn::init::DEFAULT_KAIMING_NORMAL,
+    )?;
+    let bias = Tensor::zeros(cout, weight.dtype(), weight.device())?;
+    Ok(Conv2d::new(candle_nn::Conv2d::new(weight, Some(bias), cfg)))
+}
+
 /// Most bytes of attention scores materialised at once; longer sequences are processed in
 /// blocks of queries, so memory stays bounded at any resolution (1024² SD 1.5 with CFG would
 /// otherwise need 2 × 8 × 16384² floats ≈ 17 GB).

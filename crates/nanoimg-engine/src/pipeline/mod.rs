@@ -16,6 +16,7 @@ use crate::models::unet::hooks::UNetHooks;
 use crate::models::unet::AddedConditioning;
 use crate::reference::{Reference, ReferenceRun};
 use crate::schedulers::{Sampler, SchedulerName};
+use crate::tiny_vae::VaeChoice;
 use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
 use nanoimg_core::{ImageSize, InvalidParam, Limits};
@@ -57,6 +58,8 @@ pub struct GenerateRequest {
     /// A second model that draws the last steps (SDXL's refiner). References and hooks
     /// condition the first model's steps only.
     pub refiner: Option<Refiner>,
+    /// The autoencoder that encodes the init image and decodes the result.
+    pub vae: VaeChoice,
 }
 
 impl std::fmt::Debug for GenerateRequest {
@@ -85,6 +88,7 @@ impl std::fmt::Debug for GenerateRequest {
                     .map(|r| (&r.key, r.images.len(), r.settings)),
             )
             .field("hooks", &self.hooks.is_some())
+            .field("vae", &self.vae)
             .field(
                 "refiner",
                 &self.refiner.as_ref().map(|r| (&r.model.info().name, r.switch_at)),
@@ -110,6 +114,7 @@ impl GenerateRequest {
             reference: None,
             hooks: None,
             refiner: None,
+            vae: VaeChoice::Full,
         }
     }
 }
@@ -200,6 +205,16 @@ impl StableDiffusion {
         if let Some(r) = &req.refiner {
             r.validate(self, req.scheduler, req.steps)?;
         }
+        if req.vae == VaeChoice::Tiny && self.tiny_vae.is_none() {
+            return Err(InvalidParam::new(
+                "vae",
+                format!(
+                    "{} has no tiny autoencoder: `nanoimg models pull {}` fetches the one for its latent space",
+                    self.info.name,
+                    crate::tiny_vae::hub_repo(self.info.family)
+                ),
+            ));
+        }
         if let Some(r) = &req.reference {
             r.validate(limits)?;
             if req.hooks.is_some() {
@@ -234,9 +249,9 @@ impl StableDiffusion {
         })
     }
 
-    fn encode_image(&self, img: &RgbImage) -> Result<Tensor> {
-        let x = image_to_tensor(img, &self.device, self.vae_dtype)?;
-        Ok(self.vae.encode(&x)?.to_dtype(self.dtype)?)
+    fn encode_image(&self, img: &RgbImage, vae: VaeChoice) -> Result<Tensor> {
+        let x = image_to_tensor(img, &self.device, DType::F32)?;
+        self.encode_pixels(&x, vae)
     }
 
     fn inpaint_state(
@@ -245,6 +260,7 @@ impl StableDiffusion {
         image_latents: &Tensor,
         mask: Option<&GrayImage>,
         latent_hw: (usize, usize),
+        vae: VaeChoice,
     ) -> Result<Option<InpaintState>> {
         let native = self.info().inpainting;
         let full;
@@ -270,7 +286,7 @@ impl StableDiffusion {
                     image::Rgb([128, 128, 128])
                 }
             });
-            let masked_lat = self.encode_image(&masked)?;
+            let masked_lat = self.encode_image(&masked, vae)?;
             let binary = mask_lat.ge(0.5)?.to_dtype(self.dtype)?;
             Some(Tensor::cat(&[&binary, &masked_lat], 1)?)
         } else {
@@ -316,11 +332,11 @@ impl StableDiffusion {
         };
         let image_latents = init
             .as_ref()
-            .map(|(image, _, _)| self.encode_image(image))
+            .map(|(image, _, _)| self.encode_image(image, req.vae))
             .transpose()?;
         let inpaint = match (&init, &image_latents) {
             (Some((image, mask, _)), Some(lat)) => {
-                self.inpaint_state(image, lat, mask.as_ref(), latent_hw)?
+                self.inpaint_state(image, lat, mask.as_ref(), latent_hw, req.vae)?
             }
             _ => None,
         };
@@ -404,12 +420,17 @@ impl StableDiffusion {
                     preview: preview.as_ref(),
                 });
             }
-            // The model that drew the last step decodes, as diffusers' refiner pipeline does.
+            // The model that drew the last step decodes, as diffusers' refiner pipeline does
+            // (the base's tiny autoencoder serves a refiner without one: the same latents).
             let decoder = match &refining {
-                Some((model, _, first)) if *first < total => *model,
+                Some((model, _, first))
+                    if *first < total && (req.vae == VaeChoice::Full || model.tiny_vae.is_some()) =>
+                {
+                    *model
+                }
                 _ => self,
             };
-            let decoded = decoder.vae.decode(&x.to_dtype(decoder.vae_dtype)?)?;
+            let decoded = decoder.decode_latents(&x, req.vae)?;
             let mut image = tensor_to_image(&decoded)?;
             if drawn != asked {
                 image = image::imageops::resize(

@@ -152,6 +152,25 @@ fn sdxl_with_add_embedding_and_two_encoders_matches_diffusers() {
     run_parity("tiny-sdxl", SyntheticSpec::tiny(Family::Sdxl));
 }
 
+/// The tiny autoencoder (TAESD's architecture, smaller) both ways, loaded as a folder.
+#[test]
+fn tiny_autoencoder_matches_diffusers() {
+    let f = fixture("tiny-taesd");
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::write_taesd(dir.path(), &synthetic::tiny_taesd_config(), 7).unwrap();
+    let vae = nanoimg_engine::tiny_vae::load(dir.path(), &Device::Cpu, candle_core::DType::F32).unwrap();
+    check(
+        "tiny-taesd: decode",
+        &vae.decode(&f["latents"]).unwrap(),
+        &f["decoded"],
+    );
+    check(
+        "tiny-taesd: encode",
+        &vae.encode(&f["image"]).unwrap(),
+        &f["encoded"],
+    );
+}
+
 /// The refiner: the second encoder alone, five time ids with the aesthetic scores, a negative
 /// prompt encoded rather than zeroed.
 #[test]

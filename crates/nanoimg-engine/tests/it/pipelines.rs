@@ -135,6 +135,51 @@ fn a_refiner_draws_the_last_steps_of_the_base_run() {
     assert_eq!(e.param, "refiner_switch_at");
 }
 
+/// The tiny autoencoder, chosen per request: it decodes (and encodes an init image) in place of
+/// the full VAE; a model without one says how to get it.
+#[test]
+fn the_tiny_autoencoder_is_chosen_per_request() {
+    use nanoimg_engine::synthetic::{tiny_taesd_config, write_taesd};
+    use nanoimg_engine::VaeChoice;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    write_taesd(dir.path(), &tiny_taesd_config(), 9).unwrap();
+    let tiny =
+        Arc::new(nanoimg_engine::tiny_vae::load(dir.path(), &candle_core::Device::Cpu, DType::F32).unwrap());
+    let plain = load("tiny-sd1");
+    let mut req = request(&plain, 2);
+    req.vae = VaeChoice::Tiny;
+    let e = plain.validate(&req, &Limits::default()).unwrap_err();
+    assert_eq!(e.param, "vae");
+    assert!(e.message.contains("nanoimg models pull madebyollin/taesd"), "{e}");
+
+    let model = plain.with_tiny_vae(tiny).unwrap();
+    let full = run(&model, &request(&model, 2))[0].image.clone();
+    // The full VAE is still the default, and unchanged by the tiny one's presence.
+    assert_eq!(full, run(&plain, &request(&plain, 2))[0].image);
+    let quick = run(&model, &req)[0].image.clone();
+    assert_eq!(quick.dimensions(), full.dimensions());
+    assert!(
+        mean_abs_diff(&quick, &full) > 1.0,
+        "the tiny autoencoder was not used"
+    );
+    req.init = Some(InitImage {
+        image: test_image(64, 64),
+        strength: 0.5,
+        mask: None,
+    });
+    assert_eq!(run(&model, &req)[0].image.dimensions(), (64, 64));
+
+    // A tiny autoencoder of another latent shape is refused when it is attached.
+    let other = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_taesd_config();
+    cfg["latent_channels"] = serde_json::json!(16);
+    write_taesd(other.path(), &cfg, 9).unwrap();
+    let wrong = nanoimg_engine::tiny_vae::load(other.path(), &candle_core::Device::Cpu, DType::F32).unwrap();
+    let e = plain.with_tiny_vae(Arc::new(wrong)).unwrap_err().to_string();
+    assert!(e.contains("16 latent channels"), "{e}");
+}
+
 #[test]
 fn every_scheduler_runs_and_they_differ() {
     let model = load("tiny-sd1");

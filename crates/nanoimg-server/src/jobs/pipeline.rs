@@ -462,6 +462,9 @@ pub(crate) fn record(spec: &JobSpec, seed: u64, index: usize) -> OutputRecord {
         extra: Default::default(),
     }
     .with("index", index);
+    if spec.vae != nanoimg_engine::VaeChoice::Full {
+        r = r.with("vae", spec.vae.to_string());
+    }
     if let Some(refiner) = &spec.refiner {
         r = r.with(
             "refiner",

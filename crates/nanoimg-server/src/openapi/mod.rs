@@ -97,6 +97,11 @@ pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
         "number",
         "NanoImg: the fraction of the schedule drawn before the refiner takes over, 0-1 (default 0.8)",
     ),
+    (
+        "vae",
+        "string",
+        "NanoImg: full (the model's VAE, default) or tiny (its tiny autoencoder: faster, less detail)",
+    ),
 ];
 
 /// The errors every route may answer, in the `Error` shape; keyed routes add 401 and 403.

@@ -5,6 +5,49 @@ use crate::common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// `vae: "tiny"` decodes with the tiny autoencoder found beside the model (`models/taesd`); a
+/// server without one, or a name it does not know, is refused naming `vae`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tiny_autoencoder_is_chosen_per_request() {
+    use nanoimg_engine::synthetic::{tiny_taesd_config, write_taesd};
+    let s = start_with_model(
+        |_| {},
+        |tiny| write_taesd(&tiny.parent().unwrap().join("taesd"), &tiny_taesd_config(), 4).unwrap(),
+    )
+    .await;
+    let (_, key) = s.tenant("tiny-vae", ALL_SCOPES).await;
+    let picture = |v: &Value| {
+        image::load_from_memory(&b64(&v["data"][0]["b64_json"]))
+            .unwrap()
+            .to_rgb8()
+    };
+    let r = s.generate(&key, tiny_request(json!({"vae": "tiny"}))).await;
+    assert_eq!(r.status(), 200);
+    let quick = picture(&r.json().await.unwrap());
+    let r = s.generate(&key, tiny_request(json!({}))).await;
+    let full = picture(&r.json().await.unwrap());
+    assert_eq!(quick.dimensions(), (64, 64));
+    // Far beyond the watermark's difference: another decoder drew it.
+    assert!(mean_abs_diff(&quick, &full) > 5.0);
+    let r = s.generate(&key, tiny_request(json!({"vae": "huge"}))).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["param"], "vae");
+
+    let plain = start(|_| {}).await;
+    let (_, key) = plain.tenant("no-tiny-vae", ALL_SCOPES).await;
+    let r = plain.generate(&key, tiny_request(json!({"vae": "tiny"}))).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no tiny autoencoder"),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generations_answer_in_the_openai_shape() {
     let s = start(|_| {}).await;

@@ -783,6 +783,61 @@ fn generate_finishes_an_sdxl_base_with_its_refiner() {
     assert!(e.contains("another latent space"), "{e}");
 }
 
+/// `--vae tiny`: the tiny autoencoder from `--tiny-vae` or a `taesd` folder beside the model
+/// decodes; without one the error says how to get it.
+#[test]
+fn generate_decodes_with_the_tiny_autoencoder_when_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    for (arch, name) in [("tiny-sd1", "sd1"), ("tiny-taesd", "taesd")] {
+        ok(&bin()
+            .args(["models", "synth", "--arch", arch, "--seed", "3"])
+            .arg(models.join(name))
+            .output()
+            .unwrap());
+    }
+    let run = |extra: &[&str], name: &str| {
+        let out = d.path().join(name);
+        let o = bin()
+            .args([
+                "generate", "a cat", "--steps", "2", "--seed", "5", "--model", "sd1", "--json",
+            ])
+            .args(extra)
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("-o")
+            .arg(&out)
+            .env("HF_HUB_CACHE", d.path().join("empty-cache"))
+            .output()
+            .unwrap();
+        (o, out)
+    };
+    let rgb = |p: &Path| image::open(p).unwrap().to_rgb8();
+    let (o, full) = run(&[], "full.png");
+    ok(&o);
+    let (o, beside) = run(&["--vae", "tiny"], "beside.png");
+    ok(&o);
+    assert!(mean_abs_diff(&rgb(&beside), &rgb(&full)) > 5.0);
+    let meta = png_text(&beside)
+        .into_iter()
+        .find(|(k, _)| k == "nanoimg")
+        .expect("nanoimg chunk")
+        .1;
+    assert!(meta.contains(r#""vae":"tiny""#), "{meta}");
+    // Moved away from the model, it is found by --tiny-vae; the same decoder, the same picture.
+    let elsewhere = d.path().join("taesd-elsewhere");
+    std::fs::rename(models.join("taesd"), &elsewhere).unwrap();
+    let (o, given) = run(
+        &["--vae", "tiny", "--tiny-vae", elsewhere.to_str().unwrap()],
+        "given.png",
+    );
+    ok(&o);
+    assert!(mean_abs_diff(&rgb(&given), &rgb(&beside)) < 2.0);
+    let (o, _) = run(&["--vae", "tiny"], "none.png");
+    let e = err(&o);
+    assert!(e.contains("nanoimg models pull madebyollin/taesd"), "{e}");
+}
+
 /// A LoRA from the library by `--lora NAME:W` or by `<lora:NAME:W>` in the prompt: the same
 /// drawing (the tag is not text the encoder sees), visibly not the base model's; the PNG keeps
 /// the prompt as written; an unknown name lists the library; the LoRA's trigger words are

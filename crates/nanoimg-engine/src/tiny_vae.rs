@@ -1,0 +1,129 @@
+//! The tiny autoencoder as a model option (TAESD, TAESDXL): the per-request choice between it
+//! and the model's full VAE, where its folder is found, and loading it.
+//!
+//! A tiny autoencoder is a separate diffusers `AutoencoderTiny` folder (`config.json` and
+//! `diffusion_pytorch_model.safetensors`, as `madebyollin/taesd` on the hub holds it), one per
+//! latent space: TAESD for SD 1.x/2.x, TAESDXL for SDXL and its refiner.
+
+use crate::error::{EngineError, Result, TensorContext};
+use crate::models::taesd::{AutoencoderTiny, TinyVaeConfig};
+use crate::registry::{hf_cache_snapshot, Family};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use nanoimg_core::InvalidParam;
+use nanoimg_hub::{HubCache, HubRef};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Which autoencoder turns a request's latents into pixels (and an init image into latents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VaeChoice {
+    /// The model's own VAE: full detail. The default.
+    #[default]
+    Full,
+    /// The tiny autoencoder: about a tenth of the decoder's work, some loss of fine detail.
+    Tiny,
+}
+
+impl std::str::FromStr for VaeChoice {
+    type Err = InvalidParam;
+    fn from_str(s: &str) -> std::result::Result<Self, InvalidParam> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(VaeChoice::Full),
+            "tiny" | "taesd" => Ok(VaeChoice::Tiny),
+            other => Err(InvalidParam::new(
+                "vae",
+                format!("unknown autoencoder {other:?}; use full or tiny"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for VaeChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VaeChoice::Full => "full",
+            VaeChoice::Tiny => "tiny",
+        })
+    }
+}
+
+/// The hub repository of the tiny autoencoder for a family's latent space.
+pub fn hub_repo(family: Family) -> &'static str {
+    match family {
+        Family::Sd1 | Family::Sd2 => "madebyollin/taesd",
+        Family::Sdxl | Family::SdxlRefiner => "madebyollin/taesdxl",
+    }
+}
+
+/// The tiny autoencoder for a model of `family` in the models directory `models`: a folder named
+/// as its hub repository (`taesd`, `taesdxl`) there, else the hub cache.
+pub fn find(family: Family, models: Option<&Path>) -> Option<PathBuf> {
+    let name = hub_repo(family).rsplit('/').next().unwrap_or_default();
+    models
+        .map(|m| m.join(name))
+        .filter(|d| d.join("config.json").is_file())
+        .or_else(|| find_pulled(family, None))
+}
+
+/// The tiny autoencoder for `family` in the hub cache (`cache`, else the one the environment
+/// names), when it has been pulled.
+pub fn find_pulled(family: Family, cache: Option<&HubCache>) -> Option<PathBuf> {
+    let from_env;
+    let cache = match cache {
+        Some(c) => c,
+        None => {
+            from_env = HubCache::from_env()?;
+            &from_env
+        }
+    };
+    let r: HubRef = hub_repo(family).parse().ok()?;
+    cache.snapshot(&r).filter(|s| s.join("config.json").is_file())
+}
+
+/// Loads an `AutoencoderTiny` folder (or a Hugging Face cache entry holding one).
+pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<AutoencoderTiny> {
+    let dir = hf_cache_snapshot(path).unwrap_or_else(|| path.to_owned());
+    let incomplete = |message: String| EngineError::IncompleteModel {
+        path: dir.clone(),
+        message,
+    };
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|source| EngineError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|source| EngineError::Json {
+        path: config_path.clone(),
+        source,
+    })?;
+    match value.get("_class_name").and_then(|c| c.as_str()) {
+        None | Some("AutoencoderTiny") => {}
+        Some(other) => {
+            return Err(incomplete(format!(
+                "a {other}, not a tiny autoencoder (AutoencoderTiny)"
+            )))
+        }
+    }
+    let config: TinyVaeConfig = serde_json::from_value(value).map_err(|source| EngineError::Json {
+        path: config_path,
+        source,
+    })?;
+    config.validate().map_err(|reason| EngineError::Unsupported {
+        path: dir.clone(),
+        reason,
+    })?;
+    let weights = [
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .find(|p| p.is_file())
+    .ok_or_else(|| incomplete("no diffusion_pytorch_model.safetensors".into()))?;
+    // SAFETY: the file is memory-mapped read-only; NanoImg never writes model files it serves.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
+        .context(|| weights.display().to_string())?;
+    AutoencoderTiny::new(vb, &config).context(|| dir.display().to_string())
+}
