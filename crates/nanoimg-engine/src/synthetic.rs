@@ -439,14 +439,12 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
 /// A tiny `AutoencoderTiny` config: TAESD's geometry (four levels, 8× per side, ReLU blocks)
 /// with 8 channels and fewer blocks, for tests and parity.
 pub fn tiny_taesd_config() -> Value {
-    json!({
-        "_class_name": "AutoencoderTiny",
-        "encoder_block_out_channels": [8, 8, 8, 8], "decoder_block_out_channels": [8, 8, 8, 8],
-        "num_encoder_blocks": [1, 2, 1, 2], "num_decoder_blocks": [2, 1, 2, 1],
-        "latent_channels": 4, "act_fn": "relu", "upsample_fn": "nearest",
-        "upsampling_scaling_factor": 2, "scaling_factor": 1.0, "shift_factor": 0.0,
-        "latent_magnitude": 3, "latent_shift": 0.5, "force_upcast": false,
-    })
+    let mut c = taesd_config();
+    c["encoder_block_out_channels"] = json!([8, 8, 8, 8]);
+    c["decoder_block_out_channels"] = json!([8, 8, 8, 8]);
+    c["num_encoder_blocks"] = json!([1, 2, 1, 2]);
+    c["num_decoder_blocks"] = json!([2, 1, 2, 1]);
+    c
 }
 
 /// TAESD's real config (`madebyollin/taesd`, and TAESDXL's: they differ only in weights).

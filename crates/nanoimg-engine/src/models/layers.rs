@@ -5,6 +5,14 @@ use super::kernels::{softmax_last_dim, GroupNorm};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
+fn conv_config(stride: usize, padding: usize) -> Conv2dConfig {
+    Conv2dConfig {
+        stride,
+        padding,
+        ..Default::default()
+    }
+}
+
 /// A 2-D convolution as diffusers names it (`weight`, `bias`).
 pub fn conv2d(
     cin: usize,
@@ -14,11 +22,7 @@ pub fn conv2d(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        stride,
-        padding,
-        ..Default::default()
-    };
+    let cfg = conv_config(stride, padding);
     Ok(Conv2d::new(candle_nn::conv2d(cin, cout, kernel, cfg, vb)?))
 }
 
@@ -32,18 +36,13 @@ pub fn conv2d_no_bias(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        stride,
-        padding,
-        ..Default::default()
-    };
-    let weight = vb.get_with_hints(
-        (cout, cin, kernel, kernel),
-        "weight",
-        candle_nn::init::DEFAULT_KAIMING_NORMAL,
-    )?;
-    let bias = Tensor::zeros(cout, weight.dtype(), weight.device())?;
-    Ok(Conv2d::new(candle_nn::Conv2d::new(weight, Some(bias), cfg)))
+    let c = candle_nn::conv2d_no_bias(cin, cout, kernel, conv_config(stride, padding), vb)?;
+    let bias = Tensor::zeros(cout, c.weight().dtype(), c.weight().device())?;
+    Ok(Conv2d::new(candle_nn::Conv2d::new(
+        c.weight().clone(),
+        Some(bias),
+        *c.config(),
+    )))
 }
 
 /// Most bytes of attention scores materialised at once; longer sequences are processed in
