@@ -57,6 +57,68 @@ pub fn hub_repo(family: Family) -> &'static str {
     }
 }
 
+/// TAESD's original files: `nn.Sequential` indices without a prefix, the decoder's one more than
+/// diffusers' (its first entry is the clamp, which diffusers does in `forward`). Every published
+/// one (TAESD, TAESDXL, TAESD3, TAEF1) has TAESD's blocks; the latent channels are read from the
+/// decoder's first convolution.
+fn load_original(path: &Path, device: &Device, dtype: DType) -> Result<AutoencoderTiny> {
+    // Refuses pickles (`.pth`) with the command that converts one.
+    crate::checkpoint::Header::read(path)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let bad = |path: &Path, message: String| EngineError::IncompleteModel {
+        path: path.to_owned(),
+        message,
+    };
+    let pair = |from: &str, to: &str| path.with_file_name(name.replace(from, to));
+    let (encoder, decoder) = if name.contains("_decoder") {
+        (pair("_decoder", "_encoder"), path.to_owned())
+    } else if name.contains("_encoder") {
+        (path.to_owned(), pair("_encoder", "_decoder"))
+    } else {
+        return Err(bad(
+            path,
+            "a tiny autoencoder file is one of TAESD's pair, *_encoder.safetensors and *_decoder.safetensors \
+             (or give its diffusers folder)"
+                .into(),
+        ));
+    };
+    let mut tensors = std::collections::HashMap::new();
+    for (file, prefix, skipped) in [(&encoder, "encoder", 0), (&decoder, "decoder", 1)] {
+        if !file.is_file() {
+            return Err(bad(
+                file,
+                "missing: TAESD's encoder and decoder files come as a pair".into(),
+            ));
+        }
+        crate::checkpoint::Header::read(file)?;
+        let read = candle_core::safetensors::load(file, device).context(|| file.display().to_string())?;
+        for (key, t) in read {
+            let placed = key
+                .split_once('.')
+                .and_then(|(i, rest)| Some((i.parse::<usize>().ok()?.checked_sub(skipped)?, rest)))
+                .ok_or_else(|| bad(file, format!("{key} is not a tensor of TAESD's {prefix}")))?;
+            let t = t.to_dtype(dtype).context(|| key.clone())?;
+            tensors.insert(format!("{prefix}.layers.{}.{}", placed.0, placed.1), t);
+        }
+    }
+    let latent_channels = tensors
+        .get("decoder.layers.0.weight")
+        .and_then(|w| w.dims().get(1).copied())
+        .ok_or_else(|| bad(&decoder, "no first convolution (1.weight)".into()))?;
+    let config: TinyVaeConfig = serde_json::from_value(
+        serde_json::json!({ "latent_channels": latent_channels }),
+    )
+    .map_err(|source| EngineError::Json {
+        path: decoder.clone(),
+        source,
+    })?;
+    AutoencoderTiny::new(VarBuilder::from_tensors(tensors, dtype, device), &config)
+        .context(|| format!("{} and {}", encoder.display(), decoder.display()))
+}
+
 /// The tiny autoencoder for a model of `family` in the models directory `models`: a folder named
 /// as its hub repository (`taesd`, `taesdxl`) there, else the hub cache.
 pub fn find(family: Family, models: Option<&Path>) -> Option<PathBuf> {
@@ -82,8 +144,13 @@ pub fn find_pulled(family: Family, cache: Option<&HubCache>) -> Option<PathBuf> 
     cache.snapshot(&r).filter(|s| s.join("config.json").is_file())
 }
 
-/// Loads an `AutoencoderTiny` folder (or a Hugging Face cache entry holding one).
+/// Loads an `AutoencoderTiny` folder (or a Hugging Face cache entry holding one), or TAESD's
+/// original pair of files (`taesd_encoder.safetensors`, `taesd_decoder.safetensors`, as
+/// ComfyUI's `vae_approx` folder holds them) given either of the two.
 pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<AutoencoderTiny> {
+    if path.is_file() {
+        return load_original(path, device, dtype);
+    }
     let dir = hf_cache_snapshot(path).unwrap_or_else(|| path.to_owned());
     let incomplete = |message: String| EngineError::IncompleteModel {
         path: dir.clone(),

@@ -31,7 +31,8 @@ pub struct ModelArgs {
     /// settings, else `<checkpoint>.vae.safetensors`, else the model's own.
     #[arg(long, value_name = "tiny|full|FILE")]
     pub vae: Option<String>,
-    /// The tiny autoencoder for `--vae tiny`: a diffusers `AutoencoderTiny` folder. Default: a
+    /// The tiny autoencoder for `--vae tiny`: a diffusers `AutoencoderTiny` folder, or one of
+    /// TAESD's original pair of files (`taesd_decoder.safetensors`). Default: a
     /// `taesd` (SD 1.x/2.x) or `taesdxl` (SDXL) folder beside the model, else
     /// madebyollin/taesd or madebyollin/taesdxl in the hub cache.
     #[arg(long, value_name = "DIR")]

@@ -180,6 +180,54 @@ fn the_tiny_autoencoder_is_chosen_per_request() {
     assert!(e.contains("16 latent channels"), "{e}");
 }
 
+/// TAESD's original pair of files (ComfyUI's `vae_approx`: no prefix, the decoder counted from
+/// its clamp) loads given either file and decodes as its diffusers folder does; one without its
+/// pair, or a pickle, is refused with the reason.
+#[test]
+fn taesds_original_files_load_as_its_folder_does() {
+    use candle_core::{Device, Tensor};
+    use nanoimg_engine::synthetic::{taesd_config, write_taesd};
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("taesd");
+    write_taesd(&folder, &taesd_config(), 5).unwrap();
+    let all =
+        candle_core::safetensors::load(folder.join("diffusion_pytorch_model.safetensors"), &Device::Cpu)
+            .unwrap();
+    for (part, offset) in [("encoder", 0), ("decoder", 1)] {
+        let original: std::collections::HashMap<String, Tensor> = all
+            .iter()
+            .filter_map(|(k, t)| {
+                let rest = k.strip_prefix(&format!("{part}.layers."))?;
+                let (i, leaf) = rest.split_once('.')?;
+                Some((format!("{}.{leaf}", i.parse::<usize>().ok()? + offset), t.clone()))
+            })
+            .collect();
+        candle_core::safetensors::save(&original, dir.path().join(format!("taesd_{part}.safetensors")))
+            .unwrap();
+    }
+    let load = |p: &std::path::Path| nanoimg_engine::tiny_vae::load(p, &Device::Cpu, DType::F32);
+    let z = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    let expected = load(&folder).unwrap().decode(&z).unwrap();
+    for file in ["taesd_decoder.safetensors", "taesd_encoder.safetensors"] {
+        let decoded = load(&dir.path().join(file)).unwrap().decode(&z).unwrap();
+        assert_eq!(
+            nanoimg_engine::models::max_abs_diff(&decoded, &expected).unwrap(),
+            0.0,
+            "{file}"
+        );
+    }
+    std::fs::remove_file(dir.path().join("taesd_encoder.safetensors")).unwrap();
+    let e = load(&dir.path().join("taesd_decoder.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("come as a pair"), "{e}");
+    std::fs::write(dir.path().join("taesd_decoder.pth"), b"PK\x03\x04").unwrap();
+    let e = load(&dir.path().join("taesd_decoder.pth"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pickle"), "{e}");
+}
+
 #[test]
 fn every_scheduler_runs_and_they_differ() {
     let model = load("tiny-sd1");
