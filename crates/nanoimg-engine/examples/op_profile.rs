@@ -41,6 +41,10 @@ fn main() {
     t("ours: conv3x3 128->128 @512x512", || o2.forward(&xa));
     let o3 = ours(512, 512, 3, 1);
     t("ours: conv3x3 512->512 @64x64", || o3.forward(&xb));
+    // TAESD's decoder: 64 channels at every level.
+    let x64 = r(&[1, 64, 512, 512]);
+    let o5 = ours(64, 64, 3, 1);
+    t("ours: conv3x3 64->64 @512x512", || o5.forward(&x64));
     let o4 = ours(512, 512, 1, 0);
     t("ours: conv1x1 512->512 @64x64", || o4.forward(&xb));
     let c4 = conv(512, 512, 1, 0);

@@ -81,10 +81,12 @@ struct Geom {
 impl Geom {
     /// Unfolds the patches of output rows `y0..y0+rows` of one image into `cols`
     /// (`cin·kh·kw` rows of `rows·ow` columns, in the weight's `[cin, kh, kw]` order).
-    fn im2col(&self, x: &[f32], y0: usize, rows: usize, cols: &mut [f32]) {
+    /// `parallel` spreads the rows of `cols` over the thread pool (for a band that one GEMM
+    /// computes on every thread); otherwise the calling thread does it all.
+    fn im2col(&self, x: &[f32], y0: usize, rows: usize, cols: &mut [f32], parallel: bool) {
         let g = *self;
         let n = rows * g.ow;
-        cols.par_chunks_mut(n).enumerate().for_each(|(row, c)| {
+        let fill = |(row, c): (usize, &mut [f32])| {
             let ci = row / (g.kh * g.kw);
             let ky = (row / g.kw) % g.kh;
             let kx = row % g.kw;
@@ -117,7 +119,26 @@ impl Geom {
                     }
                 }
             }
-        });
+        };
+        if parallel {
+            cols.par_chunks_mut(n).enumerate().for_each(fill);
+        } else {
+            cols.chunks_mut(n).enumerate().for_each(fill);
+        }
+    }
+}
+
+/// The output's address, shared by the threads that each write their own band's columns.
+struct OutPtr(*mut f32);
+
+// SAFETY: every band writes a disjoint set of the output's elements (its own columns of each
+// output channel's row), and the bands are joined before the output is read.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -178,7 +199,16 @@ impl CustomOp3 for Conv2dOp {
         } else {
             (self.band_bytes / 4 / (k * g.ow)).clamp(1, g.oh)
         };
-        let mut cols = if pointwise {
+        // Many bands: each thread unfolds and multiplies its own bands (one GEMM per band on one
+        // thread, no hand-over between the two); few bands (large channel counts): every
+        // thread works on each band's unfolding and GEMM.
+        let bands: Vec<(usize, usize)> = (0..g.oh)
+            .step_by(band)
+            .map(|y0| (y0, band.min(g.oh - y0)))
+            .collect();
+        let threads = rayon::current_num_threads();
+        let by_band = !pointwise && threads > 1 && bands.len() >= 4 * threads;
+        let mut cols = if pointwise || by_band {
             Vec::new()
         } else {
             vec![0f32; k * band * g.ow]
@@ -189,6 +219,42 @@ impl CustomOp3 for Conv2dOp {
             for (co, d) in dst.chunks_exact_mut(plane).enumerate() {
                 d.fill(bias[co]);
             }
+            if by_band {
+                let out = OutPtr(dst.as_mut_ptr());
+                bands.par_iter().for_each_init(
+                    || vec![0f32; k * band * g.ow],
+                    |cols, &(y0, rows)| {
+                        let ncols = rows * g.ow;
+                        g.im2col(xin, y0, rows, &mut cols[..k * ncols], false);
+                        // SAFETY: as below; this band alone writes columns y0·ow .. y0·ow + ncols
+                        // of each output row, and `dst` outlives the parallel loop.
+                        unsafe {
+                            gemm::gemm(
+                                cout,
+                                ncols,
+                                k,
+                                out.get().add(y0 * g.ow),
+                                1,
+                                plane as isize,
+                                true,
+                                w.as_ptr(),
+                                1,
+                                k as isize,
+                                cols.as_ptr(),
+                                1,
+                                ncols as isize,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                    },
+                );
+                continue;
+            }
             let mut y0 = 0;
             while y0 < g.oh {
                 let rows = band.min(g.oh - y0);
@@ -197,7 +263,7 @@ impl CustomOp3 for Conv2dOp {
                 let (rhs, rhs_rs) = if pointwise {
                     (xin.as_ptr(), (h * wd) as isize)
                 } else {
-                    g.im2col(xin, y0, rows, &mut cols[..k * ncols]);
+                    g.im2col(xin, y0, rows, &mut cols[..k * ncols], true);
                     (cols.as_ptr(), ncols as isize)
                 };
                 // SAFETY: dst holds cout rows of `plane` floats; this band writes columns
@@ -283,6 +349,9 @@ mod tests {
         // UNet downsampler (stride 2, pad 1) and VAE downsampler (stride 2, pad 0, odd size).
         check(1, 4, 4, (10, 12), 3, 2, 1, 100);
         check(1, 4, 4, (9, 9), 3, 2, 0, BAND_BYTES);
+        // Many bands: each thread unfolds and multiplies bands of its own (stride 1 and 2).
+        check(2, 3, 5, (40, 12), 3, 1, 1, 100);
+        check(1, 3, 4, (40, 12), 3, 2, 1, 100);
         // 1×1 shortcut / quant convs.
         check(2, 6, 3, (5, 7), 1, 1, 0, BAND_BYTES);
         // A kernel as wide as the padded input.
