@@ -128,6 +128,44 @@ impl Geom {
     }
 }
 
+/// `dst[cout, ncols] += W[cout, k] · rhs[k, ncols]`: `dst` rows `plane` apart, `rhs` rows
+/// `rhs.1` apart.
+///
+/// # Safety
+/// `dst` must hold `cout` rows of `ncols` writable floats, `plane` apart, that no one else
+/// touches meanwhile; `rhs.0` must hold `k` rows of `ncols` floats, `rhs.1` apart; `w` holds
+/// `cout · k`.
+unsafe fn add_product(
+    (cout, ncols, k): (usize, usize, usize),
+    dst: *mut f32,
+    plane: usize,
+    w: &[f32],
+    rhs: (*const f32, isize),
+    parallelism: gemm::Parallelism,
+) {
+    gemm::gemm(
+        cout,
+        ncols,
+        k,
+        dst,
+        1,
+        plane as isize,
+        true,
+        w.as_ptr(),
+        1,
+        k as isize,
+        rhs.0,
+        1,
+        rhs.1,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
 /// The output's address, shared by the threads that each write their own band's columns.
 struct OutPtr(*mut f32);
 
@@ -226,31 +264,19 @@ impl CustomOp3 for Conv2dOp {
                     |cols, &(y0, rows)| {
                         let ncols = rows * g.ow;
                         g.im2col(xin, y0, rows, &mut cols[..k * ncols], false);
+                        let rhs = (cols.as_ptr(), ncols as isize);
                         // SAFETY: as below; this band alone writes columns y0·ow .. y0·ow + ncols
                         // of each output row, and `dst` outlives the parallel loop.
                         unsafe {
-                            gemm::gemm(
-                                cout,
-                                ncols,
-                                k,
+                            add_product(
+                                (cout, ncols, k),
                                 out.get().add(y0 * g.ow),
-                                1,
-                                plane as isize,
-                                true,
-                                w.as_ptr(),
-                                1,
-                                k as isize,
-                                cols.as_ptr(),
-                                1,
-                                ncols as isize,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
+                                plane,
+                                w,
+                                rhs,
                                 gemm::Parallelism::None,
-                            );
-                        }
+                            )
+                        };
                     },
                 );
                 continue;
@@ -270,28 +296,15 @@ impl CustomOp3 for Conv2dOp {
                 // y0·ow .. y0·ow + ncols of each, inside the row. lhs is the [cout, k] weight,
                 // rhs a [k, ncols] matrix with row stride rhs_rs, all in bounds by construction.
                 unsafe {
-                    gemm::gemm(
-                        cout,
-                        ncols,
-                        k,
+                    add_product(
+                        (cout, ncols, k),
                         dst.as_mut_ptr().add(y0 * g.ow),
-                        1,
-                        plane as isize,
-                        true,
-                        w.as_ptr(),
-                        1,
-                        k as isize,
-                        rhs,
-                        1,
-                        rhs_rs,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        plane,
+                        w,
+                        (rhs, rhs_rs),
                         parallelism(),
-                    );
-                }
+                    )
+                };
                 y0 += rows;
             }
         }
