@@ -5,7 +5,8 @@
 //! while the `gemm` crate it uses for matrix products reaches ~170 on the same machine. Here the
 //! input patches for a band of output rows are unfolded into a buffer of a few MiB (so it stays
 //! in cache and is reused), and one GEMM per band computes `bias + W · patches` directly into the
-//! output tensor. 1×1 convolutions need no unfolding at all. Other devices, dtypes and grouped
+//! output tensor. 1×1 convolutions need no unfolding at all. With many bands (large images,
+//! few channels) each thread takes bands of its own; with few, every thread works on each. Other devices, dtypes and grouped
 //! or dilated convolutions use candle's implementation.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
