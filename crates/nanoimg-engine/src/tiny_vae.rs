@@ -126,22 +126,16 @@ pub fn find(family: Family, models: Option<&Path>) -> Option<PathBuf> {
     models
         .map(|m| m.join(name))
         .filter(|d| d.join("config.json").is_file())
-        .or_else(|| find_pulled(family, None))
+        .or_else(|| find_pulled(family))
 }
 
-/// The tiny autoencoder for `family` in the hub cache (`cache`, else the one the environment
-/// names), when it has been pulled.
-pub fn find_pulled(family: Family, cache: Option<&HubCache>) -> Option<PathBuf> {
-    let from_env;
-    let cache = match cache {
-        Some(c) => c,
-        None => {
-            from_env = HubCache::from_env()?;
-            &from_env
-        }
-    };
+/// The tiny autoencoder for `family` in the hub cache the environment names, when it has been
+/// pulled.
+pub fn find_pulled(family: Family) -> Option<PathBuf> {
     let r: HubRef = hub_repo(family).parse().ok()?;
-    cache.snapshot(&r).filter(|s| s.join("config.json").is_file())
+    HubCache::from_env()?
+        .snapshot(&r)
+        .filter(|s| s.join("config.json").is_file())
 }
 
 /// Loads an `AutoencoderTiny` folder (or a Hugging Face cache entry holding one), or TAESD's

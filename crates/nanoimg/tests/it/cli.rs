@@ -732,23 +732,31 @@ fn generate_runs_a_single_file_checkpoint() {
     );
 }
 
-/// `--refiner`: an SDXL base finished by its refiner (folders written by `models synth`), the
-/// PNG's parameters saying so as A1111 writes it; a refiner from another latent space refused.
-#[test]
-fn generate_finishes_an_sdxl_base_with_its_refiner() {
-    let d = tempfile::tempdir().unwrap();
-    let models = d.path().join("models");
-    for (arch, name) in [
-        ("tiny-sdxl", "xl"),
-        ("tiny-sdxl-refiner", "xl-refiner"),
-        ("tiny-sd1", "sd1"),
-    ] {
+/// Writes each `(architecture, name)` into `models` with `models synth`.
+fn synth(models: &Path, which: &[(&str, &str)]) {
+    for (arch, name) in which {
         ok(&bin()
             .args(["models", "synth", "--arch", arch, "--seed", "3"])
             .arg(models.join(name))
             .output()
             .unwrap());
     }
+}
+
+/// `--refiner`: an SDXL base finished by its refiner (folders written by `models synth`), the
+/// PNG's parameters saying so as A1111 writes it; a refiner from another latent space refused.
+#[test]
+fn generate_finishes_an_sdxl_base_with_its_refiner() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    synth(
+        &models,
+        &[
+            ("tiny-sdxl", "xl"),
+            ("tiny-sdxl-refiner", "xl-refiner"),
+            ("tiny-sd1", "sd1"),
+        ],
+    );
     let run = |extra: &[&str], name: &str| {
         let out = d.path().join(name);
         let o = bin()
@@ -789,13 +797,7 @@ fn generate_finishes_an_sdxl_base_with_its_refiner() {
 fn generate_decodes_with_the_tiny_autoencoder_when_asked() {
     let d = tempfile::tempdir().unwrap();
     let models = d.path().join("models");
-    for (arch, name) in [("tiny-sd1", "sd1"), ("tiny-taesd", "taesd")] {
-        ok(&bin()
-            .args(["models", "synth", "--arch", arch, "--seed", "3"])
-            .arg(models.join(name))
-            .output()
-            .unwrap());
-    }
+    synth(&models, &[("tiny-sd1", "sd1"), ("tiny-taesd", "taesd")]);
     let run = |extra: &[&str], name: &str| {
         let out = d.path().join(name);
         let o = bin()
