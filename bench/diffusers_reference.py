@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
-"""Times the operations `nanoimg bench` times, with PyTorch + diffusers on the CPU.
+"""Times the operations `nanoimg bench` times, with PyTorch + diffusers, or with OpenVINO, on
+the CPU.
 
 Same architectures (hand-written configs matching NanoImg's `sd-turbo` and `sd15` synthetic
 specs), random weights, f32, the same thread count, median of N runs after one warm-up, and peak
 RSS measured the same way (Linux VmHWM, reset through /proc/self/clear_refs after the warm-up).
 
+`--backend openvino` exports the same PyTorch modules (the same seeded random weights) to
+OpenVINO's IR with `openvino.convert_model`, in a child process, and times them compiled for the
+CPU plugin in f32 in a process that loads only OpenVINO and NumPy, as FastSD CPU runs its
+exported models (optimum-intel's export goes through the same converter). Its peak RSS is
+therefore OpenVINO's alone.
+
     bench/setup_reference.sh
     .venv-bench/bin/python bench/diffusers_reference.py --threads 2 --runs 3
+    .venv-bench/bin/python bench/diffusers_reference.py --backend openvino --threads 2 --runs 3
 """
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
-import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+import numpy as np
 
 UNET_SD15 = dict(
     in_channels=4, out_channels=4, sample_size=64,
@@ -37,6 +46,7 @@ CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hid
 CLIP_H = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
               num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu")
 ARCHS = {"sd-turbo": (UNET_SD_TURBO, CLIP_H), "sd15": (UNET_SD15, CLIP_L)}
+CONTEXT = {"sd-turbo": 1024, "sd15": 768}
 
 
 def peak_rss_mib():
@@ -66,50 +76,193 @@ def timed(runs, fn):
     return statistics.median(times), times, peak_rss_mib()
 
 
-@torch.inference_mode()
+def modules(arch, names):
+    """The PyTorch modules `names` of `arch` (seeded random weights), each as (module, forward
+    with positional tensors returning one tensor)."""
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet_cfg, clip_cfg = ARCHS[arch]
+    # Built in a fixed order so that every process draws the same weights.
+    built = {
+        "clip": (CLIPTextModel(CLIPTextConfig(**clip_cfg)).eval(), lambda m, ids: m(ids).last_hidden_state),
+        "unet": (UNet2DConditionModel(**unet_cfg).eval(), lambda m, x, t, c: m(x, t, c).sample),
+        "vae": (AutoencoderKL(**VAE).eval(), lambda m, z: m.decode(z).sample),
+        # TAESD's architecture (AutoencoderTiny's defaults).
+        "vae-tiny": (AutoencoderTiny().eval(), lambda m, z: m.decode(z).sample),
+    }
+    return {n: built[n] for n in names}
+
+
+def inputs(arch, lat, batch=1):
+    """Example inputs, as NumPy arrays: token ids, latents, timesteps, context."""
+    rng = np.random.default_rng(0)
+    return {
+        "ids": rng.integers(0, 49406, (1, 77), dtype=np.int64),
+        "x": rng.standard_normal((batch, 4, lat, lat), dtype=np.float32),
+        "t": np.full((batch,), 999.0, dtype=np.float32),
+        "c": rng.standard_normal((batch, 77, CONTEXT[arch]), dtype=np.float32),
+    }
+
+
+def needed(ops):
+    """(module name, batch) pairs the operations run."""
+    out = set()
+    for op in ops:
+        if op == "clip":
+            out.add(("clip", 1))
+        elif op in ("unet", "unet-cfg"):
+            out.add(("unet", 1 if op == "unet" else 2))
+        elif op in ("vae", "vae-tiny"):
+            out.add((op, 1))
+        elif op == "generate-tiny":
+            out |= {("clip", 1), ("unet", 1), ("vae-tiny", 1)}
+        else:
+            raise SystemExit(f"unknown op {op}")
+    return sorted(out)
+
+
+def example(name, arch, lat, batch):
+    i = inputs(arch, lat, batch)
+    return {"clip": (i["ids"],), "unet": (i["x"], i["t"], i["c"]),
+            "vae": (i["x"],), "vae-tiny": (i["x"],)}[name]
+
+
+def ir_path(work, arch, lat, name, batch):
+    return os.path.join(work, f"{arch}-{lat * 8}-{name}-b{batch}.xml")
+
+
+def export(args):
+    """Child process: writes the IR of every module the operations need (kept between runs)."""
+    import openvino as ov
+    import torch
+
+    class Plain(torch.nn.Module):
+        def __init__(self, inner, call):
+            super().__init__()
+            self.inner, self.call = inner, call
+
+        def forward(self, *xs):
+            return self.call(self.inner, *xs)
+
+    lat = args.size // 8
+    os.makedirs(args.work_dir, exist_ok=True)
+    for arch in args.arch.split(","):
+        todo = [(n, b) for n, b in needed(args.ops.split(","))
+                if not os.path.exists(ir_path(args.work_dir, arch, lat, n, b))]
+        if not todo:
+            continue
+        mods = modules(arch, ["clip", "unet", "vae", "vae-tiny"])
+        with torch.inference_mode():
+            for n, b in todo:
+                m, call = mods[n]
+                ex = tuple(torch.from_numpy(a) for a in example(n, arch, lat, b))
+                ir = ov.convert_model(Plain(m, call).eval(), example_input=ex)
+                ov.save_model(ir, ir_path(args.work_dir, arch, lat, n, b), compress_to_fp16=False)
+
+
+def torch_runner(args, arch):
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mods = modules(arch, ["clip", "unet", "vae", "vae-tiny"])
+
+    def runner(name, batch):
+        m, call = mods[name]
+
+        def run(*xs):
+            with torch.inference_mode():
+                return call(m, *(torch.from_numpy(x) for x in xs)).numpy()
+
+        return run
+
+    return runner
+
+
+def openvino_runner(args, arch):
+    import openvino as ov
+
+    core = ov.Core()
+    cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if args.threads:
+        cfg["INFERENCE_NUM_THREADS"] = args.threads
+    lat = args.size // 8
+
+    def runner(name, batch):
+        compiled = core.compile_model(ir_path(args.work_dir, arch, lat, name, batch), "CPU", cfg)
+        request = compiled.create_infer_request()
+
+        def run(*xs):
+            request.infer(list(xs))
+            return request.get_output_tensor(0).data.copy()
+
+        return run
+
+    return runner
+
+
+def version(backend, threads):
+    if backend == "openvino":
+        import openvino as ov
+
+        return f"openvino {ov.__version__}, threads {threads}"
+    import torch
+
+    return (f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+            f"mkldnn {torch.backends.mkldnn.is_available()}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="sd-turbo,sd15")
     ap.add_argument("--ops", default="clip,unet,unet-cfg,vae")
+    ap.add_argument("--backend", choices=["torch", "openvino"], default="torch")
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=1, help="UNet steps of generate-tiny")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--work-dir", default="target/bench-openvino", help="where the IR is kept")
+    ap.add_argument("--export", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    if args.export:
+        return export(args)
+    if args.backend == "openvino":
+        subprocess.run([sys.executable, __file__, "--export", "--arch", args.arch, "--ops", args.ops,
+                        "--size", str(args.size), "--work-dir", args.work_dir], check=True)
     lat = args.size // 8
-    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"mkldnn {torch.backends.mkldnn.is_available()}", flush=True)
+    threads = args.threads or os.cpu_count()
+    print(f"# {version(args.backend, args.threads)}", flush=True)
     for arch in args.arch.split(","):
-        unet_cfg, clip_cfg = ARCHS[arch]
-        clip = CLIPTextModel(CLIPTextConfig(**clip_cfg)).eval()
-        unet = UNet2DConditionModel(**unet_cfg).eval()
-        vae = AutoencoderKL(**VAE).eval()
-        ids = torch.randint(0, 49406, (1, 77))
-        ctx = clip(ids).last_hidden_state
-        for op in args.ops.split(","):
+        ops = args.ops.split(",")
+        make = (openvino_runner if args.backend == "openvino" else torch_runner)(args, arch)
+        run = {key: make(*key) for key in needed(ops)}
+        for op in ops:
             if op == "clip":
-                fn = lambda: clip(ids)
+                fn = lambda i=inputs(arch, lat): run["clip", 1](i["ids"])
             elif op in ("unet", "unet-cfg"):
                 b = 1 if op == "unet" else 2
-                x = torch.randn(b, 4, lat, lat)
-                t = torch.full((b,), 999.0)
-                c = ctx.repeat(b, 1, 1)
-                fn = lambda x=x, t=t, c=c: unet(x, t, c)
-            elif op == "vae":
-                z = torch.randn(1, 4, lat, lat)
-                fn = lambda z=z: vae.decode(z)
-            elif op == "vae-tiny":
-                # TAESD's architecture (AutoencoderTiny's defaults), random weights.
-                tiny = AutoencoderTiny().eval()
-                z = torch.randn(1, 4, lat, lat)
-                fn = lambda z=z, tiny=tiny: tiny.decode(z)
+                fn = lambda i=inputs(arch, lat, b), b=b: run["unet", b](i["x"], i["t"], i["c"])
+            elif op in ("vae", "vae-tiny"):
+                fn = lambda i=inputs(arch, lat), op=op: run[op, 1](i["x"])
             else:
-                raise SystemExit(f"unknown op {op}")
+                # A whole SD-Turbo-style image: the prompt, `--steps` UNet calls without guidance
+                # (Euler on the model's sigmas; the arithmetic is negligible) and the tiny decoder.
+                def fn(i=inputs(arch, lat)):
+                    c = run["clip", 1](i["ids"])
+                    x = i["x"] * 14.6
+                    for s in range(args.steps):
+                        t = np.full((1,), 999.0 - s * 250, dtype=np.float32)
+                        eps = run["unet", 1]((x / (14.6**2 + 1) ** 0.5).astype(np.float32), t, c)
+                        x = x - eps * (14.6 / args.steps)
+                    return run["vae-tiny", 1]((x / 0.18215).astype(np.float32))
             med, runs, peak = timed(args.runs, fn)
-            print(json.dumps({"arch": arch, "op": op, "size": args.size, "threads": torch.get_num_threads(),
-                              "median_s": med, "runs_s": runs, "peak_rss_mib": peak}), flush=True)
+            print(json.dumps({"arch": arch, "op": op, "backend": args.backend, "size": args.size,
+                              "steps": args.steps if op == "generate-tiny" else None,
+                              "threads": threads, "median_s": med, "runs_s": runs,
+                              "peak_rss_mib": peak}), flush=True)
 
 
 if __name__ == "__main__":

@@ -225,6 +225,7 @@ pub fn run(a: Args) -> Result<()> {
         let ctx = model.encode_text(prompt, false)?.context;
         for op in &a.ops {
             let mut bank_bytes = None;
+            let mut steps = None;
             let t = match op.as_str() {
                 "clip" => time(a.runs, || {
                     model.encode_text(prompt, false)?;
@@ -265,6 +266,7 @@ pub fn run(a: Args) -> Result<()> {
                     if let Some(s) = a.steps {
                         req.steps = s;
                     }
+                    steps = Some(req.steps);
                     if op.starts_with("reference") {
                         req.reference = Some(bench_reference(size as u32, &banks));
                     }
@@ -295,7 +297,8 @@ pub fn run(a: Args) -> Result<()> {
             if a.json {
                 println!(
                     "{}",
-                    json!({"arch": label, "op": op, "size": size, "threads": threads,
+                    json!({"arch": label, "op": op, "backend": "nanoimg", "size": size,
+                           "steps": steps, "threads": threads,
                            "median_s": t.median_s, "runs_s": t.runs, "peak_rss_mib": t.peak_mib,
                            "bank_mib": bank_bytes.map(|b| b as f64 / 1048576.0)})
                 );

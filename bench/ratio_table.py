@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""The side-by-side table from the JSON lines of `nanoimg bench --json` and
+bench/diffusers_reference.py (both backends): seconds, NanoImg's ratio to each peer, peak RSS.
+
+    python3 bench/ratio_table.py target/side-by-side/results.jsonl [machine.txt]
+"""
+
+import json
+import sys
+
+ROWS = [
+    ("sd-turbo", "clip", None, "SD-Turbo text encoding (OpenCLIP ViT-H, 77 tokens)"),
+    ("sd-turbo", "unet", None, "SD-Turbo UNet step, batch 1"),
+    ("sd-turbo", "unet-cfg", None, "SD-Turbo UNet step, batch 2 (CFG)"),
+    ("sd-turbo", "vae-tiny", None, "tiny autoencoder decode"),
+    ("sd-turbo", "generate-tiny", 1, "whole SD-Turbo image, 1 step, tiny autoencoder"),
+    ("sd-turbo", "generate-tiny", 4, "whole SD-Turbo image, 4 steps, tiny autoencoder"),
+    ("sd15", "clip", None, "SD 1.5 text encoding (CLIP ViT-L, 77 tokens)"),
+    ("sd15", "unet", None, "SD 1.5 UNet step, batch 1"),
+    ("sd15", "unet-cfg", None, "SD 1.5 UNet step, batch 2 (CFG)"),
+]
+BACKENDS = ["nanoimg", "torch", "openvino"]
+
+
+def main():
+    results = {}
+    size = threads = None
+    with open(sys.argv[1]) as f:
+        for line in f:
+            r = json.loads(line)
+            steps = r.get("steps") if r["op"].startswith("generate") else None
+            results[r["arch"], r["op"], steps, r.get("backend", "nanoimg")] = r
+            size, threads = r["size"], r["threads"]
+    if len(sys.argv) > 2:
+        with open(sys.argv[2]) as f:
+            print("".join(f.readlines()).rstrip())
+        print()
+    print(f"{size}×{size}, {threads} threads, f32, median seconds (peak RSS MiB)\n")
+    print("| operation | NanoImg | PyTorch + diffusers | OpenVINO | vs PyTorch | vs OpenVINO |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for arch, op, steps, label in ROWS:
+        got = [results.get((arch, op, steps, b)) for b in BACKENDS]
+        if not any(got):
+            continue
+        cells = [f"{g['median_s']:.2f} ({g['peak_rss_mib']:.0f})" if g else "—" for g in got]
+        ratios = [
+            f"{got[0]['median_s'] / g['median_s']:.2f}×" if got[0] and g else "—" for g in got[1:]
+        ]
+        print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+
+
+if __name__ == "__main__":
+    main()
