@@ -25,12 +25,16 @@ pixel values for a fixed picture:
     nanoimg models synth --arch tiny-dinov2 --seed 7 /tmp/parity/tiny-dinov2
     nanoimg models synth --arch tiny-clip --seed 7 /tmp/parity/tiny-clip
 
+The consistency samplers (diffusers' LCMScheduler and TCDScheduler, no model: a stand-in
+denoiser and recorded noise) go to parity-schedulers.safetensors on every run.
+
 The tiny autoencoder (diffusers' AutoencoderTiny, TAESD's architecture) both ways:
 
     nanoimg models synth --arch tiny-taesd --seed 7 /tmp/parity/tiny-taesd
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -205,6 +209,46 @@ def taesd_fixture(model_dir: Path) -> dict:
     }
 
 
+def fake_eps(sample: torch.Tensor, t: float) -> torch.Tensor:
+    """A stand-in denoiser for the scheduler fixture (the Rust test computes the same)."""
+    return sample * 0.5 + math.sin(t / 100.0) * 0.1
+
+
+@torch.no_grad()
+def scheduler_fixture() -> dict:
+    """diffusers' LCMScheduler and TCDScheduler (γ = 0.3) on SD's training schedule, driven by
+    `fake_eps` with recorded noise: the timesteps and the sample after every step."""
+    import diffusers.schedulers.scheduling_lcm as lcm_mod
+    import diffusers.schedulers.scheduling_tcd as tcd_mod
+    from diffusers import LCMScheduler, TCDScheduler
+
+    torch.manual_seed(0)
+    cfg = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    t = {}
+    for name, cls, mod, kwargs in [("lcm", LCMScheduler, lcm_mod, {}), ("tcd", TCDScheduler, tcd_mod, {"eta": 0.3})]:
+        for steps in (1, 4, 6):
+            sched = cls(**cfg)
+            sched.set_timesteps(steps)
+            noise = torch.randn(steps, 1, 4, 4, 4, dtype=torch.float64).float()
+            drawn = iter(noise)
+            real = mod.randn_tensor
+            mod.randn_tensor = lambda *a, **k: next(drawn)
+            try:
+                sample = torch.randn(1, 4, 4, 4)
+                key = f"{name}{steps}"
+                t[f"{key}_initial"] = sample.clone()
+                samples = []
+                for ts in sched.timesteps:
+                    sample = sched.step(fake_eps(sample, float(ts)), ts, sample, **kwargs).prev_sample
+                    samples.append(sample)
+            finally:
+                mod.randn_tensor = real
+            t[f"{key}_timesteps"] = sched.timesteps.to(torch.float32)
+            t[f"{key}_noise"] = noise
+            t[f"{key}_samples"] = torch.stack(samples)
+    return t
+
+
 def taesd_kind(p: Path):
     cfg = p / "config.json"
     return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "AutoencoderTiny"
@@ -218,6 +262,9 @@ def embedder_kind(p: Path):
 def main():
     src, dst = Path(sys.argv[1]), Path(sys.argv[2])
     dst.mkdir(parents=True, exist_ok=True)
+    tensors = scheduler_fixture()
+    save_file(tensors, dst / "parity-schedulers.safetensors")
+    print(f"{dst / 'parity-schedulers.safetensors'}: {len(tensors)} tensors")
     for model_dir in sorted(p for p in src.iterdir()
                             if (p / "model_index.json").is_file() or embedder_kind(p) or taesd_kind(p)):
         if embedder_kind(model_dir):

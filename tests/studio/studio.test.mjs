@@ -178,6 +178,9 @@ test('sign in, generate with the bundled model while watching progress, download
   assert.ok(events > 0, 'progress events were shown');
   const previews = Number(await page.locator('#progress').getAttribute('data-previews'));
   assert.ok(previews > 0, 'step previews were shown');
+  // The bundled model's tiny autoencoder draws full-size previews (64 px, not its 16 px
+  // latents), and the studio keeps them over the latent sketches between them.
+  assert.equal(await page.locator('#progress').getAttribute('data-preview-width'), '64');
   const shots = page.locator('#gallery figure');
   assert.equal(await shots.count(), 2);
   // The images are real pictures, shown from the page's own blob: URLs.

@@ -60,15 +60,23 @@ pub enum SchedulerName {
     Ddim,
     /// DPM-Solver++ (2M) with Karras sigmas.
     DpmPp2mKarras,
+    /// The latent consistency models' multistep sampler (diffusers' `LCMScheduler`): for LCM
+    /// models and LCM-LoRAs, in 2–8 steps.
+    Lcm,
+    /// Trajectory consistency distillation's sampler (diffusers' `TCDScheduler`, γ = 0.3): for
+    /// TCD and Hyper-SD LoRAs.
+    Tcd,
 }
 
 impl SchedulerName {
     /// Every scheduler, in the order `--help` lists them.
-    pub const ALL: [SchedulerName; 4] = [
+    pub const ALL: [SchedulerName; 6] = [
         SchedulerName::Euler,
         SchedulerName::EulerAncestral,
         SchedulerName::Ddim,
         SchedulerName::DpmPp2mKarras,
+        SchedulerName::Lcm,
+        SchedulerName::Tcd,
     ];
 
     /// The canonical name, as accepted by [`FromStr`] and written into image metadata.
@@ -78,6 +86,8 @@ impl SchedulerName {
             SchedulerName::EulerAncestral => "euler_a",
             SchedulerName::Ddim => "ddim",
             SchedulerName::DpmPp2mKarras => "dpm++2m_karras",
+            SchedulerName::Lcm => "lcm",
+            SchedulerName::Tcd => "tcd",
         }
     }
 }
@@ -91,6 +101,8 @@ impl SchedulerName {
             SchedulerName::EulerAncestral => ("Euler a", None),
             SchedulerName::Ddim => ("DDIM", None),
             SchedulerName::DpmPp2mKarras => ("DPM++ 2M", Some("Karras")),
+            SchedulerName::Lcm => ("LCM", None),
+            SchedulerName::Tcd => ("TCD", None),
         }
     }
 }
@@ -131,6 +143,8 @@ impl FromStr for SchedulerName {
             "dpm++2m" | "dpm++2mkarras" | "dpmpp2m" | "dpmpp2mkarras" | "dpmsolver++" => {
                 Ok(SchedulerName::DpmPp2mKarras)
             }
+            "lcm" => Ok(SchedulerName::Lcm),
+            "tcd" => Ok(SchedulerName::Tcd),
             _ => Err(InvalidParam::new(
                 "scheduler",
                 format!(

@@ -35,8 +35,8 @@ pub mod tokenizer;
 pub use error::{ConfigError, EngineError, Result};
 pub use model::{LoadOptions, Side, StableDiffusion, TextConditioning};
 pub use pipeline::{
-    parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress, Progress, ProgressSink,
-    Refiner,
+    parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress, PreviewMethod,
+    Progress, ProgressSink, Refiner,
 };
 pub use registry::{Family, ModelDefaults, ModelInfo, Registry};
 pub use tiny_vae::VaeChoice;

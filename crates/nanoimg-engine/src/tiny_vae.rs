@@ -7,7 +7,7 @@
 
 use crate::error::{EngineError, Result, TensorContext};
 use crate::models::taesd::{AutoencoderTiny, TinyVaeConfig};
-use crate::registry::{hf_cache_snapshot, Family};
+use crate::registry::{hf_cache_snapshot, Family, ModelInfo};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use nanoimg_core::InvalidParam;
@@ -119,14 +119,18 @@ fn load_original(path: &Path, device: &Device, dtype: DType) -> Result<Autoencod
         .context(|| format!("{} and {}", encoder.display(), decoder.display()))
 }
 
-/// The tiny autoencoder for a model of `family` in the models directory `models`: a folder named
-/// as its hub repository (`taesd`, `taesdxl`) there, else the hub cache.
-pub fn find(family: Family, models: Option<&Path>) -> Option<PathBuf> {
-    let name = hub_repo(family).rsplit('/').next().unwrap_or_default();
-    models
-        .map(|m| m.join(name))
-        .filter(|d| d.join("config.json").is_file())
-        .or_else(|| find_pulled(family))
+/// The model folder's own tiny autoencoder component, as the bundled model ships one.
+pub const COMPONENT: &str = "vae_tiny";
+
+/// The tiny autoencoder for a model: the model folder's own [`COMPONENT`] (one distilled for
+/// that model's VAE), else a folder named as the family's hub repository (`taesd`, `taesdxl`)
+/// beside the model, else the hub cache.
+pub fn find(model: &ModelInfo) -> Option<PathBuf> {
+    let name = hub_repo(model.family).rsplit('/').next().unwrap_or_default();
+    let folder = |d: PathBuf| Some(d).filter(|d| d.join("config.json").is_file());
+    folder(model.path.join(COMPONENT))
+        .or_else(|| model.path.parent().and_then(|m| folder(m.join(name))))
+        .or_else(|| find_pulled(model.family))
 }
 
 /// The tiny autoencoder for `family` in the hub cache the environment names, when it has been

@@ -113,7 +113,7 @@ impl ModelCatalog {
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs());
-                let tiny_vae = nanoimg_engine::tiny_vae::find(info.family, info.path.parent());
+                let tiny_vae = nanoimg_engine::tiny_vae::find(&info);
                 ModelEntry {
                     name,
                     info,

@@ -4,6 +4,8 @@ import { $, ApiError, api, can, emit, explain, fillList, imageUrl, on, show } fr
 import { checkInto } from './provenance.js';
 
 let running = null;
+/** The preview shown: which image it belongs to and its width in pixels. */
+let shown = { image: -1, width: 0 };
 
 export function wire() {
   $('generate-form').addEventListener('submit', (ev) => {
@@ -123,9 +125,23 @@ function setProgress(p) {
   $('progress-label').textContent = `Image ${p.image + 1} of ${p.images} · step ${p.step} of ${p.steps}`;
   if (p.preview_png_b64) {
     box.dataset.previews = String(Number(box.dataset.previews || 0) + 1);
-    $('preview').src = `data:image/png;base64,${p.preview_png_b64}`;
-    $('preview').hidden = false;
+    showPreview(p.image, `data:image/png;base64,${p.preview_png_b64}`);
   }
+}
+
+/** Shows a step's preview, unless it is a latent-sized sketch of the image whose full-size
+ *  preview (decoded by the model's tiny autoencoder) is already shown: that stays until the
+ *  next decoded one. */
+function showPreview(image, url) {
+  const img = new Image();
+  img.onload = () => {
+    if (image === shown.image && img.naturalWidth < shown.width) return;
+    shown = { image, width: img.naturalWidth };
+    $('progress').dataset.previewWidth = String(img.naturalWidth);
+    $('preview').src = url;
+    $('preview').hidden = false;
+  };
+  img.src = url;
 }
 
 const FINAL = ['succeeded', 'failed', 'cancelled'];
@@ -143,6 +159,8 @@ async function generate() {
   box.hidden = false;
   box.dataset.events = '0';
   box.dataset.previews = '0';
+  delete box.dataset.previewWidth;
+  shown = { image: -1, width: 0 };
   delete box.dataset.done;
   $('preview').hidden = true;
   $('progress-bar').removeAttribute('value');

@@ -81,10 +81,7 @@ impl ModelArgs {
         if self.vae_choice() != VaeChoice::Tiny {
             return Ok(model);
         }
-        let found = self
-            .tiny_vae
-            .clone()
-            .or_else(|| tiny_vae::find(model.info().family, model.info().path.parent()));
+        let found = self.tiny_vae.clone().or_else(|| tiny_vae::find(model.info()));
         let Some(path) = found else {
             return Ok(model);
         };

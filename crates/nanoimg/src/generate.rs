@@ -45,7 +45,8 @@ pub struct Args {
     /// Classifier-free guidance scale (0 for Turbo models).
     #[arg(long)]
     pub guidance: Option<f64>,
-    /// Sampler: euler, euler_a, ddim, dpm++2m_karras.
+    /// Sampler: euler, euler_a, ddim, dpm++2m_karras, lcm (LCM models and LCM-LoRAs), tcd
+    /// (TCD and Hyper-SD LoRAs).
     #[arg(long)]
     pub scheduler: Option<SchedulerName>,
     /// Number of images.

@@ -4,10 +4,11 @@
 //! (`vision_model.*`), which `crate::embed` uses to score pictures.
 
 use super::layers::Activation;
+use super::linear::{linear, linear_no_bias, Linear};
 use crate::tokenizer::ClipTokenizer;
 use crate::ConfigError;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 /// The fields of a transformers `CLIPTextConfig` that change the computation.
@@ -120,10 +121,10 @@ impl ClipAttention {
     fn new(vb: VarBuilder, c: Dims) -> Result<Self> {
         let d = c.hidden;
         Ok(Self {
-            q_proj: candle_nn::linear(d, d, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear(d, d, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear(d, d, vb.pp("v_proj"))?,
-            out_proj: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            q_proj: linear(d, d, vb.pp("q_proj"))?,
+            k_proj: linear(d, d, vb.pp("k_proj"))?,
+            v_proj: linear(d, d, vb.pp("v_proj"))?,
+            out_proj: linear(d, d, vb.pp("out_proj"))?,
             heads: c.heads,
             scale: ((d / c.heads) as f64).powf(-0.5),
         })
@@ -161,8 +162,8 @@ impl ClipEncoderLayer {
         Ok(Self {
             self_attn: ClipAttention::new(vb.pp("self_attn"), c)?,
             layer_norm1: candle_nn::layer_norm(d, c.eps, vb.pp("layer_norm1"))?,
-            fc1: candle_nn::linear(d, c.intermediate, vb.pp("mlp").pp("fc1"))?,
-            fc2: candle_nn::linear(c.intermediate, d, vb.pp("mlp").pp("fc2"))?,
+            fc1: linear(d, c.intermediate, vb.pp("mlp").pp("fc1"))?,
+            fc2: linear(c.intermediate, d, vb.pp("mlp").pp("fc2"))?,
             layer_norm2: candle_nn::layer_norm(d, c.eps, vb.pp("layer_norm2"))?,
             act,
         })
@@ -218,9 +219,7 @@ impl ClipTextModel {
                 .map(|i| ClipEncoderLayer::new(tm.pp("encoder").pp("layers").pp(i), config.into(), act))
                 .collect::<Result<Vec<_>>>()?;
             let text_projection = match config.projection_dim {
-                Some(p) if config.with_projection() => {
-                    Some(candle_nn::linear_no_bias(d, p, vb.pp("text_projection"))?)
-                }
+                Some(p) if config.with_projection() => Some(linear_no_bias(d, p, vb.pp("text_projection"))?),
                 _ => None,
             };
             Ok(Self {

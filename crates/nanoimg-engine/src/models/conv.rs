@@ -59,10 +59,11 @@ struct Conv2dOp {
     band_bytes: usize,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The contiguous f32 data of a custom op's operand.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("nanoimg-conv2d: {what} must be contiguous f32"),
+        _ => candle_core::bail!("{what} must be contiguous f32"),
     }
 }
 
@@ -181,7 +182,8 @@ impl OutPtr {
     }
 }
 
-fn parallelism() -> gemm::Parallelism {
+/// Every rayon thread, for one `gemm` call.
+pub(crate) fn parallelism() -> gemm::Parallelism {
     match rayon::current_num_threads() {
         0 | 1 => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
@@ -203,9 +205,9 @@ impl CustomOp3 for Conv2dOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, bias) = (
-            f32_slice(s1, l1, "input")?,
-            f32_slice(s2, l2, "weight")?,
-            f32_slice(s3, l3, "bias")?,
+            f32_slice(s1, l1, "nanoimg-conv2d: input")?,
+            f32_slice(s2, l2, "nanoimg-conv2d: weight")?,
+            f32_slice(s3, l3, "nanoimg-conv2d: bias")?,
         );
         let (n, cin, h, wd) = l1.shape().dims4()?;
         let (cout, wcin, kh, kw) = l2.shape().dims4()?;

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod dinov2;
 pub mod kernels;
 pub mod layers;
+pub mod linear;
 pub mod taesd;
 pub mod unet;
 pub mod vae;

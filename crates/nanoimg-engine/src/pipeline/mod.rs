@@ -7,7 +7,7 @@ mod progress;
 mod refiner;
 
 pub use convert::{image_to_tensor, latent_preview, mask_to_tensor, tensor_to_image, SeededNoise};
-pub use progress::{CancelToken, NoProgress, Progress, ProgressSink};
+pub use progress::{evenly_spaced, CancelToken, NoProgress, PreviewMethod, Progress, ProgressSink};
 pub use refiner::{Refiner, DEFAULT_SWITCH_AT};
 
 use crate::error::{EngineError, Result};
@@ -158,6 +158,17 @@ impl StableDiffusion {
             ));
         }
         limits.check_steps(req.steps)?;
+        let original = self.schedule.original_inference_steps;
+        if matches!(req.scheduler, SchedulerName::Lcm | SchedulerName::Tcd) && req.steps as usize > original {
+            return Err(InvalidParam::new(
+                "steps",
+                format!(
+                    "the {} sampler picks its steps from the model's {original}-step distillation schedule: \
+                     at most {original}",
+                    req.scheduler
+                ),
+            ));
+        }
         limits.check_images(req.n)?;
         limits.check_guidance(req.guidance)?;
         for (param, text) in [("prompt", &req.prompt), ("negative_prompt", &req.negative_prompt)] {
@@ -409,8 +420,16 @@ impl StableDiffusion {
                     x = (x.broadcast_mul(&state.mask)? + known.broadcast_mul(&state.keep)?)?;
                 }
                 let preview = progress
-                    .wants_preview()
-                    .then(|| latent_preview(&denoised))
+                    .preview_at(i, step + 1, total)
+                    .map(|method| {
+                        // The model drawing this step previews it, with its own tiny
+                        // autoencoder or, for a refiner without one, the base's.
+                        let model = match &refining {
+                            Some((model, _, _)) if refined && model.tiny_vae.is_some() => *model,
+                            _ => self,
+                        };
+                        model.preview(&denoised, method)
+                    })
                     .transpose()?;
                 progress.on_step(&Progress {
                     image: i,
@@ -419,6 +438,12 @@ impl StableDiffusion {
                     steps: total,
                     preview: preview.as_ref(),
                 });
+            }
+            // A plan that ends above σ = 0 (DDIM without `set_alpha_to_one`, TCD) ends on a noisy
+            // sample: diffusers decodes it in the variance-preserving scale.
+            let last = plan.sigmas[total];
+            if last > 0.0 {
+                x = (x / (last * last + 1.0).sqrt())?;
             }
             // The model that drew the last step decodes, as diffusers' refiner pipeline does
             // (the base's tiny autoencoder serves a refiner without one: the same latents).
@@ -453,6 +478,16 @@ impl StableDiffusion {
             r.finish(total);
         }
         Ok(out)
+    }
+
+    /// A picture of the denoised estimate `x0` (latents), made by `method`.
+    fn preview(&self, x0: &Tensor, method: PreviewMethod) -> Result<RgbImage> {
+        match method {
+            PreviewMethod::Tiny if self.tiny_vae.is_some() => {
+                Ok(tensor_to_image(&self.decode_latents(x0, VaeChoice::Tiny)?)?)
+            }
+            _ => Ok(latent_preview(x0)?),
+        }
     }
 
     /// One UNet evaluation with guidance; returns the combined prediction for `x`.

@@ -35,6 +35,22 @@ pub struct SchedulerConfig {
     pub set_alpha_to_one: bool,
     #[serde(default)]
     pub rescale_betas_zero_snr: bool,
+    /// The distillation schedule's length, from which LCM and TCD pick their timesteps.
+    #[serde(default = "fifty")]
+    pub original_inference_steps: usize,
+    /// LCM's boundary-condition scaling of the timestep.
+    #[serde(default = "ten")]
+    pub timestep_scaling: f64,
+    /// The diffusers class the folder was saved with (`LCMScheduler` makes LCM the default).
+    #[serde(rename = "_class_name", default)]
+    pub class_name: Option<String>,
+}
+
+fn fifty() -> usize {
+    50
+}
+fn ten() -> f64 {
+    10.0
 }
 
 fn thousand() -> usize {
@@ -90,7 +106,14 @@ pub struct NoiseSchedule {
     pub spacing: Spacing,
     pub steps_offset: usize,
     pub set_alpha_to_one: bool,
+    /// LCM's and TCD's distillation schedule length and LCM's timestep scaling.
+    pub original_inference_steps: usize,
+    pub timestep_scaling: f64,
 }
+
+/// TCD's γ: the fraction of each step's noise drawn afresh (diffusers' `eta`, 0.3 in its
+/// documentation and in the TCD authors' examples).
+pub const TCD_GAMMA: f64 = 0.3;
 
 impl NoiseSchedule {
     /// Builds the schedule, rejecting settings we do not implement with the field's name.
@@ -140,6 +163,18 @@ impl NoiseSchedule {
             "trailing" => Spacing::Trailing,
             other => return Err(ConfigError::unsupported("timestep_spacing", other)),
         };
+        if !(1..=n).contains(&c.original_inference_steps) {
+            return Err(ConfigError::invalid(
+                "original_inference_steps",
+                format!("{} is out of range 1..={n}", c.original_inference_steps),
+            ));
+        }
+        if !(c.timestep_scaling.is_finite() && c.timestep_scaling > 0.0) {
+            return Err(ConfigError::invalid(
+                "timestep_scaling",
+                "must be a positive number",
+            ));
+        }
         Ok(Self {
             alphas_cumprod,
             sigmas,
@@ -147,6 +182,8 @@ impl NoiseSchedule {
             spacing,
             steps_offset: c.steps_offset,
             set_alpha_to_one: c.set_alpha_to_one,
+            original_inference_steps: c.original_inference_steps,
+            timestep_scaling: c.timestep_scaling,
         })
     }
 
@@ -221,6 +258,22 @@ impl NoiseSchedule {
             .collect()
     }
 
+    /// LCM's and TCD's timesteps: `steps` of the distillation schedule's
+    /// `original_inference_steps` timesteps (k − 1, 2k − 1, …, N − 1 for k = N / that), picked at
+    /// evenly spaced indices from the top, as diffusers picks them (its `np.linspace` floats
+    /// included). Requests for more steps than that are refused by validation.
+    pub fn consistency_timesteps(&self, steps: usize) -> Vec<f64> {
+        let original = self.original_inference_steps;
+        let k = self.n() / original;
+        let stride = original as f64 / steps as f64;
+        (0..steps)
+            .map(|i| {
+                let index = ((i as f64 * stride).floor() as usize).min(original - 1);
+                ((original - index) * k - 1) as f64
+            })
+            .collect()
+    }
+
     /// The timesteps and σ grid one run of `kind` with `steps` steps walks.
     pub fn plan(&self, kind: SchedulerName, steps: usize) -> Plan {
         match kind {
@@ -232,6 +285,7 @@ impl NoiseSchedule {
                     timesteps,
                     sigmas,
                     initial_scale: InitialScale::Sigma,
+                    consistency: None,
                 }
             }
             SchedulerName::Ddim => {
@@ -249,6 +303,7 @@ impl NoiseSchedule {
                     timesteps,
                     sigmas,
                     initial_scale: InitialScale::VariancePreserving,
+                    consistency: None,
                 }
             }
             SchedulerName::DpmPp2mKarras => {
@@ -259,10 +314,54 @@ impl NoiseSchedule {
                     timesteps,
                     sigmas,
                     initial_scale: InitialScale::Sigma,
+                    consistency: None,
+                }
+            }
+            SchedulerName::Lcm => {
+                // The UNet's σ at each timestep; the last step lands on its estimate (σ = 0).
+                let timesteps = self.consistency_timesteps(steps);
+                let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| self.sigmas[t as usize]).collect();
+                sigmas.push(0.0);
+                Plan {
+                    timesteps,
+                    sigmas,
+                    initial_scale: InitialScale::VariancePreserving,
+                    consistency: Some(Consistency::Lcm {
+                        timestep_scaling: self.timestep_scaling,
+                    }),
+                }
+            }
+            SchedulerName::Tcd => {
+                // Each step goes to the next timestep t′ by way of s = ⌊(1 − γ)·t′⌋: the estimate
+                // re-noised to σₛ, then fresh noise up to σₜ′. The last goes to t′ = 0.
+                let timesteps = self.consistency_timesteps(steps);
+                let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| self.sigmas[t as usize]).collect();
+                sigmas.push(self.sigmas[0]);
+                let via = timesteps[1..]
+                    .iter()
+                    .chain([&0.0])
+                    .map(|&t_next| self.sigmas[((1.0 - TCD_GAMMA) * t_next).floor() as usize])
+                    .collect();
+                Plan {
+                    timesteps,
+                    sigmas,
+                    initial_scale: InitialScale::VariancePreserving,
+                    consistency: Some(Consistency::Tcd { via }),
                 }
             }
         }
     }
+}
+
+/// What the consistency samplers need beyond the σ grid.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Consistency {
+    /// LCM: the denoised estimate is `c_out·x̂₀ + c_skip·x` with the boundary scalings at
+    /// `timestep · timestep_scaling` (σ_data = 0.5).
+    Lcm { timestep_scaling: f64 },
+    /// TCD: the σ each step re-noises its estimate to before fresh noise takes it to the next
+    /// σ (one per step).
+    Tcd { via: Vec<f64> },
 }
 
 /// How pure noise is scaled to start sampling at σ₀.
@@ -281,6 +380,7 @@ pub struct Plan {
     pub timesteps: Vec<f64>,
     pub sigmas: Vec<f64>,
     pub initial_scale: InitialScale,
+    pub consistency: Option<Consistency>,
 }
 
 impl Plan {
@@ -291,6 +391,12 @@ impl Plan {
             timesteps: self.timesteps[skip..].to_vec(),
             sigmas: self.sigmas[skip..].to_vec(),
             initial_scale: self.initial_scale,
+            consistency: match &self.consistency {
+                Some(Consistency::Tcd { via }) => Some(Consistency::Tcd {
+                    via: via[skip..].to_vec(),
+                }),
+                other => other.clone(),
+            },
         }
     }
 
@@ -399,6 +505,33 @@ mod tests {
         assert_eq!(*one.plan(SchedulerName::Ddim, 50).sigmas.last().unwrap(), 0.0);
         // DDIM's σ grid is the training table at its own timesteps.
         assert!(close(p.sigmas[1], s.sigmas[961], 1e-12));
+    }
+
+    #[test]
+    fn consistency_timesteps_are_picked_from_the_distillation_schedule() {
+        // diffusers' LCMScheduler with original_inference_steps = 50.
+        let s = sd();
+        assert_eq!(s.consistency_timesteps(1), vec![999.0]);
+        assert_eq!(s.consistency_timesteps(4), vec![999.0, 759.0, 499.0, 259.0]);
+        assert_eq!(
+            s.consistency_timesteps(6),
+            vec![999.0, 839.0, 679.0, 499.0, 339.0, 179.0]
+        );
+        let lcm = s.plan(SchedulerName::Lcm, 4);
+        assert_eq!(*lcm.sigmas.last().unwrap(), 0.0);
+        assert!(close(lcm.sigmas[1], s.sigmas[759], 1e-12));
+        // TCD re-noises to ⌊0.7·t′⌋ before each next timestep t′, and ends at t = 0.
+        let tcd = s.plan(SchedulerName::Tcd, 4);
+        let Some(Consistency::Tcd { via }) = &tcd.consistency else {
+            panic!("{:?}", tcd.consistency)
+        };
+        let expected = [531usize, 349, 181, 0].map(|t| s.sigmas[t]);
+        assert_eq!(via.as_slice(), expected.as_slice());
+        assert!(close(*tcd.sigmas.last().unwrap(), s.sigmas[0], 1e-12));
+        let Some(Consistency::Tcd { via }) = tcd.tail(2).consistency else {
+            panic!()
+        };
+        assert_eq!(via.as_slice(), &expected[2..]);
     }
 
     #[test]

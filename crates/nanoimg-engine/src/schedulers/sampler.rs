@@ -1,6 +1,6 @@
 //! One sampling run: converts UNet outputs to denoised estimates and steps down the σ grid.
 
-use super::{Plan, Prediction, SchedulerName};
+use super::{Consistency, Plan, Prediction, SchedulerName};
 use candle_core::{Result, Tensor};
 
 /// The per-run state of a sampler (DPM++ 2M remembers the previous estimate).
@@ -38,9 +38,12 @@ impl Sampler {
         self.plan.sigmas[i]
     }
 
-    /// Whether [`Sampler::step`] needs fresh noise (ancestral samplers).
+    /// Whether [`Sampler::step`] needs fresh noise (ancestral and consistency samplers).
     pub fn needs_noise(&self) -> bool {
-        self.kind == SchedulerName::EulerAncestral
+        matches!(
+            self.kind,
+            SchedulerName::EulerAncestral | SchedulerName::Lcm | SchedulerName::Tcd
+        )
     }
 
     /// Factor that turns `x` into the UNet's variance-preserving input at step `i`.
@@ -49,13 +52,24 @@ impl Sampler {
         1.0 / (s * s + 1.0).sqrt()
     }
 
-    /// The denoised estimate x̂₀ from the UNet's output at step `i`.
+    /// The denoised estimate x̂₀ from the UNet's output at step `i` (LCM's boundary-conditioned
+    /// one for LCM).
     pub fn denoised(&self, i: usize, x: &Tensor, model_out: &Tensor) -> Result<Tensor> {
         let s = self.sigma(i);
-        match self.prediction {
-            Prediction::Epsilon => x - (model_out * s)?,
-            Prediction::VPrediction => (x / (s * s + 1.0))? - (model_out * (s / (s * s + 1.0).sqrt()))?,
-            Prediction::Sample => Ok(model_out.clone()),
+        let x0 = match self.prediction {
+            Prediction::Epsilon => (x - (model_out * s)?)?,
+            Prediction::VPrediction => ((x / (s * s + 1.0))? - (model_out * (s / (s * s + 1.0).sqrt()))?)?,
+            Prediction::Sample => model_out.clone(),
+        };
+        match &self.plan.consistency {
+            Some(Consistency::Lcm { timestep_scaling }) => {
+                // c_skip and c_out at the scaled timestep, σ_data = 0.5; c_skip weighs the
+                // variance-preserving sample, as diffusers' LCMScheduler does.
+                let t = self.plan.timesteps[i] * timestep_scaling;
+                let (c_skip, c_out) = (0.25 / (t * t + 0.25), t / (t * t + 0.25).sqrt());
+                (x0 * c_out)? + (x * (c_skip * self.input_scale(i)))?
+            }
+            _ => Ok(x0),
         }
     }
 
@@ -71,6 +85,28 @@ impl Sampler {
         let (s, s_next) = (self.sigma(i), self.plan.sigmas[i + 1]);
         match self.kind {
             SchedulerName::Euler | SchedulerName::Ddim => euler(x, denoised, s, s_next),
+            SchedulerName::Lcm => {
+                // The estimate, re-noised afresh to the next σ.
+                match noise {
+                    _ if s_next == 0.0 => Ok(denoised.clone()),
+                    Some(n) => denoised + (n * s_next)?,
+                    None => candle_core::bail!("the LCM sampler needs noise for step {i}"),
+                }
+            }
+            SchedulerName::Tcd => {
+                // To σₛ along the predicted noise, then fresh noise up to the next σ.
+                let Some(Consistency::Tcd { via }) = &self.plan.consistency else {
+                    candle_core::bail!("a TCD plan carries its intermediate σ")
+                };
+                let s_via = via[i];
+                let x_via = (denoised + ((x - denoised)? * (s_via / s))?)?;
+                let up = (s_next * s_next - s_via * s_via).max(0.0).sqrt();
+                match noise {
+                    _ if up == 0.0 => Ok(x_via),
+                    Some(n) => x_via + (n * up)?,
+                    None => candle_core::bail!("the TCD sampler needs noise for step {i}"),
+                }
+            }
             SchedulerName::EulerAncestral => {
                 let up = if s_next == 0.0 {
                     0.0

@@ -239,6 +239,45 @@ fn registry_lists_ready_and_broken_models_and_resolves_names() {
     assert!(reg.resolve("../alpha").is_err());
 }
 
+/// A folder saved with diffusers' LCMScheduler (an LCM checkpoint, or one with an LCM-LoRA
+/// merged in) samples with LCM in 4 steps without guidance; TCDScheduler likewise with TCD. An
+/// LCM-distilled UNet's guidance embedding is refused by name rather than ignored.
+#[test]
+fn consistency_model_folders_default_to_their_sampler() {
+    let (_d, p) = broken_copy();
+    let sched_path = p.join("scheduler").join("scheduler_config.json");
+    let mut sched: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sched_path).unwrap()).unwrap();
+    for (class, name) in [("LCMScheduler", "lcm"), ("TCDScheduler", "tcd")] {
+        sched["_class_name"] = serde_json::json!(class);
+        sched["original_inference_steps"] = serde_json::json!(50);
+        std::fs::write(&sched_path, sched.to_string()).unwrap();
+        let info = nanoimg_engine::ModelInfo::inspect(&p).unwrap();
+        assert_eq!(info.defaults.scheduler.as_str(), name);
+        assert_eq!((info.defaults.steps, info.defaults.guidance), (4, 1.0));
+        let model = StableDiffusion::load(&p, &LoadOptions::default()).unwrap();
+        let mut req = nanoimg_engine::GenerateRequest::new(&model, "a cat");
+        req.steps = 51;
+        let e = model
+            .validate(&req, &nanoimg_core::Limits::default())
+            .unwrap_err();
+        assert_eq!(e.param, "steps");
+        assert!(e.message.contains("at most 50"), "{e}");
+    }
+    sched["original_inference_steps"] = serde_json::json!(0);
+    std::fs::write(&sched_path, sched.to_string()).unwrap();
+    assert!(load_err(&p).contains("original_inference_steps"));
+
+    let (_d, p) = broken_copy();
+    let cfg_path = p.join("unet").join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["time_cond_proj_dim"] = serde_json::json!(256);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = load_err(&p);
+    assert!(err.contains("time_cond_proj_dim"), "{err}");
+}
+
 #[test]
 fn nanoimg_json_overrides_defaults_and_rejects_unknown_keys() {
     let (_d, p) = broken_copy();

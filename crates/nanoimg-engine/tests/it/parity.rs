@@ -287,3 +287,38 @@ fn clip_image_and_text_features_match_transformers() {
     let ours = e.preprocess().tensor(&pic, &Device::Cpu).unwrap();
     check_preprocess("clip", &ours.squeeze(0).unwrap(), &pixels.get(1).unwrap());
 }
+
+/// The consistency samplers against diffusers' LCMScheduler and TCDScheduler (γ = 0.3) on SD's
+/// training schedule: the same stand-in denoiser (`bench/parity_fixtures.py`'s `fake_eps`) and
+/// the same recorded noise give the same timesteps and the same sample after every step (in
+/// diffusers' variance-preserving scale).
+#[test]
+fn consistency_samplers_match_diffusers() {
+    use nanoimg_engine::schedulers::{NoiseSchedule, Prediction, Sampler, SchedulerConfig, SchedulerName};
+    let f = fixture("schedulers");
+    let schedule = NoiseSchedule::new(&SchedulerConfig::default()).unwrap();
+    for (kind, name) in [(SchedulerName::Lcm, "lcm"), (SchedulerName::Tcd, "tcd")] {
+        for steps in [1usize, 4, 6] {
+            let key = format!("{name}{steps}");
+            let plan = schedule.plan(kind, steps);
+            let theirs: Vec<f32> = f[&format!("{key}_timesteps")].to_vec1().unwrap();
+            let ours: Vec<f32> = plan.timesteps.iter().map(|&t| t as f32).collect();
+            assert_eq!(ours, theirs, "{key} timesteps");
+            let noise = &f[&format!("{key}_noise")];
+            let expected = &f[&format!("{key}_samples")];
+            let mut sampler = Sampler::new(kind, plan.clone(), Prediction::Epsilon);
+            // diffusers starts from unit noise in its scale: x_t = ε.
+            let mut x = (&f[&format!("{key}_initial")] * plan.initial_noise_scale()).unwrap();
+            for i in 0..steps {
+                let x_t = (&x * sampler.input_scale(i)).unwrap();
+                let t = plan.timesteps[i];
+                let eps = ((&x_t * 0.5).unwrap() + (t / 100.0).sin() * 0.1).unwrap();
+                let d = sampler.denoised(i, &x, &eps).unwrap();
+                x = sampler.step(i, &x, &d, Some(&noise.get(i).unwrap())).unwrap();
+                let next = plan.sigmas[i + 1];
+                let vp = (&x / (next * next + 1.0).sqrt()).unwrap();
+                check(&format!("{key} step {i}"), &vp, &expected.get(i).unwrap());
+            }
+        }
+    }
+}

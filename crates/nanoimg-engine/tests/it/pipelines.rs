@@ -400,33 +400,83 @@ fn outpainting_extends_the_canvas_and_keeps_the_original() {
 }
 
 #[test]
-fn progress_reports_every_step_with_previews_when_asked() {
-    /// (image, step, steps, preview size) per report.
-    type Report = (usize, usize, usize, Option<(u32, u32)>);
+fn progress_reports_every_step_with_the_previews_asked_for() {
+    use nanoimg_engine::synthetic::{tiny_taesd_config, write_taesd};
+    use nanoimg_engine::{PreviewMethod, VaeChoice};
+    use std::sync::Arc;
+    /// (image, step, steps, preview) per report.
+    type Report = (usize, usize, usize, Option<image::RgbImage>);
+    /// Asks for a latent preview at step 1, a tiny-autoencoder one at the last, none between.
     struct Sink(Mutex<Vec<Report>>);
     impl nanoimg_engine::ProgressSink for Sink {
         fn on_step(&self, p: &Progress<'_>) {
             self.0
                 .lock()
                 .unwrap()
-                .push((p.image, p.step, p.steps, p.preview.map(|i| i.dimensions())));
+                .push((p.image, p.step, p.steps, p.preview.cloned()));
         }
-        fn wants_preview(&self) -> bool {
-            true
+        fn preview_at(&self, _image: usize, step: usize, steps: usize) -> Option<PreviewMethod> {
+            match step {
+                1 => Some(PreviewMethod::Latent),
+                s if s == steps => Some(PreviewMethod::Tiny),
+                _ => None,
+            }
         }
     }
-    let model = load("tiny-sd1");
-    let mut req = request(&model, 3);
+    let sizes = |seen: &[Report]| -> Vec<_> {
+        seen.iter()
+            .map(|(i, s, n, p)| (*i, *s, *n, p.as_ref().map(|p| p.dimensions())))
+            .collect()
+    };
+    let plain = load("tiny-sd1");
+    let mut req = request(&plain, 3);
     req.n = 2;
+    req.scheduler = SchedulerName::Euler;
+    // Without a tiny autoencoder, a tiny preview is the latent one: an eighth of the image.
     let sink = Sink(Mutex::new(Vec::new()));
-    model
+    plain
+        .generate(&req, &Limits::default(), &sink, &CancelToken::new())
+        .unwrap();
+    let expected: Vec<_> = (0..2)
+        .flat_map(|i| [(i, 1, 3, Some((8, 8))), (i, 2, 3, None), (i, 3, 3, Some((8, 8)))])
+        .collect();
+    assert_eq!(sizes(&sink.0.into_inner().unwrap()), expected);
+
+    // With one, the tiny preview is the denoised estimate decoded at the image's size. At the
+    // last Euler step that estimate is the result, so the preview is the image `vae: tiny`
+    // gives (to a rounding of the last step's arithmetic).
+    let dir = tempfile::tempdir().unwrap();
+    write_taesd(dir.path(), &tiny_taesd_config(), 9).unwrap();
+    let tiny = nanoimg_engine::tiny_vae::load(dir.path(), &candle_core::Device::Cpu, DType::F32).unwrap();
+    let model = plain.with_tiny_vae(Arc::new(tiny)).unwrap();
+    req.vae = VaeChoice::Tiny;
+    let sink = Sink(Mutex::new(Vec::new()));
+    let out = model
         .generate(&req, &Limits::default(), &sink, &CancelToken::new())
         .unwrap();
     let seen = sink.0.into_inner().unwrap();
     let expected: Vec<_> = (0..2)
-        .flat_map(|i| (1..=3).map(move |s| (i, s, 3, Some((8, 8)))))
+        .flat_map(|i| {
+            [
+                (i, 1, 3, Some((8, 8))),
+                (i, 2, 3, None),
+                (i, 3, 3, Some((64, 64))),
+            ]
+        })
         .collect();
-    assert_eq!(seen, expected);
+    assert_eq!(sizes(&seen), expected);
+    for (i, g) in out.iter().enumerate() {
+        let last = seen[i * 3 + 2].3.as_ref().unwrap();
+        let worst = last
+            .pixels()
+            .zip(g.image.pixels())
+            .flat_map(|(a, b)| (0..3).map(move |c| a.0[c].abs_diff(b.0[c])))
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "image {i}: the last preview differs by {worst}");
+    }
+    // Previews never change the images.
+    assert_eq!(out[0].image, run(&model, &req)[0].image);
 }
 
 #[test]
@@ -578,8 +628,8 @@ fn a_model_with_a_largest_size_draws_within_it_and_answers_the_size_asked() {
         fn on_step(&self, p: &Progress<'_>) {
             self.0.lock().unwrap().extend(p.preview.map(|i| i.dimensions()));
         }
-        fn wants_preview(&self) -> bool {
-            true
+        fn preview_at(&self, _: usize, _: usize, _: usize) -> Option<nanoimg_engine::PreviewMethod> {
+            Some(nanoimg_engine::PreviewMethod::Latent)
         }
     }
     let mut req = request(&model, 2);

@@ -19,12 +19,15 @@ use crate::spec::{JobSpec, Pass, PlanSpec, SessionTarget};
 use nanoimg_core::{ImageSize, Limits};
 use nanoimg_edit::exec::{self, Painter};
 use nanoimg_engine::codec;
+use nanoimg_engine::pipeline::evenly_spaced;
 use nanoimg_engine::reference::Reference;
-use nanoimg_engine::{GeneratedImage, InitImage, Progress, ProgressSink, Refiner, StableDiffusion};
+use nanoimg_engine::{
+    GeneratedImage, InitImage, PreviewMethod, Progress, ProgressSink, Refiner, StableDiffusion,
+};
 use nanoimg_safety::nsfw::NsfwClassifier;
 use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_store::{AuditEvent, NewAsset, NewVersion, Outcome};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Runs a job to its outputs. A panic anywhere in it, in its async steps or on a blocking
 /// thread, fails this job and never the worker that runs it.
@@ -241,8 +244,12 @@ impl Engine {
             job: &self.job,
             // A claimed job's watchers are on the API node, which previews do not reach.
             previews: self.job.attempt.is_none() && (self.job.detached || spec.partial_images > 0),
+            // A stream's partial images are taken at these steps (see `routes::images`).
+            decoded: match spec.partial_images {
+                0 => DECODED_PREVIEWS,
+                p => p as usize,
+            },
             check: self.check.as_deref(),
-            sent: Mutex::new((0, 0)),
             report: self.report.as_ref(),
         };
         match (&spec.plan, init) {
@@ -336,39 +343,30 @@ impl Painter for JobPainter<'_> {
     }
 }
 
-/// Previews per image that are checked and sent when the image layer is on (each check costs
-/// one open_nsfw run); unchecked previews are never sent.
-const CHECKED_PREVIEWS: usize = 4;
+/// Evenly spaced steps per image whose previews are decoded by the tiny autoencoder (where the
+/// model has one) and, with the image layer on, the only previews made, checked and sent (each
+/// check costs one open_nsfw run; unchecked previews are never sent).
+const DECODED_PREVIEWS: usize = 4;
 
 /// The engine's progress as job events (and, for a claimed job, reports to the shared queue).
 struct EventSink<'a> {
     job: &'a LiveJob,
     previews: bool,
+    /// How many evenly spaced steps per image get a decoded (and, with the image layer on,
+    /// checked) preview.
+    decoded: usize,
     /// With the image layer on, only previews it passed are sent.
     check: Option<&'a NsfwClassifier>,
-    /// (image, previews checked for it).
-    sent: Mutex<(usize, usize)>,
     report: Option<&'a ProgressReport>,
 }
 
 impl EventSink<'_> {
-    /// The preview to send with this step, if any: every one without the image layer; with it,
-    /// [`CHECKED_PREVIEWS`] evenly spaced ones that pass.
+    /// The preview to send with this step: with the image layer on, only one it passed.
     fn preview(&self, p: &Progress<'_>) -> Option<Arc<image::RgbImage>> {
         let img = p.preview?;
         let Some(c) = self.check else {
             return Some(Arc::new(img.clone()));
         };
-        {
-            let mut sent = self.sent.lock().expect("preview count");
-            if sent.0 != p.image {
-                *sent = (p.image, 0);
-            }
-            if p.step * CHECKED_PREVIEWS < p.steps * (sent.1 + 1) {
-                return None;
-            }
-            sent.1 += 1;
-        }
         let dynamic = image::DynamicImage::ImageRgb8(img.clone());
         match c.check(&dynamic) {
             Ok(v) if !v.blocked => Some(Arc::new(dynamic.into_rgb8())),
@@ -391,8 +389,18 @@ impl ProgressSink for EventSink<'_> {
         });
     }
 
-    fn wants_preview(&self) -> bool {
-        self.previews
+    /// The tiny autoencoder's pictures at [`EventSink::decoded`] evenly spaced steps; the latent
+    /// projection at the others, unless the image layer is on (it would check every one).
+    fn preview_at(&self, _image: usize, step: usize, steps: usize) -> Option<PreviewMethod> {
+        if !self.previews {
+            None
+        } else if evenly_spaced(step, steps, self.decoded) {
+            Some(PreviewMethod::Tiny)
+        } else if self.check.is_none() {
+            Some(PreviewMethod::Latent)
+        } else {
+            None
+        }
     }
 }
 

@@ -59,7 +59,11 @@ pub const IMAGE_FIELDS: &[(&str, &str, &str)] = &[
     ("negative_prompt", "string", "NanoImg: what to avoid"),
     ("steps", "integer", "NanoImg: denoising steps (overrides quality)"),
     ("guidance", "number", "NanoImg: classifier-free guidance scale"),
-    ("scheduler", "string", "NanoImg: euler | euler_a | ddim | dpm++2m"),
+    (
+        "scheduler",
+        "string",
+        "NanoImg: euler | euler_a | ddim | dpm++2m_karras | lcm | tcd",
+    ),
     ("strength", "number", "NanoImg, edits: how much to change, 0-1"),
     (
         "character_id",

@@ -34,6 +34,21 @@ async fn the_tiny_autoencoder_is_chosen_per_request() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["param"], "vae");
 
+    // A watched job's previews: the tiny autoencoder's full-size pictures at four evenly
+    // spaced steps (12, 24, 36 and 48 of 60), whichever decoder the result uses; cheap
+    // latent-sized ones at the other steps (the stream may start a few steps in).
+    let id = s.submit_id(&key, tiny_request(json!({"steps": 60}))).await;
+    let seen = previews(&watch(&s, &key, &id).await);
+    assert!(seen.iter().any(|(_, size)| *size == (64, 64)), "{seen:?}");
+    for (step, size) in &seen {
+        let decoded = [12, 24, 36, 48].contains(step);
+        assert_eq!(
+            *size,
+            if decoded { (64, 64) } else { (8, 8) },
+            "step {step}: {seen:?}"
+        );
+    }
+
     let plain = start(|_| {}).await;
     let (_, key) = plain.tenant("no-tiny-vae", ALL_SCOPES).await;
     let r = plain.generate(&key, tiny_request(json!({"vae": "tiny"}))).await;
@@ -255,41 +270,6 @@ async fn edits_take_an_image_and_an_alpha_mask() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
-/// Reads SSE events (name, data) until `stop` says so or the stream ends.
-async fn sse_events(resp: reqwest::Response, stop: impl Fn(&str) -> bool) -> Vec<(String, Value)> {
-    use futures_util::StreamExt;
-    let mut out = vec![];
-    let mut buf = String::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), stream.next())
-        .await
-        .expect("events keep coming")
-    {
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(n) = line.strip_prefix("event:") {
-                    name = n.trim().to_owned();
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim_start());
-                }
-            }
-            if name.is_empty() {
-                continue;
-            }
-            let done = stop(&name);
-            out.push((name, serde_json::from_str(&data).unwrap()));
-            if done {
-                return out;
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_stream_progress_and_can_be_cancelled() {
     let s = start(|_| {}).await;
@@ -303,7 +283,7 @@ async fn jobs_stream_progress_and_can_be_cancelled() {
         .await
         .unwrap();
     assert_eq!(ev.headers()["content-type"], "text/event-stream");
-    let events = sse_events(ev, |n| ["succeeded", "failed", "cancelled"].contains(&n)).await;
+    let events = sse_events(ev, |n| FINAL.contains(&n)).await;
     assert_eq!(events[0].0, "status");
     let last = events.last().unwrap();
     // The stream may start after the job finished; then `status` says so and is the end.

@@ -322,6 +322,69 @@ pub const ALL_SCOPES: &[&str] = &[
 ];
 
 /// A fast request for the tiny model.
+/// Reads SSE events (name, data) until `stop` says so or the stream ends.
+pub async fn sse_events(resp: reqwest::Response, stop: impl Fn(&str) -> bool) -> Vec<(String, Value)> {
+    use futures_util::StreamExt;
+    let mut out = vec![];
+    let mut buf = String::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = tokio::time::timeout(std::time::Duration::from_secs(60), stream.next())
+        .await
+        .expect("events keep coming")
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = n.trim().to_owned();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            if name.is_empty() {
+                continue;
+            }
+            let done = stop(&name);
+            out.push((name, serde_json::from_str(&data).unwrap()));
+            if done {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// The events that end a job.
+pub const FINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// A job's events (name, data) from now until it ends: call right after submitting. A job
+/// that ended before the stream opened gives its `status` alone.
+pub async fn watch(s: &TestServer, key: &str, id: &str) -> Vec<(String, Value)> {
+    let r = s
+        .http
+        .get(s.url(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    sse_events(r, |n| FINAL.contains(&n)).await
+}
+
+/// The (step, size) of every progress preview among `events`.
+pub fn previews(events: &[(String, Value)]) -> Vec<(u64, (u32, u32))> {
+    events
+        .iter()
+        .filter(|(name, v)| name == "progress" && v["preview_png_b64"].is_string())
+        .map(|(_, v)| {
+            let p = image::load_from_memory(&b64(&v["preview_png_b64"])).unwrap();
+            (v["step"].as_u64().unwrap(), (p.width(), p.height()))
+        })
+        .collect()
+}
+
 pub fn tiny_request(extra: Value) -> Value {
     let mut v = json!({"prompt": "a cat", "size": "64x64", "steps": 2, "seed": 1});
     for (k, x) in extra.as_object().unwrap() {

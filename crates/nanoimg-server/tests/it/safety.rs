@@ -4,20 +4,11 @@
 
 use crate::common;
 
-use crate::common::{audit_of, png, start, tiny_request, TestServer, ALL_SCOPES};
+use crate::common::{audit_of, png, previews, start, tiny_request, watch, TestServer, ALL_SCOPES};
 use serde_json::{json, Value};
 
 fn with_models(c: &mut nanoimg_server::Config) {
     c.safety.models_dir = Some(nanoimg_safety::testing::models_dir());
-}
-
-/// The whole SSE stream of a finished job, as text.
-async fn events_of(s: &common::TestServer, key: &str, id: &str) -> String {
-    let r = s
-        .http
-        .get(s.url(&format!("/v1/jobs/{id}/events")))
-        .bearer_auth(key);
-    r.send().await.unwrap().text().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,11 +94,11 @@ async fn a_refused_output_is_neither_stored_nor_returned() {
     assert!(msg.contains("nothing was stored"), "{msg}");
 
     // The async route: the job fails with the code, and no preview was ever sent.
-    let id = s.submit_id(&key, tiny_request(json!({"steps": 8}))).await;
+    let id = s.submit_id(&key, tiny_request(json!({"steps": 30}))).await;
+    let events = watch(&s, &key, &id).await;
+    assert_eq!(previews(&events), vec![], "{events:?}");
     let rec = s.wait_for(&key, &id, "failed").await;
     assert!(rec["error"].as_str().unwrap().contains("safety system"), "{rec}");
-    let events = events_of(&s, &key, &id).await;
-    assert!(!events.contains("\"preview_png_b64\":\""), "{events}");
 
     let assets = s.get_json(&key, "/v1/assets").await;
     assert_eq!(assets["data"], json!([]), "{assets}");
@@ -121,11 +112,17 @@ async fn a_refused_output_is_neither_stored_nor_returned() {
 async fn previews_sent_with_the_image_layer_on_are_few_and_checked() {
     let s = start(with_models).await;
     let (_, key) = s.tenant("acme", ALL_SCOPES).await;
-    let id = s.submit_id(&key, tiny_request(json!({"steps": 12}))).await;
-    s.wait_for(&key, &id, "succeeded").await;
-    let events = events_of(&s, &key, &id).await;
-    let previews = events.matches("\"preview_png_b64\":\"").count();
-    assert!(previews <= 4, "{previews} previews");
+    // Watched live: only the 4 evenly spaced steps (12, 24, 36, 48 of 60) make previews, and
+    // those sent passed the layer.
+    let id = s.submit_id(&key, tiny_request(json!({"steps": 60}))).await;
+    let events = watch(&s, &key, &id).await;
+    assert_eq!(events.last().unwrap().0, "succeeded", "{events:?}");
+    let seen = previews(&events);
+    assert!(!seen.is_empty() && seen.len() <= 4, "{seen:?}");
+    assert!(
+        seen.iter().all(|(step, _)| [12, 24, 36, 48].contains(step)),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

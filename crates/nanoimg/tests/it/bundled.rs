@@ -210,3 +210,48 @@ fn a_prompt_longer_than_the_context_is_warned_about_and_a_bad_data_dir_named() {
     assert_eq!(e.matches("os error").count(), 1, "the cause is printed once: {e}");
     assert!(!d.path().join("x.png").exists());
 }
+
+/// The bundled model ships a tiny autoencoder distilled from its VAE (`vae_tiny/`):
+/// `--vae tiny` draws the same picture closely, not identically, and encodes an init image too.
+#[test]
+fn the_bundled_tiny_autoencoder_draws_what_its_vae_draws() {
+    let home = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let args = ["a smiling cat face", "--seed", "2"];
+    let full = generate(home.path(), &args, &d.path().join("full.png"));
+    let tiny = generate(
+        home.path(),
+        &[&args[..], &["--vae", "tiny"]].concat(),
+        &d.path().join("tiny.png"),
+    );
+    // Two different emoji differ by 35 to 70 levels on average (a cat face and a grinning face
+    // by 37, an apple by 71); the two decoders of one drawing by about 9 (the watermark adds a
+    // level or two).
+    let diff = mean_abs_diff(&full, &tiny);
+    assert!(diff > 0.2 && diff < 16.0, "the tiny decode differs by {diff}");
+    let ([r, g, b], cover) = ink(&tiny);
+    assert!(
+        (0.3..0.95).contains(&cover) && r > b + 60.0 && g > b + 40.0,
+        "{cover} {r} {g} {b}"
+    );
+
+    let init = d.path().join("full.png");
+    let i2i = generate(
+        home.path(),
+        &[
+            "a smiling cat face",
+            "--init-image",
+            init.to_str().unwrap(),
+            "--strength",
+            "0.3",
+            "--vae",
+            "tiny",
+        ],
+        &d.path().join("i2i.png"),
+    );
+    let kept = mean_abs_diff(&full, &i2i);
+    assert!(
+        kept < 30.0,
+        "img2img through the tiny autoencoder changed the image by {kept}"
+    );
+}

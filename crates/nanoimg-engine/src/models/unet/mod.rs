@@ -107,6 +107,9 @@ pub struct UNetConfig {
     pub conv_out_kernel: usize,
     #[serde(default = "positional")]
     pub time_embedding_type: String,
+    /// LCM-distilled UNets' guidance embedding (`time_embedding.cond_proj`).
+    #[serde(default)]
+    pub time_cond_proj_dim: Option<usize>,
 }
 
 impl Default for PerBlock<bool> {
@@ -207,7 +210,7 @@ impl UNetConfig {
             None | Some("UNetMidBlock2DCrossAttn") => {}
             Some(t) => return Err(ConfigError::unsupported("mid_block_type", t)),
         }
-        let checks: [(bool, &'static str, String); 10] = [
+        let checks: [(bool, &'static str, String); 11] = [
             (self.center_input_sample, "center_input_sample", "true".into()),
             (
                 self.only_cross_attention != PerBlock::One(false),
@@ -240,6 +243,14 @@ impl UNetConfig {
                 self.time_embedding_type != "positional",
                 "time_embedding_type",
                 format!("{:?}", self.time_embedding_type),
+            ),
+            // An LCM-distilled UNet takes the guidance scale as an embedding; ignoring its
+            // weights would draw garbage. (LCM-LoRAs and checkpoints with one merged in have
+            // none, and run with `--scheduler lcm`.)
+            (
+                self.time_cond_proj_dim.is_some(),
+                "time_cond_proj_dim",
+                format!("{:?}", self.time_cond_proj_dim),
             ),
             (
                 !matches!(self.addition_embed_type.as_deref(), None | Some("text_time")),
