@@ -242,28 +242,26 @@ impl ModelInfo {
             .sample_size
             .unwrap_or(if family.is_sdxl() { 128 } else { 64 });
         let side = (latent_side * vae.downscale()) as u32;
-        // A consistency model (its folder saved with LCM's or TCD's scheduler) draws in a few
-        // steps without guidance.
-        let consistency = matches!(sched.class_name.as_deref(), Some("LCMScheduler" | "TCDScheduler"));
+        // A folder saved with diffusers' LCMScheduler / TCDScheduler is a consistency model (or
+        // has one merged in): it samples with that scheduler, in a few steps without guidance.
+        let consistency = match sched.class_name.as_deref() {
+            Some("LCMScheduler") => Some(SchedulerName::Lcm),
+            Some("TCDScheduler") => Some(SchedulerName::Tcd),
+            _ => None,
+        };
         let mut defaults = ModelDefaults {
             steps: match (turbo, consistency) {
                 (true, _) => 1,
-                (false, true) => 4,
-                (false, false) => 30,
+                (false, Some(_)) => 4,
+                (false, None) => 30,
             },
             guidance: match (turbo, family) {
-                _ if consistency => 1.0,
+                _ if consistency.is_some() => 1.0,
                 (true, _) => 0.0,
                 (false, f) if f.is_sdxl() => 5.0,
                 (false, _) => 7.5,
             },
-            // A folder saved with diffusers' LCMScheduler / TCDScheduler is a consistency model
-            // (or has one merged in): it samples with that scheduler.
-            scheduler: match sched.class_name.as_deref() {
-                Some("LCMScheduler") => SchedulerName::Lcm,
-                Some("TCDScheduler") => SchedulerName::Tcd,
-                _ => SchedulerName::Euler,
-            },
+            scheduler: consistency.unwrap_or(SchedulerName::Euler),
             size: ImageSize::new(side, side),
         };
         if let Some(s) = overrides.steps {
