@@ -78,9 +78,20 @@ fn main() {
     t("attention 5x4096x64", || {
         nanoimg_engine::models::layers::attention(&q, &q, &q, 0.125)
     });
+    t(
+        "attention 5x4096x64 (unfused: candle matmul + our softmax)",
+        || {
+            let s = q.matmul(&q.t()?)?;
+            nanoimg_engine::models::kernels::softmax_last_dim(&s)?.matmul(&q)
+        },
+    );
     let q8 = r(&[1, 8, 4096, 40]);
     t("attention 8x4096x40", || {
         nanoimg_engine::models::layers::attention(&q8, &q8, &q8, 0.15)
+    });
+    t("attention 8x4096x40 (unfused)", || {
+        let s = q8.matmul(&q8.t()?)?;
+        nanoimg_engine::models::kernels::softmax_last_dim(&s)?.matmul(&q8)
     });
     let tok = r(&[1, 4096, 320]);
     let lin = candle_nn::Linear::new(r(&[320, 320]), None);

@@ -2,6 +2,7 @@
 //! library crates and print. No generation logic lives here.
 
 mod admin;
+mod allocator;
 mod bench;
 mod catalog;
 mod character;
@@ -20,11 +21,6 @@ mod session;
 
 use clap::{Parser, Subcommand};
 
-/// Tensor code allocates a fresh buffer for every operation; mimalloc keeps freed pages mapped
-/// for reuse, where the system allocator returns large blocks to the OS and pays page faults on
-/// every new one (measured: 2–10× on large elementwise ops, see docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// NanoImg: self-hostable image generation and editing.
@@ -70,6 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => generate::run(*a).map(ok),

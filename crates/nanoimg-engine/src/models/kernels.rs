@@ -31,13 +31,17 @@ fn exp_nonpositive(x: f32) -> f32 {
 /// Lanes the reductions are split over so they vectorise.
 const LANES: usize = 8;
 
+/// Lanes of the softmax: one zmm register where AVX-512 is on, two ymm where only AVX2.
+const ROW_LANES: usize = 16;
+
+/// Softmax of one row, in place.
 #[inline(always)]
-fn softmax_row(x: &[f32], out: &mut [f32]) {
-    let mut m = [f32::NEG_INFINITY; LANES];
-    let chunks = x.chunks_exact(LANES);
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    let mut m = [f32::NEG_INFINITY; ROW_LANES];
+    let chunks = row.chunks_exact(ROW_LANES);
     let tail = chunks.remainder();
     for c in chunks {
-        for l in 0..LANES {
+        for l in 0..ROW_LANES {
             m[l] = if c[l] > m[l] { c[l] } else { m[l] };
         }
     }
@@ -45,42 +49,41 @@ fn softmax_row(x: &[f32], out: &mut [f32]) {
         .iter()
         .chain(m.iter())
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    let mut s = [0f32; LANES];
-    let mut oc = out.chunks_exact_mut(LANES);
-    let mut xc = x.chunks_exact(LANES);
-    for (o, c) in (&mut oc).zip(&mut xc) {
-        for l in 0..LANES {
-            o[l] = exp_nonpositive(c[l] - max);
-            s[l] += o[l];
+    let mut s = [0f32; ROW_LANES];
+    let mut chunks = row.chunks_exact_mut(ROW_LANES);
+    for c in &mut chunks {
+        for l in 0..ROW_LANES {
+            c[l] = exp_nonpositive(c[l] - max);
+            s[l] += c[l];
         }
     }
     let mut sum: f32 = s.iter().sum();
-    for (o, &v) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
-        *o = exp_nonpositive(v - max);
-        sum += *o;
+    for v in chunks.into_remainder() {
+        *v = exp_nonpositive(*v - max);
+        sum += *v;
     }
     let inv = 1.0 / sum;
-    for o in out.iter_mut() {
-        *o *= inv;
+    for v in row.iter_mut() {
+        *v *= inv;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(x: &[f32], out: &mut [f32]) {
-    softmax_row(x, out)
+unsafe fn softmax_in_place_avx2(row: &mut [f32]) {
+    softmax_in_place(row)
 }
 
-fn softmax_row_dispatch(x: &[f32], out: &mut [f32]) {
+fn softmax_in_place_dispatch(row: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { softmax_row_avx2(x, out) };
+        return unsafe { softmax_in_place_avx2(row) };
     }
-    softmax_row(x, out)
+    softmax_in_place(row)
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: expected f32");
     };
@@ -100,11 +103,9 @@ impl CustomOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, self.name())?;
         let dim = *layout.dims().last().unwrap_or(&1);
-        let mut out = vec![0f32; x.len()];
+        let mut out = x.to_vec();
         if dim > 0 {
-            out.par_chunks_mut(dim)
-                .zip(x.par_chunks(dim))
-                .for_each(|(o, r)| softmax_row_dispatch(r, o));
+            out.par_chunks_mut(dim).for_each(softmax_in_place_dispatch);
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -117,6 +118,97 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
+}
+
+/// `erf(x)`: Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), made odd by its sign.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly =
+        t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    (1.0 - poly * exp_nonpositive(-a * a)).copysign(x)
+}
+
+/// `a · gelu(gate)` (GELU with the exact erf, as `torch.nn.functional.gelu`) over one row.
+#[inline(always)]
+fn geglu_row(a: &[f32], gate: &[f32], out: &mut [f32]) {
+    for ((o, &a), &g) in out.iter_mut().zip(a).zip(gate) {
+        *o = a * 0.5 * g * (1.0 + erf(g * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn geglu_row_avx512(a: &[f32], gate: &[f32], out: &mut [f32]) {
+    geglu_row(a, gate, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn geglu_row_avx2(a: &[f32], gate: &[f32], out: &mut [f32]) {
+    geglu_row(a, gate, out)
+}
+
+/// The GEGLU gate over the last dimension: its first half times GELU of its second half.
+struct Geglu;
+
+impl CustomOp1 for Geglu {
+    fn name(&self) -> &'static str {
+        "nanoimg-geglu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, self.name())?;
+        let mut dims = layout.dims().to_vec();
+        let width = dims.last().copied().unwrap_or(0);
+        if width % 2 != 0 {
+            candle_core::bail!("{}: odd last dimension {width}", self.name());
+        }
+        let half = width / 2;
+        *dims.last_mut().expect("checked: a last dimension") = half;
+        let mut out = vec![0f32; x.len() / 2];
+        if half > 0 {
+            #[cfg(target_arch = "x86_64")]
+            let (avx512, avx2) = {
+                use std::arch::is_x86_feature_detected as has;
+                let avx2 = has!("avx2") && has!("fma");
+                (avx2 && has!("avx512f"), avx2)
+            };
+            out.par_chunks_mut(half)
+                .zip(x.par_chunks(width))
+                .for_each(|(o, row)| {
+                    let (a, gate) = row.split_at(half);
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        // SAFETY: the CPU supports the features each function was compiled for.
+                        if avx512 {
+                            return unsafe { geglu_row_avx512(a, gate, o) };
+                        }
+                        if avx2 {
+                            return unsafe { geglu_row_avx2(a, gate, o) };
+                        }
+                    }
+                    geglu_row(a, gate, o)
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// diffusers' GEGLU activation of a projection `h = [a, gate]` (last dimension split in half):
+/// `a · gelu(gate)`. On the CPU in f32 one fused pass with a vectorised erf; elsewhere candle's
+/// ops.
+pub fn geglu(h: &Tensor) -> Result<Tensor> {
+    if h.device().is_cpu() && h.dtype() == DType::F32 {
+        return h.contiguous()?.apply_op1_no_bwd(&Geglu);
+    }
+    let half = h.dim(candle_core::D::Minus1)? / 2;
+    let (a, gate) = (
+        h.narrow(candle_core::D::Minus1, 0, half)?,
+        h.narrow(candle_core::D::Minus1, half, half)?,
+    );
+    a * gate.gelu_erf()?
 }
 
 /// GroupNorm over `[b, c, …]` with a per-channel affine, optionally followed by SiLU.
@@ -299,6 +391,23 @@ impl GroupNorm {
 
 #[cfg(test)]
 mod tests {
+
+    /// Against candle's `a · gelu_erf(gate)` (libm's erf) on odd shapes and a wide value range.
+    #[test]
+    fn geglu_matches_candle() {
+        let dev = candle_core::Device::Cpu;
+        for shape in [(1, 1, 2), (2, 7, 22), (1, 77, 2560)] {
+            let h = (Tensor::randn(0f32, 1.0, shape, &dev).unwrap() * 4.0).unwrap();
+            let half = shape.2 / 2;
+            let want = (h.narrow(2, 0, half).unwrap() * h.narrow(2, half, half).unwrap().gelu_erf().unwrap())
+                .unwrap();
+            let got = geglu(&h).unwrap();
+            let d = crate::models::max_abs_diff(&got, &want).unwrap();
+            assert!(d < 1e-5, "{shape:?}: {d}");
+        }
+        assert!(geglu(&Tensor::zeros((2, 3), DType::F32, &dev).unwrap()).is_err());
+    }
+
     use super::*;
     use crate::models::max_abs_diff;
     use candle_core::{Device, Module};

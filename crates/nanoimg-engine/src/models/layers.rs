@@ -52,9 +52,14 @@ const MAX_SCORE_BYTES: usize = 64 << 20;
 
 /// Scaled dot-product attention over `[batch, heads, tokens, head_dim]` tensors.
 ///
-/// Half-precision inputs are computed in f32 (diffusers' `upcast_attention`/`upcast_softmax`):
-/// the softmax overflows in f16 at SD resolutions otherwise.
+/// On the CPU in f32 this is the fused kernel (`sdpa.rs`, which never writes the score matrix);
+/// elsewhere candle's ops, over blocks of queries. Half-precision inputs are computed in f32
+/// (diffusers' `upcast_attention`/`upcast_softmax`): the softmax overflows in f16 at SD
+/// resolutions otherwise.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    if super::sdpa::supported(q, k, v) {
+        return super::sdpa::attention(q, k, v, scale);
+    }
     attention_blocked(q, k, v, scale, MAX_SCORE_BYTES)
 }
 

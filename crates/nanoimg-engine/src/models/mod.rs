@@ -7,6 +7,7 @@ pub mod dinov2;
 pub mod kernels;
 pub mod layers;
 pub mod linear;
+pub mod sdpa;
 pub mod taesd;
 pub mod unet;
 pub mod vae;

@@ -2,8 +2,9 @@
 
 use super::hooks::{Site, UNetHooks};
 use crate::models::conv::Conv2d;
-use crate::models::kernels::GroupNorm;
+use crate::models::kernels::{geglu, GroupNorm};
 use crate::models::layers::{attention, conv2d, merge_heads, split_heads};
+use crate::models::sdpa;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
@@ -39,6 +40,10 @@ impl Attention {
     }
 
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        if sdpa::supported(q, k, v) {
+            // The fused kernel reads the heads where the projections put them.
+            return sdpa::attention_heads_last(q, k, v, self.heads, self.scale);
+        }
         let out = attention(
             &split_heads(q, self.heads)?,
             &split_heads(k, self.heads)?,
@@ -95,10 +100,7 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.proj_in.forward(x)?;
-        let half = h.dim(candle_core::D::Minus1)? / 2;
-        let (a, gate) = (h.narrow(2, 0, half)?, h.narrow(2, half, half)?);
-        self.proj_out.forward(&(a * gate.gelu_erf()?)?)
+        self.proj_out.forward(&geglu(&self.proj_in.forward(x)?)?)
     }
 }
 
