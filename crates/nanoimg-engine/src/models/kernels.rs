@@ -130,66 +130,121 @@ fn erf(x: f32) -> f32 {
     (1.0 - poly * exp_nonpositive(-a * a)).copysign(x)
 }
 
-/// `a · gelu(gate)` (GELU with the exact erf, as `torch.nn.functional.gelu`) over one row.
+/// `σ(y)`; `e^{-|y|}` keeps the exponent non-positive.
 #[inline(always)]
-fn geglu_row(a: &[f32], gate: &[f32], out: &mut [f32]) {
-    for ((o, &a), &g) in out.iter_mut().zip(a).zip(gate) {
-        *o = a * 0.5 * g * (1.0 + erf(g * std::f32::consts::FRAC_1_SQRT_2));
+fn sigmoid(y: f32) -> f32 {
+    let e = exp_nonpositive(-y.abs());
+    if y >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    }
+}
+
+/// The MLP activations the fused pass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// GELU with the exact erf (`torch.nn.functional.gelu`, transformers' `gelu`).
+    Gelu,
+    /// `x · σ(1.702 x)` (transformers' `quick_gelu`, OpenAI CLIP).
+    QuickGelu,
+}
+
+/// `out = a · act(g)`, or `act(g)` without `a`. The choices are made outside the loops, so each
+/// loop vectorises.
+#[inline(always)]
+fn activate_row(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
+    #[inline(always)]
+    fn run(a: Option<&[f32]>, g: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+        match a {
+            Some(a) => {
+                for ((o, &a), &g) in out.iter_mut().zip(a).zip(g) {
+                    *o = a * f(g);
+                }
+            }
+            None => {
+                for (o, &g) in out.iter_mut().zip(g) {
+                    *o = f(g);
+                }
+            }
+        }
+    }
+    match act {
+        Act::Gelu => run(a, g, out, |x| {
+            0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+        }),
+        Act::QuickGelu => run(a, g, out, |x| x * sigmoid(1.702 * x)),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn geglu_row_avx512(a: &[f32], gate: &[f32], out: &mut [f32]) {
-    geglu_row(a, gate, out)
+unsafe fn activate_row_avx512(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
+    activate_row(act, a, g, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn geglu_row_avx2(a: &[f32], gate: &[f32], out: &mut [f32]) {
-    geglu_row(a, gate, out)
+unsafe fn activate_row_avx2(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
+    activate_row(act, a, g, out)
 }
 
-/// The GEGLU gate over the last dimension: its first half times GELU of its second half.
-struct Geglu;
+fn activate_row_dispatch(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            // SAFETY: the CPU supports the features each function was compiled for.
+            return unsafe {
+                if has!("avx512f") {
+                    activate_row_avx512(act, a, g, out)
+                } else {
+                    activate_row_avx2(act, a, g, out)
+                }
+            };
+        }
+    }
+    activate_row(act, a, g, out)
+}
 
-impl CustomOp1 for Geglu {
+/// An activation over every element, or (`gated`) diffusers' GEGLU-style gate over the last
+/// dimension: its first half times the activation of its second half.
+struct Activate {
+    act: Act,
+    gated: bool,
+}
+
+/// Elements per parallel chunk of an ungated activation.
+const ACT_CHUNK: usize = 16 * 1024;
+
+impl CustomOp1 for Activate {
     fn name(&self) -> &'static str {
-        "nanoimg-geglu"
+        "nanoimg-activation"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, self.name())?;
+        if !self.gated {
+            let mut out = vec![0f32; x.len()];
+            out.par_chunks_mut(ACT_CHUNK)
+                .zip(x.par_chunks(ACT_CHUNK))
+                .for_each(|(o, g)| activate_row_dispatch(self.act, None, g, o));
+            return Ok((CpuStorage::F32(out), layout.shape().clone()));
+        }
         let mut dims = layout.dims().to_vec();
         let width = dims.last().copied().unwrap_or(0);
         if width % 2 != 0 {
-            candle_core::bail!("{}: odd last dimension {width}", self.name());
+            candle_core::bail!("{}: odd last dimension {width} for a gate", self.name());
         }
         let half = width / 2;
         *dims.last_mut().expect("checked: a last dimension") = half;
         let mut out = vec![0f32; x.len() / 2];
         if half > 0 {
-            #[cfg(target_arch = "x86_64")]
-            let (avx512, avx2) = {
-                use std::arch::is_x86_feature_detected as has;
-                let avx2 = has!("avx2") && has!("fma");
-                (avx2 && has!("avx512f"), avx2)
-            };
             out.par_chunks_mut(half)
                 .zip(x.par_chunks(width))
                 .for_each(|(o, row)| {
                     let (a, gate) = row.split_at(half);
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        // SAFETY: the CPU supports the features each function was compiled for.
-                        if avx512 {
-                            return unsafe { geglu_row_avx512(a, gate, o) };
-                        }
-                        if avx2 {
-                            return unsafe { geglu_row_avx2(a, gate, o) };
-                        }
-                    }
-                    geglu_row(a, gate, o)
+                    activate_row_dispatch(self.act, Some(a), gate, o)
                 });
         }
         Ok((CpuStorage::F32(out), Shape::from(dims)))
@@ -201,7 +256,11 @@ impl CustomOp1 for Geglu {
 /// ops.
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
     if h.device().is_cpu() && h.dtype() == DType::F32 {
-        return h.contiguous()?.apply_op1_no_bwd(&Geglu);
+        let op = Activate {
+            act: Act::Gelu,
+            gated: true,
+        };
+        return h.contiguous()?.apply_op1_no_bwd(&op);
     }
     let half = h.dim(candle_core::D::Minus1)? / 2;
     let (a, gate) = (
@@ -209,6 +268,17 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
         h.narrow(candle_core::D::Minus1, half, half)?,
     );
     a * gate.gelu_erf()?
+}
+
+/// An MLP activation; on the CPU in f32 one vectorised pass, elsewhere candle's ops.
+pub fn activation(x: &Tensor, act: Act) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1_no_bwd(&Activate { act, gated: false });
+    }
+    match act {
+        Act::Gelu => x.gelu_erf(),
+        Act::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
+    }
 }
 
 /// GroupNorm over `[b, c, …]` with a per-channel affine, optionally followed by SiLU.
@@ -267,10 +337,7 @@ fn group_norm_group(x: &[f32], out: &mut [f32], spatial: usize, w: &[f32], b: &[
         if silu {
             for (o, &v) in o.iter_mut().zip(xs) {
                 let y = v * scale + shift;
-                // silu(y) = y·σ(y); e^{-|y|} keeps the exponent non-positive.
-                let e = exp_nonpositive(-y.abs());
-                let sig = if y >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-                *o = y * sig;
+                *o = y * sigmoid(y);
             }
         } else {
             for (o, &v) in o.iter_mut().zip(xs) {
@@ -406,6 +473,22 @@ mod tests {
             assert!(d < 1e-5, "{shape:?}: {d}");
         }
         assert!(geglu(&Tensor::zeros((2, 3), DType::F32, &dev).unwrap()).is_err());
+    }
+
+    /// Against candle's GELU (libm's erf) and `x · sigmoid(1.702 x)`, lengths off the chunk
+    /// size, values up to ±20 (both tails).
+    #[test]
+    fn activations_match_candle() {
+        let dev = candle_core::Device::Cpu;
+        for n in [1, 31, ACT_CHUNK + 5] {
+            let x = (Tensor::randn(0f32, 1.0, (1, n), &dev).unwrap() * 6.0).unwrap();
+            let x = Tensor::cat(&[&x, &Tensor::new(&[[-20f32, 20.0, 0.0]], &dev).unwrap()], 1).unwrap();
+            let quick = (&x * candle_nn::ops::sigmoid(&(&x * 1.702).unwrap()).unwrap()).unwrap();
+            for (act, want) in [(Act::Gelu, x.gelu_erf().unwrap()), (Act::QuickGelu, quick)] {
+                let d = crate::models::max_abs_diff(&activation(&x, act).unwrap(), &want).unwrap();
+                assert!(d < 1e-5, "{act:?} {n}: {d}");
+            }
+        }
     }
 
     use super::*;

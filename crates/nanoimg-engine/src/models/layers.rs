@@ -1,7 +1,7 @@
 //! Small building blocks shared by the UNet and the VAE: resnets, resampling, attention math.
 
 use super::conv::Conv2d;
-use super::kernels::{softmax_last_dim, GroupNorm};
+use super::kernels::{activation, softmax_last_dim, Act, GroupNorm};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
@@ -302,10 +302,11 @@ impl Activation {
 
     /// Applies the activation.
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
-            Activation::Gelu => x.gelu_erf(),
-        }
+        let act = match self {
+            Activation::QuickGelu => Act::QuickGelu,
+            Activation::Gelu => Act::Gelu,
+        };
+        activation(x, act)
     }
 }
 

@@ -324,35 +324,40 @@ struct HeadOperands<'a> {
     vp: &'a [f32],
 }
 
-/// One task: `rows` queries of one head, from `q` (row stride `q_row`) into `out` (`out_row`).
-///
-/// # Safety
-/// `q` and `out` hold `rows` rows of `dim` elements at their strides; `scores` holds `rows` rows
-/// of the padded key count.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn task<K: Kernel>(
+/// One task: `rows` queries of one head, read from `q` (row stride `q_row`) and written to
+/// `out` (row stride `out_row`, the same layout).
+struct Task<'a> {
     q: *const f32,
     q_row: usize,
-    head: HeadOperands,
+    head: HeadOperands<'a>,
     d: Dims,
     scale: f32,
-    scores: &mut [f32],
     out: *mut f32,
     out_row: usize,
     rows: usize,
-) {
+}
+
+/// Runs one task with `scores` as its buffer.
+///
+/// # Safety
+/// `q` and `out` hold `rows` rows of `dim` elements at their strides; `scores` holds `rows` rows
+/// of [`score_row`] elements.
+#[inline(always)]
+unsafe fn task<K: Kernel>(t: &Task, scores: &mut [f32]) {
+    let (d, rows) = (t.d, t.rows);
     let kp = d.keys.next_multiple_of(KEY_ALIGN);
     let dp = d.dim.next_multiple_of(DIM_ALIGN);
     let sr = score_row(d.keys);
-    debug_assert!(scores.len() >= rows * sr && head.kt.len() == d.dim * kp && head.vp.len() == d.keys * dp);
+    debug_assert!(
+        scores.len() >= rows * sr && t.head.kt.len() == d.dim * kp && t.head.vp.len() == d.keys * dp
+    );
     // SAFETY: q has `rows` rows of `dim`; kᵀ is dim × kp, kp a multiple of every W; scores is
     // rows × sr, sr ≥ kp.
     unsafe {
         product::<K>(Product {
-            a: q,
-            a_row: q_row,
-            b: head.kt.as_ptr(),
+            a: t.q,
+            a_row: t.q_row,
+            b: t.head.kt.as_ptr(),
             b_row: KEY_ALIGN,
             b_block: KEY_ALIGN * d.dim,
             len: d.dim,
@@ -360,7 +365,7 @@ unsafe fn task<K: Kernel>(
             out_row: sr,
             rows,
             cols: kp,
-            scale,
+            scale: t.scale,
         });
     }
     for row in scores.chunks_exact_mut(sr).take(rows) {
@@ -373,12 +378,12 @@ unsafe fn task<K: Kernel>(
         product::<K>(Product {
             a: scores.as_ptr(),
             a_row: sr,
-            b: head.vp.as_ptr(),
+            b: t.head.vp.as_ptr(),
             b_row: dp,
             b_block: KEY_ALIGN,
             len: d.keys,
-            out,
-            out_row,
+            out: t.out,
+            out_row: t.out_row,
             rows,
             cols: d.dim,
             scale: 1.0,
@@ -388,38 +393,16 @@ unsafe fn task<K: Kernel>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn task_avx512(
-    q: *const f32,
-    q_row: usize,
-    head: HeadOperands,
-    d: Dims,
-    scale: f32,
-    scores: &mut [f32],
-    out: *mut f32,
-    out_row: usize,
-    rows: usize,
-) {
+unsafe fn task_avx512(t: &Task, scores: &mut [f32]) {
     // SAFETY: forwarded; this function is compiled for AVX-512.
-    unsafe { task::<x86::Avx512>(q, q_row, head, d, scale, scores, out, out_row, rows) }
+    unsafe { task::<x86::Avx512>(t, scores) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn task_avx2(
-    q: *const f32,
-    q_row: usize,
-    head: HeadOperands,
-    d: Dims,
-    scale: f32,
-    scores: &mut [f32],
-    out: *mut f32,
-    out_row: usize,
-    rows: usize,
-) {
+unsafe fn task_avx2(t: &Task, scores: &mut [f32]) {
     // SAFETY: forwarded; this function is compiled for AVX2 + FMA.
-    unsafe { task::<x86::Avx2>(q, q_row, head, d, scale, scores, out, out_row, rows) }
+    unsafe { task::<x86::Avx2>(t, scores) }
 }
 
 /// The instruction sets the kernel has a tile for.
@@ -489,19 +472,28 @@ fn sdpa_cpu(q: &[f32], k: &[f32], v: &[f32], d: Dims, layout: HeadLayout, scale:
                 kt: &kt[bh * d.dim * kp..][..d.dim * kp],
                 vp: &vp[bh * d.keys * dp..][..d.keys * dp],
             };
-            let qp = q[at..].as_ptr();
             let op = optr;
+            let job = Task {
+                q: q[at..].as_ptr(),
+                q_row: qs.token,
+                head,
+                d,
+                scale,
+                // SAFETY: `at` is within the output, which has q's size.
+                out: unsafe { op.0.add(at) },
+                out_row: qs.token,
+                rows,
+            };
             // SAFETY: q and the output have `rows` rows of `dim` elements at stride qs.token from
             // `at` (the output has q's layout and size); each (head, tile) is one task, so tasks
             // write disjoint elements; `isa` is one this CPU has (`Isa::available`).
             unsafe {
-                let o = op.0.add(at);
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => task_avx512(qp, qs.token, head, d, scale, scores, o, qs.token, rows),
+                    Isa::Avx512 => task_avx512(&job, scores),
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => task_avx2(qp, qs.token, head, d, scale, scores, o, qs.token, rows),
-                    Isa::Plain => task::<Plain>(qp, qs.token, head, d, scale, scores, o, qs.token, rows),
+                    Isa::Avx2 => task_avx2(&job, scores),
+                    Isa::Plain => task::<Plain>(&job, scores),
                 }
             }
         },
