@@ -5,6 +5,7 @@
 //! with an `exp` that the compiler vectorises (AVX2/FMA chosen at run time). Other devices and
 //! dtypes take candle's own ops, so results never depend on which path ran beyond rounding.
 
+use super::layers::Activation;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -141,19 +142,10 @@ fn sigmoid(y: f32) -> f32 {
     }
 }
 
-/// The MLP activations the fused pass computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Act {
-    /// GELU with the exact erf (`torch.nn.functional.gelu`, transformers' `gelu`).
-    Gelu,
-    /// `x · σ(1.702 x)` (transformers' `quick_gelu`, OpenAI CLIP).
-    QuickGelu,
-}
-
 /// `out = a · act(g)`, or `act(g)` without `a`. The choices are made outside the loops, so each
 /// loop vectorises.
 #[inline(always)]
-fn activate_row(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
+fn activate_row(act: Activation, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
     #[inline(always)]
     fn run(a: Option<&[f32]>, g: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
         match a {
@@ -170,26 +162,26 @@ fn activate_row(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
         }
     }
     match act {
-        Act::Gelu => run(a, g, out, |x| {
+        Activation::Gelu => run(a, g, out, |x| {
             0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
         }),
-        Act::QuickGelu => run(a, g, out, |x| x * sigmoid(1.702 * x)),
+        Activation::QuickGelu => run(a, g, out, |x| x * sigmoid(1.702 * x)),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn activate_row_avx512(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
+unsafe fn activate_row_avx512(act: Activation, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
     activate_row(act, a, g, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn activate_row_avx2(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
+unsafe fn activate_row_avx2(act: Activation, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
     activate_row(act, a, g, out)
 }
 
-fn activate_row_dispatch(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
+fn activate_row_dispatch(act: Activation, a: Option<&[f32]>, g: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
@@ -210,7 +202,7 @@ fn activate_row_dispatch(act: Act, a: Option<&[f32]>, g: &[f32], out: &mut [f32]
 /// An activation over every element, or (`gated`) diffusers' GEGLU-style gate over the last
 /// dimension: its first half times the activation of its second half.
 struct Activate {
-    act: Act,
+    act: Activation,
     gated: bool,
 }
 
@@ -257,7 +249,7 @@ impl CustomOp1 for Activate {
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
     if h.device().is_cpu() && h.dtype() == DType::F32 {
         let op = Activate {
-            act: Act::Gelu,
+            act: Activation::Gelu,
             gated: true,
         };
         return h.contiguous()?.apply_op1_no_bwd(&op);
@@ -271,13 +263,13 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
 }
 
 /// An MLP activation; on the CPU in f32 one vectorised pass, elsewhere candle's ops.
-pub fn activation(x: &Tensor, act: Act) -> Result<Tensor> {
+pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         return x.contiguous()?.apply_op1_no_bwd(&Activate { act, gated: false });
     }
     match act {
-        Act::Gelu => x.gelu_erf(),
-        Act::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
+        Activation::Gelu => x.gelu_erf(),
+        Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
     }
 }
 
@@ -459,6 +451,10 @@ impl GroupNorm {
 #[cfg(test)]
 mod tests {
 
+    use super::*;
+    use crate::models::max_abs_diff;
+    use candle_core::{Device, Module};
+
     /// Against candle's `a · gelu_erf(gate)` (libm's erf) on odd shapes and a wide value range.
     #[test]
     fn geglu_matches_candle() {
@@ -484,16 +480,15 @@ mod tests {
             let x = (Tensor::randn(0f32, 1.0, (1, n), &dev).unwrap() * 6.0).unwrap();
             let x = Tensor::cat(&[&x, &Tensor::new(&[[-20f32, 20.0, 0.0]], &dev).unwrap()], 1).unwrap();
             let quick = (&x * candle_nn::ops::sigmoid(&(&x * 1.702).unwrap()).unwrap()).unwrap();
-            for (act, want) in [(Act::Gelu, x.gelu_erf().unwrap()), (Act::QuickGelu, quick)] {
+            for (act, want) in [
+                (Activation::Gelu, x.gelu_erf().unwrap()),
+                (Activation::QuickGelu, quick),
+            ] {
                 let d = crate::models::max_abs_diff(&activation(&x, act).unwrap(), &want).unwrap();
                 assert!(d < 1e-5, "{act:?} {n}: {d}");
             }
         }
     }
-
-    use super::*;
-    use crate::models::max_abs_diff;
-    use candle_core::{Device, Module};
 
     #[test]
     fn fast_exp_is_accurate_over_the_softmax_range() {

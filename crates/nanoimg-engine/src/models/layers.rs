@@ -1,7 +1,7 @@
 //! Small building blocks shared by the UNet and the VAE: resnets, resampling, attention math.
 
 use super::conv::Conv2d;
-use super::kernels::{activation, softmax_last_dim, Act, GroupNorm};
+use super::kernels::{activation, softmax_last_dim, GroupNorm};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
@@ -284,7 +284,7 @@ pub fn bicubic_resize(
 }
 
 /// The MLP activations of the transformers checkpoints we load, by their `hidden_act` names.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
     QuickGelu,
     Gelu,
@@ -302,11 +302,7 @@ impl Activation {
 
     /// Applies the activation.
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
-        let act = match self {
-            Activation::QuickGelu => Act::QuickGelu,
-            Activation::Gelu => Act::Gelu,
-        };
-        activation(x, act)
+        activation(x, self)
     }
 }
 

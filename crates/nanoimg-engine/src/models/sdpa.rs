@@ -433,8 +433,10 @@ impl Isa {
         all
     }
 
+    /// The fastest, detected once.
     fn best() -> Isa {
-        Self::available()[0]
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| Self::available()[0])
     }
 }
 
@@ -569,25 +571,24 @@ pub fn supported(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
-/// Attention over `[batch, heads, tokens, dim]` tensors. CPU f32 only (see [`supported`]).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+fn apply(q: &Tensor, k: &Tensor, v: &Tensor, layout: HeadLayout, scale: f64) -> Result<Tensor> {
     let op = Sdpa {
-        layout: HeadLayout::HeadsFirst,
+        layout,
         scale: scale as f32,
     };
     q.contiguous()?
         .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
 }
 
+/// Attention over `[batch, heads, tokens, dim]` tensors. CPU f32 only (see [`supported`]).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    apply(q, k, v, HeadLayout::HeadsFirst, scale)
+}
+
 /// Attention over `[batch, tokens, heads·dim]` projections, the output in the same layout (the
 /// heads merged). CPU f32 only (see [`supported`]).
 pub fn attention_heads_last(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
-    let op = Sdpa {
-        layout: HeadLayout::HeadsLast(heads),
-        scale: scale as f32,
-    };
-    q.contiguous()?
-        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
+    apply(q, k, v, HeadLayout::HeadsLast(heads), scale)
 }
 
 #[cfg(test)]
