@@ -12,6 +12,11 @@ CPU plugin in f32 in a process that loads only OpenVINO and NumPy, as FastSD CPU
 exported models (optimum-intel's export goes through the same converter). Its peak RSS is
 therefore OpenVINO's alone.
 
+`--backend openvino-int8` is the same with the UNet quantized to int8 by NNCF
+(`nncf.quantize`, weights and activations, transformer preset, calibrated on the example
+inputs: the ranges do not change the timing), the peer of `nanoimg bench --quantize int8`; the
+text encoder and the decoder stay f32, as ours do.
+
     bench/setup_reference.sh
     .venv-bench/bin/python bench/diffusers_reference.py --threads 2 --runs 3
     .venv-bench/bin/python bench/diffusers_reference.py --backend openvino --threads 2 --runs 3
@@ -134,6 +139,28 @@ def ir_path(work, arch, lat, name, batch):
     return os.path.join(work, f"{arch}-{lat * 8}-{name}-b{batch}.xml")
 
 
+def int8_path(path):
+    return path.replace(".xml", "-int8.xml")
+
+
+def quantize_unets(args):
+    """Child process: int8 IR of the UNets the operations need (kept between runs)."""
+    import nncf
+    import openvino as ov
+
+    lat = args.size // 8
+    core = ov.Core()
+    for arch in args.arch.split(","):
+        for n, b in needed(args.ops.split(",")):
+            path = ir_path(args.work_dir, arch, lat, n, b)
+            if n != "unet" or os.path.exists(int8_path(path)):
+                continue
+            data = nncf.Dataset([list(example(n, arch, lat, b))])
+            q = nncf.quantize(core.read_model(path), data, subset_size=1,
+                              model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=True)
+            ov.save_model(q, int8_path(path), compress_to_fp16=False)
+
+
 def export(args):
     """Child process: writes the IR of every module the operations need (kept between runs)."""
     import openvino as ov
@@ -192,7 +219,10 @@ def openvino_runner(args, arch):
     lat = args.size // 8
 
     def runner(name, batch):
-        compiled = core.compile_model(ir_path(args.work_dir, arch, lat, name, batch), "CPU", cfg)
+        path = ir_path(args.work_dir, arch, lat, name, batch)
+        if args.backend == "openvino-int8" and name == "unet":
+            path = int8_path(path)
+        compiled = core.compile_model(path, "CPU", cfg)
         request = compiled.create_infer_request()
 
         def run(*xs):
@@ -205,7 +235,7 @@ def openvino_runner(args, arch):
 
 
 def version(backend, threads):
-    if backend == "openvino":
+    if backend.startswith("openvino"):
         import openvino as ov
 
         return f"openvino {ov.__version__}, threads {threads}"
@@ -219,25 +249,31 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="sd-turbo,sd15")
     ap.add_argument("--ops", default="clip,unet,unet-cfg,vae")
-    ap.add_argument("--backend", choices=["torch", "openvino"], default="torch")
+    ap.add_argument("--backend", choices=["torch", "openvino", "openvino-int8"], default="torch")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--steps", type=int, default=1, help="UNet steps of generate-tiny")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work-dir", default="target/bench-openvino", help="where the IR is kept")
     ap.add_argument("--export", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--quantize", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.export:
         return export(args)
-    if args.backend == "openvino":
-        subprocess.run([sys.executable, __file__, "--export", "--arch", args.arch, "--ops", args.ops,
-                        "--size", str(args.size), "--work-dir", args.work_dir], check=True)
+    if args.quantize:
+        return quantize_unets(args)
+    if args.backend.startswith("openvino"):
+        child = [sys.executable, __file__, "--arch", args.arch, "--ops", args.ops,
+                 "--size", str(args.size), "--work-dir", args.work_dir]
+        subprocess.run(child + ["--export"], check=True)
+        if args.backend == "openvino-int8":
+            subprocess.run(child + ["--quantize"], check=True)
     lat = args.size // 8
     threads = args.threads or os.cpu_count()
     print(f"# {version(args.backend, args.threads)}", flush=True)
     for arch in args.arch.split(","):
         ops = args.ops.split(",")
-        make = (openvino_runner if args.backend == "openvino" else torch_runner)(args, arch)
+        make = (openvino_runner if args.backend.startswith("openvino") else torch_runner)(args, arch)
         run = {key: make(*key) for key in needed(ops)}
         for op in ops:
             if op == "clip":

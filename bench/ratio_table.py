@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""The side-by-side table from the JSON lines of `nanoimg bench --json` and
-bench/diffusers_reference.py (both backends): seconds, NanoImg's ratio to each peer, peak RSS.
+"""The side-by-side tables from the JSON lines of `nanoimg bench --json` and
+bench/diffusers_reference.py (every backend): seconds, NanoImg's ratio to each peer, peak RSS;
+then, where int8 runs are present (`--quantize int8`, `--backend openvino-int8`), NanoImg's int8
+UNet against the f32 peers and OpenVINO's int8 UNet.
 
     python3 bench/ratio_table.py target/side-by-side/results.jsonl [machine.txt]
 """
@@ -20,6 +22,7 @@ ROWS = [
     ("sd15", "unet-cfg", None, "SD 1.5 UNet step, batch 2 (CFG)"),
 ]
 BACKENDS = ["nanoimg", "torch", "openvino"]
+INT8_BACKENDS = ["nanoimg-int8", "openvino-int8", "torch", "openvino"]
 
 
 def main():
@@ -45,6 +48,19 @@ def main():
         cells = [f"{g['median_s']:.2f} ({g['peak_rss_mib']:.0f})" if g else "—" for g in got]
         ratios = [
             f"{got[0]['median_s'] / g['median_s']:.2f}×" if got[0] and g else "—" for g in got[1:]
+        ]
+        print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+    int8_rows = [row for row in ROWS if results.get((*row[:3], "nanoimg-int8"))]
+    if not int8_rows:
+        return
+    print("\nUNet on int8 weights (text encoder and decoder f32 in both), median seconds (peak RSS MiB)\n")
+    print("| operation | NanoImg int8 | OpenVINO int8 | vs PyTorch f32 | vs OpenVINO f32 | vs OpenVINO int8 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for arch, op, steps, label in int8_rows:
+        got = [results.get((arch, op, steps, b)) for b in INT8_BACKENDS]
+        cells = [f"{g['median_s']:.2f} ({g['peak_rss_mib']:.0f})" if g else "—" for g in got[:2]]
+        ratios = [
+            f"{got[0]['median_s'] / g['median_s']:.2f}×" if g else "—" for g in (got[2], got[3], got[1])
         ]
         print(f"| {label} | " + " | ".join(cells + ratios) + " |")
 

@@ -6,7 +6,8 @@
 # Builds the release binary and the pinned references (bench/setup_reference.sh) when missing,
 # then times the same architectures with random weights (sd-turbo: text encoder, UNet batch 1 and
 # 2, the tiny autoencoder, whole one- and four-step images with it; sd15: text encoder, UNet
-# batch 1 and 2), one program at a time. The JSON lines and the table are kept in
+# batch 1 and 2), one program at a time; then the UNet on int8 weights (NanoImg `--quantize int8`,
+# OpenVINO through NNCF) for the UNet and whole-image rows. The JSON lines and the tables are kept in
 # target/side-by-side/; the table is printed as Markdown (docs/benchmarks.md holds a copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ done
 out=target/side-by-side
 mkdir -p "$out"
 [ -x target/release/nanoimg ] || env -u RUSTC_WORKSPACE_WRAPPER cargo build --release -p nanoimg
-.venv-bench/bin/python -c "import torch, diffusers, openvino" 2>/dev/null || bench/setup_reference.sh
+.venv-bench/bin/python -c "import torch, diffusers, openvino, nncf" 2>/dev/null || bench/setup_reference.sh
 py=.venv-bench/bin/python
 common=(--threads "$threads" --runs "$runs" --size "$size")
 {
@@ -38,6 +39,16 @@ run target/release/nanoimg bench "${tiny[@]}" "${common[@]}" --json
 run target/release/nanoimg bench --arch sd-turbo --ops generate-tiny --steps 1 "${common[@]}" --json
 run target/release/nanoimg bench --arch sd-turbo --ops generate-tiny --steps 4 "${common[@]}" --json
 run target/release/nanoimg bench --arch sd15 --ops clip,unet,unet-cfg "${common[@]}" --json
+int8=(--quantize int8)
+run target/release/nanoimg bench --arch sd-turbo --ops unet,unet-cfg "${int8[@]}" "${common[@]}" --json
+run target/release/nanoimg bench --arch sd-turbo --ops generate-tiny --steps 1 "${int8[@]}" "${common[@]}" --json
+run target/release/nanoimg bench --arch sd-turbo --ops generate-tiny --steps 4 "${int8[@]}" "${common[@]}" --json
+run target/release/nanoimg bench --arch sd15 --ops unet,unet-cfg "${int8[@]}" "${common[@]}" --json
+q8=(--backend openvino-int8)
+run $py bench/diffusers_reference.py "${q8[@]}" --arch sd-turbo --ops unet,unet-cfg "${common[@]}"
+run $py bench/diffusers_reference.py "${q8[@]}" --arch sd-turbo --ops generate-tiny --steps 1 "${common[@]}"
+run $py bench/diffusers_reference.py "${q8[@]}" --arch sd-turbo --ops generate-tiny --steps 4 "${common[@]}"
+run $py bench/diffusers_reference.py "${q8[@]}" --arch sd15 --ops unet,unet-cfg "${common[@]}"
 for backend in torch openvino; do
   run $py bench/diffusers_reference.py --backend $backend "${tiny[@]}" "${common[@]}"
   run $py bench/diffusers_reference.py --backend $backend --arch sd-turbo --ops generate-tiny --steps 1 "${common[@]}"

@@ -33,7 +33,7 @@ pub mod tiny_vae;
 pub mod tokenizer;
 
 pub use error::{ConfigError, EngineError, Result};
-pub use model::{LoadOptions, Side, StableDiffusion, TextConditioning};
+pub use model::{LoadOptions, Quantization, Side, StableDiffusion, TextConditioning};
 pub use pipeline::{
     parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress, PreviewMethod,
     Progress, ProgressSink, Refiner,

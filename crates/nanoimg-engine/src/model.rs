@@ -5,6 +5,7 @@ use crate::checkpoint::SourceOptions;
 use crate::error::{EngineError, Result, TensorContext};
 use crate::folder::ModelFolder;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::models::int8::Quantize;
 use crate::models::taesd::AutoencoderTiny;
 use crate::models::unet::AddedConditioning;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
@@ -17,6 +18,7 @@ use crate::tiny_vae::VaeChoice;
 use crate::tokenizer::ClipTokenizer;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +33,46 @@ pub struct LoadOptions {
     pub source: SourceOptions,
     /// A VAE file to use instead of the model's own (original or diffusers layout).
     pub vae: Option<PathBuf>,
+    /// The UNet's weights in memory; `None`: the model's setting (`quantize` in its
+    /// `nanoimg.json`), else as stored.
+    pub quantize: Option<Quantization>,
+}
+
+/// How the UNet's weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantization {
+    /// As stored (at the load's dtype). The default.
+    #[default]
+    None,
+    /// The blocks' linear layers and convolutions on int8 weights with activations quantized
+    /// as they arrive ([`crate::models::int8`]): CPU and f32 only, a few times faster where the
+    /// CPU has AVX-512 VNNI ([`crate::models::int8::fast`]), slower elsewhere; results move by
+    /// about a percent per layer.
+    Int8,
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = nanoimg_core::InvalidParam;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "f32" | "off" => Ok(Quantization::None),
+            "int8" => Ok(Quantization::Int8),
+            other => Err(nanoimg_core::InvalidParam::new(
+                "quantize",
+                format!("unknown quantization {other:?}; use none or int8"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Quantization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Quantization::None => "none",
+            Quantization::Int8 => "int8",
+        })
+    }
 }
 
 impl Default for LoadOptions {
@@ -40,6 +82,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             source: SourceOptions::default(),
             vae: None,
+            quantize: None,
         }
     }
 }
@@ -80,13 +123,27 @@ pub(crate) struct TextEncoder {
 /// keeping the map costs no memory; a LoRA merge copies only the tensors it changes.
 pub(crate) type Weights = Arc<HashMap<String, Tensor>>;
 
+/// The UNet's checkpoint tensors, by name, for LoRA merges.
+#[derive(Clone)]
+pub(crate) enum UnetWeights {
+    /// In memory, sharing storage with the UNet's f32 layers (so keeping them costs nothing).
+    Resident(Weights),
+    /// Not kept: an int8 UNet's layers hold none of the tensors they were made from, and
+    /// keeping them would more than double its memory. A merge reads them again from the
+    /// model's files, with the tensors earlier merges changed (`changed`) on top.
+    Reread {
+        source: Arc<ModelSource>,
+        changed: Weights,
+    },
+}
+
 /// A model ready to generate: shared read-only by every request.
 #[derive(Clone)]
 pub struct StableDiffusion {
     pub(crate) info: ModelInfo,
     pub(crate) encoders: Vec<Arc<TextEncoder>>,
     pub(crate) unet: Arc<UNet2DConditionModel>,
-    pub(crate) unet_weights: Weights,
+    pub(crate) unet_weights: UnetWeights,
     pub(crate) vae: Arc<AutoencoderKL>,
     pub(crate) schedule: NoiseSchedule,
     pub(crate) device: Device,
@@ -175,10 +232,29 @@ impl StableDiffusion {
 
         let unet_config: UNetConfig = source.config("unet")?;
         let unet_weights = source.weights("unet", dtype, device)?;
-        let unet = Arc::new(
-            UNet2DConditionModel::new(from_weights(&unet_weights, dtype, device), &unet_config)
-                .map_err(|e| e.at(&path.join("unet")))?,
-        );
+        let mut unet = UNet2DConditionModel::new(from_weights(&unet_weights, dtype, device), &unet_config)
+            .map_err(|e| e.at(&path.join("unet")))?;
+        let quantize = opts.quantize.unwrap_or(info.quantize);
+        if quantize == Quantization::Int8 {
+            if !device.is_cpu() || dtype != DType::F32 {
+                return Err(nanoimg_core::InvalidParam::new(
+                    "quantize",
+                    "int8 weights run on the CPU at f32; load without quantize or on the CPU",
+                )
+                .into());
+            }
+            unet.quantize_int8().context(|| at("unet"))?;
+        }
+        let unet = Arc::new(unet);
+        // Dropping the map frees the tensors the int8 layers replaced; the f32 layers left
+        // (norms, conv_in/out, time embedding) still hold theirs.
+        let unet_weights = match quantize {
+            Quantization::Int8 => UnetWeights::Reread {
+                source: Arc::new(source.clone()),
+                changed: Weights::default(),
+            },
+            Quantization::None => UnetWeights::Resident(unet_weights),
+        };
 
         let vae_config: VaeConfig = source.config("vae")?;
         vae_config.validate().map_err(|reason| EngineError::Unsupported {
@@ -221,6 +297,18 @@ impl StableDiffusion {
         };
         model.check_consistency()?;
         Ok(model)
+    }
+
+    /// The UNet's checkpoint tensors by name (read from the files again for an int8 UNet).
+    pub(crate) fn unet_weights(&self) -> Result<Weights> {
+        match &self.unet_weights {
+            UnetWeights::Resident(w) => Ok(w.clone()),
+            UnetWeights::Reread { source, changed } => {
+                let mut all = (*source.weights("unet", self.dtype, &self.device)?).clone();
+                all.extend(changed.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Ok(Arc::new(all))
+            }
+        }
     }
 
     /// Checks that the components fit together (text width vs. cross-attention width, …).

@@ -3,6 +3,7 @@
 
 use crate::checkpoint::SourceOptions;
 use crate::error::{EngineError, Result};
+use crate::model::Quantization;
 use crate::models::clip::ClipTextConfig;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
@@ -78,6 +79,8 @@ pub struct ModelInfo {
     pub max_size: Option<ImageSize>,
     #[serde(skip)]
     pub force_zeros_for_empty_prompt: bool,
+    /// How the UNet's weights are held when loaded (`quantize` in `nanoimg.json`).
+    pub quantize: Quantization,
     pub description: Option<String>,
 }
 
@@ -294,6 +297,7 @@ impl ModelInfo {
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
             description: overrides.description.clone(),
+            quantize: overrides.quantize.unwrap_or_default(),
         })
     }
 }

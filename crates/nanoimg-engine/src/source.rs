@@ -5,7 +5,7 @@
 use crate::checkpoint::{sidecar_path, vae_file_weights, Checkpoint, SourceOptions};
 use crate::error::{EngineError, Result};
 use crate::folder::{read_json, ModelFolder};
-use crate::model::Weights;
+use crate::model::{Quantization, Weights};
 use crate::registry::Family;
 use candle_core::{DType, Device};
 use serde::de::DeserializeOwned;
@@ -41,6 +41,9 @@ pub(crate) struct Overrides {
     /// A separate VAE file (relative to the model's folder or the file's folder).
     #[serde(default)]
     pub vae: Option<PathBuf>,
+    /// How the UNet's weights are held (`"int8"`: see [`Quantization`]).
+    #[serde(default)]
+    pub quantize: Option<Quantization>,
 }
 
 /// A model on disk, opened: configs readable, weights not yet read.

@@ -51,6 +51,8 @@ pub struct ModelCatalog {
     loras: Library,
     /// Textual-inversion embeddings every loaded model knows by name.
     embeddings: Library,
+    /// Run after each load ([`ModelCatalog::with_after_load`]).
+    after_load: fn(),
 }
 
 /// A loaded model with characters' LoRAs merged in.
@@ -135,7 +137,15 @@ impl ModelCatalog {
             reference_cache_bytes: nanoimg_engine::reference::DEFAULT_CACHE_BYTES,
             loras: Library::default(),
             embeddings: Library::default(),
+            after_load: || {},
         })
+    }
+
+    /// Runs `hook` after every model load (the binary gives what a load freed back to the OS:
+    /// an int8 UNet frees its f32 weights).
+    pub fn with_after_load(mut self, hook: fn()) -> Self {
+        self.after_load = hook;
+        self
     }
 
     /// Textual-inversion embeddings in `library` become words every model loaded from now on
@@ -207,9 +217,13 @@ impl ModelCatalog {
             let tiny = nanoimg_engine::tiny_vae::load(path, model.device(), model.dtype())?;
             model = model.with_tiny_vae(Arc::new(tiny))?;
         }
+        if model.unet().is_int8() && !nanoimg_engine::models::int8::fast() {
+            tracing::warn!(model = %name, "int8 weights on a CPU without AVX-512 VNNI: slower than f32 here");
+        }
         for (embedding, why) in skipped {
             tracing::warn!(model = %name, %embedding, %why, "textual-inversion embedding left out");
         }
+        (self.after_load)();
         let model = self.with_banks(model);
         tracing::info!(model = %name, secs = started.elapsed().as_secs_f64(), "model loaded");
         let mut loaded = lock(&self.loaded);

@@ -53,6 +53,9 @@ pub struct Args {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// `int8`: time the UNet on int8 weights (see `generate --quantize`).
+    #[arg(long, value_name = "none|int8")]
+    pub quantize: Option<nanoimg_engine::Quantization>,
 }
 
 /// Peak resident memory since the last reset, in MiB (Linux; `None` elsewhere).
@@ -149,7 +152,7 @@ fn bench_lora(model: &StableDiffusion) -> Result<nanoimg_engine::lora::Lora> {
         .context("the model has no UNet weights")?;
     let mut noise = SeededNoise::new(2);
     let mut tensors = std::collections::HashMap::new();
-    for (name, w) in weights {
+    for (name, w) in weights.iter() {
         let Some(module) = name.strip_suffix(".weight") else {
             continue;
         };
@@ -210,7 +213,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     let prompt = "a photograph of an astronaut riding a horse";
     for (label, path) in &targets {
-        let mut model = StableDiffusion::load(path, &LoadOptions::default())?;
+        let opts = LoadOptions {
+            quantize: a.quantize,
+            ..LoadOptions::default()
+        };
+        let mut model = StableDiffusion::load(path, &opts)?;
+        // What loading freed (an int8 UNet's f32 weights) goes back now, as it would within a
+        // minute in a server: the peak memory below is the operation's, not the load's leftovers.
+        crate::allocator::release_freed();
         if a.ops.iter().any(|o| o.ends_with("-tiny")) {
             let dir = ensure_taesd(&a.work_dir)?;
             let tiny = nanoimg_engine::tiny_vae::load(&dir, &Device::Cpu, DType::F32)?;
@@ -294,10 +304,15 @@ pub fn run(a: Args) -> Result<()> {
                      generate-tiny, reference-cold, reference-warm, lora-merge"
                 ),
             };
+            // Which UNet weights ran: what the ratio table names the row after.
+            let backend = match model.unet().is_int8() {
+                true => "nanoimg-int8",
+                false => "nanoimg",
+            };
             if a.json {
                 println!(
                     "{}",
-                    json!({"arch": label, "op": op, "backend": "nanoimg", "size": size,
+                    json!({"arch": label, "op": op, "backend": backend, "size": size,
                            "steps": steps, "threads": threads,
                            "median_s": t.median_s, "runs_s": t.runs, "peak_rss_mib": t.peak_mib,
                            "bank_mib": bank_bytes.map(|b| b as f64 / 1048576.0)})
@@ -309,7 +324,7 @@ pub fn run(a: Args) -> Result<()> {
                 });
                 println!(
                     "{:<12} {:<18} {:>10.3} {:>12}  {}{bank}",
-                    label,
+                    format!("{label}{}", if backend == "nanoimg" { "" } else { " int8" }),
                     format!("{op} @{size}"),
                     t.median_s,
                     t.peak_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),

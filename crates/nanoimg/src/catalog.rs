@@ -5,7 +5,9 @@
 use anyhow::{bail, Context, Result};
 use nanoimg_engine::checkpoint::SourceOptions;
 use nanoimg_engine::library::Library;
-use nanoimg_engine::{bundled, tiny_vae, EngineError, LoadOptions, Registry, StableDiffusion, VaeChoice};
+use nanoimg_engine::{
+    bundled, tiny_vae, EngineError, LoadOptions, Quantization, Registry, StableDiffusion, VaeChoice,
+};
 use std::path::PathBuf;
 
 /// Which model to run: the flags `generate` and `edit` share.
@@ -37,6 +39,12 @@ pub struct ModelArgs {
     /// madebyollin/taesd or madebyollin/taesdxl in the hub cache.
     #[arg(long, value_name = "DIR")]
     pub tiny_vae: Option<PathBuf>,
+    /// `int8`: the UNet's linear layers and convolutions on int8 weights, activations quantized
+    /// as they arrive (CPU, f32; a few times faster on CPUs with AVX-512 VNNI, slower on
+    /// others; results move by about a percent per layer). `none`: the weights as stored.
+    /// Default: `quantize` in the model's settings, else none.
+    #[arg(long, value_name = "none|int8")]
+    pub quantize: Option<Quantization>,
 }
 
 impl ModelArgs {
@@ -55,6 +63,19 @@ impl ModelArgs {
                 hub_cache: None,
             },
             vae: self.vae_file(),
+            quantize: self.quantize,
+        }
+    }
+
+    /// After a load: gives what it freed back to the OS (an int8 UNet's f32 weights) and warns
+    /// when the UNet runs on int8 weights without the fast tile (slower than f32 there).
+    pub fn loaded(model: &StableDiffusion) {
+        crate::allocator::release_freed();
+        if model.unet().is_int8() && !nanoimg_engine::models::int8::fast() {
+            eprintln!(
+                "warning: this CPU has no AVX-512 VNNI, so int8 weights run slower than f32 here \
+                 (--quantize none)"
+            );
         }
     }
 

@@ -100,13 +100,15 @@ impl ModelPainter<'_> {
     fn model(&mut self) -> Result<&StableDiffusion> {
         if self.model.is_none() {
             let path = self.args.model.path()?;
-            self.model = Some(StableDiffusion::load(
+            let model = StableDiffusion::load(
                 &path,
                 &self
                     .args
                     .model
                     .load_options(nanoimg_engine::default_device(), candle_core::DType::F32),
-            )?);
+            )?;
+            crate::catalog::ModelArgs::loaded(&model);
+            self.model = Some(model);
         }
         Ok(self.model.as_ref().expect("loaded"))
     }

@@ -234,6 +234,7 @@ pub fn run(a: Args) -> Result<()> {
         &model_path,
         &a.model.load_options(nanoimg_engine::default_device(), dtype),
     )?;
+    crate::catalog::ModelArgs::loaded(&model);
     model = a.model.with_tiny_vae(model)?;
     let embeddings =
         crate::catalog::embedding_library(a.model.models_dir.as_deref(), a.embedding_dir.as_deref());
@@ -332,6 +333,11 @@ pub fn run(a: Args) -> Result<()> {
     };
 
     let info = model.info();
+    // What the UNet ran on (the model's setting or `--quantize`), recorded with each image.
+    let quantize = match model.unet().is_int8() {
+        true => nanoimg_engine::Quantization::Int8,
+        false => nanoimg_engine::Quantization::None,
+    };
     let sealer = safety.sealer();
     let mode = match (&req.init, req.init.as_ref().and_then(|i| i.mask.as_ref())) {
         (None, _) => "txt2img",
@@ -364,6 +370,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         .with("family", json!(info.family))
         .with("dtype", a.dtype.clone())
+        .with("quantize", quantize.to_string())
         .with("strength", json!(req.init.as_ref().map(|i| i.strength)))
         .with("mode", mode)
         .with("index", i)
@@ -396,7 +403,7 @@ pub fn run(a: Args) -> Result<()> {
         let summary = json!({
             "images": written, "model": info.name, "model_path": info.path, "steps": req.steps,
             "guidance": req.guidance, "scheduler": req.scheduler, "size": req.size.to_string(),
-            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "quantize": quantize, "seconds": (seconds * 1000.0).round() / 1000.0,
         });
         println!("{summary}");
     } else {

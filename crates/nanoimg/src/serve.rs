@@ -128,6 +128,7 @@ fn models(args: &Args, cfg: &Config) -> Result<ModelCatalog> {
     Ok(ModelCatalog::new(list, &default, cfg.max_loaded_models)
         .map_err(anyhow::Error::msg)?
         .with_reference_cache(cfg.reference_cache_mib.saturating_mul(1 << 20))
+        .with_after_load(crate::allocator::release_freed)
         .with_loras(catalog::lora_library(
             args.models_dir.as_deref(),
             args.lora_dir.as_deref(),

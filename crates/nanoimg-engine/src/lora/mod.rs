@@ -17,8 +17,9 @@ pub mod names;
 pub mod prompt;
 
 use crate::error::{EngineError, Result};
-use crate::model::{from_weights, StableDiffusion, TextEncoder, Weights};
+use crate::model::{from_weights, StableDiffusion, TextEncoder, UnetWeights, Weights};
 use crate::models::clip::ClipTextModel;
+use crate::models::int8::Quantize;
 use crate::models::unet::UNet2DConditionModel;
 use candle_core::{DType, Device, Tensor};
 use names::{component_of, split_key, Component, ModuleIndex, Naming, Part};
@@ -148,12 +149,15 @@ impl Lora {
     /// Ties every layer to the module it changes in `model`, checking shapes; errors name the
     /// first layer the model does not have (a LoRA for another architecture).
     pub fn resolve(&self, model: &StableDiffusion) -> Result<Vec<Resolved<'_>>> {
-        let indexes = ModelIndexes::new(model);
+        self.resolve_in(&ModelIndexes::new(model)?)
+    }
+
+    fn resolve_in(&self, indexes: &ModelIndexes) -> Result<Vec<Resolved<'_>>> {
         let mut out = Vec::with_capacity(self.layers.len());
         let mut missing = Vec::new();
         for layer in &self.layers {
             let (component, naming) = component_of(&layer.name);
-            let Some(index) = indexes.get(component) else {
+            let Some(Indexed { index, weights }) = indexes.get(component) else {
                 return Err(invalid(format!(
                     "layer {:?} changes {component}, which this model does not have",
                     layer.name
@@ -168,9 +172,8 @@ impl Lora {
                 continue;
             };
             let name = format!("{module}.weight");
-            let weight = model
-                .component_weights(component)
-                .and_then(|w| w.get(&name))
+            let weight = weights
+                .get(&name)
                 .ok_or_else(|| invalid(format!("{component} has no {name}")))?;
             let ws = weight.dims();
             let (out_dim, in_total) = (layer.up.dim(0)?, layer.down.elem_count() / layer.rank());
@@ -208,24 +211,39 @@ pub struct Resolved<'a> {
     pub layer: &'a LoraLayer,
 }
 
+/// A component's tensors and the index of its module names.
+struct Indexed {
+    index: ModuleIndex,
+    weights: Weights,
+}
+
+/// Every component's [`Indexed`], fetched once per merge (an int8 UNet's tensors are read from
+/// disk).
 struct ModelIndexes {
-    unet: ModuleIndex,
-    encoders: Vec<ModuleIndex>,
+    unet: Indexed,
+    encoders: Vec<Indexed>,
 }
 
 impl ModelIndexes {
-    fn new(model: &StableDiffusion) -> Self {
-        Self {
-            unet: ModuleIndex::new(model.unet_weights.keys(), true),
+    fn new(model: &StableDiffusion) -> Result<Self> {
+        let unet = model.unet_weights()?;
+        Ok(Self {
+            unet: Indexed {
+                index: ModuleIndex::new(unet.keys(), true),
+                weights: unet,
+            },
             encoders: model
                 .encoders
                 .iter()
-                .map(|e| ModuleIndex::new(e.weights.keys(), false))
+                .map(|e| Indexed {
+                    index: ModuleIndex::new(e.weights.keys(), false),
+                    weights: e.weights.clone(),
+                })
                 .collect(),
-        }
+        })
     }
 
-    fn get(&self, c: Component) -> Option<&ModuleIndex> {
+    fn get(&self, c: Component) -> Option<&Indexed> {
         match c {
             Component::Unet => Some(&self.unet),
             Component::TextEncoder(i) => self.encoders.get(i),
@@ -238,11 +256,15 @@ fn invalid(message: String) -> EngineError {
 }
 
 impl StableDiffusion {
-    /// The checkpoint tensors of one component, by name.
-    pub fn component_weights(&self, c: Component) -> Option<&HashMap<String, Tensor>> {
+    /// The checkpoint tensors of one component, by name (an int8 UNet's are read from disk).
+    pub fn component_weights(&self, c: Component) -> Result<Arc<HashMap<String, Tensor>>> {
         match c {
-            Component::Unet => Some(&self.unet_weights),
-            Component::TextEncoder(i) => self.encoders.get(i).map(|e| &*e.weights),
+            Component::Unet => self.unet_weights(),
+            Component::TextEncoder(i) => self
+                .encoders
+                .get(i)
+                .map(|e| e.weights.clone())
+                .ok_or_else(|| invalid(format!("this model has no {c}"))),
         }
     }
 
@@ -250,6 +272,7 @@ impl StableDiffusion {
     /// the VAE and untouched text encoders are shared with `self`, which is left unchanged.
     pub fn with_loras(&self, loras: &[(&Lora, f64)]) -> Result<StableDiffusion> {
         let mut deltas: BTreeMap<(Component, String), Vec<(&LoraLayer, f64)>> = BTreeMap::new();
+        let indexes = ModelIndexes::new(self)?;
         for (lora, strength) in loras {
             if !strength.is_finite() || !STRENGTH_RANGE.contains(strength) {
                 return Err(EngineError::InvalidParam(nanoimg_core::InvalidParam::new(
@@ -257,7 +280,7 @@ impl StableDiffusion {
                     format!("{strength} is outside {STRENGTH_RANGE:?}"),
                 )));
             }
-            for r in lora.resolve(self)? {
+            for r in lora.resolve_in(&indexes)? {
                 deltas
                     .entry((r.component, r.tensor))
                     .or_default()
@@ -284,14 +307,27 @@ impl StableDiffusion {
         };
 
         let (dtype, device) = (self.dtype, &self.device);
-        let (unet, unet_weights) = match merge(Component::Unet, &self.unet_weights)? {
-            Some(w) => (
-                Arc::new(UNet2DConditionModel::new(
-                    from_weights(&w, dtype, device),
-                    self.unet.config(),
-                )?),
-                w,
-            ),
+        let (unet, unet_weights) = match merge(Component::Unet, &indexes.unet.weights)? {
+            Some(w) => {
+                let mut unet =
+                    UNet2DConditionModel::new(from_weights(&w, dtype, device), self.unet.config())?;
+                let kept = match &self.unet_weights {
+                    UnetWeights::Resident(_) => UnetWeights::Resident(w),
+                    UnetWeights::Reread { source, changed } => {
+                        // Keep only what differs from the files: earlier merges' and this one's.
+                        let mut changed = (**changed).clone();
+                        for (_, name) in deltas.keys().filter(|(c, _)| *c == Component::Unet) {
+                            changed.insert(name.clone(), w[name].clone());
+                        }
+                        unet.quantize_int8()?;
+                        UnetWeights::Reread {
+                            source: source.clone(),
+                            changed: Arc::new(changed),
+                        }
+                    }
+                };
+                (Arc::new(unet), kept)
+            }
             None => (self.unet.clone(), self.unet_weights.clone()),
         };
         let mut encoders = Vec::with_capacity(self.encoders.len());

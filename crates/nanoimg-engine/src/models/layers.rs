@@ -1,6 +1,7 @@
 //! Small building blocks shared by the UNet and the VAE: resnets, resampling, attention math.
 
 use super::conv::Conv2d;
+use super::int8::Quantize;
 use super::kernels::{activation, softmax_last_dim, GroupNorm};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
@@ -162,6 +163,14 @@ impl ResnetBlock2D {
     }
 }
 
+impl Quantize for ResnetBlock2D {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.conv1.quantize_int8()?;
+        self.conv2.quantize_int8()?;
+        self.conv_shortcut.quantize_int8()
+    }
+}
+
 /// `downsamplers.0`: a stride-2 3×3 convolution.
 #[derive(Debug)]
 pub struct Downsample2D {
@@ -192,6 +201,12 @@ impl Module for Downsample2D {
     }
 }
 
+impl Quantize for Downsample2D {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.conv.quantize_int8()
+    }
+}
+
 /// `upsamplers.0`: nearest-neighbour resize then a 3×3 convolution.
 #[derive(Debug)]
 pub struct Upsample2D {
@@ -211,6 +226,12 @@ impl Upsample2D {
         let (_, _, h, w) = x.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
         self.conv.forward(&x.upsample_nearest2d(th, tw)?)
+    }
+}
+
+impl Quantize for Upsample2D {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.conv.quantize_int8()
     }
 }
 

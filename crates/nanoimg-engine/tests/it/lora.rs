@@ -276,6 +276,45 @@ fn the_merged_model_equals_a_model_loaded_from_merged_weights() {
 }
 
 #[test]
+fn a_lora_merged_into_an_int8_model_stays_int8_and_close_to_f32() {
+    let base = common::load("tiny-sd1");
+    let opts = nanoimg_engine::LoadOptions {
+        quantize: Some(nanoimg_engine::Quantization::Int8),
+        ..Default::default()
+    };
+    let q = StableDiffusion::load(&common::path("tiny-sd1"), &opts).unwrap();
+    let pairs = random_pairs(&base, &SD1_TARGETS, 6);
+    let lora = through_file(&lora_tensors(&SD1_TARGETS, &pairs, Naming::Kohya));
+    let (merged, merged_q) = (
+        base.with_loras(&[(&lora, 1.0)]).unwrap(),
+        q.with_loras(&[(&lora, 1.0)]).unwrap(),
+    );
+    assert!(merged_q.unet().is_int8());
+    let rel = crate::int8::relative(&unet_out(&merged_q), &unet_out(&merged));
+    assert!(rel < 0.05, "int8 merge {rel} from the f32 merge");
+    assert!(
+        max_abs_diff(&unet_out(&merged_q), &unet_out(&q)).unwrap() > 1e-4,
+        "the LoRA took effect"
+    );
+    // The int8 model keeps no f32 UNet tensors but reads them back, merged ones on top, so a
+    // merge onto the merged model starts from the same tensors as in f32.
+    assert_eq!(
+        snapshot(&merged_q, Component::Unet),
+        snapshot(&merged, Component::Unet)
+    );
+    let (twice, twice_q) = (
+        merged.with_loras(&[(&lora, 0.5)]).unwrap(),
+        merged_q.with_loras(&[(&lora, 0.5)]).unwrap(),
+    );
+    assert_eq!(
+        snapshot(&twice_q, Component::Unet),
+        snapshot(&twice, Component::Unet)
+    );
+    let rel = crate::int8::relative(&unet_out(&twice_q), &unet_out(&twice));
+    assert!(rel < 0.05, "int8 double merge {rel} from f32");
+}
+
+#[test]
 fn peft_and_old_diffusers_names_give_the_same_merge_as_kohya() {
     let base = common::load("tiny-sd1");
     let pairs = random_pairs(&base, &SD1_TARGETS, 5);

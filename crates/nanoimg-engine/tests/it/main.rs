@@ -5,6 +5,7 @@ mod checkpoint;
 mod codec_mutations;
 mod common;
 mod hooks;
+mod int8;
 mod loading;
 mod lora;
 mod parity;

@@ -224,6 +224,14 @@ fn model() -> Value {
                  resampled to the size asked (null: only the server's limits)",
             ),
         ),
+        (
+            "quantize",
+            described(
+                one_of(&["none", "int8"]),
+                "how the model's UNet weights are held (`quantize` in its nanoimg.json): int8 \
+                 runs its linear layers and convolutions on int8 weights",
+            ),
+        ),
         ("description", or_null("string")),
     ])
 }

@@ -66,7 +66,7 @@ pub(crate) async fn models(State(state): State<AppState>, _auth: Auth) -> Json<s
                 "default": e.name == state.catalog.default_name(),
                 "family": e.info.family, "turbo": e.info.turbo, "inpainting": e.info.inpainting,
                 "defaults": e.info.defaults, "max_size": e.info.max_size,
-                "description": e.info.description,
+                "quantize": e.info.quantize, "description": e.info.description,
             })
         })
         .collect();

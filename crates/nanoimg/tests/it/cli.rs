@@ -70,6 +70,41 @@ fn meta_of(path: &Path) -> serde_json::Value {
     serde_json::from_str(chunk).unwrap()
 }
 
+/// `--quantize int8` runs the UNet on int8 weights: recorded in the summary and the image's
+/// parameters, and the same seed draws nearly the same picture; an unknown value is refused.
+#[test]
+fn quantize_int8_is_recorded_and_draws_nearly_the_f32_picture() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a.png"), d.path().join("b.png"));
+    let args = [
+        "a cat in a hat",
+        "--size",
+        "64x64",
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+        "--json",
+    ];
+    let plain: serde_json::Value = serde_json::from_str(&ok(&generate(&args, &a))).unwrap();
+    assert_eq!(plain["quantize"], "none");
+    let int8_args: Vec<&str> = args.iter().copied().chain(["--quantize", "int8"]).collect();
+    let int8: serde_json::Value = serde_json::from_str(&ok(&generate(&int8_args, &b))).unwrap();
+    assert_eq!(int8["quantize"], "int8");
+    assert_eq!(meta_of(&b)["quantize"], "int8");
+    assert_eq!(meta_of(&a)["quantize"], "none");
+    let diff = mean_abs_diff(
+        &image::open(&a).unwrap().to_rgb8(),
+        &image::open(&b).unwrap().to_rgb8(),
+    );
+    assert!(diff < 10.0, "int8 picture {diff} levels from f32 on average");
+
+    let bad: Vec<&str> = args.iter().copied().chain(["--quantize", "int4"]).collect();
+    let e = err(&generate(&bad, &d.path().join("c.png")));
+    assert!(e.contains("int4") && e.contains("int8"), "{e}");
+    assert!(!d.path().join("c.png").exists());
+}
+
 #[test]
 fn generate_writes_png_of_requested_size_with_parameters_and_the_seed_fixes_the_picture() {
     let d = tempfile::tempdir().unwrap();

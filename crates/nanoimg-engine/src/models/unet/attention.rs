@@ -2,11 +2,13 @@
 
 use super::hooks::{Site, UNetHooks};
 use crate::models::conv::Conv2d;
+use crate::models::int8::Quantize;
 use crate::models::kernels::{geglu, GroupNorm};
 use crate::models::layers::{attention, conv2d, merge_heads, split_heads};
+use crate::models::linear::{linear, linear_no_bias, Linear};
 use crate::models::sdpa;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 /// diffusers' `Attention` (`to_q`, `to_k`, `to_v`, `to_out.0`).
 #[derive(Debug)]
@@ -30,10 +32,10 @@ impl Attention {
     ) -> Result<Self> {
         let inner = heads * head_dim;
         Ok(Self {
-            to_q: candle_nn::linear_no_bias(query_dim, inner, vb.pp("to_q"))?,
-            to_k: candle_nn::linear_no_bias(context_dim, inner, vb.pp("to_k"))?,
-            to_v: candle_nn::linear_no_bias(context_dim, inner, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(inner, query_dim, vb.pp("to_out").pp(0))?,
+            to_q: linear_no_bias(query_dim, inner, vb.pp("to_q"))?,
+            to_k: linear_no_bias(context_dim, inner, vb.pp("to_k"))?,
+            to_v: linear_no_bias(context_dim, inner, vb.pp("to_v"))?,
+            to_out: linear(inner, query_dim, vb.pp("to_out").pp(0))?,
             heads,
             scale: (head_dim as f64).powf(-0.5),
         })
@@ -81,6 +83,15 @@ impl Attention {
     }
 }
 
+impl Quantize for Attention {
+    fn quantize_int8(&mut self) -> Result<()> {
+        for l in [&mut self.to_q, &mut self.to_k, &mut self.to_v, &mut self.to_out] {
+            l.quantize_int8()?;
+        }
+        Ok(())
+    }
+}
+
 /// GEGLU feed-forward (`ff.net.0.proj`, `ff.net.2`).
 #[derive(Debug)]
 struct FeedForward {
@@ -92,8 +103,8 @@ impl FeedForward {
     fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         let inner = dim * 4;
         Ok(Self {
-            proj_in: candle_nn::linear(dim, inner * 2, vb.pp("net").pp(0).pp("proj"))?,
-            proj_out: candle_nn::linear(inner, dim, vb.pp("net").pp(2))?,
+            proj_in: linear(dim, inner * 2, vb.pp("net").pp(0).pp("proj"))?,
+            proj_out: linear(inner, dim, vb.pp("net").pp(2))?,
         })
     }
 }
@@ -101,6 +112,13 @@ impl FeedForward {
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.proj_out.forward(&geglu(&self.proj_in.forward(x)?)?)
+    }
+}
+
+impl Quantize for FeedForward {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.proj_in.quantize_int8()?;
+        self.proj_out.quantize_int8()
     }
 }
 
@@ -180,9 +198,9 @@ enum Projection {
 }
 
 impl Projection {
-    fn new(vb: VarBuilder, cin: usize, cout: usize, linear: bool) -> Result<Self> {
-        Ok(if linear {
-            Projection::Linear(candle_nn::linear(cin, cout, vb)?)
+    fn new(vb: VarBuilder, cin: usize, cout: usize, is_linear: bool) -> Result<Self> {
+        Ok(if is_linear {
+            Projection::Linear(linear(cin, cout, vb)?)
         } else {
             Projection::Conv(conv2d(cin, cout, 1, 1, 0, vb)?)
         })
@@ -267,5 +285,30 @@ impl Transformer2DModel {
         };
         debug_assert_eq!(out.dim(1)?, c);
         x + out
+    }
+}
+
+impl Quantize for BasicTransformerBlock {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.attn1.quantize_int8()?;
+        self.attn2.quantize_int8()?;
+        self.ff.quantize_int8()
+    }
+}
+
+impl Quantize for Projection {
+    fn quantize_int8(&mut self) -> Result<()> {
+        match self {
+            Projection::Conv(c) => c.quantize_int8(),
+            Projection::Linear(l) => l.quantize_int8(),
+        }
+    }
+}
+
+impl Quantize for Transformer2DModel {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.proj_in.quantize_int8()?;
+        self.transformer_blocks.quantize_int8()?;
+        self.proj_out.quantize_int8()
     }
 }

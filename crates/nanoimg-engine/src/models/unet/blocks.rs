@@ -3,6 +3,7 @@
 
 use super::attention::{Transformer2DModel, TransformerSpec};
 use super::hooks::{after_block, BlockKind, Site, Stage, UNetHooks};
+use crate::models::int8::Quantize;
 use crate::models::layers::{Downsample2D, ResnetBlock2D, Upsample2D};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -226,5 +227,28 @@ impl UpBlock {
             Some(u) => u.forward(&x, size),
             None => Ok(x),
         }
+    }
+}
+
+impl Quantize for DownBlock {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.resnets.quantize_int8()?;
+        self.attentions.quantize_int8()?;
+        self.downsampler.quantize_int8()
+    }
+}
+
+impl Quantize for MidBlock {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.resnets.iter_mut().try_for_each(Quantize::quantize_int8)?;
+        self.attention.quantize_int8()
+    }
+}
+
+impl Quantize for UpBlock {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.resnets.quantize_int8()?;
+        self.attentions.quantize_int8()?;
+        self.upsampler.quantize_int8()
     }
 }

@@ -6,6 +6,7 @@ mod blocks;
 pub mod hooks;
 
 use crate::models::conv::Conv2d;
+use crate::models::int8::Quantize;
 use crate::models::kernels::GroupNorm;
 use crate::models::layers::conv2d;
 use crate::ConfigError;
@@ -367,6 +368,7 @@ pub struct UNet2DConditionModel {
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     config: UNetConfig,
+    int8: bool,
 }
 
 impl UNet2DConditionModel {
@@ -464,12 +466,18 @@ impl UNet2DConditionModel {
             conv_norm_out: GroupNorm::new(groups, boc[0], c.norm_eps, vb.pp("conv_norm_out"))?,
             conv_out: conv2d(boc[0], c.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
             config: c.clone(),
+            int8: false,
         })
     }
 
     /// The UNet's config.
     pub fn config(&self) -> &UNetConfig {
         &self.config
+    }
+
+    /// Whether any layer runs on int8 weights.
+    pub fn is_int8(&self) -> bool {
+        self.int8
     }
 
     /// Predicts noise (or v) for `sample` `[b, in_channels, h, w]` at `timestep` (`[b]`, f32),
@@ -525,5 +533,17 @@ impl UNet2DConditionModel {
             x = block.forward(&x, &res, &emb, context, size, i, hooks)?;
         }
         self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
+    }
+}
+
+/// The blocks' convolutions and linear layers; `conv_in` and `conv_out` (4 channels, where the
+/// error would land straight in the prediction) and the time embedding (one row) stay f32.
+impl Quantize for UNet2DConditionModel {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.down_blocks.quantize_int8()?;
+        self.mid_block.quantize_int8()?;
+        self.up_blocks.quantize_int8()?;
+        self.int8 = true;
+        Ok(())
     }
 }
