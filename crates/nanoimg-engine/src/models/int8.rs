@@ -7,8 +7,10 @@
 //! zero (`a ≈ s_a·(q − z)`, q in 0..=255): one scale per row for a linear layer (a token), one per
 //! image for a convolution (its patches share pixels). The products accumulate exactly in i32,
 //! and `y = s_a·s_w·(Σ q_a·q_w − z·Σ q_w) + b`. AVX-512 VNNI's `vpdpbusd` does 64 of these
-//! multiply-adds per instruction where f32 FMA does 16; the portable tile computes the same
-//! integers and every tile shares one epilogue, so the instruction set never changes a result.
+//! multiply-adds per instruction where f32 FMA does 16; AMX's `tdpbusd` (Intel Sapphire Rapids
+//! and later, once Linux grants the tile state) does 16 384 on 16 × 64-byte tiles. The portable
+//! tile computes the same integers and every tile shares one epilogue, so the instruction set
+//! never changes a result.
 //! Without VNNI there is no fast tile (AVX2's `vpmaddubsw` saturates on these operands): the
 //! portable tile gives the same results more slowly than f32, which is why [`fast`] exists (the
 //! CLI and the server warn where it is false).
@@ -22,10 +24,15 @@ const LANES: usize = 16;
 const VECS: usize = 3;
 /// Output channels per packed block (all but the last are this wide).
 const BLOCK: usize = LANES * VECS;
-/// Rows (tokens or pixels) per tile; quantized activations are padded to a multiple of it.
+/// Rows (tokens or pixels) of the AVX-512 and portable tiles.
 const ROWS: usize = 8;
+/// Rows of the AMX tile; quantized activations are padded to a multiple of it (and of `ROWS`).
+const TILE_ROWS: usize = 16;
 /// Inner-dimension elements per `vpdpbusd` lane.
 const GROUP: usize = 4;
+/// The inner dimension is padded (with zero weights) to a multiple of this: one AMX tile row
+/// of bytes.
+const K_ALIGN: usize = 64;
 /// Bytes of quantized activations one work item reads (a few hundred KiB stay in L2).
 const CHUNK_BYTES: usize = 256 << 10;
 
@@ -47,10 +54,10 @@ impl<T: Quantize> Quantize for Vec<T> {
     }
 }
 
-/// Whether this CPU has a fast int8 tile (AVX-512 VNNI). Detected once.
+/// Whether this CPU has a fast int8 tile (AMX, else AVX-512 VNNI). Detected once.
 pub fn fast() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return Isa::best() == Isa::Vnni;
+    return matches!(Isa::best(), Isa::Amx | Isa::Vnni);
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -60,7 +67,7 @@ pub fn fast() -> bool {
 pub struct QWeight {
     n: usize,
     k: usize,
-    /// `k` rounded up to [`GROUP`].
+    /// `k` rounded up to [`K_ALIGN`].
     kp: usize,
     /// Blocks of [`BLOCK`] channels (the last one `ceil(rest / LANES)` vectors wide), each laid
     /// out `[kp / GROUP][width][GROUP]`; channels past `n` have zero weights.
@@ -75,7 +82,7 @@ impl QWeight {
     /// Quantizes a row-major `[n, k]` weight and its bias (zeros when `None`).
     pub fn new(w: &[f32], (n, k): (usize, usize), bias: Option<&[f32]>) -> Self {
         assert_eq!(w.len(), n * k, "weight is not {n}×{k}");
-        let kp = k.next_multiple_of(GROUP);
+        let kp = k.next_multiple_of(K_ALIGN);
         let padded = n.next_multiple_of(LANES);
         let mut q = vec![0i8; padded * kp];
         let mut scale = vec![0f32; n];
@@ -169,7 +176,7 @@ pub trait Source: Sync {
     fn dequantized(&self) -> Vec<f32> {
         let (rows, k) = (self.rows(), self.k());
         let mut q = Chunk::default();
-        q.reset(rows, k.next_multiple_of(GROUP));
+        q.reset(rows, k.next_multiple_of(K_ALIGN));
         self.fill(0..rows, &mut q);
         let mut out = vec![0f32; rows * k];
         for (r, row) in out.chunks_exact_mut(k.max(1)).enumerate().take(rows) {
@@ -195,7 +202,7 @@ impl Chunk {
     /// Room for `rows` rows of `kp` bytes. Bytes past a row's `k` and rows past `rows` keep
     /// whatever they held: they meet zero weights or are never written out.
     fn reset(&mut self, rows: usize, kp: usize) {
-        let padded = rows.next_multiple_of(ROWS);
+        let padded = rows.next_multiple_of(TILE_ROWS);
         self.kp = kp;
         self.data.resize(padded * kp, 0);
         self.scale.resize(padded, 1.0);
@@ -424,8 +431,8 @@ fn product_with(a: &impl Source, w: &QWeight, out: &mut [MaybeUninit<f32>], at: 
     }
     let last = (rows - 1) * at.row_stride + (w.n - 1) * at.channel_stride;
     assert!(last < out.len(), "output too small");
-    let tiles = rows.div_ceil(ROWS);
-    let per_chunk = (CHUNK_BYTES / w.kp.max(1) / ROWS).clamp(1, 16);
+    let tiles = rows.div_ceil(TILE_ROWS);
+    let per_chunk = (CHUNK_BYTES / w.kp.max(1) / TILE_ROWS).clamp(1, 8);
     let chunks = tiles.div_ceil(per_chunk);
     // Few row chunks (small images, many channels): split the channels too.
     let threads = rayon::current_num_threads().max(1);
@@ -436,10 +443,10 @@ fn product_with(a: &impl Source, w: &QWeight, out: &mut [MaybeUninit<f32>], at: 
         .into_par_iter()
         .for_each_init(Chunk::default, |q, item| {
             let (c, s) = (item / splits, item % splits);
-            let first = c * per_chunk * ROWS;
+            let first = c * per_chunk * TILE_ROWS;
             let job = Job {
                 first,
-                rows: (rows - first).min(per_chunk * ROWS),
+                rows: (rows - first).min(per_chunk * TILE_ROWS),
                 blocks: s * per_split..w.blocks().min((s + 1) * per_split),
             };
             q.reset(job.rows, w.kp);
@@ -468,6 +475,8 @@ unsafe fn run(isa: Isa, q: &Chunk, w: &QWeight, dst: &OutPtr, at: Out, job: Job)
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
+            Isa::Amx => run_amx(q, w, dst, at, job),
+            #[cfg(target_arch = "x86_64")]
             Isa::Vnni => run_vnni(q, w, dst, at, job),
             Isa::Plain => run_with::<Plain>(q, w, dst, at, job),
         }
@@ -481,30 +490,46 @@ unsafe fn run_vnni(q: &Chunk, w: &QWeight, dst: &OutPtr, at: Out, job: Job) {
     unsafe { run_with::<x86::Vnni>(q, w, dst, at, job) }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+unsafe fn run_amx(q: &Chunk, w: &QWeight, dst: &OutPtr, at: Out, job: Job) {
+    // SAFETY: forwarded; AMX is only chosen where the CPU has it and the kernel granted the
+    // tile state to this process (`x86::amx_ready`); the tiles are configured for this thread
+    // here and released after.
+    unsafe {
+        x86::Amx::configure();
+        run_with::<x86::Amx>(q, w, dst, at, job);
+        x86::Amx::release();
+    }
+}
+
 /// A tile: `acc[r · BLOCK + j] = Σ_g a[r][g] · w[g][j]` over `groups` groups of 4 for
-/// [`ROWS`] rows and `V` vectors of channels.
+/// [`Tile::ROWS`] rows and `V` vectors of channels.
 trait Tile {
+    /// Rows per tile.
+    const ROWS: usize;
     /// # Safety
-    /// `a` holds [`ROWS`] rows of `groups · 4` bytes, `lda` apart; `w` holds `groups · V · 64`.
+    /// `a` holds [`Tile::ROWS`] rows of `groups · 4` bytes, `lda` apart; `w` holds
+    /// `groups · V · 64`; `groups` is a multiple of 16.
     unsafe fn tile<const V: usize>(
         a: *const u8,
         lda: usize,
         w: *const i8,
         groups: usize,
-        acc: &mut [i32; ROWS * BLOCK],
+        acc: &mut [i32; TILE_ROWS * BLOCK],
     );
 }
 
 #[inline(always)]
 unsafe fn run_with<T: Tile>(a: &Chunk, w: &QWeight, dst: &OutPtr, at: Out, job: Job) {
-    let mut acc = [0i32; ROWS * BLOCK];
+    let mut acc = [0i32; TILE_ROWS * BLOCK];
     let groups = a.kp / GROUP;
     for b in job.blocks {
         let c0 = b * BLOCK;
         let vecs = (w.n.next_multiple_of(LANES) - c0).min(BLOCK) / LANES;
         // SAFETY: block `b` starts after `b` full blocks of BLOCK · kp bytes.
         let wp = unsafe { w.data.as_ptr().add(c0 * a.kp) };
-        for r0 in (0..job.rows).step_by(ROWS) {
+        for r0 in (0..job.rows).step_by(T::ROWS) {
             // SAFETY: rows are padded to whole tiles; the block holds `groups · vecs · 64` bytes.
             unsafe {
                 let ap = a.data.as_ptr().add(r0 * a.kp);
@@ -514,13 +539,13 @@ unsafe fn run_with<T: Tile>(a: &Chunk, w: &QWeight, dst: &OutPtr, at: Out, job: 
                     _ => T::tile::<1>(ap, a.kp, wp, groups, &mut acc),
                 }
             }
-            let (width, rows) = ((w.n - c0).min(BLOCK), ROWS.min(job.rows - r0));
+            let (width, rows) = ((w.n - c0).min(BLOCK), T::ROWS.min(job.rows - r0));
             let (wsum, scale, bias) = (
                 &w.wsum[c0..c0 + width],
                 &w.scale[c0..c0 + width],
                 &w.bias[c0..c0 + width],
             );
-            let mut y = [0f32; ROWS * BLOCK];
+            let mut y = [0f32; TILE_ROWS * BLOCK];
             for r in 0..rows {
                 let (sa, z) = (a.scale[r0 + r], a.zero[r0 + r]);
                 let (acc, y) = (
@@ -554,13 +579,14 @@ unsafe fn run_with<T: Tile>(a: &Chunk, w: &QWeight, dst: &OutPtr, at: Out, job: 
 struct Plain;
 
 impl Tile for Plain {
+    const ROWS: usize = ROWS;
     #[inline(always)]
     unsafe fn tile<const V: usize>(
         a: *const u8,
         lda: usize,
         w: *const i8,
         groups: usize,
-        acc: &mut [i32; ROWS * BLOCK],
+        acc: &mut [i32; TILE_ROWS * BLOCK],
     ) {
         let width = V * LANES;
         // SAFETY: within the extents the caller guarantees.
@@ -586,7 +612,8 @@ impl Tile for Plain {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Tile, BLOCK, GROUP, LANES, ROWS};
+    use super::{Tile, BLOCK, GROUP, K_ALIGN, LANES, ROWS, TILE_ROWS};
+    use std::arch::asm;
     use std::arch::x86_64::*;
 
     /// [`super::quantize_portable`], 16 values at a time: the same operations in the same
@@ -628,17 +655,126 @@ mod x86 {
         (_mm512_reduce_min_ps(lo).min(l), _mm512_reduce_max_ps(hi).max(h))
     }
 
-    /// AVX-512 VNNI: 8 rows × up to 48 channels, 24 of the 32 zmm registers accumulating.
-    pub struct Vnni;
+    /// Whether this CPU has AMX-INT8 and the kernel gave this process the tile state (Linux
+    /// asks for it: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). Asked once.
+    pub fn amx_ready() -> bool {
+        static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *READY.get_or_init(|| {
+            // CPUID.(EAX=7, ECX=0):EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+            let edx = __cpuid_count(7, 0).edx;
+            if edx & (3 << 24) != 3 << 24 {
+                return false;
+            }
+            #[cfg(target_os = "linux")]
+            {
+                const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+                const XFEATURE_XTILEDATA: libc::c_long = 18;
+                // SAFETY: a request for permission; it changes nothing else in the process.
+                unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+            }
+            #[cfg(not(target_os = "linux"))]
+            false
+        })
+    }
 
-    impl Tile for Vnni {
+    /// AMX: 16 rows × up to 48 channels, one `tdpbusd` per 16 × 64 bytes of activations and 64
+    /// × 16 of weights (16 384 multiply-adds). The weights' packing is already AMX's B layout:
+    /// one row of bytes per group of 4, 4 bytes per channel. Tiles: tmm0–2 accumulate, tmm3
+    /// holds activations, tmm4–6 weights; every tile is 16 rows × 64 bytes. (Inline assembly:
+    /// Rust's AMX intrinsics are not stable.)
+    pub struct Amx;
+
+    impl Amx {
+        /// Loads the tile configuration for this thread.
+        ///
+        /// # Safety
+        /// Only where [`amx_ready`] is true.
+        #[inline(always)]
+        pub unsafe fn configure() {
+            let mut cfg = [0u8; 64];
+            cfg[0] = 1; // palette 1
+            for t in 0..7 {
+                cfg[16 + 2 * t..18 + 2 * t].copy_from_slice(&(K_ALIGN as u16).to_le_bytes());
+                cfg[48 + t] = TILE_ROWS as u8;
+            }
+            // SAFETY: a valid palette-1 configuration, 64 bytes.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack)) };
+        }
+
+        /// Releases the tiles (their state is large; the kernel saves it on every switch).
+        ///
+        /// # Safety
+        /// After [`Amx::configure`] on this thread.
+        #[inline(always)]
+        pub unsafe fn release() {
+            // SAFETY: see above.
+            unsafe { asm!("tilerelease", options(nostack)) };
+        }
+    }
+
+    impl Tile for Amx {
+        const ROWS: usize = TILE_ROWS;
         #[inline(always)]
         unsafe fn tile<const V: usize>(
             a: *const u8,
             lda: usize,
             w: *const i8,
             groups: usize,
-            acc: &mut [i32; ROWS * BLOCK],
+            acc: &mut [i32; TILE_ROWS * BLOCK],
+        ) {
+            let wrow = V * LANES * GROUP;
+            // SAFETY (whole body): the tiles are configured (`run_amx`); every load reads 16
+            // rows of 64 bytes inside the extents the caller guarantees (`groups` is a multiple
+            // of 16, so each step takes 64 bytes of each activation row and 16 weight rows);
+            // the stores write 16 rows of 16 i32 inside `acc`.
+            unsafe {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    options(nostack)
+                );
+                for s in 0..groups / 16 {
+                    let (ap, wp) = (a.add(s * K_ALIGN), w.add(s * 16 * wrow));
+                    asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) ap, s = in(reg) lda,
+                        options(nostack, readonly));
+                    asm!("tileloadd tmm4, [{p} + {s}*1]", "tdpbusd tmm0, tmm3, tmm4",
+                        p = in(reg) wp, s = in(reg) wrow, options(nostack, readonly));
+                    if V > 1 {
+                        asm!("tileloadd tmm5, [{p} + {s}*1]", "tdpbusd tmm1, tmm3, tmm5",
+                            p = in(reg) wp.add(64), s = in(reg) wrow, options(nostack, readonly));
+                    }
+                    if V > 2 {
+                        asm!("tileloadd tmm6, [{p} + {s}*1]", "tdpbusd tmm2, tmm3, tmm6",
+                            p = in(reg) wp.add(128), s = in(reg) wrow, options(nostack, readonly));
+                    }
+                }
+                let (out, stride) = (acc.as_mut_ptr(), BLOCK * 4);
+                asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) out, s = in(reg) stride, options(nostack));
+                if V > 1 {
+                    asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) out.add(16), s = in(reg) stride,
+                        options(nostack));
+                }
+                if V > 2 {
+                    asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) out.add(32), s = in(reg) stride,
+                        options(nostack));
+                }
+            }
+        }
+    }
+
+    /// AVX-512 VNNI: 8 rows × up to 48 channels, 24 of the 32 zmm registers accumulating.
+    pub struct Vnni;
+
+    impl Tile for Vnni {
+        const ROWS: usize = ROWS;
+        #[inline(always)]
+        unsafe fn tile<const V: usize>(
+            a: *const u8,
+            lda: usize,
+            w: *const i8,
+            groups: usize,
+            acc: &mut [i32; TILE_ROWS * BLOCK],
         ) {
             // SAFETY (whole body): only reached from `run_vnni`, compiled for AVX-512 VNNI; the
             // reads stay within the extents the caller guarantees.
@@ -671,6 +807,8 @@ mod x86 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Isa {
     #[cfg(target_arch = "x86_64")]
+    Amx,
+    #[cfg(target_arch = "x86_64")]
     Vnni,
     Plain,
 }
@@ -682,6 +820,9 @@ impl Isa {
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("fma") {
+                if x86::amx_ready() {
+                    all.push(Isa::Amx);
+                }
                 all.push(Isa::Vnni);
             }
         }
