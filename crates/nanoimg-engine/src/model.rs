@@ -299,6 +299,20 @@ impl StableDiffusion {
         Ok(model)
     }
 
+    /// How the UNet's weights are held (the load's choice).
+    pub fn quantization(&self) -> Quantization {
+        match self.unet.is_int8() {
+            true => Quantization::Int8,
+            false => Quantization::None,
+        }
+    }
+
+    /// Whether the UNet runs on int8 weights without a fast tile on this CPU, which is slower
+    /// than f32 (worth a warning).
+    pub fn int8_is_slow(&self) -> bool {
+        self.unet.is_int8() && !crate::models::int8::fast()
+    }
+
     /// The UNet's checkpoint tensors by name (read from the files again for an int8 UNet).
     pub(crate) fn unet_weights(&self) -> Result<Weights> {
         match &self.unet_weights {

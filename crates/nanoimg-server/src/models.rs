@@ -217,7 +217,7 @@ impl ModelCatalog {
             let tiny = nanoimg_engine::tiny_vae::load(path, model.device(), model.dtype())?;
             model = model.with_tiny_vae(Arc::new(tiny))?;
         }
-        if model.unet().is_int8() && !nanoimg_engine::models::int8::fast() {
+        if model.int8_is_slow() {
             tracing::warn!(model = %name, "int8 weights on a CPU without AVX-512 VNNI: slower than f32 here");
         }
         for (embedding, why) in skipped {

@@ -305,10 +305,8 @@ pub fn run(a: Args) -> Result<()> {
                 ),
             };
             // Which UNet weights ran: what the ratio table names the row after.
-            let backend = match model.unet().is_int8() {
-                true => "nanoimg-int8",
-                false => "nanoimg",
-            };
+            let int8 = model.quantization() == nanoimg_engine::Quantization::Int8;
+            let backend = if int8 { "nanoimg-int8" } else { "nanoimg" };
             if a.json {
                 println!(
                     "{}",
@@ -324,7 +322,7 @@ pub fn run(a: Args) -> Result<()> {
                 });
                 println!(
                     "{:<12} {:<18} {:>10.3} {:>12}  {}{bank}",
-                    format!("{label}{}", if backend == "nanoimg" { "" } else { " int8" }),
+                    format!("{label}{}", if int8 { " int8" } else { "" }),
                     format!("{op} @{size}"),
                     t.median_s,
                     t.peak_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),

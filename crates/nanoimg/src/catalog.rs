@@ -71,7 +71,7 @@ impl ModelArgs {
     /// when the UNet runs on int8 weights without the fast tile (slower than f32 there).
     pub fn loaded(model: &StableDiffusion) {
         crate::allocator::release_freed();
-        if model.unet().is_int8() && !nanoimg_engine::models::int8::fast() {
+        if model.int8_is_slow() {
             eprintln!(
                 "warning: this CPU has no AVX-512 VNNI, so int8 weights run slower than f32 here \
                  (--quantize none)"

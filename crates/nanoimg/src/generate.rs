@@ -334,10 +334,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let info = model.info();
     // What the UNet ran on (the model's setting or `--quantize`), recorded with each image.
-    let quantize = match model.unet().is_int8() {
-        true => nanoimg_engine::Quantization::Int8,
-        false => nanoimg_engine::Quantization::None,
-    };
+    let quantize = model.quantization();
     let sealer = safety.sealer();
     let mode = match (&req.init, req.init.as_ref().and_then(|i| i.mask.as_ref())) {
         (None, _) => "txt2img",
