@@ -50,8 +50,15 @@ CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hid
               num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")
 CLIP_H = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
               num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu")
-ARCHS = {"sd-turbo": (UNET_SD_TURBO, CLIP_H), "sd15": (UNET_SD15, CLIP_L)}
-CONTEXT = {"sd-turbo": 1024, "sd15": 768}
+# SDXS-512 as its paper describes it (NanoImg's `sdxs-512` spec): SD 2.1-base's UNet without the
+# middle block, the lowest-resolution stage and the top stage's transformers.
+UNET_SDXS = dict(UNET_SD_TURBO, block_out_channels=[320, 640, 1280],
+                 down_block_types=["DownBlock2D"] + ["CrossAttnDownBlock2D"] * 2,
+                 up_block_types=["CrossAttnUpBlock2D"] * 2 + ["UpBlock2D"],
+                 attention_head_dim=[5, 10, 20], mid_block_type=None)
+ARCHS = {"sd-turbo": (UNET_SD_TURBO, CLIP_H), "sd15": (UNET_SD15, CLIP_L),
+         "sdxs-512": (UNET_SDXS, CLIP_H)}
+CONTEXT = {"sd-turbo": 1024, "sd15": 768, "sdxs-512": 1024}
 
 
 def peak_rss_mib():

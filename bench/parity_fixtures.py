@@ -9,7 +9,7 @@ them on fixed inputs, and saves inputs and outputs to small safetensors files. T
 that our code gives the same numbers. CI does not need PyTorch: only this script does.
 
     bench/setup_reference.sh                       # PyTorch + diffusers in .venv-bench
-    for a in tiny-sd1 tiny-sd2 tiny-sdxl tiny-sdxl-refiner tiny-inpaint; do
+    for a in tiny-sd1 tiny-sd2 tiny-sdxl tiny-sdxl-refiner tiny-inpaint tiny-lcm tiny-sdxs; do
         nanoimg models synth --arch $a --seed 7 /tmp/parity/$a
     done
     .venv-bench/bin/python bench/parity_fixtures.py /tmp/parity crates/nanoimg-engine/tests/fixtures
@@ -90,18 +90,35 @@ def fixture(model_dir: Path) -> dict:
         text_embeds = pooled2.repeat(2, 1)
         kwargs["added_cond_kwargs"] = {"text_embeds": text_embeds, "time_ids": time_ids}
         t.update(time_ids=time_ids)
+    if c.time_cond_proj_dim is not None:
+        # An LCM UNet's guidance embedding, as LatentConsistencyModelPipeline computes it (it
+        # passes guidance_scale - 1 as w).
+        from diffusers import LatentConsistencyModelPipeline
+
+        w = torch.tensor([7.5, 2.0])
+        kwargs["timestep_cond"] = LatentConsistencyModelPipeline.get_guidance_scale_embedding(
+            None, w, embedding_dim=c.time_cond_proj_dim)
+        t.update(guidance_w=w)
     t.update(sample=sample, timestep=timestep, unet_out=unet(sample, timestep, ctx, **kwargs).sample)
 
-    vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32).eval()
-    latents = torch.randn(1, vae.config.latent_channels, 8, 8)
+    latents = torch.randn(1, 4, 8, 8)
     image = torch.rand(1, 3, 64, 64) * 2 - 1
-    t.update(
-        latents=latents,
-        # What the engine's decode computes: the scaling factor is undone first.
-        decoded=vae.decode(latents / vae.config.scaling_factor).sample,
-        image=image,
-        encoded_mean=vae.encode(image).latent_dist.mean * vae.config.scaling_factor,
-    )
+    t.update(latents=latents, image=image)
+    # SDXS: a tiny autoencoder as `vae`, the full one (if any) as `vae_large`.
+    tiny = index["vae"][1] == "AutoencoderTiny"
+    kl_dir = model_dir / ("vae_large" if tiny else "vae")
+    if kl_dir.is_dir():
+        vae = AutoencoderKL.from_pretrained(kl_dir, torch_dtype=torch.float32).eval()
+        t.update(
+            # What the engine's decode computes: the scaling factor is undone first.
+            decoded=vae.decode(latents / vae.config.scaling_factor).sample,
+            encoded_mean=vae.encode(image).latent_dist.mean * vae.config.scaling_factor,
+        )
+    if tiny:
+        from diffusers import AutoencoderTiny
+
+        vae = AutoencoderTiny.from_pretrained(model_dir / "vae", torch_dtype=torch.float32).eval()
+        t.update(tiny_decoded=vae.decode(latents).sample, tiny_encoded=vae.encode(image).latents)
     if sdxl:
         t.update(pipeline_conditioning(model_dir, refiner))
     return {k: v.contiguous() for k, v in t.items()}

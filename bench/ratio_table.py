@@ -20,6 +20,8 @@ ROWS = [
     ("sd15", "clip", None, "SD 1.5 text encoding (CLIP ViT-L, 77 tokens)"),
     ("sd15", "unet", None, "SD 1.5 UNet step, batch 1"),
     ("sd15", "unet-cfg", None, "SD 1.5 UNet step, batch 2 (CFG)"),
+    ("sdxs-512", "unet", None, "SDXS-512 UNet step, batch 1"),
+    ("sdxs-512", "generate-tiny", 1, "whole SDXS-512 image, 1 step, its tiny decoder"),
 ]
 BACKENDS = ["nanoimg", "torch", "openvino"]
 INT8_BACKENDS = ["nanoimg-int8", "openvino-int8", "torch", "openvino"]

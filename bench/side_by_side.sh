@@ -6,7 +6,7 @@
 # Builds the release binary and the pinned references (bench/setup_reference.sh) when missing,
 # then times the same architectures with random weights (sd-turbo: text encoder, UNet batch 1 and
 # 2, the tiny autoencoder, whole one- and four-step images with it; sd15: text encoder, UNet
-# batch 1 and 2), one program at a time; then the UNet on int8 weights (NanoImg `--quantize int8`,
+# batch 1 and 2; sdxs-512: UNet and whole one-step image), one program at a time; then the UNet on int8 weights (NanoImg `--quantize int8`,
 # OpenVINO through NNCF) for the UNet and whole-image rows. The JSON lines and the tables are kept in
 # target/side-by-side/; the table is printed as Markdown (docs/benchmarks.md holds a copy).
 set -euo pipefail
@@ -39,20 +39,25 @@ run target/release/nanoimg bench "${tiny[@]}" "${common[@]}" --json
 run target/release/nanoimg bench --arch sd-turbo --ops generate-tiny --steps 1 "${common[@]}" --json
 run target/release/nanoimg bench --arch sd-turbo --ops generate-tiny --steps 4 "${common[@]}" --json
 run target/release/nanoimg bench --arch sd15 --ops clip,unet,unet-cfg "${common[@]}" --json
+sdxs=(--arch sdxs-512 --ops unet,generate-tiny --steps 1)
+run target/release/nanoimg bench "${sdxs[@]}" "${common[@]}" --json
 int8=(--quantize int8)
 run target/release/nanoimg bench --arch sd-turbo --ops unet,unet-cfg "${int8[@]}" "${common[@]}" --json
 run target/release/nanoimg bench --arch sd-turbo --ops generate-tiny --steps 1 "${int8[@]}" "${common[@]}" --json
 run target/release/nanoimg bench --arch sd-turbo --ops generate-tiny --steps 4 "${int8[@]}" "${common[@]}" --json
 run target/release/nanoimg bench --arch sd15 --ops unet,unet-cfg "${int8[@]}" "${common[@]}" --json
+run target/release/nanoimg bench "${sdxs[@]}" "${int8[@]}" "${common[@]}" --json
 q8=(--backend openvino-int8)
 run $py bench/diffusers_reference.py "${q8[@]}" --arch sd-turbo --ops unet,unet-cfg "${common[@]}"
 run $py bench/diffusers_reference.py "${q8[@]}" --arch sd-turbo --ops generate-tiny --steps 1 "${common[@]}"
 run $py bench/diffusers_reference.py "${q8[@]}" --arch sd-turbo --ops generate-tiny --steps 4 "${common[@]}"
 run $py bench/diffusers_reference.py "${q8[@]}" --arch sd15 --ops unet,unet-cfg "${common[@]}"
+run $py bench/diffusers_reference.py "${q8[@]}" "${sdxs[@]}" "${common[@]}"
 for backend in torch openvino; do
   run $py bench/diffusers_reference.py --backend $backend "${tiny[@]}" "${common[@]}"
   run $py bench/diffusers_reference.py --backend $backend --arch sd-turbo --ops generate-tiny --steps 1 "${common[@]}"
   run $py bench/diffusers_reference.py --backend $backend --arch sd-turbo --ops generate-tiny --steps 4 "${common[@]}"
   run $py bench/diffusers_reference.py --backend $backend --arch sd15 --ops clip,unet,unet-cfg "${common[@]}"
+  run $py bench/diffusers_reference.py --backend $backend "${sdxs[@]}" "${common[@]}"
 done
 $py bench/ratio_table.py "$out/results.jsonl" "$out/machine.txt" | tee "$out/table.md"

@@ -7,7 +7,7 @@ use crate::folder::ModelFolder;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::int8::Quantize;
 use crate::models::taesd::AutoencoderTiny;
-use crate::models::unet::AddedConditioning;
+use crate::models::unet::{AddedConditioning, TextTime};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::registry::{Family, ModelDefaults, ModelInfo};
@@ -144,14 +144,16 @@ pub struct StableDiffusion {
     pub(crate) encoders: Vec<Arc<TextEncoder>>,
     pub(crate) unet: Arc<UNet2DConditionModel>,
     pub(crate) unet_weights: UnetWeights,
-    pub(crate) vae: Arc<AutoencoderKL>,
+    /// The full (KL) autoencoder; `None` for a model whose only one is tiny (SDXS without
+    /// `vae_large`), which then does all its encoding and decoding with `tiny_vae`.
+    pub(crate) vae: Option<Arc<AutoencoderKL>>,
     pub(crate) schedule: NoiseSchedule,
     pub(crate) device: Device,
     pub(crate) dtype: DType,
     pub(crate) vae_dtype: DType,
     /// Textual-inversion embeddings the text encoders know by name.
     pub(crate) words: Arc<Words>,
-    /// The tiny autoencoder for this model's latent space, when one was given.
+    /// The tiny autoencoder for this model's latent space: its own (SDXS), or one given.
     pub(crate) tiny_vae: Option<Arc<AutoencoderTiny>>,
 }
 
@@ -256,21 +258,29 @@ impl StableDiffusion {
             Quantization::None => UnetWeights::Resident(unet_weights),
         };
 
-        let vae_config: VaeConfig = source.config("vae")?;
-        vae_config.validate().map_err(|reason| EngineError::Unsupported {
-            path: path.join("vae"),
-            reason,
-        })?;
-        let vae_dtype = if vae_config.force_upcast && dtype == DType::F16 {
-            DType::F32
-        } else {
-            dtype
+        let tiny_vae = source
+            .has_tiny_vae()
+            .then(|| crate::tiny_vae::load(&path.join("vae"), device, dtype).map(Arc::new))
+            .transpose()?;
+        let mut vae_dtype = dtype;
+        let vae = match source.full_vae_component() {
+            Some(component) => {
+                let vae_config: VaeConfig = source.config(component)?;
+                vae_config.validate().map_err(|reason| EngineError::Unsupported {
+                    path: path.join(component),
+                    reason,
+                })?;
+                if vae_config.force_upcast && dtype == DType::F16 {
+                    vae_dtype = DType::F32;
+                }
+                let vae_weights = source.vae_weights(opts.vae.as_deref(), vae_dtype, device)?;
+                Some(Arc::new(
+                    AutoencoderKL::new(from_weights(&vae_weights, vae_dtype, device), &vae_config)
+                        .context(|| at(component))?,
+                ))
+            }
+            None => None,
         };
-        let vae_weights = source.vae_weights(opts.vae.as_deref(), vae_dtype, device)?;
-        let vae = Arc::new(
-            AutoencoderKL::new(from_weights(&vae_weights, vae_dtype, device), &vae_config)
-                .context(|| at("vae"))?,
-        );
 
         let sched_config: SchedulerConfig = if folder.has("scheduler") {
             source.config("scheduler")?
@@ -293,7 +303,7 @@ impl StableDiffusion {
             dtype,
             vae_dtype,
             words: Arc::new(Words::default()),
-            tiny_vae: None,
+            tiny_vae,
         };
         model.check_consistency()?;
         Ok(model)
@@ -350,7 +360,19 @@ impl StableDiffusion {
                 "text encoders produce {expected_width}-wide embeddings but the UNet's cross_attention_dim is {cross}"
             )));
         }
-        let latent = self.vae.config().latent_channels;
+        let latent = self.latent_channels();
+        if let (Some(full), Some(tiny)) = (&self.vae, &self.tiny_vae) {
+            let (f, t) = (full.config(), tiny.config());
+            if (f.latent_channels, f.downscale()) != (t.latent_channels, t.downscale()) {
+                return Err(bad(format!(
+                    "the tiny vae has {} latent channels at 1/{} scale; vae_large has {} at 1/{}",
+                    t.latent_channels,
+                    t.downscale(),
+                    f.latent_channels,
+                    f.downscale()
+                )));
+            }
+        }
         let expected_in = if self.info.inpainting {
             2 * latent + 1
         } else {
@@ -390,17 +412,29 @@ impl StableDiffusion {
         &self.unet
     }
 
-    /// SDXL's added conditioning for a batch of prompts at an output size (`None` for the other
-    /// families): the pooled text embeddings and the time ids — original size, crop corner and
-    /// target size for the base model; original size, crop corner and an aesthetic score per
-    /// side for the refiner.
+    /// The added conditioning for a batch of prompts at an output size and guidance scale
+    /// (`None` for the UNets that take none): SDXL's pooled text embeddings and time ids —
+    /// original size, crop corner and target size for the base model; original size, crop
+    /// corner and an aesthetic score per side for the refiner — and an LCM UNet's guidance
+    /// scale, as diffusers passes it (`guidance - 1`).
     pub(crate) fn added_conditioning(
         &self,
         parts: &[(&TextConditioning, Side)],
-        (w, h): (u32, u32),
+        size: (u32, u32),
+        guidance: f64,
     ) -> Result<Option<AddedConditioning>> {
-        let family = self.info.family;
-        if !family.is_sdxl() {
+        let guidance = self
+            .unet
+            .config()
+            .embeds_guidance()
+            .then(|| Tensor::full((guidance - 1.0) as f32, parts.len(), &self.device))
+            .transpose()?;
+        let text_time = self.text_time(parts, size)?;
+        Ok((text_time.is_some() || guidance.is_some()).then_some(AddedConditioning { text_time, guidance }))
+    }
+
+    fn text_time(&self, parts: &[(&TextConditioning, Side)], (w, h): (u32, u32)) -> Result<Option<TextTime>> {
+        if !self.info.family.is_sdxl() {
             return Ok(None);
         }
         let pooled: Vec<&Tensor> = parts
@@ -415,7 +449,7 @@ impl StableDiffusion {
             .iter()
             .filter_map(|(_, side)| self.time_ids(*side, (w, h)))
             .collect();
-        Ok(Some(AddedConditioning {
+        Ok(Some(TextTime {
             text_embeds: Tensor::cat(&pooled, 0)?,
             time_ids: Tensor::new(ids, &self.device)?,
         }))
@@ -434,24 +468,49 @@ impl StableDiffusion {
         }
     }
 
-    /// The VAE.
-    pub fn vae(&self) -> &AutoencoderKL {
-        &self.vae
+    /// The full (KL) VAE; `None` when the model's only autoencoder is tiny (SDXS without its
+    /// `vae_large`).
+    pub fn vae(&self) -> Option<&AutoencoderKL> {
+        self.vae.as_deref()
+    }
+
+    /// The latent channels (4 for every SD VAE).
+    pub fn latent_channels(&self) -> usize {
+        self.latent_geometry().0
+    }
+
+    /// Latent channels and pixels per latent cell per side, from whichever autoencoder the
+    /// model has (both agree when it has two: checked at load).
+    fn latent_geometry(&self) -> (usize, usize) {
+        match (&self.vae, &self.tiny_vae) {
+            (Some(full), _) => (full.config().latent_channels, full.config().downscale()),
+            (None, Some(tiny)) => (tiny.config().latent_channels, tiny.config().downscale()),
+            (None, None) => unreachable!("a model is loaded with at least one autoencoder"),
+        }
+    }
+
+    /// The autoencoder a request choosing `choice` gets: the tiny one when the model has no
+    /// full one.
+    pub fn vae_used(&self, choice: VaeChoice) -> VaeChoice {
+        if self.vae.is_none() {
+            VaeChoice::Tiny
+        } else {
+            choice
+        }
     }
 
     /// `self` with a tiny autoencoder (TAESD) that requests may choose instead of the full VAE
     /// ([`VaeChoice::Tiny`]). It must draw in the same latent shape: channels and scale.
     pub fn with_tiny_vae(&self, tiny: Arc<AutoencoderTiny>) -> Result<Self> {
-        let (full, t) = (self.vae.config(), tiny.config());
-        if (t.latent_channels, t.downscale()) != (full.latent_channels, full.downscale()) {
+        let (channels, scale) = self.latent_geometry();
+        let t = tiny.config();
+        if (t.latent_channels, t.downscale()) != (channels, scale) {
             return Err(EngineError::IncompleteModel {
                 path: self.info.path.clone(),
                 message: format!(
-                    "the tiny autoencoder has {} latent channels at 1/{} scale; this model's VAE has {} at 1/{}",
+                    "the tiny autoencoder has {} latent channels at 1/{} scale; this model's VAE has {channels} at 1/{scale}",
                     t.latent_channels,
                     t.downscale(),
-                    full.latent_channels,
-                    full.downscale()
                 ),
             });
         }
@@ -467,25 +526,31 @@ impl StableDiffusion {
 
     /// Decodes latents to images in about [-1, 1] with the chosen autoencoder.
     pub fn decode_latents(&self, latents: &Tensor, vae: VaeChoice) -> Result<Tensor> {
-        Ok(match (vae, &self.tiny_vae) {
-            (VaeChoice::Tiny, Some(tiny)) => tiny.decode(latents)?,
-            _ => self.vae.decode(&latents.to_dtype(self.vae_dtype)?)?,
+        Ok(match (vae, &self.vae, &self.tiny_vae) {
+            (VaeChoice::Full, Some(full), _) | (VaeChoice::Tiny, Some(full), None) => {
+                full.decode(&latents.to_dtype(self.vae_dtype)?)?
+            }
+            (_, _, Some(tiny)) => tiny.decode(latents)?,
+            (_, None, None) => unreachable!("a model is loaded with at least one autoencoder"),
         })
     }
 
     /// Encodes images in [-1, 1] to latents at the model's precision with the chosen
     /// autoencoder.
     pub(crate) fn encode_pixels(&self, images: &Tensor, vae: VaeChoice) -> Result<Tensor> {
-        Ok(match (vae, &self.tiny_vae) {
-            (VaeChoice::Tiny, Some(tiny)) => tiny.encode(&images.to_dtype(self.dtype)?)?,
-            _ => self.vae.encode(&images.to_dtype(self.vae_dtype)?)?,
+        Ok(match (vae, &self.vae, &self.tiny_vae) {
+            (VaeChoice::Full, Some(full), _) | (VaeChoice::Tiny, Some(full), None) => {
+                full.encode(&images.to_dtype(self.vae_dtype)?)?
+            }
+            (_, _, Some(tiny)) => tiny.encode(&images.to_dtype(self.dtype)?)?,
+            (_, None, None) => unreachable!("a model is loaded with at least one autoencoder"),
         }
         .to_dtype(self.dtype)?)
     }
 
     /// Pixels per latent cell per side (8 for every SD VAE).
     pub fn vae_scale(&self) -> usize {
-        self.vae.config().downscale()
+        self.latent_geometry().1
     }
 
     /// If `prompt` is longer than a text encoder's context (so its end would be ignored), that

@@ -5,6 +5,7 @@ use crate::checkpoint::SourceOptions;
 use crate::error::{EngineError, Result};
 use crate::model::Quantization;
 use crate::models::clip::ClipTextConfig;
+use crate::models::taesd::TinyVaeConfig;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
 use crate::schedulers::{NoiseSchedule, SchedulerConfig, SchedulerName};
@@ -68,6 +69,9 @@ pub struct ModelInfo {
     pub turbo: bool,
     /// A native 9-channel inpainting UNet.
     pub inpainting: bool,
+    /// An LCM-distilled UNet that takes the guidance scale as an embedding: one UNet pass per
+    /// step, and the negative prompt is not used (as in diffusers).
+    pub embedded_guidance: bool,
     pub prediction: String,
     pub components: Vec<String>,
     pub size_bytes: u64,
@@ -211,7 +215,14 @@ impl ModelInfo {
             path: folder.path().join("unet"),
             reason,
         })?;
-        let vae: VaeConfig = source.config("vae")?;
+        // (latent channels, pixels per latent cell per side) of the model's own autoencoder.
+        let (latent_channels, vae_scale) = if source.has_tiny_vae() {
+            let tiny: TinyVaeConfig = source.config("vae")?;
+            (tiny.latent_channels, tiny.downscale())
+        } else {
+            let vae: VaeConfig = source.config("vae")?;
+            (vae.latent_channels, vae.downscale())
+        };
         let te: ClipTextConfig = source.config(encoder)?;
         let sched: SchedulerConfig = if folder.has("scheduler") {
             source.config("scheduler")?
@@ -238,18 +249,24 @@ impl ModelInfo {
                 Family::Sd1
             });
         let name = source.name();
-        let turbo = overrides
-            .turbo
-            .unwrap_or_else(|| name.to_ascii_lowercase().contains("turbo"));
+        let turbo = overrides.turbo.unwrap_or_else(|| {
+            // SD-Turbo, SDXL-Turbo, and SDXS (one step, no guidance, as its card runs it).
+            let name = name.to_ascii_lowercase();
+            name.contains("turbo") || name.contains("sdxs")
+        });
         let latent_side = unet
             .sample_size
             .unwrap_or(if family.is_sdxl() { 128 } else { 64 });
-        let side = (latent_side * vae.downscale()) as u32;
+        let side = (latent_side * vae_scale) as u32;
         // A folder saved with diffusers' LCMScheduler / TCDScheduler is a consistency model (or
         // has one merged in): it samples with that scheduler, in a few steps without guidance.
+        // An LCM-distilled UNet (guidance as an embedding) samples with LCM whatever its folder
+        // says, at diffusers' LatentConsistencyModelPipeline's default guidance.
+        let embedded_guidance = unet.embeds_guidance();
         let consistency = match sched.class_name.as_deref() {
             Some("LCMScheduler") => Some(SchedulerName::Lcm),
             Some("TCDScheduler") => Some(SchedulerName::Tcd),
+            _ if embedded_guidance => Some(SchedulerName::Lcm),
             _ => None,
         };
         let mut defaults = ModelDefaults {
@@ -259,6 +276,7 @@ impl ModelInfo {
                 (false, None) => 30,
             },
             guidance: match (turbo, family) {
+                _ if embedded_guidance => 8.5,
                 _ if consistency.is_some() => 1.0,
                 (true, _) => 0.0,
                 (false, f) if f.is_sdxl() => 5.0,
@@ -279,13 +297,14 @@ impl ModelInfo {
         if let Some(s) = &overrides.size {
             defaults.size = s.parse()?;
         }
-        let inpainting = unet.in_channels == 2 * vae.latent_channels + 1;
+        let inpainting = unet.in_channels == 2 * latent_channels + 1;
         Ok(Self {
             name,
             path: path.to_owned(),
             family,
             turbo,
             inpainting,
+            embedded_guidance,
             prediction: sched.prediction_type.clone(),
             components,
             size_bytes: source.size_bytes(),

@@ -165,6 +165,25 @@ impl ModelSource {
         }
     }
 
+    /// Whether the pipeline's own `vae` is a tiny autoencoder (SDXS ships its distilled tiny
+    /// decoder as `vae`, and the full KL autoencoder, if at all, as `vae_large`).
+    pub fn has_tiny_vae(&self) -> bool {
+        self.checkpoint.is_none() && self.configs.class_of("vae") == Some("AutoencoderTiny")
+    }
+
+    /// The component holding the full (KL) autoencoder: `vae`, or `vae_large` beside a tiny
+    /// `vae`; `None` when the model has only the tiny one.
+    pub fn full_vae_component(&self) -> Option<&'static str> {
+        if !self.has_tiny_vae() {
+            return Some("vae");
+        }
+        self.configs
+            .path()
+            .join("vae_large/config.json")
+            .is_file()
+            .then_some("vae_large")
+    }
+
     /// The VAE's weights: from `explicit` (`--vae`), the settings' `vae`, A1111's
     /// `<stem>.vae.safetensors` beside a checkpoint, or the model's own.
     pub(crate) fn vae_weights(
@@ -175,7 +194,7 @@ impl ModelSource {
     ) -> Result<Weights> {
         match self.vae_file(explicit) {
             Some(file) => vae_file_weights(&file, dtype, device),
-            None => self.weights("vae", dtype, device),
+            None => self.weights(self.full_vae_component().unwrap_or("vae"), dtype, device),
         }
     }
 

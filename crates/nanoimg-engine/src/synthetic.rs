@@ -27,7 +27,10 @@ use std::sync::Mutex;
 pub struct SyntheticSpec {
     pub family: Family,
     pub unet: Value,
+    /// An `AutoencoderKL` config, or an `AutoencoderTiny` one (SDXS's own tiny decoder).
     pub vae: Value,
+    /// The full autoencoder SDXS keeps beside a tiny `vae`, unlisted in `model_index.json`.
+    pub vae_large: Option<Value>,
     /// `None` for the SDXL refiner, which has only the second.
     pub text_encoder: Option<Value>,
     pub text_encoder_2: Option<Value>,
@@ -76,6 +79,16 @@ fn scheduler_config(prediction: &str, spacing: &str) -> Value {
         "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
         "beta_schedule": "scaled_linear", "prediction_type": prediction,
         "timestep_spacing": spacing, "steps_offset": 1, "set_alpha_to_one": false,
+    })
+}
+
+fn lcm_scheduler_config() -> Value {
+    json!({
+        "_class_name": "LCMScheduler",
+        "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "prediction_type": "epsilon",
+        "original_inference_steps": 50, "timestep_spacing": "leading", "steps_offset": 1,
+        "set_alpha_to_one": true, "clip_sample": false,
     })
 }
 
@@ -135,6 +148,7 @@ impl SyntheticSpec {
             family,
             unet,
             vae: vae_config(&[8, 8, 16, 16], 1, 8, 0.18215, 64),
+            vae_large: None,
             text_encoder: Some(te(act, None)),
             text_encoder_2: te2,
             scheduler: sched,
@@ -159,6 +173,47 @@ impl SyntheticSpec {
         s
     }
 
+    /// A tiny LCM-distilled model: a UNet that takes the guidance scale as an embedding
+    /// (`time_cond_proj_dim`, as LCM_Dreamshaper_v7's 256) and diffusers' LCMScheduler.
+    pub fn tiny_lcm() -> Self {
+        let mut s = Self::tiny(Family::Sd1);
+        s.unet["time_cond_proj_dim"] = json!(16);
+        s.scheduler = lcm_scheduler_config();
+        s
+    }
+
+    /// A tiny model in SDXS's layout: a pruned UNet (no middle block, no attention at the
+    /// highest resolution) and a tiny autoencoder as the pipeline's `vae`, with the full one
+    /// as `vae_large` when `with_large` is set.
+    pub fn tiny_sdxs(with_large: bool) -> Self {
+        let mut s = Self::tiny(Family::Sd2);
+        s.unet["block_out_channels"] = json!([16, 32, 64]);
+        s.unet["down_block_types"] = json!(["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]);
+        s.unet["up_block_types"] = json!(["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]);
+        s.unet["attention_head_dim"] = json!([2, 2, 4]);
+        s.unet["mid_block_type"] = Value::Null;
+        s.unet["sample_size"] = json!(8);
+        s.scheduler = scheduler_config("epsilon", "trailing");
+        s.vae_large = with_large.then(|| s.vae.clone());
+        s.vae = tiny_taesd_config();
+        s
+    }
+
+    /// SDXS-512's architecture as its paper describes it (SD 2.1-base's UNet without the
+    /// middle block, without the lowest-resolution stage on both sides and without the
+    /// transformers of the highest-resolution stage; OpenCLIP ViT-H; a TAESD-sized decoder as
+    /// `vae`), as a one-step model.
+    pub fn sdxs512() -> Self {
+        let mut s = Self::sd_turbo();
+        s.unet["block_out_channels"] = json!([320, 640, 1280]);
+        s.unet["down_block_types"] = json!(["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]);
+        s.unet["up_block_types"] = json!(["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]);
+        s.unet["attention_head_dim"] = json!([5, 10, 20]);
+        s.unet["mid_block_type"] = Value::Null;
+        s.vae = taesd_config();
+        s
+    }
+
     /// The real SD 1.5 architecture (860M-parameter UNet, CLIP ViT-L/14, 512×512).
     pub fn sd15() -> Self {
         Self {
@@ -173,6 +228,7 @@ impl SyntheticSpec {
                 "norm_num_groups": 32,
             }),
             vae: vae_config(&[128, 256, 512, 512], 2, 32, 0.18215, 512),
+            vae_large: None,
             text_encoder: Some(clip_config(768, 12, 12, "quick_gelu", 49408, None)),
             text_encoder_2: None,
             scheduler: scheduler_config("epsilon", "leading"),
@@ -367,14 +423,18 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
         Family::SdxlRefiner => "StableDiffusionXLImg2ImgPipeline",
         Family::Sd1 | Family::Sd2 => "StableDiffusionPipeline",
     };
+    let scheduler_class = spec.scheduler["_class_name"]
+        .as_str()
+        .unwrap_or("EulerDiscreteScheduler");
+    let vae_class = spec.vae["_class_name"].as_str().unwrap_or("AutoencoderKL");
     let mut index = json!({
         "_class_name": pipeline,
         "_diffusers_version": "0.42.1",
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "scheduler": ["diffusers", scheduler_class],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
+        "vae": ["diffusers", vae_class],
     });
     let clip = |sub: &str, config: &Value, seed: u64| -> Result<()> {
         let cfg: ClipTextConfig = parse(config, sub)?;
@@ -412,18 +472,24 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
         seed.wrapping_add(2),
         |vb| UNet2DConditionModel::new(vb, &unet_cfg).map(drop),
     )?;
-    let vae_cfg: VaeConfig = parse(&spec.vae, "vae")?;
-    write_component(
-        &dir.join("vae"),
-        &spec.vae,
-        "diffusion_pytorch_model.safetensors",
-        seed.wrapping_add(3),
-        |vb| {
-            AutoencoderKL::new(vb, &vae_cfg)
-                .map(drop)
-                .context(|| "vae".into())
-        },
-    )?;
+    let kl = |sub: &str, config: &Value, seed: u64| -> Result<()> {
+        let cfg: VaeConfig = parse(config, sub)?;
+        write_component(
+            &dir.join(sub),
+            config,
+            "diffusion_pytorch_model.safetensors",
+            seed,
+            |vb| AutoencoderKL::new(vb, &cfg).map(drop).context(|| sub.into()),
+        )
+    };
+    if vae_class == "AutoencoderTiny" {
+        write_taesd(&dir.join("vae"), &spec.vae, seed.wrapping_add(3))?;
+    } else {
+        kl("vae", &spec.vae, seed.wrapping_add(3))?;
+    }
+    if let Some(large) = &spec.vae_large {
+        kl("vae_large", large, seed.wrapping_add(4))?;
+    }
     mkdir(&dir.join("scheduler"))?;
     write_json(
         &dir.join("scheduler").join("scheduler_config.json"),

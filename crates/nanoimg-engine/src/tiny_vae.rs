@@ -122,10 +122,17 @@ fn load_original(path: &Path, device: &Device, dtype: DType) -> Result<Autoencod
 /// The model folder's own tiny autoencoder component, as the bundled model ships one.
 pub const COMPONENT: &str = "vae_tiny";
 
-/// The tiny autoencoder for a model: the model folder's own [`COMPONENT`] (one distilled for
-/// that model's VAE), else a folder named as the family's hub repository (`taesd`, `taesdxl`)
-/// beside the model, else the hub cache.
+/// The tiny autoencoder to attach to a model: the model folder's own [`COMPONENT`] (one
+/// distilled for that model's VAE), else a folder named as the family's hub repository
+/// (`taesd`, `taesdxl`) beside the model, else the hub cache. `None` also when the model's
+/// pipeline `vae` is itself a tiny one (SDXS): it loads with the model.
 pub fn find(model: &ModelInfo) -> Option<PathBuf> {
+    let own = std::fs::read_to_string(model.path.join("vae/config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    if own.is_some_and(|c| c["_class_name"] == "AutoencoderTiny") {
+        return None;
+    }
     let name = hub_repo(model.family).rsplit('/').next().unwrap_or_default();
     let folder = |d: PathBuf| Some(d).filter(|d| d.join("config.json").is_file());
     folder(model.path.join(COMPONENT))

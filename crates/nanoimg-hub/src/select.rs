@@ -188,7 +188,7 @@ fn select_diffusers<'a>(
     index: &serde_json::Value,
     sel: &Selection,
 ) -> Result<Chosen<'a>, String> {
-    let components: BTreeSet<&str> = index
+    let mut components: BTreeSet<&str> = index
         .as_object()
         .ok_or("model_index.json is not a JSON object")?
         .iter()
@@ -197,6 +197,11 @@ fn select_diffusers<'a>(
         })
         .map(|(k, _)| k.as_str())
         .collect();
+    // SDXS ships its distilled tiny decoder as `vae` and the full autoencoder, unlisted, as
+    // `vae_large`: the engine uses both (`--vae full|tiny`).
+    if index["vae"][1].as_str() == Some("AutoencoderTiny") {
+        components.insert("vae_large");
+    }
     let mut chosen = Chosen::default();
     // Each component's weight files, by variant.
     let mut weights: BTreeMap<&str, BTreeMap<Option<&str>, Vec<&'a Sibling>>> = BTreeMap::new();
@@ -445,6 +450,28 @@ mod tests {
             names(&c)
         );
         assert!(names(&c).contains(&"tokenizer/vocab.json"));
+    }
+
+    #[test]
+    fn a_tiny_vae_brings_the_unlisted_vae_large_along() {
+        let l = listing(&[
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "vae_large/config.json",
+            "vae_large/diffusion_pytorch_model.safetensors",
+            "vae_large/diffusion_pytorch_model.bin",
+        ]);
+        let mut sdxs = index();
+        sdxs["vae"] = serde_json::json!(["diffusers", "AutoencoderTiny"]);
+        let c = select("sdxs", &l, Some(&sdxs), &Selection::default()).unwrap();
+        assert!(names(&c).contains(&"vae_large/diffusion_pytorch_model.safetensors"));
+        assert!(names(&c).contains(&"vae_large/config.json"));
+        // With a full `vae`, a stray `vae_large` stays behind.
+        let c = select("sd", &l, Some(&index()), &Selection::default()).unwrap();
+        assert!(!names(&c).iter().any(|f| f.starts_with("vae_large/")));
     }
 
     #[test]

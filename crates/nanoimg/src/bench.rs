@@ -18,7 +18,7 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Random-weight architectures to time: sd-turbo (SD 2.1-base), sd15.
+    /// Random-weight architectures to time: sd-turbo (SD 2.1-base), sd15, sdxs-512.
     #[arg(long, value_delimiter = ',', default_value = "sd-turbo,sd15")]
     pub arch: Vec<String>,
     /// Time installed models instead (names or paths, as `generate --model` takes them).
@@ -221,7 +221,7 @@ pub fn run(a: Args) -> Result<()> {
         // What loading freed (an int8 UNet's f32 weights) goes back now, as it would within a
         // minute in a server: the peak memory below is the operation's, not the load's leftovers.
         crate::allocator::release_freed();
-        if a.ops.iter().any(|o| o.ends_with("-tiny")) {
+        if a.ops.iter().any(|o| o.ends_with("-tiny")) && model.tiny_vae().is_none() {
             let dir = ensure_taesd(&a.work_dir)?;
             let tiny = nanoimg_engine::tiny_vae::load(&dir, &Device::Cpu, DType::F32)?;
             model = model.with_tiny_vae(std::sync::Arc::new(tiny))?;
@@ -230,7 +230,7 @@ pub fn run(a: Args) -> Result<()> {
         let dev = Device::Cpu;
         let size = a.size.unwrap_or(model.defaults().size.width as usize);
         let lat = size / model.vae_scale();
-        let latent_c = model.vae().config().latent_channels;
+        let latent_c = model.latent_channels();
         let unet_in = model.unet().config().in_channels;
         let ctx = model.encode_text(prompt, false)?.context;
         for op in &a.ops {

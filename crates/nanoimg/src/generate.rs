@@ -371,7 +371,7 @@ pub fn run(a: Args) -> Result<()> {
         .with("strength", json!(req.init.as_ref().map(|i| i.strength)))
         .with("mode", mode)
         .with("index", i)
-        .with("vae", req.vae.to_string())
+        .with("vae", model.vae_used(req.vae).to_string())
         .with(
             "refiner",
             json!(req

@@ -79,6 +79,9 @@ fn print_info(i: &ModelInfo) {
         if i.turbo { " (turbo)" } else { "" },
         if i.inpainting { " (inpainting)" } else { "" }
     );
+    if i.embedded_guidance {
+        println!("  guidance    embedded in the UNet (LCM): one pass per step, no negative prompt");
+    }
     println!("  prediction  {}", i.prediction);
     println!("  components  {}", i.components.join(", "));
     println!("  size        {}", mib(i.size_bytes));
@@ -111,10 +114,13 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
         "tiny-sdxl" => SyntheticSpec::tiny(Family::Sdxl),
         "tiny-sdxl-refiner" => SyntheticSpec::tiny_sdxl_refiner(),
         "tiny-inpaint" => SyntheticSpec::tiny_inpainting(),
+        "tiny-lcm" => SyntheticSpec::tiny_lcm(),
+        "tiny-sdxs" => SyntheticSpec::tiny_sdxs(true),
         "sd15" => SyntheticSpec::sd15(),
         "sd-turbo" => SyntheticSpec::sd_turbo(),
+        "sdxs-512" => SyntheticSpec::sdxs512(),
         other => bail!(
-            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, sd15, sd-turbo, tiny-dinov2, tiny-clip, dinov2-small, clip-vit-b32, tiny-taesd or taesd"
+            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, tiny-lcm, tiny-sdxs, sd15, sd-turbo, sdxs-512, tiny-dinov2, tiny-clip, dinov2-small, clip-vit-b32, tiny-taesd or taesd"
         ),
     })
 }

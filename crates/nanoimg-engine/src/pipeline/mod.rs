@@ -240,7 +240,9 @@ impl StableDiffusion {
 
     /// The prompts' conditioning for a picture drawn at `drawn` (SDXL's size conditioning).
     fn conditioning(&self, req: &GenerateRequest, drawn: ImageSize) -> Result<Conditioning> {
-        let guided = req.guidance > 1.0;
+        // An LCM-distilled UNet takes the scale as an embedding: one pass, no negative prompt
+        // (as in diffusers).
+        let guided = req.guidance > 1.0 && !self.unet.config().embeds_guidance();
         let cond = self.encode_text(&req.prompt, false)?;
         let uncond = guided
             .then(|| self.encode_text(&req.negative_prompt, true))
@@ -251,7 +253,7 @@ impl StableDiffusion {
             .chain(std::iter::once((&cond, Side::Positive)))
             .collect();
         let context = Tensor::cat(&parts.iter().map(|(c, _)| &c.context).collect::<Vec<_>>(), 0)?;
-        let added = self.added_conditioning(&parts, (drawn.width, drawn.height))?;
+        let added = self.added_conditioning(&parts, (drawn.width, drawn.height), req.guidance)?;
         Ok(Conditioning {
             context,
             added,
@@ -329,7 +331,7 @@ impl StableDiffusion {
         let (w, h) = (drawn.width, drawn.height);
         let scale = self.vae_scale();
         let latent_hw = (h as usize / scale, w as usize / scale);
-        let latent_c = self.vae.config().latent_channels;
+        let latent_c = self.latent_channels();
         let shape = [1, latent_c, latent_hw.0, latent_hw.1];
 
         // The init image, at the size drawn, and (to keep its unmasked pixels) at the size asked.

@@ -44,11 +44,15 @@ impl Refiner {
         }
         let (r, name) = (&*self.model, &self.model.info().name);
         base.info().can_refine_with(r.info()).or_else(bad)?;
-        let (bv, rv) = (base.vae().config(), r.vae().config());
-        if (bv.latent_channels, base.vae_scale()) != (rv.latent_channels, r.vae_scale())
-            || (bv.scaling_factor - rv.scaling_factor).abs() > 1e-6
-            || bv.shift_factor != rv.shift_factor
-        {
+        let same_shape = (base.latent_channels(), base.vae_scale()) == (r.latent_channels(), r.vae_scale());
+        let same_scaling = match (base.vae(), r.vae()) {
+            (Some(bv), Some(rv)) => {
+                let (bv, rv) = (bv.config(), rv.config());
+                (bv.scaling_factor - rv.scaling_factor).abs() <= 1e-6 && bv.shift_factor == rv.shift_factor
+            }
+            _ => true,
+        };
+        if !same_shape || !same_scaling {
             return bad(format!(
                 "{name} ({}) draws in another latent space than {} ({})",
                 r.info().family,

@@ -25,8 +25,9 @@ use crate::model::{Side, StableDiffusion};
 use crate::models::unet::AddedConditioning;
 use crate::pipeline::{image_to_tensor, SeededNoise};
 use crate::schedulers::Sampler;
+use crate::tiny_vae::VaeChoice;
 use bank::{Gates, Reader, StepBank, Writer};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use image::RgbImage;
 use nanoimg_core::{InvalidParam, Limits};
 use std::hash::{Hash, Hasher};
@@ -307,14 +308,20 @@ impl<'a> ReferenceRun<'a> {
         let (w, h) = self.key.size;
         let mut latents = Vec::with_capacity(self.reference.images.len());
         for img in &self.reference.images {
-            let x = image_to_tensor(&cover(img, w, h), model.device(), model.vae_dtype)?;
-            latents.push(model.vae.encode(&x)?.to_dtype(model.dtype())?);
+            let x = image_to_tensor(&cover(img, w, h), model.device(), DType::F32)?;
+            latents.push(model.encode_pixels(&x, VaeChoice::Full)?);
         }
         let latents = Tensor::cat(&latents, 0)?;
         let r = latents.dim(0)?;
         let text = model.encode_text(&self.reference.prompt, false)?;
         let context = text.context.repeat((r, 1, 1))?;
-        let added = model.added_conditioning(&vec![(&text, Side::Positive); r], self.key.size)?;
+        // An LCM UNet's recording pass runs at the model's suggested guidance (banks are cached
+        // per reference set and size, not per scale).
+        let added = model.added_conditioning(
+            &vec![(&text, Side::Positive); r],
+            self.key.size,
+            model.defaults().guidance,
+        )?;
         Ok((latents, context, added))
     }
 

@@ -272,10 +272,12 @@ fn consistency_model_folders_default_to_their_sampler() {
     let cfg_path = p.join("unet").join("config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    // An LCM UNet's config without the guidance projection's weights: the missing tensor is
+    // named (see distilled.rs for a complete one).
     cfg["time_cond_proj_dim"] = serde_json::json!(256);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let err = load_err(&p);
-    assert!(err.contains("time_cond_proj_dim"), "{err}");
+    assert!(err.contains("time_embedding.cond_proj"), "{err}");
 }
 
 #[test]

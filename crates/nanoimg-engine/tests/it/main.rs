@@ -4,6 +4,7 @@
 mod checkpoint;
 mod codec_mutations;
 mod common;
+mod distilled;
 mod hooks;
 mod int8;
 mod loading;

@@ -6,8 +6,9 @@
 
 use candle_core::{Device, Tensor};
 use nanoimg_engine::embed::{cosine, ClipEmbedder, Dinov2Embedder};
-use nanoimg_engine::models::unet::AddedConditioning;
+use nanoimg_engine::models::unet::{AddedConditioning, TextTime};
 use nanoimg_engine::synthetic::{self, write_model, SyntheticSpec};
+use nanoimg_engine::tiny_vae::VaeChoice;
 use nanoimg_engine::tokenizer::ClipTokenizer;
 use nanoimg_engine::{Family, LoadOptions, Side, StableDiffusion};
 use std::collections::HashMap;
@@ -91,13 +92,21 @@ fn check_folder(name: &str, dir: &Path, family: Family) {
 
     // UNet on a batch of two with different timesteps.
     let ctx = expected_ctx.repeat((2, 1, 1)).unwrap();
-    let added = sdxl.then(|| AddedConditioning {
-        text_embeds: f["pooled_2"].repeat((2, 1)).unwrap(),
-        time_ids: f["time_ids"].clone(),
-    });
+    let added = AddedConditioning {
+        text_time: sdxl.then(|| TextTime {
+            text_embeds: f["pooled_2"].repeat((2, 1)).unwrap(),
+            time_ids: f["time_ids"].clone(),
+        }),
+        guidance: f.get("guidance_w").cloned(),
+    };
+    assert_eq!(
+        added.guidance.is_some(),
+        model.unet().config().embeds_guidance(),
+        "{name}: the fixture and the UNet disagree on the guidance embedding"
+    );
     let out = model
         .unet()
-        .forward(&f["sample"], &f["timestep"], &ctx, added.as_ref(), None)
+        .forward(&f["sample"], &f["timestep"], &ctx, Some(&added), None)
         .unwrap();
     check(&format!("{name}: unet"), &out, &f["unet_out"]);
 
@@ -124,17 +133,41 @@ fn check_folder(name: &str, dir: &Path, family: Family) {
         );
     }
 
-    // VAE both ways.
-    check(
-        &format!("{name}: vae decode"),
-        &model.vae().decode(&f["latents"]).unwrap(),
-        &f["decoded"],
+    // VAE both ways: the full one (SDXS: `vae_large`), and the tiny one SDXS has as `vae`.
+    assert_eq!(
+        model.vae().is_some(),
+        f.contains_key("decoded"),
+        "{name}: full VAE"
     );
-    check(
-        &format!("{name}: vae encode"),
-        &model.vae().encode(&f["image"]).unwrap(),
-        &f["encoded_mean"],
+    if let Some(vae) = model.vae() {
+        check(
+            &format!("{name}: vae decode"),
+            &vae.decode(&f["latents"]).unwrap(),
+            &f["decoded"],
+        );
+        check(
+            &format!("{name}: vae encode"),
+            &vae.encode(&f["image"]).unwrap(),
+            &f["encoded_mean"],
+        );
+    }
+    assert_eq!(
+        model.tiny_vae().is_some(),
+        f.contains_key("tiny_decoded"),
+        "{name}: tiny VAE"
     );
+    if f.contains_key("tiny_decoded") {
+        check(
+            &format!("{name}: tiny vae decode"),
+            &model.decode_latents(&f["latents"], VaeChoice::Tiny).unwrap(),
+            &f["tiny_decoded"],
+        );
+        check(
+            &format!("{name}: tiny vae encode"),
+            &model.tiny_vae().unwrap().encode(&f["image"]).unwrap(),
+            &f["tiny_encoded"],
+        );
+    }
 }
 
 #[test]
@@ -153,6 +186,19 @@ fn sdxl_with_add_embedding_and_two_encoders_matches_diffusers() {
 }
 
 /// The tiny autoencoder (TAESD's architecture, smaller) both ways, loaded as a folder.
+/// An LCM-distilled UNet: the guidance scale through `time_embedding.cond_proj`.
+#[test]
+fn lcm_unet_with_guidance_embedding_matches_diffusers() {
+    run_parity("tiny-lcm", SyntheticSpec::tiny_lcm());
+}
+
+/// SDXS's layout: a UNet without a middle block or top-level attention, a tiny autoencoder
+/// as `vae` and the full one as `vae_large`.
+#[test]
+fn sdxs_layout_matches_diffusers() {
+    run_parity("tiny-sdxs", SyntheticSpec::tiny_sdxs(true));
+}
+
 #[test]
 fn tiny_autoencoder_matches_diffusers() {
     let f = fixture("tiny-taesd");

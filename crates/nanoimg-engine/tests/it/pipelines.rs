@@ -291,7 +291,14 @@ fn img2img_strength_controls_how_far_the_image_moves() {
     let init = test_image(64, 64);
     // What img2img converges to as strength → 0: the VAE's reconstruction of the init image.
     let x = image_to_tensor(&init, model.device(), DType::F32).unwrap();
-    let roundtrip = tensor_to_image(&model.vae().decode(&model.vae().encode(&x).unwrap()).unwrap()).unwrap();
+    let roundtrip = tensor_to_image(
+        &model
+            .vae()
+            .unwrap()
+            .decode(&model.vae().unwrap().encode(&x).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     let steps_seen = Mutex::new(0usize);
     let count = |p: &Progress<'_>| {
         *steps_seen.lock().unwrap() = p.steps;
@@ -591,7 +598,7 @@ fn sdxl_vae_with_force_upcast_stays_f32_when_the_model_runs_in_f16() {
     let z = nanoimg_engine::pipeline::SeededNoise::new(1)
         .sample(&[1, 4, 8, 8], model.device(), DType::F32)
         .unwrap();
-    assert_eq!(model.vae().decode(&z).unwrap().dtype(), DType::F32);
+    assert_eq!(model.vae().unwrap().decode(&z).unwrap().dtype(), DType::F32);
     let out = run(&model, &request(&model, 2)).remove(0).image;
     assert_eq!(out.dimensions(), (64, 64));
 }

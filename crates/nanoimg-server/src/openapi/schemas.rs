@@ -215,6 +215,13 @@ fn model() -> Value {
         ("family", t("string")),
         ("turbo", t("boolean")),
         ("inpainting", t("boolean")),
+        (
+            "embedded_guidance",
+            described(
+                t("boolean"),
+                "an LCM-distilled UNet that takes the guidance scale as an embedding: one pass                  per step, and the negative prompt is not used",
+            ),
+        ),
         ("defaults", defaults),
         (
             "max_size",

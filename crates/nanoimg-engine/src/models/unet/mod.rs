@@ -54,7 +54,9 @@ pub struct UNetConfig {
     pub block_out_channels: Vec<usize>,
     pub down_block_types: Vec<String>,
     pub up_block_types: Vec<String>,
-    #[serde(default)]
+    /// Absent: diffusers' default, `UNetMidBlock2DCrossAttn`; `null`: no middle block (the
+    /// pruned UNets of BK-SDM and SDXS).
+    #[serde(default = "cross_attn_mid_block")]
     pub mid_block_type: Option<String>,
     #[serde(default = "two_per_block")]
     pub layers_per_block: PerBlock<usize>,
@@ -119,6 +121,9 @@ impl Default for PerBlock<bool> {
     }
 }
 
+fn cross_attn_mid_block() -> Option<String> {
+    Some("UNetMidBlock2DCrossAttn".into())
+}
 fn four() -> usize {
     4
 }
@@ -168,6 +173,12 @@ impl UNetConfig {
         self.addition_embed_type.as_deref() == Some("text_time")
     }
 
+    /// Whether the UNet takes the guidance scale as an embedding (LCM-distilled UNets,
+    /// `time_cond_proj_dim`) instead of being run twice for classifier-free guidance.
+    pub fn embeds_guidance(&self) -> bool {
+        self.time_cond_proj_dim.is_some()
+    }
+
     /// Width of the time embedding (4 × the first block's channels).
     pub fn time_embed_dim(&self) -> usize {
         self.block_out_channels[0] * 4
@@ -211,7 +222,7 @@ impl UNetConfig {
             None | Some("UNetMidBlock2DCrossAttn") => {}
             Some(t) => return Err(ConfigError::unsupported("mid_block_type", t)),
         }
-        let checks: [(bool, &'static str, String); 11] = [
+        let checks: [(bool, &'static str, String); 10] = [
             (self.center_input_sample, "center_input_sample", "true".into()),
             (
                 self.only_cross_attention != PerBlock::One(false),
@@ -244,14 +255,6 @@ impl UNetConfig {
                 self.time_embedding_type != "positional",
                 "time_embedding_type",
                 format!("{:?}", self.time_embedding_type),
-            ),
-            // An LCM-distilled UNet takes the guidance scale as an embedding; ignoring its
-            // weights would draw garbage. (LCM-LoRAs and checkpoints with one merged in have
-            // none, and run with `--scheduler lcm`.)
-            (
-                self.time_cond_proj_dim.is_some(),
-                "time_cond_proj_dim",
-                format!("{:?}", self.time_cond_proj_dim),
             ),
             (
                 !matches!(self.addition_embed_type.as_deref(), None | Some("text_time")),
@@ -323,36 +326,68 @@ pub fn timestep_embedding(t: &Tensor, dim: usize, flip_sin_to_cos: bool, shift: 
     }
 }
 
-/// diffusers' `TimestepEmbedding`: linear, SiLU, linear.
+/// The sinusoidal embedding of an LCM UNet's guidance scale `w` (`[b]`; diffusers passes
+/// `guidance_scale - 1`), as diffusers' `get_guidance_scale_embedding`: `w × 1000` at the
+/// timestep embedding's frequencies with a shift of 1, sines first, zero-padded to an odd `dim`.
+pub fn guidance_embedding(w: &Tensor, dim: usize) -> Result<Tensor> {
+    let emb = timestep_embedding(&(w.to_dtype(DType::F32)? * 1000.0)?, dim, false, 1.0)?;
+    if dim % 2 == 1 {
+        emb.pad_with_zeros(1, 0, 1)
+    } else {
+        Ok(emb)
+    }
+}
+
+/// diffusers' `TimestepEmbedding`: (plus the projected condition, for LCM UNets) linear, SiLU,
+/// linear.
 #[derive(Debug)]
 struct TimestepEmbedding {
+    cond_proj: Option<Linear>,
     linear_1: Linear,
     linear_2: Linear,
 }
 
 impl TimestepEmbedding {
-    fn new(vb: VarBuilder, cin: usize, dim: usize) -> Result<Self> {
+    fn new(vb: VarBuilder, cin: usize, dim: usize, cond_dim: Option<usize>) -> Result<Self> {
         Ok(Self {
+            cond_proj: cond_dim
+                .map(|c| candle_nn::linear_no_bias(c, cin, vb.pp("cond_proj")))
+                .transpose()?,
             linear_1: candle_nn::linear(cin, dim, vb.pp("linear_1"))?,
             linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
         })
     }
+
+    fn forward(&self, x: &Tensor, condition: Option<&Tensor>) -> Result<Tensor> {
+        let x = match (&self.cond_proj, condition) {
+            (Some(proj), Some(c)) => (x + proj.forward(c)?)?,
+            (Some(_), None) => candle_core::bail!(
+                "this LCM-distilled UNet takes the guidance scale as an embedding, and none was given"
+            ),
+            (None, _) => x.clone(),
+        };
+        self.linear_2
+            .forward(&candle_nn::ops::silu(&self.linear_1.forward(&x)?)?)
+    }
 }
 
-impl Module for TimestepEmbedding {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.linear_2
-            .forward(&candle_nn::ops::silu(&self.linear_1.forward(x)?)?)
-    }
+/// Conditioning besides the text context, for the UNets that take it.
+#[derive(Debug, Clone, Default)]
+pub struct AddedConditioning {
+    /// SDXL's pooled text embeddings and size/crop numbers.
+    pub text_time: Option<TextTime>,
+    /// An LCM-distilled UNet's guidance scale `w` per row, `[b]` f32 (diffusers passes
+    /// `guidance_scale - 1`); see [`UNetConfig::embeds_guidance`].
+    pub guidance: Option<Tensor>,
 }
 
 /// SDXL's extra conditioning: the second text encoder's pooled, projected embedding and the
 /// six size/crop numbers (original h, w, crop top, left, target h, w).
 #[derive(Debug, Clone)]
-pub struct AddedConditioning {
+pub struct TextTime {
     /// `[b, pooled_dim]`.
     pub text_embeds: Tensor,
-    /// `[b, 6]`.
+    /// `[b, 6]` (`[b, 5]` for the refiner).
     pub time_ids: Tensor,
 }
 
@@ -363,7 +398,7 @@ pub struct UNet2DConditionModel {
     time_embedding: TimestepEmbedding,
     add_embedding: Option<TimestepEmbedding>,
     down_blocks: Vec<DownBlock>,
-    mid_block: MidBlock,
+    mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
@@ -403,7 +438,7 @@ impl UNet2DConditionModel {
             let input = c
                 .projection_class_embeddings_input_dim
                 .expect("checked by layout()");
-            Some(TimestepEmbedding::new(vb.pp("add_embedding"), input, temb)?)
+            Some(TimestepEmbedding::new(vb.pp("add_embedding"), input, temb, None)?)
         } else {
             None
         };
@@ -425,12 +460,18 @@ impl UNet2DConditionModel {
             )?);
         }
         let last = boc[n - 1];
-        let mid_block = MidBlock::new(
-            vb.pp("mid_block"),
-            last,
-            rs,
-            spec(last, l.heads[n - 1], l.transformer_layers[n - 1]),
-        )?;
+        let mid_block = c
+            .mid_block_type
+            .is_some()
+            .then(|| {
+                MidBlock::new(
+                    vb.pp("mid_block"),
+                    last,
+                    rs,
+                    spec(last, l.heads[n - 1], l.transformer_layers[n - 1]),
+                )
+            })
+            .transpose()?;
 
         let rev_ch: Vec<usize> = boc.iter().rev().copied().collect();
         let rev_heads: Vec<usize> = l.heads.iter().rev().copied().collect();
@@ -458,7 +499,12 @@ impl UNet2DConditionModel {
         }
         Ok(Self {
             conv_in: conv2d(c.in_channels, boc[0], 3, 1, 1, vb.pp("conv_in"))?,
-            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), boc[0], temb)?,
+            time_embedding: TimestepEmbedding::new(
+                vb.pp("time_embedding"),
+                boc[0],
+                temb,
+                c.time_cond_proj_dim,
+            )?,
             add_embedding,
             down_blocks,
             mid_block,
@@ -494,9 +540,13 @@ impl UNet2DConditionModel {
         let dtype = sample.dtype();
         let t_emb = timestep_embedding(timestep, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)?
             .to_dtype(dtype)?;
-        let mut emb = self.time_embedding.forward(&t_emb)?;
+        let guidance = match (c.time_cond_proj_dim, added.and_then(|a| a.guidance.as_ref())) {
+            (Some(dim), Some(w)) => Some(guidance_embedding(w, dim)?.to_dtype(dtype)?),
+            _ => None,
+        };
+        let mut emb = self.time_embedding.forward(&t_emb, guidance.as_ref())?;
         if let Some(add) = &self.add_embedding {
-            let Some(added) = added else {
+            let Some(added) = added.and_then(|a| a.text_time.as_ref()) else {
                 candle_core::bail!("this SDXL UNet needs pooled text embeddings and time ids");
             };
             let b = added.time_ids.dim(0)?;
@@ -510,7 +560,7 @@ impl UNet2DConditionModel {
             .reshape((b, ()))?
             .to_dtype(dtype)?;
             let add_in = Tensor::cat(&[&added.text_embeds.to_dtype(dtype)?, &time], 1)?;
-            emb = (emb + add.forward(&add_in)?)?;
+            emb = (emb + add.forward(&add_in, None)?)?;
         }
 
         let mut x = self.conv_in.forward(sample)?;
@@ -520,7 +570,9 @@ impl UNet2DConditionModel {
             x = out;
             skips.extend(res);
         }
-        x = self.mid_block.forward(&x, &emb, context, hooks)?;
+        if let Some(mid) = &self.mid_block {
+            x = mid.forward(&x, &emb, context, hooks)?;
+        }
         for (i, block) in self.up_blocks.iter().enumerate() {
             let take = block.num_resnets();
             let res = skips.split_off(skips.len() - take);
@@ -545,5 +597,58 @@ impl Quantize for UNet2DConditionModel {
         self.up_blocks.quantize_int8()?;
         self.int8 = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> UNetConfig {
+        let mut c = serde_json::json!({
+            "block_out_channels": [32, 64],
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+            "cross_attention_dim": 32,
+        });
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(c).unwrap()
+    }
+
+    /// diffusers builds the cross-attention middle block when the key is absent and none when
+    /// it is `null` (BK-SDM, SDXS); the two must not be confused.
+    #[test]
+    fn an_absent_mid_block_type_is_the_default_and_null_is_none() {
+        let absent = config(serde_json::json!({}));
+        assert_eq!(absent.mid_block_type.as_deref(), Some("UNetMidBlock2DCrossAttn"));
+        assert_eq!(
+            config(serde_json::json!({"mid_block_type": null})).mid_block_type,
+            None
+        );
+        let other = config(serde_json::json!({"mid_block_type": "UNetMidBlock2DSimpleCrossAttn"}));
+        assert!(other.validate().is_err());
+    }
+
+    /// diffusers' `get_guidance_scale_embedding` for w = 0.5 at 6 dims: sin, then cos, of
+    /// 500 × 10000^(-i/2).
+    #[test]
+    fn the_guidance_embedding_is_diffusers_formula() {
+        let w = Tensor::new(&[0.5f32], &candle_core::Device::Cpu).unwrap();
+        let got = guidance_embedding(&w, 6).unwrap().to_vec2::<f32>().unwrap();
+        let args = [500.0f64, 500.0 / 100.0, 500.0 / 10000.0];
+        let want: Vec<f32> = args
+            .iter()
+            .map(|a| a.sin() as f32)
+            .chain(args.iter().map(|a| a.cos() as f32))
+            .collect();
+        for (g, w) in got[0].iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+        }
+        // An odd width is padded with a zero, as diffusers pads it.
+        let odd = guidance_embedding(&w, 7).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(odd[0].len(), 7);
+        assert_eq!(odd[0][6], 0.0);
     }
 }
