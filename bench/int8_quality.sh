@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # What int8 weights cost in quality: the same prompts and seeds with the UNet on f32 and on int8
 # weights (`--quantize`), compared image by image (PSNR in dB, mean absolute difference in
-# 0..255 levels). Default model: the bundled nanoimg-emoji, whose weights are trained.
+# 0..255 levels). Default model: the bundled nanoimg-emoji, whose weights are trained. With
+# `--vae tiny` both decode with the tiny autoencoder, whose decoder an int8 model also runs on
+# int8 weights: the table is then the cost of both.
 #
-#   bench/int8_quality.sh [--model NAME_OR_PATH] [--n IMAGES_PER_PROMPT]
+#   bench/int8_quality.sh [--model NAME_OR_PATH] [--n IMAGES_PER_PROMPT] [--vae full|tiny]
 #
 # Images and the table go to target/int8-quality/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=() n=4
+model=() n=4 vae=full
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=(--model "$2"); shift 2 ;;
     --n) n=$2; shift 2 ;;
+    --vae) vae=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -23,7 +26,7 @@ prompts=("a smiling face with sunglasses" "a crying face" "a red heart" "a cat f
 for i in "${!prompts[@]}"; do
   for q in none int8; do
     target/release/nanoimg generate "${prompts[$i]}" "${model[@]}" --seed $((100 * i)) -n "$n" \
-      --quantize "$q" -o "$out/p$i-$q.png" > /dev/null
+      --quantize "$q" --vae "$vae" -o "$out/p$i-$q.png" > /dev/null
   done
 done
 [ -x .venv-bench/bin/python ] || bench/setup_reference.sh

@@ -258,10 +258,16 @@ impl StableDiffusion {
             Quantization::None => UnetWeights::Resident(unet_weights),
         };
 
-        let tiny_vae = source
-            .has_tiny_vae()
-            .then(|| crate::tiny_vae::load(&path.join("vae"), device, dtype).map(Arc::new))
-            .transpose()?;
+        let tiny_vae = match source.has_tiny_vae() {
+            true => {
+                let mut tiny = crate::tiny_vae::load(&path.join("vae"), device, dtype)?;
+                if quantize == Quantization::Int8 {
+                    tiny.quantize_decoder_int8().context(|| at("vae"))?;
+                }
+                Some(Arc::new(tiny))
+            }
+            false => None,
+        };
         let mut vae_dtype = dtype;
         let vae = match source.full_vae_component() {
             Some(component) => {
@@ -500,8 +506,9 @@ impl StableDiffusion {
     }
 
     /// `self` with a tiny autoencoder (TAESD) that requests may choose instead of the full VAE
-    /// ([`VaeChoice::Tiny`]). It must draw in the same latent shape: channels and scale.
-    pub fn with_tiny_vae(&self, tiny: Arc<AutoencoderTiny>) -> Result<Self> {
+    /// ([`VaeChoice::Tiny`]). It must draw in the same latent shape: channels and scale. On an
+    /// int8 model its decoder goes to int8 weights too.
+    pub fn with_tiny_vae(&self, mut tiny: AutoencoderTiny) -> Result<Self> {
         let (channels, scale) = self.latent_geometry();
         let t = tiny.config();
         if (t.latent_channels, t.downscale()) != (channels, scale) {
@@ -514,8 +521,12 @@ impl StableDiffusion {
                 ),
             });
         }
+        if self.quantization() == Quantization::Int8 && !tiny.is_int8() {
+            tiny.quantize_decoder_int8()
+                .context(|| format!("{}: tiny autoencoder", self.info.path.display()))?;
+        }
         let mut model = self.clone();
-        model.tiny_vae = Some(tiny);
+        model.tiny_vae = Some(Arc::new(tiny));
         Ok(model)
     }
 

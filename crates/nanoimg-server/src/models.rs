@@ -215,7 +215,7 @@ impl ModelCatalog {
             StableDiffusion::load(&entry.info.path, &opts)?.with_embedding_library(&self.embeddings)?;
         if let Some(path) = &entry.tiny_vae {
             let tiny = nanoimg_engine::tiny_vae::load(path, model.device(), model.dtype())?;
-            model = model.with_tiny_vae(Arc::new(tiny))?;
+            model = model.with_tiny_vae(tiny)?;
         }
         if model.int8_is_slow() {
             tracing::warn!(model = %name, "int8 weights on a CPU without AVX-512 VNNI: slower than f32 here");

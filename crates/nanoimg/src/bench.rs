@@ -224,7 +224,7 @@ pub fn run(a: Args) -> Result<()> {
         if a.ops.iter().any(|o| o.ends_with("-tiny")) && model.tiny_vae().is_none() {
             let dir = ensure_taesd(&a.work_dir)?;
             let tiny = nanoimg_engine::tiny_vae::load(&dir, &Device::Cpu, DType::F32)?;
-            model = model.with_tiny_vae(std::sync::Arc::new(tiny))?;
+            model = model.with_tiny_vae(tiny)?;
         }
         let banks = std::sync::Arc::new(BankCache::new(DEFAULT_CACHE_BYTES));
         let dev = Device::Cpu;

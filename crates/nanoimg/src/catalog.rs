@@ -112,7 +112,7 @@ impl ModelArgs {
         };
         let tiny = tiny_vae::load(&path, model.device(), model.dtype())
             .with_context(|| format!("the tiny autoencoder at {}", path.display()))?;
-        Ok(model.with_tiny_vae(std::sync::Arc::new(tiny))?)
+        Ok(model.with_tiny_vae(tiny)?)
     }
 }
 

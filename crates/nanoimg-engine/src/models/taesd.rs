@@ -8,6 +8,7 @@
 //! block `conv.{0,2,4}` and an optional 1×1 `skip`.
 
 use crate::models::conv::Conv2d;
+use crate::models::int8::Quantize;
 use crate::models::layers::{conv2d, conv2d_no_bias};
 use crate::ConfigError;
 use candle_core::{Module, Result, Tensor};
@@ -155,6 +156,13 @@ impl Module for Block {
     }
 }
 
+impl Quantize for Block {
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.conv.iter_mut().try_for_each(Conv2d::quantize_int8)?;
+        self.skip.quantize_int8()
+    }
+}
+
 /// One entry of the encoder's or decoder's `nn.Sequential`.
 #[derive(Debug)]
 enum Layer {
@@ -210,6 +218,16 @@ impl Sequential<'_> {
     }
 }
 
+impl Quantize for Layer {
+    fn quantize_int8(&mut self) -> Result<()> {
+        match self {
+            Layer::Conv(c) => c.quantize_int8(),
+            Layer::Block(b) => b.quantize_int8(),
+            Layer::Relu | Layer::Upsample => Ok(()),
+        }
+    }
+}
+
 fn run(layers: &[Layer], x: &Tensor) -> Result<Tensor> {
     layers.iter().try_fold(x.clone(), |x, l| l.forward(&x))
 }
@@ -220,6 +238,7 @@ pub struct AutoencoderTiny {
     encoder: Vec<Layer>,
     decoder: Vec<Layer>,
     config: TinyVaeConfig,
+    int8: bool,
 }
 
 impl AutoencoderTiny {
@@ -274,7 +293,26 @@ impl AutoencoderTiny {
             encoder: enc.layers,
             decoder: dec.layers,
             config: c.clone(),
+            int8: false,
         })
+    }
+
+    /// Puts the decoder's convolutions on int8 weights (activations quantized as they arrive,
+    /// one scale per image: after ReLUs they are never negative), but for the first (from the
+    /// 4 latent channels) and the last (to RGB), where the error would land straight in the
+    /// input or the picture. The encoder stays f32: it runs once per edit, not per picture.
+    pub fn quantize_decoder_int8(&mut self) -> Result<()> {
+        let n = self.decoder.len();
+        for layer in self.decoder.iter_mut().take(n.saturating_sub(1)).skip(1) {
+            layer.quantize_int8()?;
+        }
+        self.int8 = true;
+        Ok(())
+    }
+
+    /// Whether the decoder runs on int8 weights.
+    pub fn is_int8(&self) -> bool {
+        self.int8
     }
 
     /// The config.

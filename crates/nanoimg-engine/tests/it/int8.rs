@@ -105,3 +105,37 @@ fn int8_is_refused_off_the_cpu_or_below_f32_with_the_reason() {
     }
     assert_eq!("INT8".parse::<Quantization>().unwrap(), Quantization::Int8);
 }
+
+/// On an int8 model the tiny autoencoder's decoder runs on int8 weights too (its own, as
+/// SDXS's, or one attached), and decodes within a stated tolerance of the f32 one.
+#[test]
+fn an_int8_models_tiny_decoder_is_int8_and_close_to_f32() {
+    use nanoimg_engine::synthetic::{tiny_taesd_config, write_model, write_taesd, SyntheticSpec};
+    use nanoimg_engine::VaeChoice;
+    let latents = SeededNoise::new(9)
+        .sample(&[1, 4, 16, 16], &candle_core::Device::Cpu, DType::F32)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (sdxs, taesd) = (dir.path().join("sdxs"), dir.path().join("taesd"));
+    write_model(&sdxs, &SyntheticSpec::tiny_sdxs(false), 5).unwrap();
+    write_taesd(&taesd, &tiny_taesd_config(), 9).unwrap();
+    let tiny = || nanoimg_engine::tiny_vae::load(&taesd, &candle_core::Device::Cpu, DType::F32).unwrap();
+    let pairs = [
+        (
+            load_with(&sdxs, None, DType::F32).unwrap(),
+            load_with(&sdxs, Some(Quantization::Int8), DType::F32).unwrap(),
+        ),
+        (
+            common::load("tiny-sd1").with_tiny_vae(tiny()).unwrap(),
+            int8("tiny-sd1").with_tiny_vae(tiny()).unwrap(),
+        ),
+    ];
+    for (full, q) in pairs {
+        assert!(!full.tiny_vae().unwrap().is_int8());
+        assert!(q.tiny_vae().unwrap().is_int8());
+        let a = full.decode_latents(&latents, VaeChoice::Tiny).unwrap();
+        let b = q.decode_latents(&latents, VaeChoice::Tiny).unwrap();
+        let rel = relative(&b, &a);
+        assert!(rel > 0.0 && rel < 0.03, "int8 tiny decoder {rel} from f32");
+    }
+}

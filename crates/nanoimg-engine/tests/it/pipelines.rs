@@ -141,11 +141,9 @@ fn a_refiner_draws_the_last_steps_of_the_base_run() {
 fn the_tiny_autoencoder_is_chosen_per_request() {
     use nanoimg_engine::synthetic::{tiny_taesd_config, write_taesd};
     use nanoimg_engine::VaeChoice;
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     write_taesd(dir.path(), &tiny_taesd_config(), 9).unwrap();
-    let tiny =
-        Arc::new(nanoimg_engine::tiny_vae::load(dir.path(), &candle_core::Device::Cpu, DType::F32).unwrap());
+    let tiny = nanoimg_engine::tiny_vae::load(dir.path(), &candle_core::Device::Cpu, DType::F32).unwrap();
     let plain = load("tiny-sd1");
     let mut req = request(&plain, 2);
     req.vae = VaeChoice::Tiny;
@@ -176,7 +174,7 @@ fn the_tiny_autoencoder_is_chosen_per_request() {
     cfg["latent_channels"] = serde_json::json!(16);
     write_taesd(other.path(), &cfg, 9).unwrap();
     let wrong = nanoimg_engine::tiny_vae::load(other.path(), &candle_core::Device::Cpu, DType::F32).unwrap();
-    let e = plain.with_tiny_vae(Arc::new(wrong)).unwrap_err().to_string();
+    let e = plain.with_tiny_vae(wrong).unwrap_err().to_string();
     assert!(e.contains("16 latent channels"), "{e}");
 }
 
@@ -410,7 +408,6 @@ fn outpainting_extends_the_canvas_and_keeps_the_original() {
 fn progress_reports_every_step_with_the_previews_asked_for() {
     use nanoimg_engine::synthetic::{tiny_taesd_config, write_taesd};
     use nanoimg_engine::{PreviewMethod, VaeChoice};
-    use std::sync::Arc;
     /// (image, step, steps, preview) per report.
     type Report = (usize, usize, usize, Option<image::RgbImage>);
     /// Asks for a latent preview at step 1, a tiny-autoencoder one at the last, none between.
@@ -455,7 +452,7 @@ fn progress_reports_every_step_with_the_previews_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     write_taesd(dir.path(), &tiny_taesd_config(), 9).unwrap();
     let tiny = nanoimg_engine::tiny_vae::load(dir.path(), &candle_core::Device::Cpu, DType::F32).unwrap();
-    let model = plain.with_tiny_vae(Arc::new(tiny)).unwrap();
+    let model = plain.with_tiny_vae(tiny).unwrap();
     req.vae = VaeChoice::Tiny;
     let sink = Sink(Mutex::new(Vec::new()));
     let out = model
