@@ -26,7 +26,9 @@ pixel values for a fixed picture:
     nanoimg models synth --arch tiny-clip --seed 7 /tmp/parity/tiny-clip
 
 The consistency samplers (diffusers' LCMScheduler and TCDScheduler, no model: a stand-in
-denoiser and recorded noise) go to parity-schedulers.safetensors on every run.
+denoiser and recorded noise) go to parity-schedulers.safetensors on every run. Flow matching
+(FlowMatchEulerDiscreteScheduler as FluxPipeline drives it, a stand-in velocity) goes to
+parity-flow.safetensors.
 
 The tiny autoencoder (diffusers' AutoencoderTiny, TAESD's architecture) both ways:
 
@@ -266,6 +268,61 @@ def scheduler_fixture() -> dict:
     return t
 
 
+def fake_v(sample: torch.Tensor, t: float) -> torch.Tensor:
+    """A stand-in velocity for the flow-matching fixture (the Rust test computes the same)."""
+    return sample * 0.3 + math.sin(t / 100.0) * 0.2
+
+
+FLOW_CASES = {
+    # name: (scheduler config, steps, image tokens)
+    "schnell": ({}, 4, 1024),
+    "dev_512": ({"shift": 3.0, "use_dynamic_shifting": True}, 28, 1024),
+    "dev_1024": ({"shift": 3.0, "use_dynamic_shifting": True}, 20, 4096),
+    "linear": ({"use_dynamic_shifting": True, "time_shift_type": "linear"}, 8, 2048),
+    "terminal": ({"shift": 3.0, "shift_terminal": 0.1}, 10, 1024),
+}
+
+
+@torch.no_grad()
+def flow_fixture() -> dict:
+    """diffusers' FlowMatchEulerDiscreteScheduler as FluxPipeline drives it (σ from 1 to 1/n,
+    shifted by μ from the image's token count): σ and timesteps per case; for dev_512 the
+    sample after every Euler step with `fake_v`, and image-to-image at strength 0.55 as
+    FluxImg2ImgPipeline starts it (the steps kept, the noised latents)."""
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    torch.manual_seed(0)
+    t = {}
+    for name, (cfg, steps, seq) in FLOW_CASES.items():
+        sched = FlowMatchEulerDiscreteScheduler(**cfg)
+        c = sched.config
+        mu = calculate_shift(seq, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+        sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+        t[f"{name}_sigmas"] = sched.sigmas.to(torch.float32)
+        t[f"{name}_timesteps"] = sched.timesteps.to(torch.float32)
+        if name == "dev_512":
+            sample = torch.randn(1, 16, 4, 4)
+            t["dev_512_initial"] = sample.clone()
+            samples = []
+            for ts in sched.timesteps:
+                sample = sched.step(fake_v(sample, float(ts)), ts, sample).prev_sample
+                samples.append(sample)
+            t["dev_512_samples"] = torch.stack(samples)
+            # FluxImg2ImgPipeline.get_timesteps, then prepare_latents' scale_noise.
+            strength = 0.55
+            init = min(steps * strength, steps)
+            start = int(max(steps - init, 0))
+            sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+            kept = sched.timesteps[start:]
+            sched.set_begin_index(start)
+            x0, noise = torch.randn(1, 16, 4, 4), torch.randn(1, 16, 4, 4)
+            t.update(img2img_timesteps=kept.to(torch.float32), img2img_x0=x0, img2img_noise=noise,
+                     img2img_noised=sched.scale_noise(x0, kept[:1], noise))
+    return t
+
+
 def taesd_kind(p: Path):
     cfg = p / "config.json"
     return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "AutoencoderTiny"
@@ -282,6 +339,9 @@ def main():
     tensors = scheduler_fixture()
     save_file(tensors, dst / "parity-schedulers.safetensors")
     print(f"{dst / 'parity-schedulers.safetensors'}: {len(tensors)} tensors")
+    tensors = flow_fixture()
+    save_file(tensors, dst / "parity-flow.safetensors")
+    print(f"{dst / 'parity-flow.safetensors'}: {len(tensors)} tensors")
     for model_dir in sorted(p for p in src.iterdir()
                             if (p / "model_index.json").is_file() or embedder_kind(p) or taesd_kind(p)):
         if embedder_kind(model_dir):

@@ -6,6 +6,7 @@
 //! η = 0 is exactly Euler in this parameterisation on DDIM's own σ grid, so one loop serves all.
 //! The timestep/σ grids follow diffusers' schedulers so results are comparable.
 
+pub mod flow;
 mod sampler;
 
 pub use nanoimg_core::SchedulerName;

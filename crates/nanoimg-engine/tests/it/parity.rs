@@ -368,3 +368,86 @@ fn consistency_samplers_match_diffusers() {
         }
     }
 }
+
+/// Flow matching (FLUX) against diffusers' FlowMatchEulerDiscreteScheduler as FluxPipeline
+/// drives it: σ and timesteps for fixed and resolution-dependent shifts (exponential and
+/// linear) and a terminal stretch; Euler steps with a stand-in velocity
+/// (`bench/parity_fixtures.py`'s `fake_v`); image-to-image's kept steps and noised start.
+#[test]
+fn flow_matching_schedules_match_diffusers() {
+    use nanoimg_engine::schedulers::flow::FlowMatchConfig;
+    let f = fixture("flow");
+    let cases: [(&str, serde_json::Value, usize, usize); 5] = [
+        ("schnell", serde_json::json!({}), 4, 1024),
+        (
+            "dev_512",
+            serde_json::json!({"shift": 3.0, "use_dynamic_shifting": true}),
+            28,
+            1024,
+        ),
+        (
+            "dev_1024",
+            serde_json::json!({"shift": 3.0, "use_dynamic_shifting": true}),
+            20,
+            4096,
+        ),
+        (
+            "linear",
+            serde_json::json!({"use_dynamic_shifting": true, "time_shift_type": "linear"}),
+            8,
+            2048,
+        ),
+        (
+            "terminal",
+            serde_json::json!({"shift": 3.0, "shift_terminal": 0.1}),
+            10,
+            1024,
+        ),
+    ];
+    let close = |what: &str, ours: &[f64], theirs: &Tensor, tol: f64| {
+        let theirs = theirs.to_vec1::<f32>().unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{what}: length");
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert!((a - *b as f64).abs() <= tol, "{what}[{i}]: {a} vs {b}");
+        }
+    };
+    for (name, cfg, steps, seq) in cases {
+        let cfg: FlowMatchConfig = serde_json::from_value(cfg).unwrap();
+        cfg.validate().unwrap();
+        let plan = cfg.plan(steps, seq);
+        close(
+            &format!("{name}: sigmas"),
+            &plan.sigmas,
+            &f[&format!("{name}_sigmas")],
+            1e-6,
+        );
+        close(
+            &format!("{name}: timesteps"),
+            &plan.timesteps,
+            &f[&format!("{name}_timesteps")],
+            1e-3,
+        );
+        if name != "dev_512" {
+            continue;
+        }
+        let mut x = f["dev_512_initial"].clone();
+        let expected = &f["dev_512_samples"];
+        for (i, &t) in plan.timesteps.iter().enumerate() {
+            let v = ((&x * 0.3).unwrap() + (t / 100.0).sin() * 0.2).unwrap();
+            x = plan.step(i, &x, &v).unwrap();
+            check(&format!("flow step {i}"), &x, &expected.get(i).unwrap());
+        }
+        let kept = plan.from_strength(0.55).unwrap();
+        close(
+            "img2img timesteps",
+            &kept.timesteps,
+            &f["img2img_timesteps"],
+            1e-3,
+        );
+        check(
+            "img2img noised",
+            &kept.noised(&f["img2img_x0"], &f["img2img_noise"]).unwrap(),
+            &f["img2img_noised"],
+        );
+    }
+}
