@@ -350,7 +350,7 @@ impl Jobs {
                 spec.size.height,
                 image::imageops::FilterType::Triangle,
             );
-            let record = pipeline::record(spec, spec.seed, 0).with("partial", true);
+            let record = pipeline::record(spec, spec.seed, 0, spec.vae).with("partial", true);
             sealer
                 .seal(&mut big, &record, pipeline::encoding(spec), None, job.origin())
                 .map(|s| s.bytes)

@@ -105,7 +105,7 @@ async fn steps(ctx: &Arc<Context>, job: &Arc<LiveJob>) -> Result<Vec<Output>, Jo
     let mut outputs = Vec::with_capacity(images.len());
     for (i, img) in images.into_iter().enumerate() {
         let (seed, (w, h)) = (img.seed, img.image.dimensions());
-        let sealed = seal(ctx, job, img, i, replaced_mark).await?;
+        let sealed = seal(ctx, job, img, i, replaced_mark, model.vae_used(spec.vae)).await?;
         let asset = ctx
             .store
             .scoped(&job.tenant_id)
@@ -455,8 +455,15 @@ async fn check_outputs(
     })
 }
 
-/// What the job's outputs carry: the spec's parameters (and its plan), per image.
-pub(crate) fn record(spec: &JobSpec, seed: u64, index: usize) -> OutputRecord {
+/// What the job's outputs carry: the spec's parameters (and its plan), per image, with the
+/// autoencoder that decoded them (`vae`: a model whose only one is tiny uses it whatever was
+/// asked).
+pub(crate) fn record(
+    spec: &JobSpec,
+    seed: u64,
+    index: usize,
+    vae: nanoimg_engine::VaeChoice,
+) -> OutputRecord {
     // The LoRAs as tags at the end of the prompt, as A1111 writes (and reads back) them.
     let tags = spec.loras.iter().map(|l| format!(" {}", l.tag()));
     let mut r = OutputRecord {
@@ -470,8 +477,8 @@ pub(crate) fn record(spec: &JobSpec, seed: u64, index: usize) -> OutputRecord {
         extra: Default::default(),
     }
     .with("index", index);
-    if spec.vae != nanoimg_engine::VaeChoice::Full {
-        r = r.with("vae", spec.vae.to_string());
+    if vae != nanoimg_engine::VaeChoice::Full {
+        r = r.with("vae", vae.to_string());
     }
     if let Some(refiner) = &spec.refiner {
         r = r.with(
@@ -502,11 +509,12 @@ async fn seal(
     img: GeneratedImage,
     index: usize,
     replaced: Option<u64>,
+    vae: nanoimg_engine::VaeChoice,
 ) -> Result<nanoimg_safety::seal::Sealed, JobError> {
     let (sealer, job) = (ctx.settings.sealer.clone(), job.clone());
     blocking(move || {
         let mut image = img.image;
-        let record = record(&job.spec, img.seed, index);
+        let record = record(&job.spec, img.seed, index, vae);
         sealer
             .seal(&mut image, &record, encoding(&job.spec), replaced, job.origin())
             .map_err(JobError::internal)

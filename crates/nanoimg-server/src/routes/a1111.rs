@@ -235,7 +235,8 @@ async fn answer(
         .iter()
         .enumerate()
         .map(|(i, o)| {
-            output_record(&spec, o.seed, i).parameters((o.asset.width as u32, o.asset.height as u32))
+            output_record(&spec, o.seed, i, spec.vae)
+                .parameters((o.asset.width as u32, o.asset.height as u32))
         })
         .collect();
     let info = json!({

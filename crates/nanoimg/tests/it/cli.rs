@@ -828,6 +828,59 @@ fn generate_finishes_an_sdxl_base_with_its_refiner() {
 
 /// `--vae tiny`: the tiny autoencoder from `--tiny-vae` or a `taesd` folder beside the model
 /// decodes; without one the error says how to get it.
+/// SDXS as its hub folder holds it (a tiny autoencoder as `vae`, the full one as `vae_large`):
+/// one step by its name, the full decoder by default and its own tiny one on request; without
+/// `vae_large`, the tiny one for everything, and the image's parameters say so.
+#[test]
+fn an_sdxs_folder_draws_in_one_step_with_its_own_tiny_autoencoder() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    synth(&models, &[("tiny-sdxs", "sdxs-512-0.9")]);
+    let run = |extra: &[&str], name: &str| {
+        let out = d.path().join(name);
+        let o = bin()
+            .args([
+                "generate",
+                "a cat",
+                "--seed",
+                "5",
+                "--model",
+                "sdxs-512-0.9",
+                "--json",
+            ])
+            .args(extra)
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("-o")
+            .arg(&out)
+            .env("HF_HUB_CACHE", d.path().join("empty-cache"))
+            .output()
+            .unwrap();
+        ok(&o);
+        let meta = png_text(&out)
+            .into_iter()
+            .find(|(k, _)| k == "nanoimg")
+            .expect("nanoimg chunk")
+            .1;
+        (image::open(&out).unwrap().to_rgb8(), meta)
+    };
+    let (full, meta) = run(&[], "full.png");
+    assert!(
+        meta.contains(r#""steps":1"#) && meta.contains(r#""vae":"full""#),
+        "{meta}"
+    );
+    let (tiny, meta) = run(&["--vae", "tiny"], "tiny.png");
+    assert!(meta.contains(r#""vae":"tiny""#), "{meta}");
+    // (The two random decoders draw ~90 levels apart; each output's own watermark moves a
+    // 64-px picture by ~2.)
+    assert!(mean_abs_diff(&full, &tiny) > 20.0);
+    std::fs::remove_dir_all(models.join("sdxs-512-0.9/vae_large")).unwrap();
+    let (only, meta) = run(&[], "only.png");
+    assert!(meta.contains(r#""vae":"tiny""#), "{meta}");
+    // The same decoder, the same picture (but for each output's own watermark).
+    assert!(mean_abs_diff(&only, &tiny) < 5.0);
+}
+
 #[test]
 fn generate_decodes_with_the_tiny_autoencoder_when_asked() {
     let d = tempfile::tempdir().unwrap();
