@@ -30,6 +30,10 @@ denoiser and recorded noise) go to parity-schedulers.safetensors on every run. F
 (FlowMatchEulerDiscreteScheduler as FluxPipeline drives it, a stand-in velocity) goes to
 parity-flow.safetensors.
 
+FLUX's T5 encoder (transformers' T5EncoderModel, v1.1's gated GELU):
+
+    nanoimg models synth --arch tiny-t5 --seed 7 /tmp/parity/tiny-t5
+
 The tiny autoencoder (diffusers' AutoencoderTiny, TAESD's architecture) both ways:
 
     nanoimg models synth --arch tiny-taesd --seed 7 /tmp/parity/tiny-taesd
@@ -323,6 +327,24 @@ def flow_fixture() -> dict:
     return t
 
 
+@torch.no_grad()
+def t5_fixture(model_dir: Path) -> dict:
+    """transformers' T5EncoderModel (FLUX's second text encoder) on fixed token ids: the last
+    hidden state, every position attended as FluxPipeline calls it."""
+    from transformers import T5EncoderModel
+
+    torch.manual_seed(0)
+    model = T5EncoderModel.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    # Long enough for the logarithmic position buckets (distances past 8 and past 128).
+    ids = torch.randint(0, model.config.vocab_size, (2, 160))
+    return {"ids": ids.to(torch.int64), "last_hidden_state": model(input_ids=ids).last_hidden_state}
+
+
+def t5_kind(p: Path):
+    cfg = p / "config.json"
+    return cfg.is_file() and json.loads(cfg.read_text()).get("model_type") == "t5"
+
+
 def taesd_kind(p: Path):
     cfg = p / "config.json"
     return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "AutoencoderTiny"
@@ -343,8 +365,11 @@ def main():
     save_file(tensors, dst / "parity-flow.safetensors")
     print(f"{dst / 'parity-flow.safetensors'}: {len(tensors)} tensors")
     for model_dir in sorted(p for p in src.iterdir()
-                            if (p / "model_index.json").is_file() or embedder_kind(p) or taesd_kind(p)):
-        if embedder_kind(model_dir):
+                            if (p / "model_index.json").is_file() or embedder_kind(p) or taesd_kind(p)
+                            or t5_kind(p)):
+        if t5_kind(model_dir):
+            tensors = t5_fixture(model_dir)
+        elif embedder_kind(model_dir):
             tensors = embedder_fixture(model_dir)
         elif taesd_kind(model_dir):
             tensors = taesd_fixture(model_dir)

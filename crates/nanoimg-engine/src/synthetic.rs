@@ -8,6 +8,7 @@
 use crate::error::{EngineError, Result, TensorContext};
 use crate::models::clip::{ClipModelConfig, ClipTextConfig, ClipTextModel, ClipVisionTransformer};
 use crate::models::dinov2::{Dinov2Config, Dinov2Model};
+use crate::models::t5::{T5Config, T5EncoderModel};
 use crate::models::taesd::{AutoencoderTiny, TinyVaeConfig};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
@@ -549,6 +550,26 @@ pub fn tiny_dinov2_config() -> Value {
 
 /// A tiny `CLIPModel` config: ViT-B/32's geometry at 224 px with 32 channels and 2 layers per
 /// tower, the tiny tokenizer's vocabulary, a 16-number joint space.
+/// A tiny T5 v1.1 encoder config (gated GELU, no biases, 32 position buckets: FLUX's T5-XXL
+/// narrowed to 32 channels and 2 layers), for tests and parity.
+pub fn tiny_t5_config() -> Value {
+    json!({
+        "architectures": ["T5EncoderModel"], "model_type": "t5", "vocab_size": 128,
+        "d_model": 32, "d_kv": 8, "d_ff": 48, "num_layers": 2, "num_heads": 4,
+        "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+        "layer_norm_epsilon": 1e-6, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": false,
+    })
+}
+
+/// Writes a transformers `T5EncoderModel` folder (`config.json`, `model.safetensors`) with
+/// random weights drawn from `seed`.
+pub fn write_t5(dir: &Path, config: &Value, seed: u64) -> Result<()> {
+    let cfg: T5Config = parse(config, "t5 config")?;
+    write_component(dir, config, "model.safetensors", seed, |vb| {
+        T5EncoderModel::new(vb, &cfg).map(drop).map_err(|e| e.at(dir))
+    })
+}
+
 pub fn tiny_clip_config() -> Value {
     let tower = json!({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                        "num_attention_heads": 4, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5});

@@ -30,10 +30,11 @@ pub enum Command {
     Synth {
         /// Where to write the folder.
         dir: PathBuf,
-        /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, sd15, sd-turbo; or an
-        /// image embedder for `character eval`: tiny-dinov2, tiny-clip, and at full size (for
-        /// timing) dinov2-small, clip-vit-b32; or a tiny autoencoder (`--tiny-vae`): tiny-taesd,
-        /// and TAESD's real size, taesd.
+        /// Architecture: tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, tiny-lcm
+        /// (guidance embedded), tiny-sdxs (its layout), sd15, sd-turbo, sdxs-512; or an image
+        /// embedder for `character eval`: tiny-dinov2, tiny-clip, and at full size (for timing)
+        /// dinov2-small, clip-vit-b32; or a tiny autoencoder (`--tiny-vae`): tiny-taesd, and
+        /// TAESD's real size, taesd; or FLUX's T5 text encoder, tiny-t5.
         #[arg(long, default_value = "tiny-sd1")]
         arch: String,
         #[arg(long, default_value_t = 0)]
@@ -120,7 +121,7 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
         "sd-turbo" => SyntheticSpec::sd_turbo(),
         "sdxs-512" => SyntheticSpec::sdxs512(),
         other => bail!(
-            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, tiny-lcm, tiny-sdxs, sd15, sd-turbo, sdxs-512, tiny-dinov2, tiny-clip, dinov2-small, clip-vit-b32, tiny-taesd or taesd"
+            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, tiny-lcm, tiny-sdxs, sd15, sd-turbo, sdxs-512, tiny-dinov2, tiny-clip, dinov2-small, clip-vit-b32, tiny-taesd, taesd or tiny-t5"
         ),
     })
 }
@@ -202,6 +203,7 @@ pub fn run(c: Command) -> Result<()> {
                 "clip-vit-b32" => synthetic::write_clip(&dir, &synthetic::clip_vit_b32_config(), seed)?,
                 "tiny-taesd" => synthetic::write_taesd(&dir, &synthetic::tiny_taesd_config(), seed)?,
                 "taesd" => synthetic::write_taesd(&dir, &synthetic::taesd_config(), seed)?,
+                "tiny-t5" => synthetic::write_t5(&dir, &synthetic::tiny_t5_config(), seed)?,
                 _ => write_model(&dir, &spec_named(&arch)?, seed)?,
             }
             println!("wrote {arch} with random weights to {}", dir.display());

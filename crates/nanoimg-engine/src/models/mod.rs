@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod layers;
 pub mod linear;
 pub mod sdpa;
+pub mod t5;
 pub mod taesd;
 pub mod unet;
 pub mod vae;

@@ -451,3 +451,28 @@ fn flow_matching_schedules_match_diffusers() {
         );
     }
 }
+
+/// FLUX's T5 text encoder against transformers' `T5EncoderModel` (v1.1: gated GELU, relative
+/// position buckets out to 160 tokens, RMS norms, no √d).
+#[test]
+fn t5_encoder_matches_transformers() {
+    use nanoimg_engine::models::t5::{T5Config, T5EncoderModel};
+    let f = fixture("tiny-t5");
+    let dir = tempfile::tempdir().unwrap();
+    let config = synthetic::tiny_t5_config();
+    synthetic::write_t5(dir.path(), &config, 7).unwrap();
+    let cfg: T5Config = serde_json::from_value(config).unwrap();
+    let files = [dir.path().join("model.safetensors")];
+    // SAFETY: a file this test just wrote, mapped read-only.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&files, candle_core::DType::F32, &Device::Cpu)
+    }
+    .unwrap();
+    let model = T5EncoderModel::new(vb, &cfg).unwrap();
+    let ids = f["ids"].to_dtype(candle_core::DType::U32).unwrap();
+    check(
+        "t5: last hidden state",
+        &model.forward(&ids).unwrap(),
+        &f["last_hidden_state"],
+    );
+}

@@ -828,6 +828,23 @@ fn generate_finishes_an_sdxl_base_with_its_refiner() {
 
 /// `--vae tiny`: the tiny autoencoder from `--tiny-vae` or a `taesd` folder beside the model
 /// decodes; without one the error says how to get it.
+/// `nanoimg generate PROMPT --model MODEL ARGS… --json -o DIR/OUT` against the models in
+/// `models`, with an empty hub cache.
+fn generate_in(models: &Path, dir: &Path, model: &str, args: &[&str], out: &str) -> (Output, PathBuf) {
+    let out = dir.join(out);
+    let o = bin()
+        .args(["generate", "a cat", "--seed", "5", "--model", model, "--json"])
+        .args(args)
+        .arg("--models-dir")
+        .arg(models)
+        .arg("-o")
+        .arg(&out)
+        .env("HF_HUB_CACHE", dir.join("empty-cache"))
+        .output()
+        .unwrap();
+    (o, out)
+}
+
 /// SDXS as its hub folder holds it (a tiny autoencoder as `vae`, the full one as `vae_large`):
 /// one step by its name, the full decoder by default and its own tiny one on request; without
 /// `vae_large`, the tiny one for everything, and the image's parameters say so.
@@ -837,46 +854,24 @@ fn an_sdxs_folder_draws_in_one_step_with_its_own_tiny_autoencoder() {
     let models = d.path().join("models");
     synth(&models, &[("tiny-sdxs", "sdxs-512-0.9")]);
     let run = |extra: &[&str], name: &str| {
-        let out = d.path().join(name);
-        let o = bin()
-            .args([
-                "generate",
-                "a cat",
-                "--seed",
-                "5",
-                "--model",
-                "sdxs-512-0.9",
-                "--json",
-            ])
-            .args(extra)
-            .arg("--models-dir")
-            .arg(&models)
-            .arg("-o")
-            .arg(&out)
-            .env("HF_HUB_CACHE", d.path().join("empty-cache"))
-            .output()
-            .unwrap();
+        let (o, out) = generate_in(&models, d.path(), "sdxs-512-0.9", extra, name);
         ok(&o);
-        let meta = png_text(&out)
-            .into_iter()
-            .find(|(k, _)| k == "nanoimg")
-            .expect("nanoimg chunk")
-            .1;
-        (image::open(&out).unwrap().to_rgb8(), meta)
+        (image::open(&out).unwrap().to_rgb8(), meta_of(&out))
     };
     let (full, meta) = run(&[], "full.png");
-    assert!(
-        meta.contains(r#""steps":1"#) && meta.contains(r#""vae":"full""#),
+    assert_eq!(
+        (meta["steps"].as_u64(), meta["vae"].as_str()),
+        (Some(1), Some("full")),
         "{meta}"
     );
     let (tiny, meta) = run(&["--vae", "tiny"], "tiny.png");
-    assert!(meta.contains(r#""vae":"tiny""#), "{meta}");
+    assert_eq!(meta["vae"], "tiny");
     // (The two random decoders draw ~90 levels apart; each output's own watermark moves a
     // 64-px picture by ~2.)
     assert!(mean_abs_diff(&full, &tiny) > 20.0);
     std::fs::remove_dir_all(models.join("sdxs-512-0.9/vae_large")).unwrap();
     let (only, meta) = run(&[], "only.png");
-    assert!(meta.contains(r#""vae":"tiny""#), "{meta}");
+    assert_eq!(meta["vae"], "tiny");
     // The same decoder, the same picture (but for each output's own watermark).
     assert!(mean_abs_diff(&only, &tiny) < 5.0);
 }
@@ -887,20 +882,8 @@ fn generate_decodes_with_the_tiny_autoencoder_when_asked() {
     let models = d.path().join("models");
     synth(&models, &[("tiny-sd1", "sd1"), ("tiny-taesd", "taesd")]);
     let run = |extra: &[&str], name: &str| {
-        let out = d.path().join(name);
-        let o = bin()
-            .args([
-                "generate", "a cat", "--steps", "2", "--seed", "5", "--model", "sd1", "--json",
-            ])
-            .args(extra)
-            .arg("--models-dir")
-            .arg(&models)
-            .arg("-o")
-            .arg(&out)
-            .env("HF_HUB_CACHE", d.path().join("empty-cache"))
-            .output()
-            .unwrap();
-        (o, out)
+        let args: Vec<&str> = ["--steps", "2"].iter().chain(extra).copied().collect();
+        generate_in(&models, d.path(), "sd1", &args, name)
     };
     let rgb = |p: &Path| image::open(p).unwrap().to_rgb8();
     let (o, full) = run(&[], "full.png");
@@ -908,12 +891,7 @@ fn generate_decodes_with_the_tiny_autoencoder_when_asked() {
     let (o, beside) = run(&["--vae", "tiny"], "beside.png");
     ok(&o);
     assert!(mean_abs_diff(&rgb(&beside), &rgb(&full)) > 5.0);
-    let meta = png_text(&beside)
-        .into_iter()
-        .find(|(k, _)| k == "nanoimg")
-        .expect("nanoimg chunk")
-        .1;
-    assert!(meta.contains(r#""vae":"tiny""#), "{meta}");
+    assert_eq!(meta_of(&beside)["vae"], "tiny");
     // Moved away from the model, it is found by --tiny-vae; the same decoder, the same picture.
     let elsewhere = d.path().join("taesd-elsewhere");
     std::fs::rename(models.join("taesd"), &elsewhere).unwrap();
