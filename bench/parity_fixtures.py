@@ -34,6 +34,10 @@ FLUX's T5 encoder (transformers' T5EncoderModel, v1.1's gated GELU):
 
     nanoimg models synth --arch tiny-t5 --seed 7 /tmp/parity/tiny-t5
 
+and its transformer (diffusers' FluxTransformer2DModel):
+
+    nanoimg models synth --arch tiny-flux-transformer --seed 7 /tmp/parity/tiny-flux-transformer
+
 The tiny autoencoder (diffusers' AutoencoderTiny, TAESD's architecture) both ways:
 
     nanoimg models synth --arch tiny-taesd --seed 7 /tmp/parity/tiny-taesd
@@ -340,6 +344,35 @@ def t5_fixture(model_dir: Path) -> dict:
     return {"ids": ids.to(torch.int64), "last_hidden_state": model(input_ids=ids).last_hidden_state}
 
 
+@torch.no_grad()
+def flux_fixture(model_dir: Path) -> dict:
+    """diffusers' FluxTransformer2DModel on a 4x4 packed latent, 8 text tokens, σ 0.7 and
+    guidance 3.5, with FluxPipeline's position ids (text all zero, image (0, row, column))."""
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    c = model.config
+    latents = torch.randn(1, 16, c.in_channels)
+    text = torch.randn(1, 8, c.joint_attention_dim)
+    pooled = torch.randn(1, c.pooled_projection_dim)
+    timestep, guidance = torch.tensor([0.7]), torch.tensor([3.5])
+    txt_ids = torch.zeros(8, 3)
+    img_ids = torch.zeros(4, 4, 3)
+    img_ids[..., 1] += torch.arange(4)[:, None]
+    img_ids[..., 2] += torch.arange(4)[None, :]
+    out = model(hidden_states=latents, encoder_hidden_states=text, pooled_projections=pooled,
+                timestep=timestep, guidance=guidance if c.guidance_embeds else None,
+                txt_ids=txt_ids, img_ids=img_ids.reshape(16, 3)).sample
+    return {"latents": latents, "text": text, "pooled": pooled, "timestep": timestep,
+            "guidance": guidance, "out": out}
+
+
+def flux_kind(p: Path):
+    cfg = p / "config.json"
+    return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "FluxTransformer2DModel"
+
+
 def t5_kind(p: Path):
     cfg = p / "config.json"
     return cfg.is_file() and json.loads(cfg.read_text()).get("model_type") == "t5"
@@ -366,8 +399,10 @@ def main():
     print(f"{dst / 'parity-flow.safetensors'}: {len(tensors)} tensors")
     for model_dir in sorted(p for p in src.iterdir()
                             if (p / "model_index.json").is_file() or embedder_kind(p) or taesd_kind(p)
-                            or t5_kind(p)):
-        if t5_kind(model_dir):
+                            or t5_kind(p) or flux_kind(p)):
+        if flux_kind(model_dir):
+            tensors = flux_fixture(model_dir)
+        elif t5_kind(model_dir):
             tensors = t5_fixture(model_dir)
         elif embedder_kind(model_dir):
             tensors = embedder_fixture(model_dir)

@@ -8,6 +8,7 @@
 use crate::error::{EngineError, Result, TensorContext};
 use crate::models::clip::{ClipModelConfig, ClipTextConfig, ClipTextModel, ClipVisionTransformer};
 use crate::models::dinov2::{Dinov2Config, Dinov2Model};
+use crate::models::flux::{FluxConfig, FluxTransformer2DModel};
 use crate::models::t5::{T5Config, T5EncoderModel};
 use crate::models::taesd::{AutoencoderTiny, TinyVaeConfig};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
@@ -550,6 +551,28 @@ pub fn tiny_dinov2_config() -> Value {
 
 /// A tiny `CLIPModel` config: ViT-B/32's geometry at 224 px with 32 channels and 2 layers per
 /// tower, the tiny tokenizer's vocabulary, a 16-number joint space.
+/// A tiny FLUX.1 dev transformer config (guidance embedded; one double-stream and two
+/// single-stream blocks of 2 heads × 16 channels, rotary axes 4 + 6 + 6), for tests and parity.
+pub fn tiny_flux_config() -> Value {
+    json!({
+        "_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": 16,
+        "num_layers": 1, "num_single_layers": 2, "attention_head_dim": 16, "num_attention_heads": 2,
+        "joint_attention_dim": 32, "pooled_projection_dim": 16, "guidance_embeds": true,
+        "axes_dims_rope": [4, 6, 6],
+    })
+}
+
+/// Writes a diffusers `FluxTransformer2DModel` folder (`config.json`,
+/// `diffusion_pytorch_model.safetensors`) with random weights drawn from `seed`.
+pub fn write_flux_transformer(dir: &Path, config: &Value, seed: u64) -> Result<()> {
+    let cfg: FluxConfig = parse(config, "flux config")?;
+    write_component(dir, config, "diffusion_pytorch_model.safetensors", seed, |vb| {
+        FluxTransformer2DModel::new(vb, &cfg)
+            .map(drop)
+            .map_err(|e| e.at(dir))
+    })
+}
+
 /// A tiny T5 v1.1 encoder config (gated GELU, no biases, 32 position buckets: FLUX's T5-XXL
 /// narrowed to 32 channels and 2 layers), for tests and parity.
 pub fn tiny_t5_config() -> Value {

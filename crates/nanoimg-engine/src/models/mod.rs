@@ -4,6 +4,7 @@
 pub mod clip;
 pub mod conv;
 pub mod dinov2;
+pub mod flux;
 pub mod int8;
 pub mod kernels;
 pub mod layers;

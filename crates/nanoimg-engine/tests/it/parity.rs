@@ -476,3 +476,37 @@ fn t5_encoder_matches_transformers() {
         &f["last_hidden_state"],
     );
 }
+
+/// The FLUX transformer against diffusers' `FluxTransformer2DModel` (dev: guidance embedded):
+/// double- and single-stream blocks, rotary positions on FluxPipeline's ids.
+#[test]
+fn flux_transformer_matches_diffusers() {
+    use nanoimg_engine::models::flux::{FluxConfig, FluxInputs, FluxTransformer2DModel, Rope};
+    let f = fixture("tiny-flux-transformer");
+    let dir = tempfile::tempdir().unwrap();
+    let config = synthetic::tiny_flux_config();
+    synthetic::write_flux_transformer(dir.path(), &config, 7).unwrap();
+    let cfg: FluxConfig = serde_json::from_value(config).unwrap();
+    let files = [dir.path().join("diffusion_pytorch_model.safetensors")];
+    // SAFETY: a file this test just wrote, mapped read-only.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&files, candle_core::DType::F32, &Device::Cpu)
+    }
+    .unwrap();
+    let model = FluxTransformer2DModel::new(vb, &cfg).unwrap();
+    let ids: Vec<[f32; 3]> = std::iter::repeat_n([0.0; 3], 8)
+        .chain((0..16).map(|i| [0.0, (i / 4) as f32, (i % 4) as f32]))
+        .collect();
+    let rope = Rope::new(&ids, &cfg.axes_dims_rope, &Device::Cpu).unwrap();
+    let out = model
+        .forward(&FluxInputs {
+            latents: &f["latents"],
+            text: &f["text"],
+            pooled: &f["pooled"],
+            timestep: &f["timestep"],
+            guidance: Some(&f["guidance"]),
+            rope: &rope,
+        })
+        .unwrap();
+    check("flux transformer", &out, &f["out"]);
+}
