@@ -34,7 +34,9 @@ FLUX's T5 encoder (transformers' T5EncoderModel, v1.1's gated GELU):
 
     nanoimg models synth --arch tiny-t5 --seed 7 /tmp/parity/tiny-t5
 
-and its transformer (diffusers' FluxTransformer2DModel):
+its 16-channel VAE alone, and its transformer (diffusers' FluxTransformer2DModel):
+
+    nanoimg models synth --arch tiny-flux-vae --seed 7 /tmp/parity/tiny-flux-vae
 
     nanoimg models synth --arch tiny-flux-transformer --seed 7 /tmp/parity/tiny-flux-transformer
 
@@ -368,6 +370,29 @@ def flux_fixture(model_dir: Path) -> dict:
             "guidance": guidance, "out": out}
 
 
+@torch.no_grad()
+def vae_fixture(model_dir: Path) -> dict:
+    """A lone AutoencoderKL (FLUX's 16-channel one) both ways, as a pipeline uses it: latents
+    unscaled (÷ scaling, + shift) before decoding, scaled (− shift, × scaling) after encoding."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    c = vae.config
+    latents = torch.randn(1, c.latent_channels, 8, 8)
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    shift = c.shift_factor or 0.0
+    return {
+        "latents": latents,
+        "decoded": vae.decode(latents / c.scaling_factor + shift).sample,
+        "image": image,
+        "encoded_mean": (vae.encode(image).latent_dist.mean - shift) * c.scaling_factor,
+    }
+
+
+def vae_kind(p: Path):
+    cfg = p / "config.json"
+    return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "AutoencoderKL"
+
+
 def flux_kind(p: Path):
     cfg = p / "config.json"
     return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "FluxTransformer2DModel"
@@ -399,8 +424,10 @@ def main():
     print(f"{dst / 'parity-flow.safetensors'}: {len(tensors)} tensors")
     for model_dir in sorted(p for p in src.iterdir()
                             if (p / "model_index.json").is_file() or embedder_kind(p) or taesd_kind(p)
-                            or t5_kind(p) or flux_kind(p)):
-        if flux_kind(model_dir):
+                            or t5_kind(p) or flux_kind(p) or vae_kind(p)):
+        if vae_kind(model_dir):
+            tensors = vae_fixture(model_dir)
+        elif flux_kind(model_dir):
             tensors = flux_fixture(model_dir)
         elif t5_kind(model_dir):
             tensors = t5_fixture(model_dir)

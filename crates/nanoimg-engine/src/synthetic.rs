@@ -573,6 +573,25 @@ pub fn write_flux_transformer(dir: &Path, config: &Value, seed: u64) -> Result<(
     })
 }
 
+/// A tiny VAE in FLUX.1's configuration: 16 latent channels, a scaling and a shift factor, no
+/// quant convolutions.
+pub fn tiny_flux_vae_config() -> Value {
+    let mut c = vae_config(&[8, 8, 16, 16], 1, 8, 0.3611, 64);
+    c["latent_channels"] = json!(16);
+    c["shift_factor"] = json!(0.1159);
+    c["use_quant_conv"] = json!(false);
+    c["use_post_quant_conv"] = json!(false);
+    c
+}
+
+/// Writes a diffusers `AutoencoderKL` folder with random weights drawn from `seed`.
+pub fn write_vae(dir: &Path, config: &Value, seed: u64) -> Result<()> {
+    let cfg: VaeConfig = parse(config, "vae config")?;
+    write_component(dir, config, "diffusion_pytorch_model.safetensors", seed, |vb| {
+        AutoencoderKL::new(vb, &cfg).map(drop).context(|| "vae".into())
+    })
+}
+
 /// A tiny T5 v1.1 encoder config (gated GELU, no biases, 32 position buckets: FLUX's T5-XXL
 /// narrowed to 32 channels and 2 layers), for tests and parity.
 pub fn tiny_t5_config() -> Value {

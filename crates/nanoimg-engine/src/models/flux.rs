@@ -383,6 +383,34 @@ impl Module for Mlp {
     }
 }
 
+/// FluxPipeline's `_pack_latents`: `[b, c, h, w]` latents as `[b, (h/2)·(w/2), 4c]` tokens, one
+/// per 2×2 patch in row-major order, channel `4·ch + 2·dy + dx`.
+pub fn pack_latents(latents: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = latents.dims4()?;
+    latents
+        .reshape((b, c, h / 2, 2, w / 2, 2))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .reshape((b, (h / 2) * (w / 2), c * 4))
+}
+
+/// The inverse of [`pack_latents`] for latents of `h × w`.
+pub fn unpack_latents(tokens: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
+    let (b, _, c4) = tokens.dims3()?;
+    tokens
+        .reshape((b, h / 2, w / 2, c4 / 4, 2, 2))?
+        .permute((0, 3, 1, 4, 2, 5))?
+        .reshape((b, c4 / 4, h, w))
+}
+
+/// FluxPipeline's position ids: `text_tokens` zeros, then `(0, row, column)` for each packed
+/// image token of an `h × w` latent (`(h/2) × (w/2)` tokens).
+pub fn position_ids(text_tokens: usize, (h, w): (usize, usize)) -> Vec<[f32; 3]> {
+    let (rows, cols) = (h / 2, w / 2);
+    std::iter::repeat_n([0.0; 3], text_tokens)
+        .chain((0..rows * cols).map(|i| [0.0, (i / cols) as f32, (i % cols) as f32]))
+        .collect()
+}
+
 /// What one call of the transformer is conditioned on.
 #[derive(Debug, Clone)]
 pub struct FluxInputs<'a> {
@@ -480,5 +508,41 @@ impl FluxTransformer2DModel {
         // AdaLayerNormContinuous: scale first, then shift.
         let m = self.norm_out.forward(&temb)?;
         self.proj_out.forward(&modulate(&img, &m[1], &m[0])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Token (r, c), channel 4·ch + 2·dy + dx holds latent (ch, 2r + dy, 2c + dx), as diffusers'
+    /// view/permute lays it out; unpacking gives the latents back.
+    #[test]
+    fn packing_is_diffusers_2x2_patch_order_and_unpacks() {
+        let (c, h, w) = (3, 4, 6);
+        let v: Vec<f32> = (0..c * h * w).map(|i| i as f32).collect();
+        let latents = Tensor::from_vec(v, (1, c, h, w), &Device::Cpu).unwrap();
+        let tokens = pack_latents(&latents).unwrap();
+        assert_eq!(tokens.dims(), [1, (h / 2) * (w / 2), 4 * c]);
+        let t = tokens.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        let l = latents.squeeze(0).unwrap().to_vec3::<f32>().unwrap();
+        for (token, row) in t.iter().enumerate() {
+            let (r, col) = (token / (w / 2), token % (w / 2));
+            for (k, &x) in row.iter().enumerate() {
+                let (ch, dy, dx) = (k / 4, (k / 2) % 2, k % 2);
+                assert_eq!(x, l[ch][2 * r + dy][2 * col + dx]);
+            }
+        }
+        let back = unpack_latents(&tokens, (h, w)).unwrap();
+        let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(back.dims(), latents.dims());
+        assert_eq!(flat(&back), flat(&latents));
+        let ids = position_ids(2, (h, w));
+        assert_eq!(ids.len(), 2 + 6);
+        assert_eq!(
+            (ids[0], ids[2], ids[7]),
+            ([0.0; 3], [0.0, 0.0, 0.0], [0.0, 1.0, 2.0])
+        );
     }
 }

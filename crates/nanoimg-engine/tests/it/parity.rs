@@ -494,9 +494,8 @@ fn flux_transformer_matches_diffusers() {
     }
     .unwrap();
     let model = FluxTransformer2DModel::new(vb, &cfg).unwrap();
-    let ids: Vec<[f32; 3]> = std::iter::repeat_n([0.0; 3], 8)
-        .chain((0..16).map(|i| [0.0, (i / 4) as f32, (i % 4) as f32]))
-        .collect();
+    // 8 text tokens and a 4 × 4 grid of packed tokens (an 8 × 8 latent).
+    let ids = nanoimg_engine::models::flux::position_ids(8, (8, 8));
     let rope = Rope::new(&ids, &cfg.axes_dims_rope, &Device::Cpu).unwrap();
     let out = model
         .forward(&FluxInputs {
@@ -509,4 +508,33 @@ fn flux_transformer_matches_diffusers() {
         })
         .unwrap();
     check("flux transformer", &out, &f["out"]);
+}
+
+/// FLUX's VAE configuration (16 latent channels, scaling and shift, no quant convolutions)
+/// against diffusers' `AutoencoderKL`, both ways.
+#[test]
+fn flux_vae_matches_diffusers() {
+    use nanoimg_engine::models::vae::{AutoencoderKL, VaeConfig};
+    let f = fixture("tiny-flux-vae");
+    let dir = tempfile::tempdir().unwrap();
+    let config = synthetic::tiny_flux_vae_config();
+    synthetic::write_vae(dir.path(), &config, 7).unwrap();
+    let cfg: VaeConfig = serde_json::from_value(config).unwrap();
+    let files = [dir.path().join("diffusion_pytorch_model.safetensors")];
+    // SAFETY: a file this test just wrote, mapped read-only.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&files, candle_core::DType::F32, &Device::Cpu)
+    }
+    .unwrap();
+    let vae = AutoencoderKL::new(vb, &cfg).unwrap();
+    check(
+        "flux vae: decode",
+        &vae.decode(&f["latents"]).unwrap(),
+        &f["decoded"],
+    );
+    check(
+        "flux vae: encode",
+        &vae.encode(&f["image"]).unwrap(),
+        &f["encoded_mean"],
+    );
 }
