@@ -45,6 +45,13 @@ fn check(what: &str, ours: &Tensor, theirs: &Tensor) {
     );
 }
 
+/// The tensors of a file a test just wrote, at f32 on the CPU.
+fn mapped(file: &Path) -> candle_nn::VarBuilder<'static> {
+    // SAFETY: the file was written by the test and is only read while mapped.
+    unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[file], candle_core::DType::F32, &Device::Cpu) }
+        .unwrap()
+}
+
 fn ids(t: &Tensor) -> Vec<u32> {
     t.squeeze(0)
         .unwrap()
@@ -462,12 +469,7 @@ fn t5_encoder_matches_transformers() {
     let config = synthetic::tiny_t5_config();
     synthetic::write_t5(dir.path(), &config, 7).unwrap();
     let cfg: T5Config = serde_json::from_value(config).unwrap();
-    let files = [dir.path().join("model.safetensors")];
-    // SAFETY: a file this test just wrote, mapped read-only.
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(&files, candle_core::DType::F32, &Device::Cpu)
-    }
-    .unwrap();
+    let vb = mapped(&dir.path().join("model.safetensors"));
     let model = T5EncoderModel::new(vb, &cfg).unwrap();
     let ids = f["ids"].to_dtype(candle_core::DType::U32).unwrap();
     check(
@@ -487,12 +489,7 @@ fn flux_transformer_matches_diffusers() {
     let config = synthetic::tiny_flux_config();
     synthetic::write_flux_transformer(dir.path(), &config, 7).unwrap();
     let cfg: FluxConfig = serde_json::from_value(config).unwrap();
-    let files = [dir.path().join("diffusion_pytorch_model.safetensors")];
-    // SAFETY: a file this test just wrote, mapped read-only.
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(&files, candle_core::DType::F32, &Device::Cpu)
-    }
-    .unwrap();
+    let vb = mapped(&dir.path().join("diffusion_pytorch_model.safetensors"));
     let model = FluxTransformer2DModel::new(vb, &cfg).unwrap();
     // 8 text tokens and a 4 × 4 grid of packed tokens (an 8 × 8 latent).
     let ids = nanoimg_engine::models::flux::position_ids(8, (8, 8));
@@ -520,12 +517,7 @@ fn flux_vae_matches_diffusers() {
     let config = synthetic::tiny_flux_vae_config();
     synthetic::write_vae(dir.path(), &config, 7).unwrap();
     let cfg: VaeConfig = serde_json::from_value(config).unwrap();
-    let files = [dir.path().join("diffusion_pytorch_model.safetensors")];
-    // SAFETY: a file this test just wrote, mapped read-only.
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(&files, candle_core::DType::F32, &Device::Cpu)
-    }
-    .unwrap();
+    let vb = mapped(&dir.path().join("diffusion_pytorch_model.safetensors"));
     let vae = AutoencoderKL::new(vb, &cfg).unwrap();
     check(
         "flux vae: decode",
