@@ -227,16 +227,21 @@ impl Qkv {
     }
 }
 
-/// Softmax attention over the joint sequence after rotary positions; `[b, seq, heads·dim]`.
+/// Softmax attention over the joint sequence after rotary positions; `[b, seq, heads·dim]`. On
+/// the CPU in f32 through the fused kernel, which never holds the whole score matrix (at 1024²
+/// that would be 24 heads × 4608² floats, 2 GB).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rope: &Rope) -> Result<Tensor> {
     let (q, k) = (rope.apply(q)?, rope.apply(k)?);
     let (b, h, s, d) = q.dims4()?;
-    let scores = (q.contiguous()?.matmul(&k.contiguous()?.t()?)? / (d as f64).sqrt())?;
-    let probs = super::kernels::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
-    probs
-        .matmul(&v.contiguous()?)?
-        .transpose(1, 2)?
-        .reshape((b, s, h * d))
+    let scale = 1.0 / (d as f64).sqrt();
+    let out = if super::sdpa::supported(&q, &k, v) {
+        super::sdpa::attention(&q, &k, v, scale)?
+    } else {
+        let scores = (q.contiguous()?.matmul(&k.contiguous()?.t()?)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
+        probs.matmul(&v.contiguous()?)?
+    };
+    out.transpose(1, 2)?.reshape((b, s, h * d))
 }
 
 /// `FeedForward(activation_fn="gelu-approximate")`: `net.2(gelu_tanh(net.0.proj(x)))`.
