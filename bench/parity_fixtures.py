@@ -343,7 +343,16 @@ def t5_fixture(model_dir: Path) -> dict:
     model = T5EncoderModel.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
     # Long enough for the logarithmic position buckets (distances past 8 and past 128).
     ids = torch.randint(0, model.config.vocab_size, (2, 160))
-    return {"ids": ids.to(torch.int64), "last_hidden_state": model(input_ids=ids).last_hidden_state}
+    # Its tokenizer as FluxPipeline calls it: padded to the length, truncated, `</s>` kept.
+    from transformers import T5TokenizerFast
+
+    tok = T5TokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), eos_token="</s>",
+                          pad_token="<pad>", unk_token="<unk>")
+    texts = {"tok_short": PROMPT, "tok_long": "a cat and a dog " * 6 + "!"}
+    encoded = {k: tok(t, padding="max_length", max_length=16, truncation=True,
+                      return_tensors="pt").input_ids.to(torch.int64) for k, t in texts.items()}
+    return {"ids": ids.to(torch.int64), "last_hidden_state": model(input_ids=ids).last_hidden_state,
+            **encoded}
 
 
 @torch.no_grad()

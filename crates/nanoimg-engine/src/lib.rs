@@ -28,6 +28,7 @@ pub mod registry;
 pub mod schedulers;
 pub mod source;
 pub mod synthetic;
+pub mod t5_tokenizer;
 pub mod textual_inversion;
 pub mod tiny_vae;
 pub mod tokenizer;

@@ -592,6 +592,63 @@ pub fn write_vae(dir: &Path, config: &Value, seed: u64) -> Result<()> {
     })
 }
 
+/// Writes a tiny T5 tokenizer (`tokenizer.json`: a SentencePiece unigram model with T5's
+/// special tokens, metaspace pre-tokenizer and `</s>` appended) into `dir`: the pieces of
+/// "a cat and a dog", single letters and digits, and a few pieces the scores must choose
+/// between.
+pub fn write_t5_tokenizer(dir: &Path) -> Result<()> {
+    mkdir(dir)?;
+    let mut vocab: Vec<(String, f64)> =
+        vec![("<pad>".into(), 0.0), ("</s>".into(), 0.0), ("<unk>".into(), 0.0)];
+    for (piece, score) in [
+        ("▁", -2.0),
+        ("▁a", -3.0),
+        ("▁cat", -4.0),
+        ("▁and", -4.5),
+        ("▁dog", -5.0),
+        ("▁do", -6.0),
+        ("g", -7.5),
+        ("▁friend", -5.5),
+        ("s", -3.5),
+        ("!", -4.0),
+        (",", -4.0),
+    ] {
+        vocab.push((piece.into(), score));
+    }
+    for c in ('a'..='z').chain('0'..='9') {
+        if !vocab.iter().any(|(p, _)| p == &c.to_string()) {
+            vocab.push((c.to_string(), -10.0));
+        }
+    }
+    let special = |id: usize, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+               "normalized": false, "special": true})
+    };
+    let metaspace =
+        json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true});
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(0, "<pad>"), special(1, "</s>"), special(2, "<unk>")],
+        "normalizer": null,
+        "pre_tokenizer": metaspace,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}},
+        },
+        "decoder": metaspace,
+        "model": {"type": "Unigram", "unk_id": 2, "vocab": vocab, "byte_fallback": false},
+    });
+    write_json(&dir.join("tokenizer.json"), &tokenizer)?;
+    write_json(
+        &dir.join("tokenizer_config.json"),
+        &json!({"tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "pad_token": "<pad>",
+                "unk_token": "<unk>", "model_max_length": 512}),
+    )
+}
+
 /// A tiny T5 v1.1 encoder config (gated GELU, no biases, 32 position buckets: FLUX's T5-XXL
 /// narrowed to 32 channels and 2 layers), for tests and parity.
 pub fn tiny_t5_config() -> Value {
@@ -604,12 +661,13 @@ pub fn tiny_t5_config() -> Value {
 }
 
 /// Writes a transformers `T5EncoderModel` folder (`config.json`, `model.safetensors`) with
-/// random weights drawn from `seed`.
+/// random weights drawn from `seed`, and the tiny tokenizer ([`write_t5_tokenizer`]).
 pub fn write_t5(dir: &Path, config: &Value, seed: u64) -> Result<()> {
     let cfg: T5Config = parse(config, "t5 config")?;
     write_component(dir, config, "model.safetensors", seed, |vb| {
         T5EncoderModel::new(vb, &cfg).map(drop).map_err(|e| e.at(dir))
-    })
+    })?;
+    write_t5_tokenizer(dir)
 }
 
 pub fn tiny_clip_config() -> Value {

@@ -471,12 +471,22 @@ fn t5_encoder_matches_transformers() {
     let cfg: T5Config = serde_json::from_value(config).unwrap();
     let vb = mapped(&dir.path().join("model.safetensors"));
     let model = T5EncoderModel::new(vb, &cfg).unwrap();
-    let ids = f["ids"].to_dtype(candle_core::DType::U32).unwrap();
+    let tokens = f["ids"].to_dtype(candle_core::DType::U32).unwrap();
     check(
         "t5: last hidden state",
-        &model.forward(&ids).unwrap(),
+        &model.forward(&tokens).unwrap(),
         &f["last_hidden_state"],
     );
+
+    // Its tokenizer as FluxPipeline calls it (transformers' T5TokenizerFast, padded to 16).
+    let tok = nanoimg_engine::t5_tokenizer::T5Tokenizer::from_dir(dir.path()).unwrap();
+    let short = tok.encode(PROMPT, 16).unwrap();
+    assert_eq!(short.ids, ids(&f["tok_short"]), "t5 tokenizer: {PROMPT}");
+    assert!(!short.truncated);
+    let long = tok.encode(&("a cat and a dog ".repeat(6) + "!"), 16).unwrap();
+    assert_eq!(long.ids, ids(&f["tok_long"]), "t5 tokenizer: a long prompt");
+    assert!(long.truncated);
+    assert_eq!(long.ids.last(), Some(&1), "</s> is kept last");
 }
 
 /// The FLUX transformer against diffusers' `FluxTransformer2DModel` (dev: guidance embedded):
