@@ -397,29 +397,30 @@ def vae_fixture(model_dir: Path) -> dict:
     }
 
 
-def vae_kind(p: Path):
+def config(p: Path) -> dict:
+    """A lone component's config.json (empty when there is none)."""
     cfg = p / "config.json"
-    return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "AutoencoderKL"
+    return json.loads(cfg.read_text()) if cfg.is_file() else {}
+
+
+def vae_kind(p: Path):
+    return config(p).get("_class_name") == "AutoencoderKL"
 
 
 def flux_kind(p: Path):
-    cfg = p / "config.json"
-    return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "FluxTransformer2DModel"
+    return config(p).get("_class_name") == "FluxTransformer2DModel"
 
 
 def t5_kind(p: Path):
-    cfg = p / "config.json"
-    return cfg.is_file() and json.loads(cfg.read_text()).get("model_type") == "t5"
+    return config(p).get("model_type") == "t5"
 
 
 def taesd_kind(p: Path):
-    cfg = p / "config.json"
-    return cfg.is_file() and json.loads(cfg.read_text()).get("_class_name") == "AutoencoderTiny"
+    return config(p).get("_class_name") == "AutoencoderTiny"
 
 
 def embedder_kind(p: Path):
-    cfg = p / "config.json"
-    return cfg.is_file() and json.loads(cfg.read_text()).get("model_type") in ("dinov2", "clip")
+    return config(p).get("model_type") in ("dinov2", "clip")
 
 
 def main():

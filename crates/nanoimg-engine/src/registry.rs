@@ -72,6 +72,10 @@ pub struct ModelInfo {
     /// An LCM-distilled UNet that takes the guidance scale as an embedding: one UNet pass per
     /// step, and the negative prompt is not used (as in diffusers).
     pub embedded_guidance: bool,
+    /// The pipeline's own `vae` is a tiny autoencoder (SDXS): it loads with the model, and no
+    /// other is looked for.
+    #[serde(skip)]
+    pub own_tiny_vae: bool,
     pub prediction: String,
     pub components: Vec<String>,
     pub size_bytes: u64,
@@ -216,7 +220,8 @@ impl ModelInfo {
             reason,
         })?;
         // (latent channels, pixels per latent cell per side) of the model's own autoencoder.
-        let (latent_channels, vae_scale) = if source.has_tiny_vae() {
+        let own_tiny_vae = source.has_tiny_vae();
+        let (latent_channels, vae_scale) = if own_tiny_vae {
             let tiny: TinyVaeConfig = source.config("vae")?;
             (tiny.latent_channels, tiny.downscale())
         } else {
@@ -305,6 +310,7 @@ impl ModelInfo {
             turbo,
             inpainting,
             embedded_guidance,
+            own_tiny_vae,
             prediction: sched.prediction_type.clone(),
             components,
             size_bytes: source.size_bytes(),

@@ -4,11 +4,13 @@
 
 use crate::error::{EngineError, Result};
 use std::path::Path;
-use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::Tokenizer;
 
 /// A T5 tokenizer padding to a fixed length.
 pub struct T5Tokenizer {
     inner: Tokenizer,
+    pad: u32,
+    eos: u32,
 }
 
 /// One prompt's ids.
@@ -47,36 +49,29 @@ impl T5Tokenizer {
             }));
         }
         let inner = Tokenizer::from_file(&file).map_err(|e| incomplete(format!("tokenizer.json: {e}")))?;
-        for special in ["<pad>", "</s>"] {
-            if inner.token_to_id(special).is_none() {
-                return Err(incomplete(format!("tokenizer.json has no {special} token")));
-            }
-        }
-        Ok(Self { inner })
+        let id = |special: &str| {
+            inner
+                .token_to_id(special)
+                .ok_or_else(|| incomplete(format!("tokenizer.json has no {special} token")))
+        };
+        let (pad, eos) = (id("<pad>")?, id("</s>")?);
+        Ok(Self { inner, pad, eos })
     }
 
-    /// The ids of `text` for a sequence of `max_len`.
+    /// The ids of `text` for a sequence of `max_len`: its pieces (cut to `max_len − 1`), `</s>`,
+    /// then `<pad>` to the length.
     pub fn encode(&self, text: &str, max_len: usize) -> Result<T5Tokens> {
-        let pad = self.inner.token_to_id("<pad>").expect("checked at load");
-        let mut tok = self.inner.clone();
-        let err = |e: tokenizers::Error| EngineError::Encode(format!("T5 tokenizer: {e}"));
-        tok.with_truncation(Some(TruncationParams {
-            max_length: max_len,
-            ..Default::default()
-        }))
-        .map_err(err)?;
-        tok.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::Fixed(max_len),
-            direction: PaddingDirection::Right,
-            pad_id: pad,
-            pad_token: "<pad>".into(),
-            ..Default::default()
-        }));
-        let enc = tok.encode(text, true).map_err(err)?;
-        Ok(T5Tokens {
-            ids: enc.get_ids().to_vec(),
-            truncated: !enc.get_overflowing().is_empty(),
-        })
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| EngineError::Encode(format!("T5 tokenizer: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        let keep = max_len.saturating_sub(1);
+        let truncated = ids.len() > keep;
+        ids.truncate(keep);
+        ids.push(self.eos);
+        ids.resize(max_len.max(1), self.pad);
+        Ok(T5Tokens { ids, truncated })
     }
 }
 

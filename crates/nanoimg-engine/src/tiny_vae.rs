@@ -127,10 +127,7 @@ pub const COMPONENT: &str = "vae_tiny";
 /// (`taesd`, `taesdxl`) beside the model, else the hub cache. `None` also when the model's
 /// pipeline `vae` is itself a tiny one (SDXS): it loads with the model.
 pub fn find(model: &ModelInfo) -> Option<PathBuf> {
-    let own = std::fs::read_to_string(model.path.join("vae/config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    if own.is_some_and(|c| c["_class_name"] == "AutoencoderTiny") {
+    if model.own_tiny_vae {
         return None;
     }
     let name = hub_repo(model.family).rsplit('/').next().unwrap_or_default();

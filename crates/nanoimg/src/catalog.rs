@@ -102,10 +102,6 @@ impl ModelArgs {
         if self.vae_choice() != VaeChoice::Tiny {
             return Ok(model);
         }
-        if self.tiny_vae.is_none() && model.tiny_vae().is_some() {
-            // Its own (SDXS).
-            return Ok(model);
-        }
         let found = self.tiny_vae.clone().or_else(|| tiny_vae::find(model.info()));
         let Some(path) = found else {
             return Ok(model);

@@ -10,8 +10,9 @@
 //! `norm_out`, `proj_out`. Every modulation is `LayerNorm(x)·(1 + scale) + shift` from a linear
 //! map of `silu(conditioning)`; gates scale what each branch adds back.
 
+use super::layers::{merge_heads, split_heads, RmsNorm};
 use super::linear::{linear, Linear};
-use super::unet::timestep_embedding;
+use super::unet::{timestep_embedding, TimestepEmbedding};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
@@ -132,26 +133,6 @@ impl Modulation {
     }
 }
 
-/// `torch.nn.RMSNorm` over a head's channels, with its weight.
-#[derive(Debug)]
-struct RmsNorm {
-    weight: Tensor,
-}
-
-impl RmsNorm {
-    fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(ms + 1e-6)?.sqrt()?)?
-            .broadcast_mul(&self.weight)
-    }
-}
-
 /// Rotary position: `cos`, `sin` `[seq, head_dim]`, each frequency repeated for its pair.
 #[derive(Debug, Clone)]
 pub struct Rope {
@@ -210,38 +191,32 @@ impl Qkv {
             q: linear(dim, dim, vb.pp(names[0]))?,
             k: linear(dim, dim, vb.pp(names[1]))?,
             v: linear(dim, dim, vb.pp(names[2]))?,
-            norm_q: RmsNorm::new(hd, vb.pp(names[3]))?,
-            norm_k: RmsNorm::new(hd, vb.pp(names[4]))?,
+            norm_q: RmsNorm::new(hd, 1e-6, vb.pp(names[3]))?,
+            norm_k: RmsNorm::new(hd, 1e-6, vb.pp(names[4]))?,
         })
     }
 
     /// `[b, heads, seq, head_dim]` each.
     fn forward(&self, x: &Tensor, heads: usize) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, s, dim) = x.dims3()?;
-        let split = |y: Tensor| y.reshape((b, s, heads, dim / heads))?.transpose(1, 2);
         Ok((
-            self.norm_q.forward(&split(self.q.forward(x)?)?)?,
-            self.norm_k.forward(&split(self.k.forward(x)?)?)?,
-            split(self.v.forward(x)?)?,
+            self.norm_q.forward(&split_heads(&self.q.forward(x)?, heads)?)?,
+            self.norm_k.forward(&split_heads(&self.k.forward(x)?, heads)?)?,
+            split_heads(&self.v.forward(x)?, heads)?,
         ))
     }
 }
 
-/// Softmax attention over the joint sequence after rotary positions; `[b, seq, heads·dim]`. On
-/// the CPU in f32 through the fused kernel, which never holds the whole score matrix (at 1024²
-/// that would be 24 heads × 4608² floats, 2 GB).
+/// Softmax attention over the joint sequence after rotary positions; `[b, seq, heads·dim]`
+/// (the shared kernel: on the CPU in f32 it never holds the whole score matrix, which at 1024²
+/// would be 24 heads × 4608² floats, 2 GB).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rope: &Rope) -> Result<Tensor> {
-    let (q, k) = (rope.apply(q)?, rope.apply(k)?);
-    let (b, h, s, d) = q.dims4()?;
-    let scale = 1.0 / (d as f64).sqrt();
-    let out = if super::sdpa::supported(&q, &k, v) {
-        super::sdpa::attention(&q, &k, v, scale)?
-    } else {
-        let scores = (q.contiguous()?.matmul(&k.contiguous()?.t()?)? * scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
-        probs.matmul(&v.contiguous()?)?
-    };
-    out.transpose(1, 2)?.reshape((b, s, h * d))
+    let scale = 1.0 / (q.dim(3)? as f64).sqrt();
+    merge_heads(&super::layers::attention(
+        &rope.apply(q)?,
+        &rope.apply(k)?,
+        v,
+        scale,
+    )?)
 }
 
 /// `FeedForward(activation_fn="gelu-approximate")`: `net.2(gelu_tanh(net.0.proj(x)))`.
@@ -365,29 +340,6 @@ impl SingleBlock {
     }
 }
 
-/// diffusers' `TimestepEmbedding` / `PixArtAlphaTextProjection`: linear, SiLU, linear.
-#[derive(Debug)]
-struct Mlp {
-    linear_1: Linear,
-    linear_2: Linear,
-}
-
-impl Mlp {
-    fn new(cin: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            linear_1: linear(cin, dim, vb.pp("linear_1"))?,
-            linear_2: linear(dim, dim, vb.pp("linear_2"))?,
-        })
-    }
-}
-
-impl Module for Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.linear_2
-            .forward(&candle_nn::ops::silu(&self.linear_1.forward(x)?)?)
-    }
-}
-
 /// FluxPipeline's `_pack_latents`: `[b, c, h, w]` latents as `[b, (h/2)·(w/2), 4c]` tokens, one
 /// per 2×2 patch in row-major order, channel `4·ch + 2·dy + dx`.
 pub fn pack_latents(latents: &Tensor) -> Result<Tensor> {
@@ -438,9 +390,10 @@ pub struct FluxInputs<'a> {
 pub struct FluxTransformer2DModel {
     x_embedder: Linear,
     context_embedder: Linear,
-    timestep_embedder: Mlp,
-    guidance_embedder: Option<Mlp>,
-    text_embedder: Mlp,
+    timestep_embedder: TimestepEmbedding,
+    guidance_embedder: Option<TimestepEmbedding>,
+    /// `PixArtAlphaTextProjection`: the same linear, SiLU, linear.
+    text_embedder: TimestepEmbedding,
     blocks: Vec<DoubleBlock>,
     single_blocks: Vec<SingleBlock>,
     norm_out: Modulation,
@@ -462,12 +415,17 @@ impl FluxTransformer2DModel {
         Ok(Self {
             x_embedder: linear(c.in_channels, dim, vb.pp("x_embedder"))?,
             context_embedder: linear(c.joint_attention_dim, dim, vb.pp("context_embedder"))?,
-            timestep_embedder: Mlp::new(256, dim, tte.pp("timestep_embedder"))?,
+            timestep_embedder: TimestepEmbedding::new(tte.pp("timestep_embedder"), 256, dim, None)?,
             guidance_embedder: c
                 .guidance_embeds
-                .then(|| Mlp::new(256, dim, tte.pp("guidance_embedder")))
+                .then(|| TimestepEmbedding::new(tte.pp("guidance_embedder"), 256, dim, None))
                 .transpose()?,
-            text_embedder: Mlp::new(c.pooled_projection_dim, dim, tte.pp("text_embedder"))?,
+            text_embedder: TimestepEmbedding::new(
+                tte.pp("text_embedder"),
+                c.pooled_projection_dim,
+                dim,
+                None,
+            )?,
             blocks: (0..c.num_layers)
                 .map(|i| DoubleBlock::new(c, vb.pp("transformer_blocks").pp(i)))
                 .collect::<Result<_>>()?,
@@ -488,12 +446,12 @@ impl FluxTransformer2DModel {
     /// The predicted velocity for the image tokens, `[b, image_tokens, out_channels]`.
     pub fn forward(&self, i: &FluxInputs) -> Result<Tensor> {
         let dtype = i.latents.dtype();
-        let embed = |t: &Tensor, mlp: &Mlp| -> Result<Tensor> {
+        let embed = |t: &Tensor, mlp: &TimestepEmbedding| -> Result<Tensor> {
             let t = (t.to_dtype(DType::F32)? * 1000.0)?;
-            mlp.forward(&timestep_embedding(&t, 256, true, 0.0)?.to_dtype(dtype)?)
+            mlp.forward(&timestep_embedding(&t, 256, true, 0.0)?.to_dtype(dtype)?, None)
         };
-        let mut temb =
-            (embed(i.timestep, &self.timestep_embedder)? + self.text_embedder.forward(i.pooled)?)?;
+        let pooled = self.text_embedder.forward(i.pooled, None)?;
+        let mut temb = (embed(i.timestep, &self.timestep_embedder)? + pooled)?;
         match (&self.guidance_embedder, i.guidance) {
             (Some(g), Some(scale)) => temb = (temb + embed(scale, g)?)?,
             (Some(_), None) => candle_core::bail!("this FLUX model needs a guidance scale"),

@@ -94,6 +94,35 @@ fn attention_blocked(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, max_bytes: 
     out.to_dtype(dtype)
 }
 
+/// An RMS norm with a weight and no bias or mean (`torch.nn.RMSNorm`, T5's `T5LayerNorm`):
+/// `x / √(mean(x²) + eps) · weight` over the last dimension, computed in f32.
+#[derive(Debug)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// `weight` of `dim` under `vb`.
+    pub fn new(dim: usize, eps: f64, vb: candle_nn::VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
+            eps,
+        })
+    }
+}
+
+impl candle_core::Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let ms = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        x.broadcast_div(&(ms + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight)
+    }
+}
+
 /// Splits `[b, n, heads*dim]` into `[b, heads, n, dim]`.
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, n, c) = x.dims3()?;

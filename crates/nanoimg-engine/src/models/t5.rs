@@ -8,9 +8,10 @@
 //! learned bias per head by bucketed relative position instead; its norms are RMS norms without
 //! a mean or bias.
 
+use super::layers::{merge_heads, split_heads, RmsNorm};
 use super::linear::{linear_no_bias, Linear};
 use crate::ConfigError;
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 use serde::Deserialize;
 
@@ -70,32 +71,6 @@ impl T5Config {
     }
 }
 
-/// T5's layer norm: `x / rms(x) · weight`, computed in f32.
-#[derive(Debug)]
-struct T5LayerNorm {
-    weight: Tensor,
-    eps: f64,
-}
-
-impl T5LayerNorm {
-    fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
-            eps,
-        })
-    }
-}
-
-impl Module for T5LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
-        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let x = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        x.to_dtype(dtype)?.broadcast_mul(&self.weight)
-    }
-}
-
 /// The bucket of each relative position `key − query` (bidirectional): half the buckets per
 /// direction, exact up to a quarter of them, logarithmic up to `max_distance`, clamped beyond.
 fn relative_bucket(relative: i64, num_buckets: usize, max_distance: usize) -> usize {
@@ -119,7 +94,6 @@ struct SelfAttention {
     v: Linear,
     o: Linear,
     heads: usize,
-    d_kv: usize,
 }
 
 impl SelfAttention {
@@ -131,22 +105,16 @@ impl SelfAttention {
             v: linear_no_bias(c.d_model, inner, vb.pp("v"))?,
             o: linear_no_bias(inner, c.d_model, vb.pp("o"))?,
             heads: c.num_heads,
-            d_kv: c.d_kv,
         })
     }
 
     /// `x` `[b, t, d]`, `bias` `[heads, t, t]`.
     fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let split = |y: Tensor| -> Result<Tensor> {
-            y.reshape((b, t, self.heads, self.d_kv))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
+        let h = self.heads;
         let (q, k, v) = (
-            split(self.q.forward(x)?)?,
-            split(self.k.forward(x)?)?,
-            split(self.v.forward(x)?)?,
+            split_heads(&self.q.forward(x)?, h)?,
+            split_heads(&self.k.forward(x)?, h)?,
+            split_heads(&self.v.forward(x)?, h)?,
         );
         let dtype = x.dtype();
         let scores = q
@@ -154,11 +122,7 @@ impl SelfAttention {
             .matmul(&k.to_dtype(DType::F32)?.t()?)?
             .broadcast_add(&bias.unsqueeze(0)?)?;
         let probs = super::kernels::softmax_last_dim(&scores)?.to_dtype(dtype)?;
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, t, self.heads * self.d_kv))?;
-        self.o.forward(&out)
+        self.o.forward(&merge_heads(&probs.matmul(&v)?)?)
     }
 }
 
@@ -202,9 +166,9 @@ impl Module for FeedForward {
 #[derive(Debug)]
 struct Block {
     attention: SelfAttention,
-    attention_norm: T5LayerNorm,
+    attention_norm: RmsNorm,
     ff: FeedForward,
-    ff_norm: T5LayerNorm,
+    ff_norm: RmsNorm,
 }
 
 impl Block {
@@ -212,9 +176,9 @@ impl Block {
         let (l0, l1) = (vb.pp("layer").pp("0"), vb.pp("layer").pp("1"));
         Ok(Self {
             attention: SelfAttention::new(c, l0.pp("SelfAttention"))?,
-            attention_norm: T5LayerNorm::new(c.d_model, c.layer_norm_epsilon, l0.pp("layer_norm"))?,
+            attention_norm: RmsNorm::new(c.d_model, c.layer_norm_epsilon, l0.pp("layer_norm"))?,
             ff: FeedForward::new(c, l1.pp("DenseReluDense"))?,
-            ff_norm: T5LayerNorm::new(c.d_model, c.layer_norm_epsilon, l1.pp("layer_norm"))?,
+            ff_norm: RmsNorm::new(c.d_model, c.layer_norm_epsilon, l1.pp("layer_norm"))?,
         })
     }
 
@@ -230,7 +194,7 @@ pub struct T5EncoderModel {
     embed: Embedding,
     relative_bias: Embedding,
     blocks: Vec<Block>,
-    final_norm: T5LayerNorm,
+    final_norm: RmsNorm,
     config: T5Config,
 }
 
@@ -260,7 +224,7 @@ impl T5EncoderModel {
                 enc.pp("block.0.layer.0.SelfAttention.relative_attention_bias"),
             )?,
             blocks,
-            final_norm: T5LayerNorm::new(c.d_model, c.layer_norm_epsilon, enc.pp("final_layer_norm"))?,
+            final_norm: RmsNorm::new(c.d_model, c.layer_norm_epsilon, enc.pp("final_layer_norm"))?,
             config: c.clone(),
         })
     }

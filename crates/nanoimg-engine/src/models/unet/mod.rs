@@ -341,14 +341,14 @@ pub fn guidance_embedding(w: &Tensor, dim: usize) -> Result<Tensor> {
 /// diffusers' `TimestepEmbedding`: (plus the projected condition, for LCM UNets) linear, SiLU,
 /// linear.
 #[derive(Debug)]
-struct TimestepEmbedding {
+pub(crate) struct TimestepEmbedding {
     cond_proj: Option<Linear>,
     linear_1: Linear,
     linear_2: Linear,
 }
 
 impl TimestepEmbedding {
-    fn new(vb: VarBuilder, cin: usize, dim: usize, cond_dim: Option<usize>) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, cin: usize, dim: usize, cond_dim: Option<usize>) -> Result<Self> {
         Ok(Self {
             cond_proj: cond_dim
                 .map(|c| candle_nn::linear_no_bias(c, cin, vb.pp("cond_proj")))
@@ -358,7 +358,7 @@ impl TimestepEmbedding {
         })
     }
 
-    fn forward(&self, x: &Tensor, condition: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, condition: Option<&Tensor>) -> Result<Tensor> {
         let x = match (&self.cond_proj, condition) {
             (Some(proj), Some(c)) => (x + proj.forward(c)?)?,
             (Some(_), None) => candle_core::bail!(
