@@ -40,6 +40,13 @@ its 16-channel VAE alone, and its transformer (diffusers' FluxTransformer2DModel
 
     nanoimg models synth --arch tiny-flux-transformer --seed 7 /tmp/parity/tiny-flux-transformer
 
+Whole FLUX.1 pipelines (FluxPipeline, FluxKontextPipeline): the prompt's embeddings, two
+sampling steps and the decoding:
+
+    for a in tiny-flux tiny-flux-schnell tiny-kontext; do
+        nanoimg models synth --arch $a --seed 7 /tmp/parity/$a
+    done
+
 The tiny autoencoder (diffusers' AutoencoderTiny, TAESD's architecture) both ways:
 
     nanoimg models synth --arch tiny-taesd --seed 7 /tmp/parity/tiny-taesd
@@ -397,6 +404,45 @@ def vae_fixture(model_dir: Path) -> dict:
     }
 
 
+@torch.no_grad()
+def flux_pipeline_fixture(model_dir: Path) -> dict:
+    """A whole FLUX.1 folder through diffusers' FluxPipeline (or FluxKontextPipeline with a 64x64
+    picture as the image to edit): the prompt's T5 and pooled CLIP embeddings, two sampling
+    steps at 64x64 from given latents (guidance 3.5, the model's T5 length), and their decoding.
+    The latents are saved unpacked, as NanoImg's pipeline holds them."""
+    from diffusers import FluxKontextPipeline, FluxPipeline
+    from PIL import Image
+
+    kontext = json.loads((model_dir / "model_index.json").read_text())["_class_name"] == "FluxKontextPipeline"
+    pipe = (FluxKontextPipeline if kontext else FluxPipeline).from_pretrained(
+        model_dir, torch_dtype=torch.float32)
+    dev = pipe.transformer.config.guidance_embeds
+    max_seq = 512 if dev else 256
+    t5, pooled, _ = pipe.encode_prompt(PROMPT, prompt_2=None, max_sequence_length=max_seq)
+    torch.manual_seed(0)
+    c, h, w = pipe.vae.config.latent_channels, 8, 8
+    latents = torch.randn(1, c, h, w)
+    kwargs = dict(prompt=PROMPT, height=64, width=64, num_inference_steps=2, guidance_scale=3.5,
+                  latents=pipe._pack_latents(latents, 1, c, h, w), max_sequence_length=max_seq,
+                  output_type="latent")
+    t = {"t5": t5, "pooled": pooled, "latents": latents}
+    if kontext:
+        pixels = (torch.rand(64, 64, 3) * 255).to(torch.uint8)
+        image = Image.fromarray(pixels.numpy())
+        kwargs.update(image=image, _auto_resize=False, max_area=64 * 64)
+        t["image"] = pipe.image_processor.preprocess(image, 64, 64).contiguous()
+    packed = pipe(**kwargs).images
+    out = pipe._unpack_latents(packed, 64, 64, pipe.vae_scale_factor)
+    vc = pipe.vae.config
+    t.update(out_latents=out, decoded=pipe.vae.decode(out / vc.scaling_factor + vc.shift_factor).sample)
+    return t
+
+
+def flux_pipeline_kind(p: Path):
+    index = p / "model_index.json"
+    return index.is_file() and json.loads(index.read_text())["_class_name"].startswith("Flux")
+
+
 def config(p: Path) -> dict:
     """A lone component's config.json (empty when there is none)."""
     cfg = p / "config.json"
@@ -435,7 +481,9 @@ def main():
     for model_dir in sorted(p for p in src.iterdir()
                             if (p / "model_index.json").is_file() or embedder_kind(p) or taesd_kind(p)
                             or t5_kind(p) or flux_kind(p) or vae_kind(p)):
-        if vae_kind(model_dir):
+        if flux_pipeline_kind(model_dir):
+            tensors = flux_pipeline_fixture(model_dir)
+        elif vae_kind(model_dir):
             tensors = vae_fixture(model_dir)
         elif flux_kind(model_dir):
             tensors = flux_fixture(model_dir)

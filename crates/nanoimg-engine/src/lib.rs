@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod embed;
 pub mod error;
+pub(crate) mod flux;
 pub mod folder;
 pub mod ldm;
 pub mod library;

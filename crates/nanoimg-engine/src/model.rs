@@ -3,6 +3,7 @@
 
 use crate::checkpoint::SourceOptions;
 use crate::error::{EngineError, Result, TensorContext};
+use crate::flux::FluxParts;
 use crate::folder::ModelFolder;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::int8::Quantize;
@@ -137,17 +138,33 @@ pub(crate) enum UnetWeights {
     },
 }
 
+/// What turns noise into latents: a UNet and its noise schedule (the SD family), or the FLUX
+/// transformer with its T5 encoder and flow-matching schedule.
+#[derive(Clone)]
+pub(crate) enum Denoiser {
+    Unet(UnetParts),
+    Flux(Arc<FluxParts>),
+}
+
+/// A UNet model's own parts.
+#[derive(Clone)]
+pub(crate) struct UnetParts {
+    pub(crate) unet: Arc<UNet2DConditionModel>,
+    pub(crate) weights: UnetWeights,
+    pub(crate) schedule: NoiseSchedule,
+}
+
 /// A model ready to generate: shared read-only by every request.
 #[derive(Clone)]
 pub struct StableDiffusion {
     pub(crate) info: ModelInfo,
+    /// The CLIP text encoders: the UNet's context (and SDXL's pooled embedding), or FLUX's
+    /// pooled embedding.
     pub(crate) encoders: Vec<Arc<TextEncoder>>,
-    pub(crate) unet: Arc<UNet2DConditionModel>,
-    pub(crate) unet_weights: UnetWeights,
+    pub(crate) denoiser: Denoiser,
     /// The full (KL) autoencoder; `None` for a model whose only one is tiny (SDXS without
     /// `vae_large`), which then does all its encoding and decoding with `tiny_vae`.
     pub(crate) vae: Option<Arc<AutoencoderKL>>,
-    pub(crate) schedule: NoiseSchedule,
     pub(crate) device: Device,
     pub(crate) dtype: DType,
     pub(crate) vae_dtype: DType,
@@ -208,9 +225,23 @@ impl StableDiffusion {
             .into());
         }
         let at = |component: &str| format!("{}: {component}", path.display());
+        let flux = info.family == Family::Flux;
+        let quantize = opts.quantize.unwrap_or(info.quantize);
+        if quantize == Quantization::Int8 && flux {
+            return Err(nanoimg_core::InvalidParam::new(
+                "quantize",
+                "int8 weights are for the UNet family; FLUX models run as stored",
+            )
+            .into());
+        }
 
         let mut encoders = Vec::new();
-        for (tok, enc) in [("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")] {
+        // FLUX's second text encoder is T5, loaded with its transformer.
+        let clip_pairs = if flux { 1 } else { 2 };
+        for (tok, enc) in [("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")]
+            .into_iter()
+            .take(clip_pairs)
+        {
             if !folder.has(enc) {
                 continue;
             }
@@ -232,30 +263,10 @@ impl StableDiffusion {
             }));
         }
 
-        let unet_config: UNetConfig = source.config("unet")?;
-        let unet_weights = source.weights("unet", dtype, device)?;
-        let mut unet = UNet2DConditionModel::new(from_weights(&unet_weights, dtype, device), &unet_config)
-            .map_err(|e| e.at(&path.join("unet")))?;
-        let quantize = opts.quantize.unwrap_or(info.quantize);
-        if quantize == Quantization::Int8 {
-            if !device.is_cpu() || dtype != DType::F32 {
-                return Err(nanoimg_core::InvalidParam::new(
-                    "quantize",
-                    "int8 weights run on the CPU at f32; load without quantize or on the CPU",
-                )
-                .into());
-            }
-            unet.quantize_int8().context(|| at("unet"))?;
-        }
-        let unet = Arc::new(unet);
-        // Dropping the map frees the tensors the int8 layers replaced; the f32 layers left
-        // (norms, conv_in/out, time embedding) still hold theirs.
-        let unet_weights = match quantize {
-            Quantization::Int8 => UnetWeights::Reread {
-                source: Arc::new(source.clone()),
-                changed: Weights::default(),
-            },
-            Quantization::None => UnetWeights::Resident(unet_weights),
+        let denoiser = if flux {
+            Denoiser::Flux(Arc::new(FluxParts::load(&source, dtype, device)?))
+        } else {
+            Denoiser::Unet(Self::load_unet(&source, quantize, dtype, device)?)
         };
 
         let tiny_vae = match source.has_tiny_vae() {
@@ -288,23 +299,11 @@ impl StableDiffusion {
             None => None,
         };
 
-        let sched_config: SchedulerConfig = if folder.has("scheduler") {
-            source.config("scheduler")?
-        } else {
-            SchedulerConfig::default()
-        };
-        let schedule = NoiseSchedule::new(&sched_config).map_err(|reason| EngineError::Unsupported {
-            path: path.join("scheduler"),
-            reason,
-        })?;
-
         let model = Self {
             info,
             encoders,
-            unet,
-            unet_weights,
+            denoiser,
             vae,
-            schedule,
             device: device.clone(),
             dtype,
             vae_dtype,
@@ -315,9 +314,81 @@ impl StableDiffusion {
         Ok(model)
     }
 
+    /// The UNet, its weights as the load holds them, and its noise schedule.
+    fn load_unet(
+        source: &ModelSource,
+        quantize: Quantization,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<UnetParts> {
+        let path = source.path();
+        let at = |component: &str| format!("{}: {component}", path.display());
+        let unet_config: UNetConfig = source.config("unet")?;
+        let unet_weights = source.weights("unet", dtype, device)?;
+        let mut unet = UNet2DConditionModel::new(from_weights(&unet_weights, dtype, device), &unet_config)
+            .map_err(|e| e.at(&path.join("unet")))?;
+        if quantize == Quantization::Int8 {
+            if !device.is_cpu() || dtype != DType::F32 {
+                return Err(nanoimg_core::InvalidParam::new(
+                    "quantize",
+                    "int8 weights run on the CPU at f32; load without quantize or on the CPU",
+                )
+                .into());
+            }
+            unet.quantize_int8().context(|| at("unet"))?;
+        }
+        let unet = Arc::new(unet);
+        // Dropping the map frees the tensors the int8 layers replaced; the f32 layers left
+        // (norms, conv_in/out, time embedding) still hold theirs.
+        let unet_weights = match quantize {
+            Quantization::Int8 => UnetWeights::Reread {
+                source: Arc::new(source.clone()),
+                changed: Weights::default(),
+            },
+            Quantization::None => UnetWeights::Resident(unet_weights),
+        };
+        let sched_config: SchedulerConfig = if source.configs().has("scheduler") {
+            source.config("scheduler")?
+        } else {
+            SchedulerConfig::default()
+        };
+        let schedule = NoiseSchedule::new(&sched_config).map_err(|reason| EngineError::Unsupported {
+            path: path.join("scheduler"),
+            reason,
+        })?;
+        Ok(UnetParts {
+            unet,
+            weights: unet_weights,
+            schedule,
+        })
+    }
+
+    /// The UNet model's parts; for a FLUX model, an error saying that `what` needs a UNet.
+    pub(crate) fn unet_parts(&self, what: &str) -> Result<&UnetParts> {
+        match &self.denoiser {
+            Denoiser::Unet(u) => Ok(u),
+            Denoiser::Flux(_) => Err(nanoimg_core::InvalidParam::new(
+                "model",
+                format!(
+                    "{} is a FLUX model: {what} works with UNet models (SD 1.x/2.x/SDXL) only",
+                    self.info.name
+                ),
+            )
+            .into()),
+        }
+    }
+
+    /// The FLUX model's parts, for a FLUX model.
+    pub(crate) fn flux(&self) -> Option<&FluxParts> {
+        match &self.denoiser {
+            Denoiser::Flux(f) => Some(f),
+            Denoiser::Unet(_) => None,
+        }
+    }
+
     /// How the UNet's weights are held (the load's choice).
     pub fn quantization(&self) -> Quantization {
-        match self.unet.is_int8() {
+        match self.unet().is_some_and(|u| u.is_int8()) {
             true => Quantization::Int8,
             false => Quantization::None,
         }
@@ -326,12 +397,12 @@ impl StableDiffusion {
     /// Whether the UNet runs on int8 weights without a fast tile on this CPU, which is slower
     /// than f32 (worth a warning).
     pub fn int8_is_slow(&self) -> bool {
-        self.unet.is_int8() && !crate::models::int8::fast()
+        self.quantization() == Quantization::Int8 && !crate::models::int8::fast()
     }
 
     /// The UNet's checkpoint tensors by name (read from the files again for an int8 UNet).
     pub(crate) fn unet_weights(&self) -> Result<Weights> {
-        match &self.unet_weights {
+        match &self.unet_parts("LoRA")?.weights {
             UnetWeights::Resident(w) => Ok(w.clone()),
             UnetWeights::Reread { source, changed } => {
                 let mut all = (*source.weights("unet", self.dtype, &self.device)?).clone();
@@ -350,8 +421,12 @@ impl StableDiffusion {
         if self.encoders.is_empty() {
             return Err(bad("no text_encoder".into()));
         }
+        let latent = self.latent_channels();
+        let uc = match &self.denoiser {
+            Denoiser::Unet(u) => u.unet.config(),
+            Denoiser::Flux(f) => return f.check_fits(self.encoders[0].model.config(), latent).map_err(bad),
+        };
         let text_width: usize = self.encoders.iter().map(|e| e.model.config().hidden_size).sum();
-        let uc = self.unet.config();
         let cross = match uc.cross_attention_dim {
             crate::models::unet::PerBlock::One(d) => d,
             _ => unreachable!("per-block cross_attention_dim is rejected by UNetConfig::validate"),
@@ -366,7 +441,6 @@ impl StableDiffusion {
                 "text encoders produce {expected_width}-wide embeddings but the UNet's cross_attention_dim is {cross}"
             )));
         }
-        let latent = self.latent_channels();
         if let (Some(full), Some(tiny)) = (&self.vae, &self.tiny_vae) {
             let (f, t) = (full.config(), tiny.config());
             if (f.latent_channels, f.downscale()) != (t.latent_channels, t.downscale()) {
@@ -413,9 +487,12 @@ impl StableDiffusion {
         self.dtype
     }
 
-    /// The UNet (for callers that drive it directly, e.g. benchmarks).
-    pub fn unet(&self) -> &UNet2DConditionModel {
-        &self.unet
+    /// The UNet (for callers that drive it directly, e.g. benchmarks); `None` for FLUX.
+    pub fn unet(&self) -> Option<&UNet2DConditionModel> {
+        match &self.denoiser {
+            Denoiser::Unet(u) => Some(&u.unet),
+            Denoiser::Flux(_) => None,
+        }
     }
 
     /// The added conditioning for a batch of prompts at an output size and guidance scale
@@ -430,6 +507,7 @@ impl StableDiffusion {
         guidance: f64,
     ) -> Result<Option<AddedConditioning>> {
         let guidance = self
+            .unet_parts("UNet conditioning")?
             .unet
             .config()
             .embeds_guidance()
@@ -470,7 +548,7 @@ impl StableDiffusion {
             (Family::SdxlRefiner, Side::Positive) => Some(vec![h, w, 0.0, 0.0, AESTHETIC_SCORE]),
             (Family::SdxlRefiner, Side::Negative) => Some(vec![h, w, 0.0, 0.0, NEGATIVE_AESTHETIC_SCORE]),
             (Family::Sdxl, _) => Some(vec![h, w, 0.0, 0.0, h, w]),
-            (Family::Sd1 | Family::Sd2, _) => None,
+            (Family::Sd1 | Family::Sd2 | Family::Flux, _) => None,
         }
     }
 
@@ -567,6 +645,14 @@ impl StableDiffusion {
     /// If `prompt` is longer than a text encoder's context (so its end would be ignored), that
     /// context's length in tokens; `None` when it fits.
     pub fn prompt_truncated(&self, prompt: &str) -> Option<usize> {
+        if let Some(flux) = self.flux() {
+            // CLIP gives FLUX only its pooled summary; T5 reads the prompt.
+            let n = flux.max_sequence_length;
+            return match flux.t5.tokenizer.encode(prompt, n) {
+                Ok(t) if t.truncated => Some(n),
+                _ => None,
+            };
+        }
         (0..self.encoders.len())
             .find(|&i| self.tokens(i, prompt).truncated)
             .map(|i| self.encoders[i].tokenizer.max_length())
@@ -574,7 +660,7 @@ impl StableDiffusion {
 
     /// A prompt as encoder `i` reads it: its embeddings' words as placeholders past the
     /// vocabulary.
-    fn tokens(&self, i: usize, prompt: &str) -> crate::tokenizer::Tokens {
+    pub(crate) fn tokens(&self, i: usize, prompt: &str) -> crate::tokenizer::Tokens {
         let enc = &self.encoders[i];
         enc.tokenizer
             .encode_with(prompt, &self.words.words, enc.model.config().vocab_size as u32)

@@ -30,6 +30,10 @@ pub enum Family {
     /// the target size among the time ids. It finishes what an SDXL base model started (the
     /// last steps of a two-stage run) or refines an image (img2img at low strength).
     SdxlRefiner,
+    /// FLUX.1 (schnell, dev, Kontext): a rectified-flow transformer on 16-channel latents,
+    /// conditioned on T5's hidden states and CLIP's pooled output, sampled by flow-matching
+    /// Euler; dev and Kontext take the guidance scale as an embedding.
+    Flux,
 }
 
 impl Family {
@@ -46,6 +50,7 @@ impl std::fmt::Display for Family {
             Family::Sd2 => "sd2",
             Family::Sdxl => "sdxl",
             Family::SdxlRefiner => "sdxl_refiner",
+            Family::Flux => "flux",
         })
     }
 }
@@ -57,6 +62,25 @@ pub struct ModelDefaults {
     pub guidance: f64,
     pub scheduler: SchedulerName,
     pub size: ImageSize,
+}
+
+impl ModelDefaults {
+    /// The settings `nanoimg.json` gives in place of these.
+    pub(crate) fn apply(&mut self, o: &crate::source::Overrides) -> Result<()> {
+        if let Some(s) = o.steps {
+            self.steps = s;
+        }
+        if let Some(g) = o.guidance {
+            self.guidance = g;
+        }
+        if let Some(s) = &o.scheduler {
+            self.scheduler = s.parse()?;
+        }
+        if let Some(s) = &o.size {
+            self.size = s.parse()?;
+        }
+        Ok(())
+    }
 }
 
 /// What `nanoimg models info` shows about one model folder.
@@ -72,6 +96,9 @@ pub struct ModelInfo {
     /// An LCM-distilled UNet that takes the guidance scale as an embedding: one UNet pass per
     /// step, and the negative prompt is not used (as in diffusers).
     pub embedded_guidance: bool,
+    /// A FLUX.1 Kontext model: it edits the image it is given in context (its latents join the
+    /// sequence), instead of starting from that image noised (img2img).
+    pub kontext: bool,
     /// The pipeline's own `vae` is a tiny autoencoder (SDXS): it loads with the model, and no
     /// other is looked for.
     #[serde(skip)]
@@ -112,6 +139,9 @@ impl ModelInfo {
         let name = &refiner.name;
         if refiner.inpainting {
             return Err(format!("{name} is an inpainting model, which cannot refine"));
+        }
+        if self.family == Family::Flux || refiner.family == Family::Flux {
+            return Err("FLUX models draw every step themselves: no refiner".into());
         }
         if self.family.is_sdxl() != refiner.family.is_sdxl() {
             return Err(format!(
@@ -162,6 +192,9 @@ impl ModelInfo {
 
     /// What an opened model is.
     pub fn of(source: &ModelSource) -> Result<Self> {
+        if crate::flux::is_flux(source) {
+            return crate::flux::info(source);
+        }
         let path = source.path();
         let folder = source.configs();
         let incomplete = |message: String| EngineError::IncompleteModel {
@@ -290,18 +323,7 @@ impl ModelInfo {
             scheduler: consistency.unwrap_or(SchedulerName::Euler),
             size: ImageSize::new(side, side),
         };
-        if let Some(s) = overrides.steps {
-            defaults.steps = s;
-        }
-        if let Some(g) = overrides.guidance {
-            defaults.guidance = g;
-        }
-        if let Some(s) = &overrides.scheduler {
-            defaults.scheduler = s.parse()?;
-        }
-        if let Some(s) = &overrides.size {
-            defaults.size = s.parse()?;
-        }
+        defaults.apply(overrides)?;
         let inpainting = unet.in_channels == 2 * latent_channels + 1;
         Ok(Self {
             name,
@@ -310,6 +332,7 @@ impl ModelInfo {
             turbo,
             inpainting,
             embedded_guidance,
+            kontext: false,
             own_tiny_vae,
             prediction: sched.prediction_type.clone(),
             components,

@@ -121,7 +121,8 @@ impl SyntheticSpec {
             "cross_attention_dim": 32, "norm_num_groups": 8,
         });
         let (te2, sched) = match family {
-            Family::Sd1 => (None, scheduler_config("epsilon", "leading")),
+            // A FLUX spec is refused by `write_model`: FLUX models are [`FluxSpec`]s.
+            Family::Sd1 | Family::Flux => (None, scheduler_config("epsilon", "leading")),
             Family::Sd2 => {
                 unet["use_linear_projection"] = json!(true);
                 (None, scheduler_config("v_prediction", "leading"))
@@ -417,6 +418,14 @@ pub fn write_tokenizer(dir: &Path, max_length: usize, merges: &[&str]) -> Result
     )
 }
 
+/// A FLUX model asked of a writer of UNet models.
+fn not_a_unet(writer: &str) -> EngineError {
+    EngineError::InvalidParam(nanoimg_core::InvalidParam::new(
+        "family",
+        format!("{writer} writes UNet models; a FLUX model is written by write_flux_model"),
+    ))
+}
+
 /// Writes a complete diffusers-layout model folder with random weights drawn from `seed`.
 pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
     mkdir(dir)?;
@@ -424,6 +433,7 @@ pub fn write_model(dir: &Path, spec: &SyntheticSpec, seed: u64) -> Result<()> {
         Family::Sdxl => "StableDiffusionXLPipeline",
         Family::SdxlRefiner => "StableDiffusionXLImg2ImgPipeline",
         Family::Sd1 | Family::Sd2 => "StableDiffusionPipeline",
+        Family::Flux => return Err(not_a_unet("write_model")),
     };
     let scheduler_class = spec.scheduler["_class_name"]
         .as_str()
@@ -549,8 +559,6 @@ pub fn tiny_dinov2_config() -> Value {
     })
 }
 
-/// A tiny `CLIPModel` config: ViT-B/32's geometry at 224 px with 32 channels and 2 layers per
-/// tower, the tiny tokenizer's vocabulary, a 16-number joint space.
 /// A tiny FLUX.1 dev transformer config (guidance embedded; one double-stream and two
 /// single-stream blocks of 2 heads × 16 channels, rotary axes 4 + 6 + 6), for tests and parity.
 pub fn tiny_flux_config() -> Value {
@@ -582,6 +590,107 @@ pub fn tiny_flux_vae_config() -> Value {
     c["use_quant_conv"] = json!(false);
     c["use_post_quant_conv"] = json!(false);
     c
+}
+
+/// The configs of one FLUX.1 model to synthesise (a whole diffusers pipeline folder).
+#[derive(Debug, Clone)]
+pub struct FluxSpec {
+    pub transformer: Value,
+    pub vae: Value,
+    /// CLIP-L's place: a `CLIPTextModel` as wide as the transformer's `pooled_projection_dim`.
+    pub text_encoder: Value,
+    /// T5's place: as wide as the transformer's `joint_attention_dim`.
+    pub text_encoder_2: Value,
+    pub scheduler: Value,
+    /// `FluxKontextPipeline` rather than `FluxPipeline`.
+    pub kontext: bool,
+    /// Written as `nanoimg.json` when set.
+    pub overrides: Option<Value>,
+}
+
+impl FluxSpec {
+    /// A tiny FLUX.1 model for tests: dev (guidance embedded, dynamic shift) or schnell (neither),
+    /// optionally Kontext; 64×64 pictures, 8×8 latents of 16 channels, 16 image tokens.
+    pub fn tiny(dev: bool, kontext: bool) -> Self {
+        let mut transformer = tiny_flux_config();
+        transformer["in_channels"] = json!(64);
+        transformer["pooled_projection_dim"] = json!(32);
+        transformer["guidance_embeds"] = json!(dev);
+        Self {
+            transformer,
+            vae: tiny_flux_vae_config(),
+            text_encoder: clip_config(32, 2, 2, "quick_gelu", TINY_VOCAB, None),
+            text_encoder_2: tiny_t5_config(),
+            scheduler: flow_scheduler_config(dev),
+            kontext,
+            overrides: Some(json!({"size": "64x64"})),
+        }
+    }
+}
+
+/// `FlowMatchEulerDiscreteScheduler` as FLUX.1's repositories configure it: dev and Kontext
+/// shift by the picture's token count; schnell does not shift.
+fn flow_scheduler_config(dynamic: bool) -> Value {
+    json!({
+        "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
+        "shift": if dynamic { 3.0 } else { 1.0 }, "use_dynamic_shifting": dynamic,
+        "base_shift": 0.5, "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096,
+    })
+}
+
+/// Writes a complete diffusers-layout FLUX.1 pipeline folder with random weights drawn from
+/// `seed`: `transformer/`, `vae/`, `text_encoder/` + `tokenizer/` (CLIP), `text_encoder_2/` +
+/// `tokenizer_2/` (T5), `scheduler/`.
+pub fn write_flux_model(dir: &Path, spec: &FluxSpec, seed: u64) -> Result<()> {
+    mkdir(dir)?;
+    write_flux_transformer(&dir.join("transformer"), &spec.transformer, seed.wrapping_add(2))?;
+    write_vae(&dir.join("vae"), &spec.vae, seed.wrapping_add(3))?;
+    let clip: ClipTextConfig = parse(&spec.text_encoder, "text_encoder")?;
+    write_component(
+        &dir.join("text_encoder"),
+        &spec.text_encoder,
+        "model.safetensors",
+        seed,
+        |vb| {
+            ClipTextModel::new(vb, &clip)
+                .map(drop)
+                .map_err(|e| e.at(&dir.join("text_encoder")))
+        },
+    )?;
+    write_tokenizer(&dir.join("tokenizer"), clip.max_position_embeddings, &TINY_MERGES)?;
+    write_t5(
+        &dir.join("text_encoder_2"),
+        &spec.text_encoder_2,
+        seed.wrapping_add(1),
+    )?;
+    write_t5_tokenizer(&dir.join("tokenizer_2"))?;
+    mkdir(&dir.join("scheduler"))?;
+    write_json(
+        &dir.join("scheduler").join("scheduler_config.json"),
+        &spec.scheduler,
+    )?;
+    let pipeline = if spec.kontext {
+        "FluxKontextPipeline"
+    } else {
+        "FluxPipeline"
+    };
+    write_json(
+        &dir.join("model_index.json"),
+        &json!({
+            "_class_name": pipeline, "_diffusers_version": "0.42.1",
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "T5EncoderModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "T5TokenizerFast"],
+            "transformer": ["diffusers", "FluxTransformer2DModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }),
+    )?;
+    if let Some(o) = &spec.overrides {
+        write_json(&dir.join("nanoimg.json"), o)?;
+    }
+    Ok(())
 }
 
 /// Writes a diffusers `AutoencoderKL` folder with random weights drawn from `seed`.
@@ -670,6 +779,8 @@ pub fn write_t5(dir: &Path, config: &Value, seed: u64) -> Result<()> {
     write_t5_tokenizer(dir)
 }
 
+/// A tiny `CLIPModel` config: ViT-B/32's geometry at 224 px with 32 channels and 2 layers per
+/// tower, the tiny tokenizer's vocabulary, a 16-number joint space.
 pub fn tiny_clip_config() -> Value {
     let tower = json!({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                        "num_attention_heads": 4, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5});
@@ -776,6 +887,9 @@ pub fn write_clip(dir: &Path, config: &Value, seed: u64) -> Result<()> {
 pub fn write_checkpoint(folder: &Path, out: &Path, dtype: DType) -> Result<()> {
     let source = crate::source::ModelSource::open(folder, &Default::default())?;
     let family = crate::registry::ModelInfo::of(&source)?.family;
+    if family == Family::Flux {
+        return Err(not_a_unet("write_checkpoint"));
+    }
     let dev = Device::Cpu;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let mut put = |name: String, t: Tensor| -> Result<()> {
@@ -859,6 +973,7 @@ pub fn write_checkpoint(folder: &Path, out: &Path, dtype: DType) -> Result<()> {
                 put(format!("conditioner.embedders.0.model.{k}"), t)
             })?;
         }
+        Family::Flux => unreachable!("refused above"),
     }
     candle_core::safetensors::save(&tensors, out).context(|| format!("writing {}", out.display()))
 }

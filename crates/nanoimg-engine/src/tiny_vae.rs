@@ -54,6 +54,7 @@ pub fn hub_repo(family: Family) -> &'static str {
     match family {
         Family::Sd1 | Family::Sd2 => "madebyollin/taesd",
         Family::Sdxl | Family::SdxlRefiner => "madebyollin/taesdxl",
+        Family::Flux => "madebyollin/taef1",
     }
 }
 

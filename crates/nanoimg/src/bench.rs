@@ -231,7 +231,10 @@ pub fn run(a: Args) -> Result<()> {
         let size = a.size.unwrap_or(model.defaults().size.width as usize);
         let lat = size / model.vae_scale();
         let latent_c = model.latent_channels();
-        let unet_in = model.unet().config().in_channels;
+        let unet = model
+            .unet()
+            .ok_or_else(|| anyhow::anyhow!("{label} is not a UNet model"))?;
+        let unet_in = unet.config().in_channels;
         let ctx = model.encode_text(prompt, false)?.context;
         for op in &a.ops {
             let mut bank_bytes = None;
@@ -247,7 +250,7 @@ pub fn run(a: Args) -> Result<()> {
                     let t = Tensor::full(999f32, b, &dev)?;
                     let c = ctx.repeat((b, 1, 1))?;
                     time(a.runs, || {
-                        model.unet().forward(&x, &t, &c, None, None)?;
+                        unet.forward(&x, &t, &c, None, None)?;
                         Ok(())
                     })?
                 }

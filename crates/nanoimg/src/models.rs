@@ -35,7 +35,8 @@ pub enum Command {
         /// embedder for `character eval`: tiny-dinov2, tiny-clip, and at full size (for timing)
         /// dinov2-small, clip-vit-b32; or a tiny autoencoder (`--tiny-vae`): tiny-taesd, and
         /// TAESD's real size, taesd; or FLUX's T5 text encoder, tiny-t5, or its transformer,
-        /// tiny-flux-transformer, or its 16-channel VAE, tiny-flux-vae.
+        /// tiny-flux-transformer, or its 16-channel VAE, tiny-flux-vae; or a whole FLUX.1
+        /// model: tiny-flux (dev), tiny-flux-schnell, tiny-kontext.
         #[arg(long, default_value = "tiny-sd1")]
         arch: String,
         #[arg(long, default_value_t = 0)]
@@ -122,7 +123,7 @@ pub fn spec_named(arch: &str) -> Result<SyntheticSpec> {
         "sd-turbo" => SyntheticSpec::sd_turbo(),
         "sdxs-512" => SyntheticSpec::sdxs512(),
         other => bail!(
-            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, tiny-lcm, tiny-sdxs, sd15, sd-turbo, sdxs-512, tiny-dinov2, tiny-clip, dinov2-small, clip-vit-b32, tiny-taesd, taesd, tiny-t5, tiny-flux-transformer or tiny-flux-vae"
+            "unknown architecture {other:?}; use tiny-sd1, tiny-sd2, tiny-sdxl, tiny-sdxl-refiner, tiny-inpaint, tiny-lcm, tiny-sdxs, sd15, sd-turbo, sdxs-512, tiny-dinov2, tiny-clip, dinov2-small, clip-vit-b32, tiny-taesd, taesd, tiny-t5, tiny-flux-transformer, tiny-flux-vae, tiny-flux, tiny-flux-schnell or tiny-kontext"
         ),
     })
 }
@@ -205,6 +206,11 @@ pub fn run(c: Command) -> Result<()> {
                 "tiny-taesd" => synthetic::write_taesd(&dir, &synthetic::tiny_taesd_config(), seed)?,
                 "taesd" => synthetic::write_taesd(&dir, &synthetic::taesd_config(), seed)?,
                 "tiny-t5" => synthetic::write_t5(&dir, &synthetic::tiny_t5_config(), seed)?,
+                "tiny-flux" | "tiny-flux-schnell" | "tiny-kontext" => synthetic::write_flux_model(
+                    &dir,
+                    &synthetic::FluxSpec::tiny(arch != "tiny-flux-schnell", arch == "tiny-kontext"),
+                    seed,
+                )?,
                 "tiny-flux-vae" => synthetic::write_vae(&dir, &synthetic::tiny_flux_vae_config(), seed)?,
                 "tiny-flux-transformer" => {
                     synthetic::write_flux_transformer(&dir, &synthetic::tiny_flux_config(), seed)?

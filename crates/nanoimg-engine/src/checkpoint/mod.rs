@@ -62,6 +62,8 @@ fn references(family: Family, v_prediction: Option<bool>) -> Vec<&'static str> {
             "stabilityai/sdxl-turbo",
         ],
         Family::SdxlRefiner => vec!["stabilityai/stable-diffusion-xl-refiner-1.0"],
+        // Not read from a UNet-family checkpoint.
+        Family::Flux => Vec::new(),
     }
 }
 
@@ -94,6 +96,7 @@ fn text_layouts(family: Family) -> &'static [(&'static str, TextLayout)] {
             "text_encoder_2",
             TextLayout::OpenClip("conditioner.embedders.0.model."),
         )],
+        Family::Flux => &[],
     }
 }
 

@@ -17,7 +17,7 @@ pub mod names;
 pub mod prompt;
 
 use crate::error::{EngineError, Result};
-use crate::model::{from_weights, StableDiffusion, TextEncoder, UnetWeights, Weights};
+use crate::model::{from_weights, Denoiser, StableDiffusion, TextEncoder, UnetParts, UnetWeights, Weights};
 use crate::models::clip::ClipTextModel;
 use crate::models::int8::Quantize;
 use crate::models::unet::UNet2DConditionModel;
@@ -307,11 +307,12 @@ impl StableDiffusion {
         };
 
         let (dtype, device) = (self.dtype, &self.device);
+        let parts = self.unet_parts("LoRA")?;
         let (unet, unet_weights) = match merge(Component::Unet, &indexes.unet.weights)? {
             Some(w) => {
                 let mut unet =
-                    UNet2DConditionModel::new(from_weights(&w, dtype, device), self.unet.config())?;
-                let kept = match &self.unet_weights {
+                    UNet2DConditionModel::new(from_weights(&w, dtype, device), parts.unet.config())?;
+                let kept = match &parts.weights {
                     UnetWeights::Resident(_) => UnetWeights::Resident(w),
                     UnetWeights::Reread { source, changed } => {
                         // Keep only what differs from the files: earlier merges' and this one's.
@@ -328,7 +329,7 @@ impl StableDiffusion {
                 };
                 (Arc::new(unet), kept)
             }
-            None => (self.unet.clone(), self.unet_weights.clone()),
+            None => (parts.unet.clone(), parts.weights.clone()),
         };
         let mut encoders = Vec::with_capacity(self.encoders.len());
         for (i, enc) in self.encoders.iter().enumerate() {
@@ -347,8 +348,11 @@ impl StableDiffusion {
         }
         Ok(StableDiffusion {
             encoders,
-            unet,
-            unet_weights,
+            denoiser: Denoiser::Unet(UnetParts {
+                unet,
+                weights: unet_weights,
+                schedule: parts.schedule.clone(),
+            }),
             ..self.clone()
         })
     }

@@ -3,15 +3,17 @@
 //! prompt; `n` images with per-image seeds; progress and cancellation.
 
 mod convert;
+mod flux;
 mod progress;
 mod refiner;
 
 pub use convert::{image_to_tensor, latent_preview, mask_to_tensor, tensor_to_image, SeededNoise};
+pub use flux::FluxText;
 pub use progress::{evenly_spaced, CancelToken, NoProgress, PreviewMethod, Progress, ProgressSink};
 pub use refiner::{Refiner, DEFAULT_SWITCH_AT};
 
 use crate::error::{EngineError, Result};
-use crate::model::{Side, StableDiffusion, TextConditioning};
+use crate::model::{Denoiser, Side, StableDiffusion, TextConditioning};
 use crate::models::unet::hooks::UNetHooks;
 use crate::models::unet::AddedConditioning;
 use crate::reference::{Reference, ReferenceRun};
@@ -150,7 +152,9 @@ impl StableDiffusion {
     /// Checks a request against `limits` and this model, naming the parameter at fault.
     pub fn validate(&self, req: &GenerateRequest, limits: &Limits) -> Result<(), InvalidParam> {
         limits.check_size(req.size)?;
-        let multiple = self.vae_scale() as u32;
+        // FLUX packs 2×2 latent cells into one token.
+        let patch = if self.flux().is_some() { 2 } else { 1 };
+        let multiple = (self.vae_scale() * patch) as u32;
         if !req.size.width.is_multiple_of(multiple) || !req.size.height.is_multiple_of(multiple) {
             return Err(InvalidParam::new(
                 "size",
@@ -158,7 +162,13 @@ impl StableDiffusion {
             ));
         }
         limits.check_steps(req.steps)?;
-        let original = self.schedule.original_inference_steps;
+        if self.flux().is_some() {
+            self.validate_flux(req)?;
+        }
+        let original = match &self.denoiser {
+            Denoiser::Unet(u) => u.schedule.original_inference_steps,
+            Denoiser::Flux(_) => usize::MAX,
+        };
         if matches!(req.scheduler, SchedulerName::Lcm | SchedulerName::Tcd) && req.steps as usize > original {
             return Err(InvalidParam::new(
                 "steps",
@@ -197,8 +207,9 @@ impl StableDiffusion {
                     ));
                 }
             }
+            // (FLUX rounds the other way: `FlowPlan::from_strength` keeps at least one step.)
             let keep = steps_kept(req.steps, init.strength);
-            if keep == 0 {
+            if keep == 0 && self.flux().is_none() {
                 return Err(InvalidParam::new(
                     "strength",
                     format!(
@@ -242,7 +253,8 @@ impl StableDiffusion {
     fn conditioning(&self, req: &GenerateRequest, drawn: ImageSize) -> Result<Conditioning> {
         // An LCM-distilled UNet takes the scale as an embedding: one pass, no negative prompt
         // (as in diffusers).
-        let guided = req.guidance > 1.0 && !self.unet.config().embeds_guidance();
+        let unet = &self.unet_parts("this pipeline")?.unet;
+        let guided = req.guidance > 1.0 && !unet.config().embeds_guidance();
         let cond = self.encode_text(&req.prompt, false)?;
         let uncond = guided
             .then(|| self.encode_text(&req.negative_prompt, true))
@@ -323,6 +335,10 @@ impl StableDiffusion {
         cancel: &CancelToken,
     ) -> Result<Vec<GeneratedImage>> {
         self.validate(req, limits)?;
+        let schedule = match &self.denoiser {
+            Denoiser::Unet(u) => &u.schedule,
+            Denoiser::Flux(_) => return self.generate_flux(req, progress, cancel),
+        };
         // A model with a largest size draws a larger request within it; the images are
         // resampled to the size asked.
         let asked = req.size;
@@ -354,7 +370,7 @@ impl StableDiffusion {
             _ => None,
         };
 
-        let full_plan = self.schedule.plan(req.scheduler, req.steps as usize);
+        let full_plan = schedule.plan(req.scheduler, req.steps as usize);
         let plan = match &init {
             Some((_, _, strength)) => full_plan.tail(steps_kept(req.steps, *strength)),
             None => full_plan,
@@ -365,13 +381,13 @@ impl StableDiffusion {
             .refiner
             .as_ref()
             .map(|r| -> Result<_> {
-                let first = r.first_step(&plan.timesteps, self.schedule.alphas_cumprod.len());
+                let first = r.first_step(&plan.timesteps, schedule.alphas_cumprod.len());
                 Ok((&*r.model, r.model.conditioning(req, drawn)?, first))
             })
             .transpose()?;
         let base_steps = refining.as_ref().map_or(total, |(_, _, first)| *first);
         let mut reference = req.reference.as_deref().filter(|r| r.settings.active()).map(|r| {
-            let sampler = Sampler::new(req.scheduler, plan.clone(), self.schedule.prediction);
+            let sampler = Sampler::new(req.scheduler, plan.clone(), schedule.prediction);
             ReferenceRun::new(r, (w, h), &sampler, cond.guided)
         });
         let mut out = Vec::with_capacity(req.n as usize);
@@ -379,7 +395,7 @@ impl StableDiffusion {
             let seed = req.seed.wrapping_add(i as u64);
             let mut noise_source = SeededNoise::new(seed);
             let noise = noise_source.sample(&shape, &self.device, self.dtype)?;
-            let mut sampler = Sampler::new(req.scheduler, plan.clone(), self.schedule.prediction);
+            let mut sampler = Sampler::new(req.scheduler, plan.clone(), schedule.prediction);
             let mut x = match &image_latents {
                 // Full strength starts from pure noise, as diffusers does.
                 Some(lat) if total < req.steps as usize => (lat + (&noise * sampler.sigma(0))?)?,
@@ -483,7 +499,7 @@ impl StableDiffusion {
     }
 
     /// A picture of the denoised estimate `x0` (latents), made by `method`.
-    fn preview(&self, x0: &Tensor, method: PreviewMethod) -> Result<RgbImage> {
+    pub(crate) fn preview(&self, x0: &Tensor, method: PreviewMethod) -> Result<RgbImage> {
         match method {
             PreviewMethod::Tiny if self.tiny_vae.is_some() => {
                 Ok(tensor_to_image(&self.decode_latents(x0, VaeChoice::Tiny)?)?)
@@ -511,9 +527,13 @@ impl StableDiffusion {
             input = Tensor::cat(&[&input, &input], 0)?;
         }
         let t = Tensor::full(sampler.plan().timesteps[step] as f32, batch, &self.device)?;
-        let out = self
-            .unet
-            .forward(&input, &t, &cond.context, cond.added.as_ref(), hooks)?;
+        let out = self.unet_parts("this pipeline")?.unet.forward(
+            &input,
+            &t,
+            &cond.context,
+            cond.added.as_ref(),
+            hooks,
+        )?;
         if cond.guided {
             let (uncond, text) = (out.get(0)?.unsqueeze(0)?, out.get(1)?.unsqueeze(0)?);
             Ok((&uncond + ((text - &uncond)? * cond.guidance)?)?)

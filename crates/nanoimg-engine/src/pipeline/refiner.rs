@@ -5,7 +5,7 @@
 //! only the UNet and its conditioning change, so the refiner continues exactly where the base
 //! stopped (no decode and re-encode, no fresh noise).
 
-use crate::model::StableDiffusion;
+use crate::model::{Denoiser, StableDiffusion};
 use crate::schedulers::SchedulerName;
 use nanoimg_core::InvalidParam;
 use std::sync::Arc;
@@ -60,9 +60,12 @@ impl Refiner {
                 base.info().family
             ));
         }
+        let (Denoiser::Unet(bu), Denoiser::Unet(ru)) = (&base.denoiser, &r.denoiser) else {
+            return bad("FLUX models draw every step themselves: no refiner".into());
+        };
         let (a, b) = (
-            base.schedule.plan(scheduler, steps as usize),
-            r.schedule.plan(scheduler, steps as usize),
+            bu.schedule.plan(scheduler, steps as usize),
+            ru.schedule.plan(scheduler, steps as usize),
         );
         let close = |x: &[f64], y: &[f64]| {
             x.len() == y.len()

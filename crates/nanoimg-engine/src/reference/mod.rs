@@ -287,9 +287,13 @@ impl<'a> ReferenceRun<'a> {
         let t = Tensor::full(sampler.plan().timesteps[step] as f32, r, model.device())?;
         let s = &self.reference.settings;
         let writer = Writer::new(s.combine, self.gates.as_ref());
-        model
-            .unet
-            .forward(&input, &t, context, added.as_ref(), Some(&writer))?;
+        model.unet_parts("reference conditioning")?.unet.forward(
+            &input,
+            &t,
+            context,
+            added.as_ref(),
+            Some(&writer),
+        )?;
         let chosen = match &self.gates {
             Some(_) => None,
             None => {

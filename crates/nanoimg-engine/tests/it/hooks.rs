@@ -45,9 +45,13 @@ impl UNetHooks for Recorder {
 fn hooks_that_return_nothing_leave_the_output_bit_identical_and_see_every_site() {
     let model = common::load("tiny-sd1");
     let (x, t, ctx) = unet_inputs(&model);
-    let plain = model.unet().forward(&x, &t, &ctx, None, None).unwrap();
+    let plain = model.unet().unwrap().forward(&x, &t, &ctx, None, None).unwrap();
     let rec = Recorder::default();
-    let hooked = model.unet().forward(&x, &t, &ctx, None, Some(&rec)).unwrap();
+    let hooked = model
+        .unet()
+        .unwrap()
+        .forward(&x, &t, &ctx, None, Some(&rec))
+        .unwrap();
     assert_eq!(max_diff(&plain, &hooked), 0.0);
     // tiny SD1: one cross-attention down block (1 layer), the mid block, one cross-attention up
     // block (2 layers) → 4 transformer blocks.
@@ -97,12 +101,17 @@ fn reference_attention_bank_changes_the_prediction() {
     };
     model
         .unet()
+        .unwrap()
         .forward(&reference, &t, &ctx, None, Some(&hook))
         .unwrap();
     assert_eq!(hook.bank.lock().unwrap().len(), 4);
     hook.write = false;
-    let plain = model.unet().forward(&x, &t, &ctx, None, None).unwrap();
-    let with_ref = model.unet().forward(&x, &t, &ctx, None, Some(&hook)).unwrap();
+    let plain = model.unet().unwrap().forward(&x, &t, &ctx, None, None).unwrap();
+    let with_ref = model
+        .unet()
+        .unwrap()
+        .forward(&x, &t, &ctx, None, Some(&hook))
+        .unwrap();
     assert!(max_diff(&plain, &with_ref) > 1e-4);
 }
 
@@ -121,9 +130,10 @@ impl UNetHooks for AdaInToZero {
 fn block_output_hook_replaces_the_block_output() {
     let model = common::load("tiny-sd1");
     let (x, t, ctx) = unet_inputs(&model);
-    let plain = model.unet().forward(&x, &t, &ctx, None, None).unwrap();
+    let plain = model.unet().unwrap().forward(&x, &t, &ctx, None, None).unwrap();
     let hooked = model
         .unet()
+        .unwrap()
         .forward(&x, &t, &ctx, None, Some(&AdaInToZero))
         .unwrap();
     assert!(max_diff(&plain, &hooked) > 1e-4);
@@ -154,13 +164,15 @@ fn extra_cross_attention_branch_is_added_with_its_scale() {
     nanoimg_engine::synthetic::write_model(dir.path(), &spec, 11).unwrap();
     let model = nanoimg_engine::StableDiffusion::load(dir.path(), &Default::default()).unwrap();
     let (x, t, ctx) = unet_inputs(&model);
-    let plain = model.unet().forward(&x, &t, &ctx, None, None).unwrap();
+    let plain = model.unet().unwrap().forward(&x, &t, &ctx, None, None).unwrap();
     let zero = model
         .unet()
+        .unwrap()
         .forward(&x, &t, &ctx, None, Some(&ExtraBranch(0.0)))
         .unwrap();
     let one = model
         .unet()
+        .unwrap()
         .forward(&x, &t, &ctx, None, Some(&ExtraBranch(1.0)))
         .unwrap();
     assert!(max_diff(&plain, &zero) < 1e-5, "scale 0 must be a no-op");

@@ -37,7 +37,7 @@ pub(crate) fn unet_out(model: &StableDiffusion) -> Tensor {
     let t = Tensor::new(&[500f32, 20.0], dev).unwrap();
     let ctx = model.encode_text("a red fox in the snow", false).unwrap().context;
     let ctx = Tensor::cat(&[&ctx, &ctx], 0).unwrap();
-    model.unet().forward(&x, &t, &ctx, None, None).unwrap()
+    model.unet().unwrap().forward(&x, &t, &ctx, None, None).unwrap()
 }
 
 /// Relative L2 distance of `a` from `b`.
@@ -49,7 +49,10 @@ pub(crate) fn relative(a: &Tensor, b: &Tensor) -> f32 {
 fn an_int8_unet_stays_close_to_f32_and_generates() {
     for name in ["tiny-sd1", "tiny-sd2-v", "tiny-sdxl"] {
         let (full, q) = (common::load(name), int8(name));
-        assert!(q.unet().is_int8() && !full.unet().is_int8(), "{name}");
+        assert!(
+            q.unet().unwrap().is_int8() && !full.unet().unwrap().is_int8(),
+            "{name}"
+        );
         if name != "tiny-sdxl" {
             // (SDXL's UNet needs its added conditioning; the image below covers it.)
             let rel = relative(&unet_out(&q), &unet_out(&full));
@@ -81,9 +84,13 @@ fn the_model_settings_choose_int8_and_a_load_overrides_them() {
         ModelInfo::inspect(dir.path()).unwrap().quantize,
         Quantization::Int8
     );
-    assert!(load_with(dir.path(), None, DType::F32).unwrap().unet().is_int8());
+    assert!(load_with(dir.path(), None, DType::F32)
+        .unwrap()
+        .unet()
+        .unwrap()
+        .is_int8());
     let plain = load_with(dir.path(), Some(Quantization::None), DType::F32).unwrap();
-    assert!(!plain.unet().is_int8());
+    assert!(!plain.unet().unwrap().is_int8());
     assert_eq!(
         max_abs_diff(&unet_out(&plain), &unet_out(&common::load("tiny-sd1"))).unwrap(),
         0.0

@@ -170,7 +170,7 @@ fn unet_out(model: &StableDiffusion) -> Tensor {
         .unwrap();
     let t = Tensor::new(&[500f32], dev).unwrap();
     let ctx = model.encode_text("a cat", false).unwrap().context;
-    model.unet().forward(&x, &t, &ctx, None, None).unwrap()
+    model.unet().unwrap().forward(&x, &t, &ctx, None, None).unwrap()
 }
 
 fn snapshot(model: &StableDiffusion, c: Component) -> HashMap<String, Vec<f64>> {
@@ -289,7 +289,7 @@ fn a_lora_merged_into_an_int8_model_stays_int8_and_close_to_f32() {
         base.with_loras(&[(&lora, 1.0)]).unwrap(),
         q.with_loras(&[(&lora, 1.0)]).unwrap(),
     );
-    assert!(merged_q.unet().is_int8());
+    assert!(merged_q.unet().unwrap().is_int8());
     let rel = crate::int8::relative(&unet_out(&merged_q), &unet_out(&merged));
     assert!(rel < 0.05, "int8 merge {rel} from the f32 merge");
     assert!(

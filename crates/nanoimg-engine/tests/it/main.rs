@@ -5,6 +5,7 @@ mod checkpoint;
 mod codec_mutations;
 mod common;
 mod distilled;
+mod flux;
 mod hooks;
 mod int8;
 mod loading;

@@ -87,6 +87,7 @@ fn check_folder(name: &str, dir: &Path, family: Family) {
         Family::Sdxl => Tensor::cat(&[&f["penultimate"], &f["penultimate_2"]], 2).unwrap(),
         Family::SdxlRefiner => f["penultimate_2"].clone(),
         Family::Sd1 | Family::Sd2 => f["last_hidden_state"].clone(),
+        Family::Flux => unreachable!("FLUX parity is checked by flux_pipeline_matches_diffusers"),
     };
     check(&format!("{name}: text context"), &cond.context, &expected_ctx);
     if sdxl {
@@ -108,11 +109,12 @@ fn check_folder(name: &str, dir: &Path, family: Family) {
     };
     assert_eq!(
         added.guidance.is_some(),
-        model.unet().config().embeds_guidance(),
+        model.unet().unwrap().config().embeds_guidance(),
         "{name}: the fixture and the UNet disagree on the guidance embedding"
     );
     let out = model
         .unet()
+        .unwrap()
         .forward(&f["sample"], &f["timestep"], &ctx, Some(&added), None)
         .unwrap();
     check(&format!("{name}: unet"), &out, &f["unet_out"]);

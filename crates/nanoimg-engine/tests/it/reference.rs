@@ -76,7 +76,11 @@ fn write_pass(model: &StableDiffusion, r: usize, combine: Combine) -> Writer<'st
         .repeat((r, 1, 1))
         .unwrap();
     let writer = Writer::new(combine, None);
-    model.unet().forward(&x, &t, &ctx, None, Some(&writer)).unwrap();
+    model
+        .unet()
+        .unwrap()
+        .forward(&x, &t, &ctx, None, Some(&writer))
+        .unwrap();
     writer
 }
 
@@ -151,6 +155,7 @@ fn gates_keep_the_widest_layers_first() {
     let ctx = model.encode_text("a cat", false).unwrap().context;
     model
         .unet()
+        .unwrap()
         .forward(
             &x,
             &Tensor::new(&[400f32], dev).unwrap(),
