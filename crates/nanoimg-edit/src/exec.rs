@@ -29,6 +29,13 @@ pub trait Painter {
         mask: Option<&GrayImage>,
     ) -> Result<RgbImage, Self::Error>;
 
+    /// Whether the model follows edit instructions (FLUX.1 Kontext): an `instruct` operation
+    /// reaches [`Painter::paint`] as the instruction, the whole image, strength 1 — which only
+    /// such a model reads as "change this picture as the words say".
+    fn follows_instructions(&self) -> bool {
+        false
+    }
+
     /// Whether the run should stop: asked before every operation, so a cancelled plan stops
     /// after the operation in hand (each pixel operation is linear in the image's pixels).
     fn cancelled(&self) -> bool {
@@ -79,6 +86,10 @@ fn step<P: Painter>(
         Op::Variation { strength } => {
             paint_at_size(painter, img, "", f64::from(*strength), fitted_mask().as_ref())
         }
+        Op::Instruct { instruction } => match painter.follows_instructions() {
+            true => paint_at_size(painter, img, instruction, 1.0, fitted_mask().as_ref()),
+            false => Err(EditError::NeedsInstructionModel.into()),
+        },
         Op::Inpaint { area, prompt } => {
             let (x, y, aw, ah) = area_rect(area, w, h);
             let mask = GrayImage::from_fn(w, h, |px, py| {
@@ -134,4 +145,53 @@ fn paint_at_size<P: Painter>(
     let mask = mask.map(|m| image::imageops::resize(m, ew, eh, image::imageops::FilterType::Nearest));
     let out = painter.paint(&fitted, prompt, strength, mask.as_ref())?;
     Ok(ops::apply(&out, &Op::Resize { width: w, height: h })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what it is asked to paint and hands the image back.
+    struct Recorder {
+        follows: bool,
+        asked: Vec<(String, f64, bool)>,
+    }
+
+    impl Painter for Recorder {
+        type Error = EditError;
+        fn paint(
+            &mut self,
+            img: &RgbImage,
+            prompt: &str,
+            strength: f64,
+            mask: Option<&GrayImage>,
+        ) -> Result<RgbImage, EditError> {
+            self.asked.push((prompt.to_owned(), strength, mask.is_some()));
+            Ok(img.clone())
+        }
+        fn follows_instructions(&self) -> bool {
+            self.follows
+        }
+    }
+
+    #[test]
+    fn an_instruction_reaches_only_a_model_that_follows_instructions_whole_and_in_words() {
+        let plan = EditPlan::new(vec![Op::Instruct {
+            instruction: "add a hat".into(),
+        }]);
+        let img = RgbImage::new(64, 48);
+        let mut kontext = Recorder {
+            follows: true,
+            asked: Vec::new(),
+        };
+        run(&plan, img.clone(), None, &mut kontext, |_, _| {}).unwrap();
+        assert_eq!(kontext.asked, [("add a hat".to_owned(), 1.0, false)]);
+        let mut other = Recorder {
+            follows: false,
+            asked: Vec::new(),
+        };
+        let e = run(&plan, img, None, &mut other, |_, _| {}).unwrap_err();
+        assert!(matches!(e, EditError::NeedsInstructionModel), "{e}");
+        assert!(other.asked.is_empty());
+    }
 }

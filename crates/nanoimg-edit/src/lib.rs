@@ -24,6 +24,12 @@ pub enum EditError {
     /// A generative operation reached the pixel executor.
     #[error("the operation `{0}` runs on the image model, not as a pixel operation")]
     NeedsEngine(&'static str),
+    /// An `instruct` operation for a model that does not follow edit instructions.
+    #[error(
+        "`instruct` needs a model that follows edit instructions (a FLUX.1 Kontext model); \
+         use restyle or inpaint with this one"
+    )]
+    NeedsInstructionModel,
     /// The painter said the run was cancelled ([`exec::Painter::cancelled`]); checked before
     /// every operation.
     #[error("the edit was cancelled")]

@@ -187,6 +187,11 @@ pub enum Op {
     Variation {
         strength: f32,
     },
+    /// The user's words as an instruction to a model that follows edit instructions (FLUX.1
+    /// Kontext), which reads the image and changes what the words ask.
+    Instruct {
+        instruction: String,
+    },
     Upscale {
         factor: u32,
     },
@@ -283,6 +288,7 @@ impl Op {
             Op::Inpaint { .. } => "inpaint",
             Op::Outpaint { .. } => "outpaint",
             Op::Variation { .. } => "variation",
+            Op::Instruct { .. } => "instruct",
             Op::Upscale { .. } => "upscale",
         }
     }
@@ -295,6 +301,7 @@ impl Op {
                 | Op::Inpaint { .. }
                 | Op::Outpaint { .. }
                 | Op::Variation { .. }
+                | Op::Instruct { .. }
                 | Op::Upscale { .. }
         )
     }
@@ -446,6 +453,10 @@ impl Op {
                 within(*strength, 0.05, 1.0, "strength")?;
                 (w, h)
             }
+            Op::Instruct { instruction } => {
+                prompt(instruction)?;
+                (w, h)
+            }
             Op::Upscale { factor } => {
                 if !(2..=4).contains(factor) {
                     return Err(OpError::UpscaleFactor(*factor));
@@ -487,6 +498,7 @@ impl EditPlan {
                 Op::Restyle { prompt, .. } | Op::Inpaint { prompt, .. } | Op::Outpaint { prompt, .. } => {
                     Some(prompt.as_str())
                 }
+                Op::Instruct { instruction } => Some(instruction.as_str()),
                 Op::Caption { text, .. } => Some(text.as_str()),
                 _ => None,
             })

@@ -40,7 +40,7 @@ pub use pipeline::{
     parse_dtype, CancelToken, GenerateRequest, GeneratedImage, InitImage, NoProgress, PreviewMethod,
     Progress, ProgressSink, Refiner,
 };
-pub use registry::{Family, ModelDefaults, ModelInfo, Registry};
+pub use registry::{Asked, Family, ModelDefaults, ModelInfo, Registry};
 pub use tiny_vae::VaeChoice;
 
 /// Picks the compute device: the first CUDA or Metal GPU when built with that feature and one is

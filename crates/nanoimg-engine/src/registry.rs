@@ -55,6 +55,9 @@ impl std::fmt::Display for Family {
     }
 }
 
+/// What FLUX's picture sides are multiples of: 8 pixels per latent cell, 2×2 cells per token.
+const FLUX_MULTIPLE: u32 = 16;
+
 /// Suggested generation settings for a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelDefaults {
@@ -81,6 +84,17 @@ impl ModelDefaults {
         }
         Ok(())
     }
+}
+
+/// The parts of a request that only some families can do ([`ModelInfo::check_features`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub scheduler: SchedulerName,
+    pub negative_prompt: &'a str,
+    pub loras: bool,
+    pub refiner: bool,
+    /// Reference images (a character's, or an edit's extra images).
+    pub references: bool,
 }
 
 /// What `nanoimg models info` shows about one model folder.
@@ -120,6 +134,50 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// What a request asks of this model that its family cannot do, by the parameter that asks
+    /// (checked by the engine on every run, and by a server before it queues the job).
+    pub fn check_features(&self, ask: &Asked) -> std::result::Result<(), nanoimg_core::InvalidParam> {
+        use nanoimg_core::InvalidParam;
+        if self.family != Family::Flux {
+            return Ok(());
+        }
+        let name = &self.name;
+        if ask.scheduler != SchedulerName::Euler {
+            return Err(InvalidParam::new(
+                "scheduler",
+                format!(
+                    "{name} samples with flow-matching Euler: use euler, not {}",
+                    ask.scheduler
+                ),
+            ));
+        }
+        if !ask.negative_prompt.trim().is_empty() {
+            return Err(InvalidParam::new(
+                "negative_prompt",
+                format!("{name} is a FLUX model, whose guidance is distilled: it takes no negative prompt"),
+            ));
+        }
+        if ask.loras {
+            return Err(InvalidParam::new(
+                "loras",
+                format!("{name} is a FLUX model: LoRAs work with UNet models (SD 1.x/2.x/SDXL) only"),
+            ));
+        }
+        if ask.refiner {
+            return Err(InvalidParam::new(
+                "refiner",
+                format!("{name} is a FLUX model: it draws every step itself"),
+            ));
+        }
+        if ask.references && !self.kontext {
+            return Err(InvalidParam::new(
+                "references",
+                format!("{name} cannot read reference images: a FLUX.1 Kontext model (or a UNet model) can"),
+            ));
+        }
+        Ok(())
+    }
+
     /// `limits` narrowed to what the model draws: with a `max_size`, no side longer than its
     /// longer side and no more pixels than it has.
     pub fn capped(&self, limits: &Limits) -> Limits {
@@ -159,8 +217,21 @@ impl ModelInfo {
     }
 
     /// The size the model draws a request for `asked` at: `asked` itself, or with a `max_size`
-    /// it does not fit, the nearest size in its aspect within it.
+    /// it does not fit, the nearest size in its aspect within it. FLUX draws sides in multiples
+    /// of 16 (a token is 2×2 latent cells): the nearest below, as diffusers' FLUX pipelines
+    /// round them.
     pub fn drawn_size(&self, asked: ImageSize) -> ImageSize {
+        let drawn = self.fitted_size(asked);
+        match self.family {
+            Family::Flux => {
+                let side = |s: u32| (s / FLUX_MULTIPLE * FLUX_MULTIPLE).max(FLUX_MULTIPLE);
+                ImageSize::new(side(drawn.width), side(drawn.height))
+            }
+            _ => drawn,
+        }
+    }
+
+    fn fitted_size(&self, asked: ImageSize) -> ImageSize {
         match self.max_size {
             Some(m)
                 if asked.width.max(asked.height) > m.width.max(m.height) || asked.pixels() > m.pixels() =>

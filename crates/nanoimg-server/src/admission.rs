@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::planner::Provenance;
 use crate::spec::JobSpec;
 use crate::state::AppState;
-use nanoimg_edit::planner::Planned;
+use nanoimg_edit::planner::{PlanOptions, Planned};
 use nanoimg_edit::{EditError, EditPlan, Op};
 use nanoimg_safety::Strictness;
 use nanoimg_store::{Outcome, StoreError};
@@ -234,11 +234,16 @@ pub(crate) async fn plan_prompt(
     prompt: &str,
     size: (u32, u32),
     strictness: Strictness,
+    model: Option<&str>,
 ) -> ApiResult<Option<EditPlan>> {
-    let planned = plan_instruction(state, auth, prompt, size, &[], strictness, "prompt").await?;
+    let opts = plan_options(state, model);
+    let planned = plan_instruction(state, auth, prompt, size, &[], strictness, "prompt", opts).await?;
     let limits = state.plan_limits(size);
     match planned.map(|(p, _)| p) {
-        Ok(Planned::Edit(p)) if matches!(p.ops.as_slice(), [Op::Restyle { .. }]) => Ok(None),
+        // A Kontext model reads the whole prompt as the instruction, with the image, in one pass.
+        Ok(Planned::Edit(p)) if matches!(p.ops.as_slice(), [Op::Restyle { .. } | Op::Instruct { .. }]) => {
+            Ok(None)
+        }
         Ok(Planned::Edit(p)) => {
             p.validate(size, &limits)
                 .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
@@ -255,6 +260,7 @@ pub(crate) async fn plan_prompt(
 /// Plans `instruction` (with the session's `history`), moderating its words first: a blocked
 /// instruction never reaches the planner, which may send it to an LLM endpoint — another party.
 /// The outer error is the moderation refusal; the inner one the planner's.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn plan_instruction(
     state: &AppState,
     auth: &Auth,
@@ -263,13 +269,40 @@ pub(crate) async fn plan_instruction(
     history: &[String],
     strictness: Strictness,
     param: &str,
+    opts: PlanOptions,
 ) -> ApiResult<Result<(Planned, Provenance), EditError>> {
     let texts = (vec![instruction.to_owned()], Vec::new());
     crate::moderation::check_texts(state, auth, texts, strictness, param).await?;
     Ok(state
         .planner
-        .plan(instruction, size, history, &state.plan_limits(size))
+        .plan(instruction, size, history, &state.plan_limits(size), opts)
         .await)
+}
+
+/// How the planner hands generative changes to `model` (the catalog's default when `None`): in
+/// the user's words to a model that follows edit instructions (FLUX.1 Kontext).
+pub(crate) fn plan_options(state: &AppState, model: Option<&str>) -> PlanOptions {
+    PlanOptions {
+        instruct: state.catalog.pick(model).is_some_and(|e| e.info.kontext),
+    }
+}
+
+/// A plan with `instruct` for a model that does not follow instructions is refused before it
+/// runs (`param` names the request field the plan came from).
+pub(crate) fn check_instruct(
+    state: &AppState,
+    model: Option<&str>,
+    plan: &EditPlan,
+    param: &str,
+) -> ApiResult<()> {
+    let instructs = plan.ops.iter().any(|o| matches!(o, Op::Instruct { .. }));
+    if instructs && !plan_options(state, model).instruct {
+        return Err(ApiError::invalid(
+            param,
+            nanoimg_edit::EditError::NeedsInstructionModel.to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// An instruction the planner refused: 400 with the reason, and an audit event with it.

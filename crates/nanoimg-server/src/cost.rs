@@ -49,7 +49,7 @@ pub fn megapixel_steps(spec: &JobSpec, max_pixels: u64) -> f64 {
             Op::Restyle { strength: s, .. } | Op::Variation { strength: s } => {
                 mp(size.0, size.1) * per_pass * strength(f64::from(*s))
             }
-            Op::Inpaint { .. } => mp(size.0, size.1) * per_pass,
+            Op::Inpaint { .. } | Op::Instruct { .. } => mp(size.0, size.1) * per_pass,
             Op::Outpaint { .. } => mp(after.0, after.1) * per_pass,
             Op::Upscale { .. } => mp(after.0, after.1) * per_pass * UPSCALE_STRENGTH,
             _ => full(size).max(full(after)) * PIXEL_OP_STEPS,

@@ -459,6 +459,13 @@ impl GenerationParams {
                 format!("{} has no tiny autoencoder on this server", entry.name),
             ));
         }
+        entry.info.check_features(&nanoimg_engine::Asked {
+            scheduler,
+            negative_prompt: &negative_prompt,
+            loras: !loras.is_empty(),
+            refiner: refiner.is_some(),
+            references: !characters.is_empty(),
+        })?;
         let init = match (init, self.strength) {
             (Some((mut i, _)), s) => {
                 if let Some(s) = s {

@@ -8,7 +8,7 @@
 //! built-in plan is used, and the answer says why.
 
 use crate::config::PlannerConfig;
-use nanoimg_edit::planner::{self, Planned};
+use nanoimg_edit::planner::{self, PlanOptions, Planned};
 use nanoimg_edit::{EditError, EditPlan, PlanLimits};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -65,16 +65,17 @@ impl Planner {
     }
 
     /// Plans `instruction` for an image of `size`; `history` holds the instructions that made
-    /// the image, oldest first. An LLM's plan must keep within `limits`. A refusal is an error
-    /// with the reason.
+    /// the image, oldest first; `opts` what the model can do. An LLM's plan must keep within
+    /// `limits`. A refusal is an error with the reason.
     pub async fn plan(
         &self,
         instruction: &str,
         size: (u32, u32),
         history: &[String],
         limits: &PlanLimits,
+        opts: PlanOptions,
     ) -> Result<(Planned, Provenance), EditError> {
-        let builtin = planner::plan_in_context(instruction, size, history)?;
+        let builtin = planner::plan_in_context(instruction, size, history, opts)?;
         let own = Provenance {
             source: "builtin",
             fallback_reason: None,

@@ -35,8 +35,8 @@ pub struct ModelArgs {
     pub vae: Option<String>,
     /// The tiny autoencoder for `--vae tiny`: a diffusers `AutoencoderTiny` folder, or one of
     /// TAESD's original pair of files (`taesd_decoder.safetensors`). Default: a
-    /// `taesd` (SD 1.x/2.x) or `taesdxl` (SDXL) folder beside the model, else
-    /// madebyollin/taesd or madebyollin/taesdxl in the hub cache.
+    /// `taesd` (SD 1.x/2.x), `taesdxl` (SDXL) or `taef1` (FLUX) folder beside the
+    /// model, else madebyollin/taesd, taesdxl or taef1 in the hub cache.
     #[arg(long, value_name = "DIR")]
     pub tiny_vae: Option<PathBuf>,
     /// `int8`: the UNet's linear layers and convolutions on int8 weights, activations quantized

@@ -10,10 +10,10 @@ use anyhow::{bail, Context, Result};
 use image::{GrayImage, RgbImage};
 use nanoimg_core::{ImageSize, Limits};
 use nanoimg_edit::exec::{self, Painter};
-use nanoimg_edit::planner::{self, Planned};
+use nanoimg_edit::planner::{self, PlanOptions, Planned};
 use nanoimg_edit::{EditPlan, Op, PlanLimits};
 use nanoimg_engine::codec::{self, OutputFormat};
-use nanoimg_engine::{CancelToken, GenerateRequest, InitImage, StableDiffusion};
+use nanoimg_engine::{CancelToken, GenerateRequest, InitImage, ModelInfo, StableDiffusion};
 use nanoimg_safety::provenance::{media_type_of, Origin};
 use nanoimg_safety::seal::{Encoding, OutputRecord};
 use nanoimg_safety::{Safety, Strictness};
@@ -54,15 +54,25 @@ pub struct Args {
     pub safety: SafetyArgs,
 }
 
-/// The plan to run: from `--plan`, or the planner.
-fn plan_for(a: &Args, size: (u32, u32)) -> Result<EditPlan> {
+/// Whether the model follows edit instructions (FLUX.1 Kontext), read from its configs.
+fn follows_instructions(a: &Args) -> bool {
+    a.model
+        .path()
+        .ok()
+        .and_then(|p| ModelInfo::inspect(&p).ok())
+        .is_some_and(|i| i.kontext)
+}
+
+/// The plan to run: from `--plan`, or the planner (generative changes in the user's words for a
+/// model that follows instructions).
+fn plan_for(a: &Args, size: (u32, u32), instruct: bool) -> Result<EditPlan> {
     let plan = match (&a.plan, &a.instruction) {
         (Some(file), _) => {
             let text =
                 std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
             EditPlan::from_json(&text).with_context(|| file.display().to_string())?
         }
-        (None, Some(text)) => match planner::plan(text, size)? {
+        (None, Some(text)) => match planner::plan_with(text, size, PlanOptions { instruct })? {
             Planned::Edit(p) => p,
             Planned::Undo | Planned::Redo => bail!(
                 "\"{text}\" needs an edit session's history; `nanoimg edit` changes one file (keep the \
@@ -94,6 +104,8 @@ fn moderate(safety: &Safety, a: &Args, plan: &EditPlan) -> Result<()> {
 struct ModelPainter<'a> {
     args: &'a Args,
     model: Option<StableDiffusion>,
+    /// The model follows edit instructions.
+    instruct: bool,
 }
 
 impl ModelPainter<'_> {
@@ -120,6 +132,10 @@ impl Painter for ModelPainter<'_> {
     fn drawable(&self, w: u32, h: u32) -> (u32, u32) {
         let l = Limits::default();
         l.fit(w, h)
+    }
+
+    fn follows_instructions(&self) -> bool {
+        self.instruct
     }
 
     fn paint(
@@ -165,7 +181,8 @@ pub fn run(a: Args) -> Result<()> {
     let mut img = codec::decode(&bytes, &limits, "image")
         .map_err(|e| anyhow::anyhow!("{}: {}", a.input.display(), e.message))?
         .to_rgb8();
-    let plan = plan_for(&a, img.dimensions())?;
+    let instruct = follows_instructions(&a);
+    let plan = plan_for(&a, img.dimensions(), instruct)?;
     let safety = a.safety.load()?;
     moderate(&safety, &a, &plan)?;
     if a.dry_run {
@@ -178,6 +195,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut painter = ModelPainter {
         args: &a,
         model: None,
+        instruct,
     };
     let mut current = (0, "");
     img = exec::run(&plan, img, None, &mut painter, |i, op| {

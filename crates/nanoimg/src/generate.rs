@@ -42,7 +42,8 @@ pub struct Args {
     /// What to steer away from.
     #[arg(long, default_value = "")]
     pub negative: String,
-    /// Classifier-free guidance scale (0 for Turbo models).
+    /// Classifier-free guidance scale (0 for Turbo models; for FLUX dev and Kontext the
+    /// distilled guidance the transformer embeds, 3.5 and 2.5 by default).
     #[arg(long)]
     pub guidance: Option<f64>,
     /// Sampler: euler, euler_a, ddim, dpm++2m_karras, lcm (LCM models and LCM-LoRAs), tcd

@@ -83,7 +83,15 @@ fn print_info(i: &ModelInfo) {
         if i.inpainting { " (inpainting)" } else { "" }
     );
     if i.embedded_guidance {
-        println!("  guidance    embedded in the UNet (LCM): one pass per step, no negative prompt");
+        match i.family {
+            Family::Flux => {
+                println!("  guidance    embedded in the transformer (distilled): no negative prompt")
+            }
+            _ => println!("  guidance    embedded in the UNet (LCM): one pass per step, no negative prompt"),
+        }
+    }
+    if i.kontext {
+        println!("  kontext     edits the image it is given in context, and reads reference images");
     }
     println!("  prediction  {}", i.prediction);
     println!("  components  {}", i.components.join(", "));

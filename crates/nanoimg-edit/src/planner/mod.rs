@@ -25,6 +25,16 @@ pub enum Planned {
     Redo,
 }
 
+/// What the model the plan is for can do, which decides how generative clauses are handed to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// The model follows edit instructions (FLUX.1 Kontext): a clause that asks for a
+    /// generative change to the picture (what would otherwise be `restyle` or `inpaint` with a
+    /// prompt taken from the clause) goes to it in the user's words as `instruct`; consecutive
+    /// ones as one instruction. Pixel operations and refusals are the same either way.
+    pub instruct: bool,
+}
+
 /// The clauses of an instruction: "crop it to a square, brighten it and then add a vignette".
 fn clauses(text: &str) -> Vec<String> {
     let mut t = format!(" {} ", text.to_lowercase().replace(['\n', '\t'], " "));
@@ -150,6 +160,11 @@ fn caption_op(c: &str, quoted: &[String]) -> Option<Op> {
 /// Plans an instruction for an image of `size`. Refused clauses make the whole instruction
 /// refused (a half-done instruction would surprise more than a clear "no").
 pub fn plan(instruction: &str, size: (u32, u32)) -> Result<Planned, EditError> {
+    plan_with(instruction, size, PlanOptions::default())
+}
+
+/// [`plan`] for a model that can do what `opts` says.
+pub fn plan_with(instruction: &str, size: (u32, u32), opts: PlanOptions) -> Result<Planned, EditError> {
     let text = instruction.trim();
     if text.is_empty() {
         return Err(EditError::InvalidPlan("the instruction is empty".into()));
@@ -206,8 +221,23 @@ pub fn plan(instruction: &str, size: (u32, u32)) -> Result<Planned, EditError> {
                 }
                 vec![op]
             }
-            None => vec![clause_op(&restore(c, &quoted), size_now)
-                .map_err(|e| EditError::InvalidPlan(e.to_string()))?],
+            None => {
+                let words = restore(c, &quoted);
+                let op = clause_op(&words, size_now).map_err(|e| EditError::InvalidPlan(e.to_string()))?;
+                match (op, ops.last_mut()) {
+                    (Op::Restyle { .. } | Op::Inpaint { .. }, Some(Op::Instruct { instruction }))
+                        if opts.instruct =>
+                    {
+                        instruction.push_str(", ");
+                        instruction.push_str(&words);
+                        continue;
+                    }
+                    (Op::Restyle { .. } | Op::Inpaint { .. }, _) if opts.instruct => {
+                        vec![Op::Instruct { instruction: words }]
+                    }
+                    (op, _) => vec![op],
+                }
+            }
         };
         for op in &more {
             size_now = op
@@ -241,6 +271,7 @@ pub fn plan_in_context(
     instruction: &str,
     size: (u32, u32),
     history: &[String],
+    opts: PlanOptions,
 ) -> Result<Planned, EditError> {
     let said = instruction
         .trim()
@@ -249,7 +280,7 @@ pub fn plan_in_context(
         .to_lowercase();
     let said = said.strip_prefix("please ").unwrap_or(&said);
     if !REPEAT.contains(&said) {
-        return plan(instruction, size);
+        return plan_with(instruction, size, opts);
     }
     // The last instruction that planned an edit (not an undo, redo or a repeat itself).
     let last = history.iter().rev().find(|h| {
@@ -257,7 +288,7 @@ pub fn plan_in_context(
         !REPEAT.contains(&h.as_str()) && matches!(plan(&h, size), Ok(Planned::Edit(_)))
     });
     match last {
-        Some(h) => plan(h, size),
+        Some(h) => plan_with(h, size, opts),
         None => Err(EditError::InvalidPlan(format!(
             "\"{}\" repeats the last edit, and there is none yet",
             instruction.trim()

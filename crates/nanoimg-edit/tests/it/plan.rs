@@ -272,6 +272,9 @@ fn the_published_schema_matches_the_plan_types() {
             prompt: "p".into(),
         },
         Op::Variation { strength: 0.5 },
+        Op::Instruct {
+            instruction: "i".into(),
+        },
         Op::Upscale { factor: 2 },
     ];
     assert_eq!(

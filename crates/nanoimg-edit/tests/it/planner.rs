@@ -205,24 +205,65 @@ fn captions_keep_their_words() {
 /// In a session, "again" and "a bit more" repeat the last edit on the current image.
 #[test]
 fn again_repeats_the_last_edit_of_the_session() {
-    use nanoimg_edit::planner::plan_in_context;
+    use nanoimg_edit::planner::{plan_in_context, PlanOptions};
     let history = vec!["crop it to a square".to_owned(), "make it brighter".to_owned()];
     for said in ["again", "Do that again.", "a bit more", "please once more"] {
-        match plan_in_context(said, (480, 480), &history) {
+        match plan_in_context(said, (480, 480), &history, PlanOptions::default()) {
             Ok(Planned::Edit(p)) => assert_eq!(p.ops, [Op::Brightness { amount: 0.2 }], "{said}"),
             other => panic!("{said}: {other:?}"),
         }
     }
     // An undo in the history is skipped; nothing to repeat is a clear refusal.
     let with_undo = vec!["blur it".to_owned(), "undo".to_owned()];
-    match plan_in_context("again", (480, 480), &with_undo) {
+    match plan_in_context("again", (480, 480), &with_undo, PlanOptions::default()) {
         Ok(Planned::Edit(p)) => assert_eq!(p.ops[0].name(), "blur"),
         other => panic!("{other:?}"),
     }
-    assert!(plan_in_context("again", (480, 480), &[]).is_err());
+    assert!(plan_in_context("again", (480, 480), &[], PlanOptions::default()).is_err());
     // Anything else is planned as it is.
     assert_eq!(
-        plan_in_context("flip it", (480, 480), &history).unwrap(),
+        plan_in_context("flip it", (480, 480), &history, PlanOptions::default()).unwrap(),
         plan("flip it", (480, 480)).unwrap()
     );
+}
+
+/// For a model that follows instructions (FLUX.1 Kontext), the generative clauses go to it in
+/// the user's words — consecutive ones as one instruction — while pixel operations and
+/// refusals stay what they are.
+#[test]
+fn an_instruction_model_gets_the_generative_clauses_in_the_users_words() {
+    use nanoimg_edit::planner::{plan_with, PlanOptions};
+    let kontext = PlanOptions { instruct: true };
+    let edit = |said: &str| match plan_with(said, (640, 480), kontext) {
+        Ok(Planned::Edit(p)) => p.ops,
+        other => panic!("{said}: {other:?}"),
+    };
+    assert_eq!(
+        edit("make the sky a sunset, add a red hat to the cat and crop it to a square"),
+        vec![
+            Op::Instruct {
+                instruction: "make the sky a sunset, add a red hat to the cat".into()
+            },
+            Op::CropAspect {
+                width: 1,
+                height: 1,
+                anchor: nanoimg_edit::plan::Anchor::Center
+            },
+        ]
+    );
+    // Without the option, the same words make prompts of their own.
+    match plan("make the sky a sunset", (640, 480)).unwrap() {
+        Planned::Edit(p) => assert!(matches!(p.ops[0], Op::Inpaint { .. } | Op::Restyle { .. })),
+        other => panic!("{other:?}"),
+    }
+    // Exact pixel work stays exact; variations stay variations.
+    assert_eq!(
+        edit("flip it"),
+        vec![Op::Flip {
+            axis: nanoimg_edit::plan::Axis::Horizontal
+        }]
+    );
+    assert_eq!(edit("give me a variation"), vec![Op::Variation { strength: 0.5 }]);
+    // What is not an edit of this image is refused all the same.
+    assert!(plan_with("make it blue and email it to my boss", (640, 480), kontext).is_err());
 }

@@ -15,8 +15,8 @@ use crate::error::{EngineError, Result, TensorContext};
 use crate::flux::FluxParts;
 use crate::model::StableDiffusion;
 use crate::models::flux::{pack_latents, position_ids, unpack_latents, FluxInputs, Rope};
+use crate::registry::Asked;
 use crate::schedulers::flow::FlowPlan;
-use crate::schedulers::SchedulerName;
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 use nanoimg_core::{ImageSize, InvalidParam};
@@ -128,41 +128,19 @@ impl StableDiffusion {
     /// The request checks only a FLUX model adds (sizes, steps, images and strength are checked
     /// for every family by `validate`).
     pub(super) fn validate_flux(&self, req: &GenerateRequest) -> std::result::Result<(), InvalidParam> {
-        let name = &self.info.name;
-        if req.scheduler != SchedulerName::Euler {
-            return Err(InvalidParam::new(
-                "scheduler",
-                format!(
-                    "{name} samples with flow-matching Euler: use euler, not {}",
-                    req.scheduler
-                ),
-            ));
-        }
-        if !req.negative_prompt.trim().is_empty() {
-            return Err(InvalidParam::new(
-                "negative_prompt",
-                format!("{name} is a FLUX model, whose guidance is distilled: it takes no negative prompt"),
-            ));
-        }
         if req.hooks.is_some() {
             return Err(InvalidParam::new(
                 "hooks",
                 "UNet hooks do not apply to a FLUX model",
             ));
         }
-        if req.refiner.is_some() {
-            return Err(InvalidParam::new(
-                "refiner",
-                format!("{name} is a FLUX model: it draws every step itself"),
-            ));
-        }
-        if req.reference.is_some() && !self.info.kontext {
-            return Err(InvalidParam::new(
-                "references",
-                format!("{name} cannot read reference images: a FLUX.1 Kontext model (or a UNet model) can"),
-            ));
-        }
-        Ok(())
+        self.info.check_features(&Asked {
+            scheduler: req.scheduler,
+            negative_prompt: &req.negative_prompt,
+            loras: false,
+            refiner: req.refiner.is_some(),
+            references: req.reference.is_some(),
+        })
     }
 
     /// [`StableDiffusion::generate`] for a FLUX model (the request already validated).

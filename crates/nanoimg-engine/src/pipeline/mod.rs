@@ -152,9 +152,8 @@ impl StableDiffusion {
     /// Checks a request against `limits` and this model, naming the parameter at fault.
     pub fn validate(&self, req: &GenerateRequest, limits: &Limits) -> Result<(), InvalidParam> {
         limits.check_size(req.size)?;
-        // FLUX packs 2×2 latent cells into one token.
-        let patch = if self.flux().is_some() { 2 } else { 1 };
-        let multiple = (self.vae_scale() * patch) as u32;
+        // (FLUX draws the multiple of 16 below and resamples: `ModelInfo::drawn_size`.)
+        let multiple = self.vae_scale() as u32;
         if !req.size.width.is_multiple_of(multiple) || !req.size.height.is_multiple_of(multiple) {
             return Err(InvalidParam::new(
                 "size",

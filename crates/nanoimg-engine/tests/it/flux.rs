@@ -368,13 +368,6 @@ fn what_a_flux_model_cannot_do_is_refused_by_name() {
         ),
         (
             GenerateRequest {
-                size: ImageSize::new(72, 64),
-                ..base.clone()
-            },
-            "multiples of 16",
-        ),
-        (
-            GenerateRequest {
                 vae: VaeChoice::Tiny,
                 ..base.clone()
             },

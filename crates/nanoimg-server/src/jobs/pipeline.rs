@@ -338,6 +338,10 @@ impl Painter for JobPainter<'_> {
             .ok_or_else(|| JobError::internal("the model returned no image"))
     }
 
+    fn follows_instructions(&self) -> bool {
+        self.engine.model.info().kontext
+    }
+
     fn cancelled(&self) -> bool {
         self.engine.job.cancel.is_cancelled()
     }

@@ -212,14 +212,29 @@ fn model() -> Value {
         ),
         ("owned_by", t("string")),
         ("default", t("boolean")),
-        ("family", t("string")),
+        (
+            "family",
+            described(
+                one_of(&["sd1", "sd2", "sdxl", "sdxl_refiner", "flux"]),
+                "the architecture: the UNet family (SD 1.x, 2.x, SDXL and its refiner) or FLUX.1",
+            ),
+        ),
         ("turbo", t("boolean")),
         ("inpainting", t("boolean")),
         (
             "embedded_guidance",
             described(
                 t("boolean"),
-                "an LCM-distilled UNet that takes the guidance scale as an embedding: one pass                  per step, and the negative prompt is not used",
+                "the model takes the guidance scale as an embedding (an LCM-distilled UNet, FLUX.1 \
+                 dev and Kontext): no negative prompt, and for LCM one pass per step",
+            ),
+        ),
+        (
+            "kontext",
+            described(
+                t("boolean"),
+                "a FLUX.1 Kontext model: it edits the image it is given in context (an edit's words \
+                 reach it as an instruction) and reads a character's reference images",
             ),
         ),
         ("defaults", defaults),

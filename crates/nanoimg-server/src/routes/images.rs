@@ -279,13 +279,21 @@ async fn edit_like(
     // Marks the spec as conditioned (for pricing) before admission; the ids come once stored.
     spec.references = vec![String::new(); references.len()];
     if kind == JobKind::Edit {
-        spec.plan = plan_prompt(&state, &auth, &spec.prompt, image.dimensions(), spec.moderation)
-            .await?
-            .map(|plan| PlanSpec {
-                plan,
-                instruction: spec.prompt.clone(),
-                session: None,
-            });
+        let model = Some(spec.model.as_str());
+        spec.plan = plan_prompt(
+            &state,
+            &auth,
+            &spec.prompt,
+            image.dimensions(),
+            spec.moderation,
+            model,
+        )
+        .await?
+        .map(|plan| PlanSpec {
+            plan,
+            instruction: spec.prompt.clone(),
+            session: None,
+        });
     }
     if req.dry_run == Some(true) {
         vet(&state, &auth, &mut spec, req.character_strength).await?;

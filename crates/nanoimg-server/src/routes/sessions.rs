@@ -4,7 +4,7 @@
 //! head. The instruction is data: all it can ever produce is a plan of edits to that one image.
 
 use super::body::{self, ListQuery};
-use crate::admission::{admit, plan_instruction, priced, refused, vet};
+use crate::admission::{admit, check_instruct, plan_instruction, plan_options, priced, refused, vet};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobError;
@@ -260,7 +260,19 @@ pub(crate) async fn instruct(
         (Some(text), None) => {
             let history = lineage(&session, &base.id);
             let strictness = crate::params::strictness(req.moderation.as_deref())?;
-            match plan_instruction(&state, &auth, text, size, &history, strictness, "instruction").await? {
+            let opts = plan_options(&state, req.model.as_deref());
+            match plan_instruction(
+                &state,
+                &auth,
+                text,
+                size,
+                &history,
+                strictness,
+                "instruction",
+                opts,
+            )
+            .await?
+            {
                 Ok((Planned::Edit(plan), by)) => (text.clone(), plan, by),
                 Ok((step, _)) => {
                     if req.from_version.is_some() || mask.is_some() {
@@ -286,6 +298,8 @@ pub(crate) async fn instruct(
             }
         }
     };
+    let param = if req.plan.is_some() { "plan" } else { "instruction" };
+    check_instruct(&state, req.model.as_deref(), &plan, param)?;
     plan.validate(size, &state.plan_limits(size)).map_err(|e| {
         ApiError::invalid(
             if req.plan.is_some() { "plan" } else { "instruction" },

@@ -65,7 +65,7 @@ pub(crate) async fn models(State(state): State<AppState>, _auth: Auth) -> Json<s
                 "id": e.name, "object": "model", "created": e.created, "owned_by": "nanoimg",
                 "default": e.name == state.catalog.default_name(),
                 "family": e.info.family, "turbo": e.info.turbo, "inpainting": e.info.inpainting,
-                "embedded_guidance": e.info.embedded_guidance,
+                "embedded_guidance": e.info.embedded_guidance, "kontext": e.info.kontext,
                 "defaults": e.info.defaults, "max_size": e.info.max_size,
                 "quantize": e.info.quantize, "description": e.info.description,
             })

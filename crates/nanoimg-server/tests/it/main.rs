@@ -9,6 +9,7 @@ mod characters;
 mod common;
 mod contract;
 mod erasure;
+mod flux;
 mod hostile;
 mod llm_planner;
 mod loras;

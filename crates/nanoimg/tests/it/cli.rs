@@ -1034,3 +1034,59 @@ fn generate_knows_embeddings_by_name() {
     assert!(same < 5.0, "{same}");
     assert!(mean_abs_diff(&by_name, &other) > same, "the prompt matters");
 }
+
+/// FLUX.1 folders as `models synth` writes them: schnell draws at its own defaults (4 steps,
+/// no guidance) and refuses a negative prompt by name; a Kontext model edits a picture from the
+/// user's words (`instruct`) while a flip in the same instruction stays an exact pixel operation.
+#[test]
+fn flux_models_generate_and_a_kontext_model_edits_in_the_users_words() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    synth(
+        &models,
+        &[("tiny-flux-schnell", "flux-schnell"), ("tiny-kontext", "kontext")],
+    );
+    let (o, out) = generate_in(&models, d.path(), "flux-schnell", &[], "flux.png");
+    ok(&o);
+    let meta = meta_of(&out);
+    assert_eq!(meta["steps"], 4, "{meta}");
+    assert_eq!(image::open(&out).unwrap().to_rgb8().dimensions(), (64, 64));
+    let (o, _) = generate_in(
+        &models,
+        d.path(),
+        "flux-schnell",
+        &["--negative", "fog"],
+        "no.png",
+    );
+    let e = err(&o);
+    assert!(e.contains("no negative prompt"), "{e}");
+
+    let input = d.path().join("in.png");
+    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 3, 200 - y as u8 * 2, 90]))
+        .save(&input)
+        .unwrap();
+    let edited = d.path().join("edited.png");
+    ok(&bin()
+        .arg("edit")
+        .arg(&input)
+        .args([
+            "make the sky a sunset and flip it",
+            "--model",
+            "kontext",
+            "--steps",
+            "2",
+            "--seed",
+            "1",
+        ])
+        .arg("--models-dir")
+        .arg(&models)
+        .arg("-o")
+        .arg(&edited)
+        .output()
+        .unwrap());
+    let meta = meta_of(&edited);
+    assert_eq!(meta["plan"]["ops"][0]["op"], "instruct", "{meta}");
+    assert_eq!(meta["plan"]["ops"][0]["instruction"], "make the sky a sunset");
+    assert_eq!(meta["plan"]["ops"][1]["op"], "flip");
+    assert_eq!(image::open(&edited).unwrap().to_rgb8().dimensions(), (64, 64));
+}
