@@ -1,9 +1,10 @@
 // The studio in a real headless Chromium (Debian's), driven by playwright-core, against the real
-// `nanoimg serve` with the bundled model. Run by scripts/test.sh; NANOIMG_BIN names the binary,
+// `nanoimg serve` with the bundled model (the default) and a tiny FLUX.1 Kontext model that
+// `nanoimg models synth` writes. Run by scripts/test.sh; NANOIMG_BIN names the binary,
 // NANOIMG_SCREENSHOTS a folder for the screenshots (docs/screenshots when refreshing them).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { deflateSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
@@ -29,7 +30,7 @@ function serve() {
       env: {
         ...process.env,
         NANOIMG_HOME: home,
-        NANOIMG_MODELS: join(home, 'no-models'),
+        NANOIMG_MODELS: join(home, 'models'),
         NANOIMG_LOG: 'warn',
         NANOIMG_SAFETY_REQUIRE_ALL_LAYERS: 'false',
       },
@@ -48,6 +49,8 @@ function serve() {
 }
 
 before(async () => {
+  const synth = spawnSync(BIN, ['models', 'synth', '--arch', 'tiny-kontext', '--seed', '3', join(home, 'models', 'kontext')]);
+  assert.equal(synth.status, 0, String(synth.stderr));
   const s = await serve();
   server = s.child;
   base = s.url;
@@ -299,11 +302,12 @@ test('edit with two instructions, undo, branch from an older version with a draw
   await page.locator('#edit-stage[data-seq="1"]').waitFor();
   assert.equal(sent.at(-1).instruction, 'brighten it');
   assert.equal(sent.at(-1).plan.ops[0].op, 'brightness', JSON.stringify(sent.at(-1)));
-  // The second, applied straight from the keyboard, unpreviewed: the words alone.
+  // The second, applied straight from the keyboard, unpreviewed: the words alone (and the model
+  // picked for generative changes, the default one).
   await box.fill('make it black and white');
   await box.press('Control+Enter');
   await page.locator('#edit-stage[data-seq="2"]').waitFor();
-  assert.deepEqual(sent.at(-1), { instruction: 'make it black and white' });
+  assert.deepEqual(sent.at(-1), { instruction: 'make it black and white', model: 'nanoimg-emoji' });
   const strip = page.locator('#versions .version');
   assert.equal(await strip.count(), 3);
   const log = await page.locator('#chat-log').innerText();
@@ -540,5 +544,32 @@ test('admin: tenants, the audit log newest first with older pages and a tenant f
   await verdict.waitFor();
   assert.match(await verdict.innerText(), /^The chain verifies: \d+ events/);
   await page.screenshot({ path: join(SHOTS, 'admin.png'), fullPage: true });
+  await page.close();
+});
+
+test('a Kontext model picked from the list draws, then edits the picture from the words said', async () => {
+  const page = await browser.newPage();
+  await signedIn(page);
+  await tab(page, 'Generate').click();
+  const models = page.locator('#model option');
+  await page.locator('#model option[value="kontext"]').waitFor({ state: 'attached' });
+  assert.ok((await models.allInnerTexts()).some((t) => t.startsWith('kontext')));
+  await page.getByLabel('Model', { exact: true }).selectOption('kontext');
+  await generateOne(page, 'a lighthouse on a cliff', 3);
+  await page.locator('#gallery figure').first().getByRole('button', { name: 'Edit this' }).click();
+  await page.locator('#edit-model option[value="kontext"]').waitFor({ state: 'attached' });
+  assert.match(await page.locator('#edit-model option[value="kontext"]').innerText(), /follows instructions/);
+  await page.getByLabel('Model for what the image model draws').selectOption('kontext');
+  await page.getByLabel('What should change?').fill('make the sky a sunset and flip it');
+  await page.getByRole('button', { name: 'Preview plan' }).click();
+  await page.locator('#plan-ops li').nth(1).waitFor();
+  const planned = await page.locator('#plan-ops li').allInnerTexts();
+  assert.deepEqual(planned, ['instruct: instruction "make the sky a sunset"', 'flip: axis "horizontal"']);
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.locator('#edit-stage[data-seq="1"]').waitFor({ timeout: 120_000 });
+  await page.screenshot({ path: join(SHOTS, 'edit-kontext.png'), fullPage: true });
+  const sessions = await call(adminKey, '/v1/edit-sessions?limit=1');
+  const head = sessions.body.data[0].versions.find((v) => v.seq === 1);
+  assert.deepEqual(head.plan.ops.map((o) => o.op), ['instruct', 'flip']);
   await page.close();
 });

@@ -64,6 +64,7 @@ export function wire() {
 
 /** Opening the screen with no session lists recent ones to resume. */
 export async function open() {
+  loadModels().catch(() => {});
   if (current) return;
   const list = await api('/v1/edit-sessions?limit=8');
   const ul = $('edit-sessions');
@@ -74,6 +75,26 @@ export async function open() {
       h('button', { type: 'button', class: 'quiet', onclick: () => resume(s.id) },
         `Resume the session of ${new Date(s.updated_at).toLocaleString()} (${n} version${n === 1 ? '' : 's'})`)));
   }
+}
+
+/** The models the generative changes may run on; one that follows edit instructions (FLUX.1
+ * Kontext) gets them in the user's words, and says so. */
+async function loadModels() {
+  const list = await api('/v1/models');
+  const select = $('edit-model');
+  const chosen = select.value;
+  select.replaceChildren();
+  for (const m of list.data) {
+    const o = new Option(m.kontext ? `${m.id} (follows instructions)` : m.id, m.id);
+    o.selected = chosen ? m.id === chosen : !!m.default;
+    select.append(o);
+  }
+}
+
+/** `body` with the model chosen for the generative changes. */
+function withModel(body) {
+  const model = $('edit-model').value;
+  return model ? { ...body, model } : body;
 }
 
 export function reset() {
@@ -210,7 +231,7 @@ async function planPreview() {
   if (!text || !current) return;
   await guarded(async () => {
     const r = await api(`/v1/edit-sessions/${encodeURIComponent(current.id)}/instructions`, {
-      method: 'POST', json: { instruction: text, dry_run: true },
+      method: 'POST', json: withModel({ instruction: text, dry_run: true }),
     });
     const ol = $('plan-ops');
     ol.replaceChildren();
@@ -242,7 +263,7 @@ async function instruct(body, busy) {
   let done = false;
   await guarded(async () => {
     const r = await api(`/v1/edit-sessions/${encodeURIComponent(current.id)}/instructions`, {
-      method: 'POST', json: body,
+      method: 'POST', json: withModel(body),
     });
     current = r;
     done = true;
