@@ -18,7 +18,9 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Random-weight architectures to time: sd-turbo (SD 2.1-base), sd15, sdxs-512.
+    /// Random-weight architectures to time: sd-turbo (SD 2.1-base), sd15, sdxs-512; or one
+    /// FLUX.1 transformer step at the real width with D double- and S single-stream blocks,
+    /// flux-D-S (flux-2-4 and flux-1-2 extrapolate to the full model: docs/benchmarks.md).
     #[arg(long, value_delimiter = ',', default_value = "sd-turbo,sd15")]
     pub arch: Vec<String>,
     /// Time installed models instead (names or paths, as `generate --model` takes them).
@@ -76,13 +78,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-struct Timing {
-    median_s: f64,
-    runs: Vec<f64>,
-    peak_mib: Option<f64>,
+pub(crate) struct Timing {
+    pub(crate) median_s: f64,
+    pub(crate) runs: Vec<f64>,
+    pub(crate) peak_mib: Option<f64>,
 }
 
-fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+pub(crate) fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
     f()?; // warm-up: page in mmapped weights, size allocator pools
     reset_peak_rss();
     let mut times = Vec::with_capacity(runs);
@@ -185,10 +187,12 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--runs must be ≥ 1 and --size a positive multiple of 8");
     }
     // (label, folder) of every model to time.
+    let (flux, unets): (Vec<&String>, Vec<&String>) =
+        a.arch.iter().partition(|x| crate::bench_flux::depth(x).is_some());
     let targets: Vec<(String, PathBuf)> = if a.model.is_empty() {
         std::fs::create_dir_all(&a.work_dir)?;
-        a.arch
-            .iter()
+        unets
+            .into_iter()
             .map(|arch| Ok((arch.clone(), ensure_model(&a.work_dir, arch)?)))
             .collect::<Result<_>>()?
     } else {
@@ -210,6 +214,9 @@ pub fn run(a: Args) -> Result<()> {
             "{:<12} {:<18} {:>10} {:>12}  runs",
             "model", "operation", "median s", "peak RSS"
         );
+    }
+    for arch in flux {
+        crate::bench_flux::run(&a, arch, threads)?;
     }
     let prompt = "a photograph of an astronaut riding a horse";
     for (label, path) in &targets {

@@ -4,6 +4,7 @@
 mod admin;
 mod allocator;
 mod bench;
+mod bench_flux;
 mod catalog;
 mod character;
 mod character_eval;

@@ -408,6 +408,21 @@ impl FluxTransformer2DModel {
         Ok(Self::build(vb, c)?)
     }
 
+    /// A diffusers `transformer/` folder on its own (its `config.json` and safetensors, mapped
+    /// rather than read), at `dtype`.
+    pub fn load(dir: &std::path::Path, dtype: DType, device: &candle_core::Device) -> crate::Result<Self> {
+        let config: FluxConfig = serde_json::from_value(crate::folder::read_json(&dir.join("config.json"))?)
+            .map_err(|source| crate::EngineError::Json {
+                path: dir.join("config.json"),
+                source,
+            })?;
+        let files = crate::folder::safetensors_in(dir)?;
+        // SAFETY: the files are only read while mapped; NanoImg never writes a model it loads.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+            .map_err(|e| crate::EngineError::from(e).at(dir))?;
+        Self::new(vb, &config).map_err(|e| e.at(dir))
+    }
+
     fn build(vb: VarBuilder, c: &FluxConfig) -> Result<Self> {
         let dim = c.inner();
         let tte = vb.pp("time_text_embed");

@@ -8,9 +8,9 @@
 //! keep part of the picture (`FluxKontextInpaintPipeline`).
 
 use super::{
-    image_to_tensor, mask_to_tensor, tensor_to_image, CancelToken, Progress, ProgressSink, SeededNoise,
+    image_to_tensor, mask_to_tensor, CancelToken, Progress, ProgressSink, SeededNoise,
 };
-use super::{init_at, paste_unmasked, GenerateRequest, GeneratedImage};
+use super::{Frame, GenerateRequest, GeneratedImage};
 use crate::error::{EngineError, Result, TensorContext};
 use crate::flux::FluxParts;
 use crate::model::StableDiffusion;
@@ -157,14 +157,8 @@ impl StableDiffusion {
         let latent_hw = (drawn.height as usize / scale, drawn.width as usize / scale);
         let shape = [1, self.latent_channels(), latent_hw.0, latent_hw.1];
 
-        let init = req.init.as_ref().map(|i| {
-            let (image, mask) = init_at(i, drawn);
-            (image, mask, i.strength)
-        });
-        let kept = match &req.init {
-            Some(i) if i.mask.is_some() && drawn != asked => Some(init_at(i, asked)),
-            _ => None,
-        };
+        let frame = Frame::new(req, asked, drawn);
+        let init = &frame.init;
         let image_latents = init
             .as_ref()
             .map(|(image, _, _)| self.encode_flux_image(image, req))
@@ -190,7 +184,7 @@ impl StableDiffusion {
         // the whole picture from noise unless a mask keeps part of it.
         let from_image = init.is_some() && (!kontext || mask.is_some());
         let full = self.flux_plan(req.steps, drawn)?;
-        let plan = match (&init, from_image) {
+        let plan = match (init, from_image) {
             (Some((_, _, strength)), true) => full.from_strength(*strength).ok_or_else(|| {
                 InvalidParam::new(
                     "strength",
@@ -236,21 +230,7 @@ impl StableDiffusion {
                     preview: preview.as_ref(),
                 });
             }
-            let mut image = tensor_to_image(&self.decode_latents(&x, req.vae)?)?;
-            if drawn != asked {
-                image = image::imageops::resize(
-                    &image,
-                    asked.width,
-                    asked.height,
-                    image::imageops::FilterType::Lanczos3,
-                );
-            }
-            match (&kept, &init) {
-                (Some((orig, Some(mask))), _) | (None, Some((orig, Some(mask), _))) => {
-                    paste_unmasked(&mut image, orig, mask)
-                }
-                _ => {}
-            }
+            let image = frame.finish(&self.decode_latents(&x, req.vae)?)?;
             out.push(GeneratedImage { image, seed });
         }
         Ok(out)

@@ -350,19 +350,13 @@ impl StableDiffusion {
         let shape = [1, latent_c, latent_hw.0, latent_hw.1];
 
         // The init image, at the size drawn, and (to keep its unmasked pixels) at the size asked.
-        let init = req.init.as_ref().map(|i| {
-            let (image, mask) = init_at(i, drawn);
-            (image, mask, i.strength)
-        });
-        let kept = match &req.init {
-            Some(i) if i.mask.is_some() && drawn != asked => Some(init_at(i, asked)),
-            _ => None,
-        };
+        let frame = Frame::new(req, asked, drawn);
+        let init = &frame.init;
         let image_latents = init
             .as_ref()
             .map(|(image, _, _)| self.encode_image(image, req.vae))
             .transpose()?;
-        let inpaint = match (&init, &image_latents) {
+        let inpaint = match (init, &image_latents) {
             (Some((image, mask, _)), Some(lat)) => {
                 self.inpaint_state(image, lat, mask.as_ref(), latent_hw, req.vae)?
             }
@@ -370,7 +364,7 @@ impl StableDiffusion {
         };
 
         let full_plan = schedule.plan(req.scheduler, req.steps as usize);
-        let plan = match &init {
+        let plan = match init {
             Some((_, _, strength)) => full_plan.tail(steps_kept(req.steps, *strength)),
             None => full_plan,
         };
@@ -472,22 +466,7 @@ impl StableDiffusion {
                 }
                 _ => self,
             };
-            let decoded = decoder.decode_latents(&x, req.vae)?;
-            let mut image = tensor_to_image(&decoded)?;
-            if drawn != asked {
-                image = image::imageops::resize(
-                    &image,
-                    asked.width,
-                    asked.height,
-                    image::imageops::FilterType::Lanczos3,
-                );
-            }
-            match (&kept, &init) {
-                (Some((orig, Some(mask))), _) | (None, Some((orig, Some(mask), _))) => {
-                    paste_unmasked(&mut image, orig, mask)
-                }
-                _ => {}
-            }
+            let image = frame.finish(&decoder.decode_latents(&x, req.vae)?)?;
             out.push(GeneratedImage { image, seed });
         }
         if let Some(r) = reference {
@@ -539,6 +518,55 @@ impl StableDiffusion {
         } else {
             Ok(out)
         }
+    }
+}
+
+/// What one request's pictures start from and end as: the init image, its mask and strength at
+/// the size drawn, and (when the size drawn is not the size asked and a mask keeps part of the
+/// picture) the image and mask at the size asked.
+struct Frame {
+    asked: ImageSize,
+    drawn: ImageSize,
+    init: Option<(RgbImage, Option<GrayImage>, f64)>,
+    kept: Option<(RgbImage, Option<GrayImage>)>,
+}
+
+impl Frame {
+    fn new(req: &GenerateRequest, asked: ImageSize, drawn: ImageSize) -> Self {
+        Self {
+            asked,
+            drawn,
+            init: req.init.as_ref().map(|i| {
+                let (image, mask) = init_at(i, drawn);
+                (image, mask, i.strength)
+            }),
+            kept: match &req.init {
+                Some(i) if i.mask.is_some() && drawn != asked => Some(init_at(i, asked)),
+                _ => None,
+            },
+        }
+    }
+
+    /// The decoded picture as asked: resampled from the size drawn, and the original's pixels
+    /// outside the mask put back exactly.
+    fn finish(&self, decoded: &Tensor) -> Result<RgbImage> {
+        let (asked, drawn) = (self.asked, self.drawn);
+        let mut image = tensor_to_image(decoded)?;
+        if drawn != asked {
+            image = image::imageops::resize(
+                &image,
+                asked.width,
+                asked.height,
+                image::imageops::FilterType::Lanczos3,
+            );
+        }
+        match (&self.kept, &self.init) {
+            (Some((orig, Some(mask))), _) | (None, Some((orig, Some(mask), _))) => {
+                paste_unmasked(&mut image, orig, mask)
+            }
+            _ => {}
+        }
+        Ok(image)
     }
 }
 

@@ -495,14 +495,13 @@ fn t5_encoder_matches_transformers() {
 /// double- and single-stream blocks, rotary positions on FluxPipeline's ids.
 #[test]
 fn flux_transformer_matches_diffusers() {
-    use nanoimg_engine::models::flux::{FluxConfig, FluxInputs, FluxTransformer2DModel, Rope};
+    use nanoimg_engine::models::flux::{FluxInputs, FluxTransformer2DModel, Rope};
     let f = fixture("tiny-flux-transformer");
     let dir = tempfile::tempdir().unwrap();
-    let config = synthetic::tiny_flux_config();
-    synthetic::write_flux_transformer(dir.path(), &config, 7).unwrap();
-    let cfg: FluxConfig = serde_json::from_value(config).unwrap();
-    let vb = mapped(&dir.path().join("diffusion_pytorch_model.safetensors"));
-    let model = FluxTransformer2DModel::new(vb, &cfg).unwrap();
+    synthetic::write_flux_transformer(dir.path(), &synthetic::tiny_flux_config(), 7).unwrap();
+    // The transformer folder on its own, as `FluxTransformer2DModel::load` maps it.
+    let model = FluxTransformer2DModel::load(dir.path(), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let cfg = model.config();
     // 8 text tokens and a 4 × 4 grid of packed tokens (an 8 × 8 latent).
     let ids = nanoimg_engine::models::flux::position_ids(8, (8, 8));
     let rope = Rope::new(&ids, &cfg.axes_dims_rope, &Device::Cpu).unwrap();
