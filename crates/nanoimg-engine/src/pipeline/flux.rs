@@ -7,9 +7,7 @@
 //! tokens in the sequence (`FluxKontextPipeline`), and starts from noise unless a mask asks to
 //! keep part of the picture (`FluxKontextInpaintPipeline`).
 
-use super::{
-    image_to_tensor, mask_to_tensor, CancelToken, Progress, ProgressSink, SeededNoise,
-};
+use super::{image_to_tensor, mask_to_tensor, CancelToken, Progress, ProgressSink, SeededNoise};
 use super::{Frame, GenerateRequest, GeneratedImage};
 use crate::error::{EngineError, Result, TensorContext};
 use crate::flux::FluxParts;
