@@ -452,6 +452,56 @@ mod tests {
         assert!(names(&c).contains(&"tokenizer/vocab.json"));
     }
 
+    /// A FLUX.1 repository as black-forest-labs lays it out: the diffusers components (the
+    /// transformer and T5 sharded, T5's tokenizer as `tokenizer.json` and `spiece.model`), and
+    /// at its root the original single file and autoencoder, which the folder does not need.
+    #[test]
+    fn a_flux_repo_gives_its_sharded_components_and_not_the_root_single_files() {
+        let files = [
+            "model_index.json",
+            "flux1-schnell.safetensors",
+            "ae.safetensors",
+            "scheduler/scheduler_config.json",
+            "text_encoder/config.json",
+            "text_encoder/model.safetensors",
+            "text_encoder_2/config.json",
+            "text_encoder_2/model.safetensors.index.json",
+            "text_encoder_2/model-00001-of-00002.safetensors",
+            "text_encoder_2/model-00002-of-00002.safetensors",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "tokenizer_2/spiece.model",
+            "tokenizer_2/tokenizer.json",
+            "tokenizer_2/tokenizer_config.json",
+            "transformer/config.json",
+            "transformer/diffusion_pytorch_model.safetensors.index.json",
+            "transformer/diffusion_pytorch_model-00001-of-00003.safetensors",
+            "transformer/diffusion_pytorch_model-00002-of-00003.safetensors",
+            "transformer/diffusion_pytorch_model-00003-of-00003.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+        ];
+        let flux = serde_json::json!({
+            "_class_name": "FluxPipeline",
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "T5EncoderModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "T5TokenizerFast"],
+            "transformer": ["diffusers", "FluxTransformer2DModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        });
+        let l = listing(&files);
+        let c = select("flux", &l, Some(&flux), &Selection::default()).unwrap();
+        let got = names(&c);
+        for f in &files[3..] {
+            assert!(got.contains(f), "{f} missing from {got:?}");
+        }
+        let why = |f: &str| c.skipped.iter().find(|(s, _)| s.rfilename == f).map(|(_, k)| *k);
+        assert_eq!(why("flux1-schnell.safetensors"), Some(Skip::NotInModel));
+        assert_eq!(why("ae.safetensors"), Some(Skip::NotInModel));
+    }
+
     #[test]
     fn a_tiny_vae_brings_the_unlisted_vae_large_along() {
         let l = listing(&[

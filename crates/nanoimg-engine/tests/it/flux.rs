@@ -455,3 +455,53 @@ fn a_model_missing_a_part_says_which_and_where_it_goes() {
         "{e}"
     );
 }
+
+/// A tiny autoencoder for FLUX's 16-channel latents (TAEF1's shape) decodes on request and
+/// draws the step previews; one for SD's 4 channels is refused by name.
+#[test]
+fn a_16_channel_tiny_autoencoder_decodes_and_previews_flux() {
+    let (dir, model) = written("flux-schnell", false, false);
+    let write = |name: &str, channels: u32| {
+        let mut config = nanoimg_engine::synthetic::tiny_taesd_config();
+        config["latent_channels"] = serde_json::json!(channels);
+        let path = dir.path().join(name);
+        nanoimg_engine::synthetic::write_taesd(&path, &config, 3).unwrap();
+        nanoimg_engine::tiny_vae::load(&path, &Device::Cpu, candle_core::DType::F32).unwrap()
+    };
+    let e = model.with_tiny_vae(write("taesd", 4)).unwrap_err().to_string();
+    assert!(e.contains("4 latent channels") && e.contains("16"), "{e}");
+    let model = model.with_tiny_vae(write("taef1", 16)).unwrap();
+    struct Previews(AtomicUsize);
+    impl ProgressSink for Previews {
+        fn preview_at(&self, _: usize, step: usize, _: usize) -> Option<nanoimg_engine::PreviewMethod> {
+            (step == 2).then_some(nanoimg_engine::PreviewMethod::Tiny)
+        }
+        fn on_step(&self, p: &Progress) {
+            if let Some(img) = p.preview {
+                assert_eq!(
+                    img.dimensions(),
+                    (64, 64),
+                    "decoded at the size drawn, not latent-sized"
+                );
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let previews = Previews(AtomicUsize::new(0));
+    let req = GenerateRequest {
+        seed: 2,
+        ..GenerateRequest::new(&model, "a cat")
+    };
+    let full = model
+        .generate(&req, &Limits::default(), &previews, &CancelToken::new())
+        .unwrap();
+    assert_eq!(previews.0.load(Ordering::Relaxed), 1);
+    let tiny = draw(
+        &model,
+        &GenerateRequest {
+            vae: VaeChoice::Tiny,
+            ..req
+        },
+    );
+    assert_ne!(full[0].image, tiny[0].image, "the tiny autoencoder decoded");
+}
