@@ -19,6 +19,16 @@ use candle_core::{DType, Tensor};
 use image::RgbImage;
 use nanoimg_core::{ImageSize, InvalidParam};
 
+/// What the steps of one FLUX request share ([`StableDiffusion::flux_sampling`]).
+pub struct FluxSampling {
+    text: FluxText,
+    rope: Rope,
+    /// The references' tokens, after the image's in the sequence.
+    references: Option<Tensor>,
+    guidance: Option<Tensor>,
+    latent_hw: (usize, usize),
+}
+
 /// One prompt as a FLUX model reads it.
 #[derive(Debug, Clone)]
 pub struct FluxText {
@@ -73,23 +83,20 @@ impl StableDiffusion {
         Ok(flux.flow.plan(steps as usize, tokens))
     }
 
-    /// The transformer's velocity for latents `[1, C, h, w]` at noise level `sigma`, with
-    /// `references` (Kontext: image latents `[1, C, h', w']`, in the model's latent scale) read
-    /// as extra tokens, and the guidance scale for models that embed it.
-    pub fn flux_velocity(
+    /// What every step of one request shares: the rotary positions of the text, image and
+    /// reference tokens, the references (Kontext: image latents `[1, C, h', w']` in the model's
+    /// latent scale) packed as tokens, and the guidance for models that embed it. Made once per
+    /// request, not per step.
+    pub fn flux_sampling(
         &self,
         text: &FluxText,
-        latents: &Tensor,
-        sigma: f64,
+        latent_hw: (usize, usize),
         guidance: f64,
         references: &[Tensor],
-    ) -> Result<Tensor> {
+    ) -> Result<FluxSampling> {
         let flux = self.flux_parts()?;
-        let (_, _, h, w) = latents.dims4()?;
-        let image = pack_latents(latents)?;
-        let image_tokens = image.dim(1)?;
-        let mut ids = position_ids(text.t5.dim(1)?, (h, w));
-        let mut tokens = vec![image];
+        let mut ids = position_ids(text.t5.dim(1)?, latent_hw);
+        let mut packed = Vec::with_capacity(references.len());
         // Every reference at time index 1, placed after the previous one along the width (one
         // reference is diffusers' FluxKontextPipeline exactly).
         let mut column = 0usize;
@@ -98,26 +105,51 @@ impl StableDiffusion {
             let (rows, cols) = (rh / 2, rw / 2);
             ids.extend((0..rows * cols).map(|i| [1.0, (i / cols) as f32, (column + i % cols) as f32]));
             column += cols;
-            tokens.push(pack_latents(r)?);
+            packed.push(pack_latents(r)?);
         }
-        let packed = Tensor::cat(&tokens, 1)?;
-        let rope = Rope::new(&ids, &flux.transformer.config().axes_dims_rope, &self.device)?;
+        let config = flux.transformer.config();
+        Ok(FluxSampling {
+            text: text.clone(),
+            rope: Rope::new(&ids, &config.axes_dims_rope, &self.device)?,
+            references: (!packed.is_empty())
+                .then(|| Tensor::cat(&packed, 1))
+                .transpose()?,
+            guidance: config
+                .guidance_embeds
+                .then(|| Tensor::full(guidance as f32, 1, &self.device))
+                .transpose()?,
+            latent_hw,
+        })
+    }
+
+    /// The transformer's velocity for latents `[1, C, h, w]` (the size `run` was made for) at
+    /// noise level `sigma`.
+    pub fn flux_velocity(&self, run: &FluxSampling, latents: &Tensor, sigma: f64) -> Result<Tensor> {
+        let flux = self.flux_parts()?;
+        let (_, _, h, w) = latents.dims4()?;
+        if (h, w) != run.latent_hw {
+            return Err(candle_core::Error::Msg(format!(
+                "latents of {h}×{w} for a run made for {:?}",
+                run.latent_hw
+            ))
+            .into());
+        }
+        let image = pack_latents(latents)?;
+        let image_tokens = image.dim(1)?;
+        let packed = match &run.references {
+            Some(r) => Tensor::cat(&[&image, r], 1)?,
+            None => image,
+        };
         let timestep = Tensor::full(sigma as f32, 1, &self.device)?;
-        let guidance = flux
-            .transformer
-            .config()
-            .guidance_embeds
-            .then(|| Tensor::full(guidance as f32, 1, &self.device))
-            .transpose()?;
         let out = flux
             .transformer
             .forward(&FluxInputs {
                 latents: &packed,
-                text: &text.t5,
-                pooled: &text.pooled,
+                text: &run.text.t5,
+                pooled: &run.text.pooled,
                 timestep: &timestep,
-                guidance: guidance.as_ref(),
-                rope: &rope,
+                guidance: run.guidance.as_ref(),
+                rope: &run.rope,
             })
             .context(|| "FLUX transformer".into())?;
         Ok(unpack_latents(&out.narrow(1, 0, image_tokens)?, (h, w))?)
@@ -195,6 +227,7 @@ impl StableDiffusion {
             _ => full,
         };
         let total = plan.steps();
+        let run = self.flux_sampling(&text, latent_hw, req.guidance, &references)?;
         let mut out = Vec::with_capacity(req.n as usize);
         for i in 0..req.n as usize {
             let seed = req.seed.wrapping_add(i as u64);
@@ -208,7 +241,7 @@ impl StableDiffusion {
                     return Err(EngineError::Cancelled);
                 }
                 let sigma = plan.sigmas[step];
-                let v = self.flux_velocity(&text, &x, sigma, req.guidance, &references)?;
+                let v = self.flux_velocity(&run, &x, sigma)?;
                 let preview = progress
                     .preview_at(i, step + 1, total)
                     .map(|method| self.preview(&(&x - (&v * sigma)?)?, method))

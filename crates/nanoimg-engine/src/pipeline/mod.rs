@@ -8,7 +8,7 @@ mod progress;
 mod refiner;
 
 pub use convert::{image_to_tensor, latent_preview, mask_to_tensor, tensor_to_image, SeededNoise};
-pub use flux::FluxText;
+pub use flux::{FluxSampling, FluxText};
 pub use progress::{evenly_spaced, CancelToken, NoProgress, PreviewMethod, Progress, ProgressSink};
 pub use refiner::{Refiner, DEFAULT_SWITCH_AT};
 

@@ -60,11 +60,10 @@ fn pipeline_parity(name: &str, dev: bool, kontext: bool) {
         false => Vec::new(),
     };
     let plan = model.flux_plan(2, ImageSize::new(64, 64)).unwrap();
+    let run = model.flux_sampling(&text, (8, 8), 3.5, &references).unwrap();
     let mut x = f["latents"].clone();
     for step in 0..2 {
-        let v = model
-            .flux_velocity(&text, &x, plan.sigmas[step], 3.5, &references)
-            .unwrap();
+        let v = model.flux_velocity(&run, &x, plan.sigmas[step]).unwrap();
         x = plan.step(step, &x, &v).unwrap();
     }
     check(&format!("{name}: latents after two steps"), &x, &f["out_latents"]);
